@@ -1,0 +1,96 @@
+/** Shared test utilities: engine start-up, float64 references, finite-difference gradient checks. */
+import assert from "node:assert/strict";
+import { initEngine, noGrad, type Tensor, tensor } from "../engine/tensor.ts";
+import { backward } from "../engine/autograd.ts";
+
+export { assert };
+
+/** Starts the engine once per test file. */
+export const ready: Promise<unknown> = initEngine({ verbose: false });
+
+/** Seeded PRNG (mulberry32) returning floats in [0, 1). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Random data in [lo, hi). */
+export function randArray(n: number, seed: number, lo = -1, hi = 1): Float64Array {
+  const r = rng(seed);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
+  return out;
+}
+
+/** Asserts |actual − expected| ≤ atol + rtol·|expected| element-wise, naming the worst index. */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  atol = 1e-5,
+  rtol = 1e-4,
+  what = "values",
+): void {
+  assert.equal(actual.length, expected.length, `${what}: length ${actual.length} ≠ ${expected.length}`);
+  let worst = -1, worstErr = 0;
+  for (let i = 0; i < actual.length; i++) {
+    const err = Math.abs(actual[i] - expected[i]) - (atol + rtol * Math.abs(expected[i]));
+    if (!(err <= 0) && (worst < 0 || err > worstErr || Number.isNaN(err))) {
+      worst = i;
+      worstErr = Number.isNaN(err) ? Infinity : err;
+    }
+  }
+  if (worst >= 0) {
+    assert.fail(
+      `${what}: index ${worst}: got ${actual[worst]}, expected ${expected[worst]} (atol ${atol}, rtol ${rtol})`,
+    );
+  }
+}
+
+/**
+ * Checks autograd gradients of `f(inputs)` (reduced to a scalar by a fixed random weighting)
+ * against central finite differences computed in float64 from `ref` (a CPU float64 reference of f).
+ */
+export async function gradCheck(
+  f: (xs: Tensor[]) => Tensor,
+  ref: (xs: Float64Array[]) => Float64Array,
+  inputs: { data: Float64Array; shape: number[] }[],
+  opts: { atol?: number; rtol?: number; eps?: number; seed?: number } = {},
+): Promise<void> {
+  const xs = inputs.map((i) => tensor(Float32Array.from(i.data), i.shape).requireGrad());
+  const y = f(xs);
+  const w = randArray(y.size, opts.seed ?? 99);
+  const wt = tensor(Float32Array.from(w), [...y.shape]);
+  backward(y, wt);
+  const eps = opts.eps ?? 1e-3;
+  for (let k = 0; k < inputs.length; k++) {
+    const got = await xs[k].grad!.toArray();
+    const base = inputs.map((i) => Float64Array.from(i.data));
+    const num = new Float64Array(inputs[k].data.length);
+    for (let j = 0; j < num.length; j++) {
+      const orig = base[k][j];
+      base[k][j] = orig + eps;
+      const yp = ref(base);
+      base[k][j] = orig - eps;
+      const ym = ref(base);
+      base[k][j] = orig;
+      let s = 0;
+      for (let i = 0; i < yp.length; i++) s += w[i] * (yp[i] - ym[i]);
+      num[j] = s / (2 * eps);
+    }
+    assertClose(got, num, opts.atol ?? 1e-3, opts.rtol ?? 1e-2, `grad of input ${k}`);
+  }
+  noGrad(() => {
+    for (const x of xs) {
+      x.grad?.dispose();
+      x.dispose();
+    }
+    y.dispose();
+    wt.dispose();
+  });
+}
