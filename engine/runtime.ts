@@ -30,14 +30,16 @@ export interface KernelSpec {
 export class Storage {
   /** Number of owners (tensors and saved autograd views). */
   refs = 1;
-  /** Batch id of the last recorded command that used this buffer. */
-  lastBatch = -1;
   constructor(
     /** The pooled buffer (may be larger than `bytes`). */
     readonly buffer: GPUBuffer,
     /** Bytes in use. */
     readonly bytes: number,
     private readonly rt: Runtime,
+    /** Byte offset into `buffer` (non-zero for views into a larger buffer; a multiple of 256). */
+    readonly byteOffset = 0,
+    /** The storage this one is a view of (kept alive while the view lives). */
+    readonly parent: Storage | null = null,
   ) {}
   /** Adds an owner. */
   retain(): this {
@@ -48,7 +50,18 @@ export class Storage {
   /** Drops an owner; the buffer returns to the pool when none remain. */
   release(): void {
     if (this.refs <= 0) return;
-    if (--this.refs === 0) this.rt.recycle(this.buffer);
+    if (--this.refs === 0) {
+      if (this.parent) this.parent.release();
+      else this.rt.recycle(this.buffer);
+    }
+  }
+
+  /** A view of `bytes` bytes starting at `byteOffset` (must be 256-byte aligned) within this storage. */
+  view(byteOffset: number, bytes: number): Storage {
+    if (byteOffset % 256 !== 0) throw new Error(`storage view offset ${byteOffset} is not a multiple of 256`);
+    if (byteOffset + bytes > this.bytes) throw new Error("storage view out of bounds");
+    this.retain();
+    return new Storage(this.buffer, bytes, this.rt, this.byteOffset + byteOffset, this);
   }
 }
 
@@ -98,6 +111,8 @@ export class Runtime {
   private pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   private bindGroups = new Map<string, GPUBindGroup>();
   private bufferIds = new WeakMap<GPUBuffer, number>();
+  /** Batch id of the last recorded command that used each buffer. */
+  private usedIn = new WeakMap<GPUBuffer, number>();
   private nextBufferId = 1;
   private free = new Map<number, GPUBuffer[]>();
   private encoder: GPUCommandEncoder | null = null;
@@ -177,14 +192,14 @@ export class Runtime {
   /** Uploads bytes into a storage at a byte offset, keeping order with recorded work. */
   write(storage: Storage, data: ArrayBufferView, byteOffset = 0): void {
     // queue.writeBuffer runs before not-yet-submitted commands: submit any that touch this buffer first.
-    if (storage.lastBatch === this.batch && this.encoder) this.flush();
+    if (this.encoder && this.usedIn.get(storage.buffer) === this.batch) this.flush();
     const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
     let padded = bytes;
     if (bytes.byteLength % 4 !== 0) {
       padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
       padded.set(bytes);
     }
-    this.device.queue.writeBuffer(storage.buffer, byteOffset, padded);
+    this.device.queue.writeBuffer(storage.buffer, storage.byteOffset + byteOffset, padded);
   }
 
   // ---------------------------------------------------------------- kernels
@@ -257,16 +272,25 @@ export class Runtime {
     this.arenaUsed += this.uniformAlign;
 
     let key = spec.shader + (spec.entry ?? "") + JSON.stringify(spec.constants ?? "");
-    for (const s of storages) key += "," + this.idOf(s.buffer);
+    for (const s of storages) {
+      key += "," + this.idOf(s.buffer) + (s.byteOffset || s.parent ? `@${s.byteOffset}+${s.bytes}` : "");
+    }
     let bg = this.bindGroups.get(key);
     if (!bg) {
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, size: UNIFORM_STRIDE } }];
-      storages.forEach((s, i) => entries.push({ binding: i + 1, resource: { buffer: s.buffer } }));
+      storages.forEach((s, i) =>
+        entries.push({
+          binding: i + 1,
+          resource: s.parent
+            ? { buffer: s.buffer, offset: s.byteOffset, size: Math.max(4, Math.ceil(s.bytes / 4) * 4) }
+            : { buffer: s.buffer },
+        })
+      );
       bg = this.device.createBindGroup({ layout, entries });
       if (this.bindGroups.size > 20000) this.bindGroups.clear();
       this.bindGroups.set(key, bg);
     }
-    for (const s of storages) s.lastBatch = this.batch;
+    for (const s of storages) this.usedIn.set(s.buffer, this.batch);
     const pass = this.computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bg, [offset]);
@@ -292,8 +316,15 @@ export class Runtime {
   /** Records a buffer-to-buffer copy (byte counts must be multiples of 4). */
   copy(src: Storage, srcOffset: number, dst: Storage, dstOffset: number, bytes: number): void {
     if (bytes === 0) return;
-    src.lastBatch = dst.lastBatch = this.batch;
-    this.commandEncoder().copyBufferToBuffer(src.buffer, srcOffset, dst.buffer, dstOffset, bytes);
+    this.usedIn.set(src.buffer, this.batch);
+    this.usedIn.set(dst.buffer, this.batch);
+    this.commandEncoder().copyBufferToBuffer(
+      src.buffer,
+      src.byteOffset + srcOffset,
+      dst.buffer,
+      dst.byteOffset + dstOffset,
+      bytes,
+    );
     this.stats.dispatches++;
   }
 
@@ -336,8 +367,13 @@ export class Runtime {
     const staging = this.device.createBuffer({ size: total, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     const enc = this.commandEncoder();
     items.forEach((it, i) => {
-      it.storage.lastBatch = this.batch;
-      enc.copyBufferToBuffer(it.storage.buffer, 0, staging, offsets[i], Math.ceil(it.bytes / 4) * 4);
+      enc.copyBufferToBuffer(
+        it.storage.buffer,
+        it.storage.byteOffset,
+        staging,
+        offsets[i],
+        Math.ceil(it.bytes / 4) * 4,
+      );
     });
     this.flush();
     this.stats.readbacks++;
