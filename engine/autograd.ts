@@ -4,7 +4,8 @@
  * @module
  */
 
-import { type GradNode, isGradEnabled, keep, noGrad, Tensor } from "./tensor.ts";
+import { empty, type GradNode, isGradEnabled, keep, noGrad, runtime, Tensor } from "./tensor.ts";
+import { f32Bits, grid1d } from "./runtime.ts";
 
 /** A retained view of a tensor that stays valid until the node is released. */
 export function saveForBackward(t: Tensor): Tensor {
@@ -91,7 +92,6 @@ export function backward(root: Tensor, grad?: Tensor, options: BackwardOptions =
   noGrad(() => {
     const order = topoOrder(root);
     const grads = new Map<Tensor, Tensor>();
-    // deno-lint-ignore no-use-before-define
     grads.set(root, grad ? grad.detach() : onesLike(root));
     for (const t of order) {
       const g = grads.get(t);
@@ -139,25 +139,25 @@ function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   }
 }
 
-// Late-bound element-wise helpers (set by ops/elementwise.ts) to avoid an import cycle.
-let addImpl: ((a: Tensor, b: Tensor) => Tensor) | null = null;
-let onesImpl: ((shape: readonly number[]) => Tensor) | null = null;
-
-/** Installs the ops autograd needs (called once by the ops module). */
-export function installAutogradOps(add: (a: Tensor, b: Tensor) => Tensor, ones: (shape: readonly number[]) => Tensor) {
-  addImpl = add;
-  onesImpl = ones;
-}
-
+/** a + b for same-shape f32 tensors (binary.wgsl, OP 0), disposing both inputs. */
 function addInto(a: Tensor, b: Tensor): Tensor {
-  const s = addImpl!(a, b);
+  const out = empty(a.shape);
+  const n = a.size;
+  runtime().dispatch(
+    { shader: "binary", bindings: ["read", "read", "rw"], constants: { OP: 0 } },
+    [a.storage, b.storage, out.storage],
+    [n, a.ndim, 1, 0, ...new Array(24).fill(0)],
+    grid1d(n),
+  );
   a.dispose();
   b.dispose();
-  return s;
+  return out;
 }
 
 function onesLike(t: Tensor): Tensor {
-  return onesImpl!(t.shape);
+  const out = empty(t.shape);
+  runtime().dispatch({ shader: "fill", bindings: ["rw"] }, [out.storage], [t.size, f32Bits(1), 0, 0], grid1d(t.size));
+  return out;
 }
 
 /** Disposes `.grad` of each tensor (like `optimizer.zero_grad(set_to_none=True)`). */

@@ -98,7 +98,9 @@ class Reader {
   }
   need(n: number): number {
     if (!Number.isSafeInteger(n) || n < 0 || n > this.bytes.length - this.pos) {
-      throw new PickleError(`truncated pickle: need ${n} bytes at offset ${this.pos}, ${this.bytes.length - this.pos} left`);
+      throw new PickleError(
+        `truncated pickle: need ${n} bytes at offset ${this.pos}, ${this.bytes.length - this.pos} left`,
+      );
     }
     const p = this.pos;
     this.pos += n;
@@ -206,11 +208,15 @@ export function unpickle(bytes: Uint8Array, start: number, hooks: PickleHooks): 
     if (typeof module !== "string" || typeof name !== "string") {
       throw new PickleError(`STACK_GLOBAL needs two strings, got ${describe(module)} and ${describe(name)}`);
     }
-    if (!hooks.allowGlobal(module, name)) throw new PickleError(`refusing to load global ${printable(`${module}.${name}`)}`);
+    if (!hooks.allowGlobal(module, name)) {
+      throw new PickleError(`refusing to load global ${printable(`${module}.${name}`)}`);
+    }
     return new PyGlobal(module, name);
   };
   const call = (callable: unknown, args: unknown): unknown => {
-    if (!(callable instanceof PyGlobal)) throw new PickleError(`cannot call ${describe(callable)} at offset ${r.pos - 1}`);
+    if (!(callable instanceof PyGlobal)) {
+      throw new PickleError(`cannot call ${describe(callable)} at offset ${r.pos - 1}`);
+    }
     if (!(args instanceof PyTuple)) throw new PickleError(`arguments of ${callable.qualifiedName} are not a tuple`);
     return hooks.reduce(callable, args);
   };
@@ -298,7 +304,9 @@ export function unpickle(bytes: Uint8Array, start: number, hooks: PickleHooks): 
       case 0x46: { // FLOAT (text)
         const s = r.line();
         const v = Number(s);
-        if (s.trim() === "" || (Number.isNaN(v) && s !== "nan")) throw new PickleError(`invalid FLOAT "${printable(s)}"`);
+        if (s.trim() === "" || (Number.isNaN(v) && s !== "nan")) {
+          throw new PickleError(`invalid FLOAT "${printable(s)}"`);
+        }
         stack.push(v);
         break;
       }
@@ -342,9 +350,11 @@ export function unpickle(bytes: Uint8Array, start: number, hooks: PickleHooks): 
       case 0x89: // NEWFALSE
         stack.push(false);
         break;
-      case 0x74: // TUPLE
-        stack.push(new PyTuple(popMark()));
+      case 0x74: { // TUPLE
+        const items = popMark(); // before reading `stack`: popMark replaces it
+        stack.push(new PyTuple(items));
         break;
+      }
       case 0x85: // TUPLE1
         stack.push(new PyTuple([pop()]));
         break;
@@ -359,18 +369,22 @@ export function unpickle(bytes: Uint8Array, start: number, hooks: PickleHooks): 
         stack.push(new PyTuple([pop(), b, c]));
         break;
       }
-      case 0x6c: // LIST
-        stack.push(new PyList(popMark()));
+      case 0x6c: { // LIST
+        const items = popMark(); // before reading `stack`: popMark replaces it
+        stack.push(new PyList(items));
         break;
+      }
       case 0x64: { // DICT
         const d = new PyDict();
         setItems(d, popMark());
         stack.push(d);
         break;
       }
-      case 0x91: // FROZENSET
-        stack.push(new PySet(popMark()));
+      case 0x91: { // FROZENSET
+        const items = popMark(); // before reading `stack`: popMark replaces it
+        stack.push(new PySet(items));
         break;
+      }
       case 0x61: { // APPEND
         const v = pop();
         container(PyList, "APPEND").items.push(v);
@@ -428,7 +442,9 @@ export function unpickle(bytes: Uint8Array, start: number, hooks: PickleHooks): 
       case 0x92: { // NEWOBJ_EX
         const kwargs = pop();
         const args = pop();
-        if (!(kwargs instanceof PyDict) || kwargs.map.size > 0) throw new PickleError(`NEWOBJ_EX with keyword arguments`);
+        if (!(kwargs instanceof PyDict) || kwargs.map.size > 0) {
+          throw new PickleError(`NEWOBJ_EX with keyword arguments`);
+        }
         stack.push(call(pop(), args));
         break;
       }

@@ -36,8 +36,19 @@ fn forward(v: f32) -> f32 {
     case 11u: { return abs(v); }
     case 12u: { return clamp(v, p.a, p.b); }
     case 13u: { return v * v; }
+    case 14u: { return 0.5 * v * (1.0 + erf(v * 0.7071067811865476)); }
     default: { return v; }
   }
+}
+
+// erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit); WGSL has no built-in erf.
+fn erf(v: f32) -> f32 {
+  let z = abs(v);
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
+    t * (-0.82215223 + t * 0.17087277)))))))));
+  return select(r - 1.0, 1.0 - r, v >= 0.0);
 }
 
 @compute @workgroup_size(256)
@@ -71,6 +82,9 @@ fn derivative(v: f32, out: f32) -> f32 {
     case 11u: { return sign(v); }
     case 12u: { return select(0.0, 1.0, v >= p.a && v <= p.b); }
     case 13u: { return 2.0 * v; }
+    case 14u: {
+      return 0.5 * (1.0 + erf(v * 0.7071067811865476)) + v * 0.3989422804014327 * exp(-0.5 * v * v);
+    }
     default: { return 1.0; }
   }
 }

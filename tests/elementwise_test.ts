@@ -3,6 +3,22 @@ import { noGrad, readAll, tensor } from "../engine/tensor.ts";
 import * as ew from "../engine/ops/elementwise.ts";
 
 const gelu = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+// float64 erf (Abramowitz–Stegun 7.1.28 would be too coarse; use a series/continued fraction split).
+function erf(x: number): number {
+  const s = Math.sign(x), a = Math.abs(x);
+  if (a < 3) {
+    let sum = a, term = a;
+    for (let n = 1; n < 100; n++) {
+      term *= -a * a / n;
+      sum += term / (2 * n + 1);
+    }
+    return s * 2 / Math.sqrt(Math.PI) * sum;
+  }
+  let cf = 0;
+  for (let n = 60; n >= 1; n--) cf = n / 2 / (a + cf);
+  return s * (1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / (a + cf));
+}
+
 const unaryCases: [
   string,
   (x: import("../engine/tensor.ts").Tensor) => import("../engine/tensor.ts").Tensor,
@@ -15,6 +31,7 @@ const unaryCases: [
   ["log", ew.log, Math.log, 0.2, 3],
   ["tanh", ew.tanh, Math.tanh, -3, 3],
   ["geluNew", ew.geluNew, gelu, -4, 4],
+  ["gelu", ew.gelu, (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)), -4, 4],
   ["sigmoid", ew.sigmoid, (v) => 1 / (1 + Math.exp(-v)), -4, 4],
   ["sqrt", ew.sqrt, Math.sqrt, 0.2, 3],
   ["rsqrt", ew.rsqrt, (v) => 1 / Math.sqrt(v), 0.2, 3],

@@ -5,8 +5,8 @@
  */
 
 import { f32Bits, grid1d, type KernelSpec } from "../runtime.ts";
-import { check, type DType, empty, runtime, Tensor } from "../tensor.ts";
-import { installAutogradOps, needsGrad, record, saveForBackward } from "../autograd.ts";
+import { check, type DType, empty, runtime, type Tensor } from "../tensor.ts";
+import { needsGrad, record, saveForBackward } from "../autograd.ts";
 
 // ------------------------------------------------------------------ fills
 
@@ -76,6 +76,7 @@ const UNARY = {
   abs: 11,
   clamp: 12,
   square: 13,
+  gelu: 14,
 } as const;
 type UnaryName = keyof typeof UNARY;
 
@@ -111,6 +112,8 @@ export const log = (x: Tensor): Tensor => unary("log", x);
 export const tanh = (x: Tensor): Tensor => unary("tanh", x);
 /** GPT-2's gelu_new: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))). */
 export const geluNew = (x: Tensor): Tensor => unary("geluNew", x);
+/** Exact GELU (BERT's "gelu"): 0.5·x·(1 + erf(x/√2)). */
+export const gelu = (x: Tensor): Tensor => unary("gelu", x);
 /** max(x, 0) */
 export const relu = (x: Tensor): Tensor => unary("relu", x);
 /** 1 / (1 + e^−x) */
@@ -277,8 +280,6 @@ export const sub = (a: Tensor, b: Tensor): Tensor => binary("sub", a, b);
 export const mul = (a: Tensor, b: Tensor): Tensor => binary("mul", a, b);
 /** a / b (broadcasting). */
 export const div = (a: Tensor, b: Tensor): Tensor => binary("div", a, b);
-
-installAutogradOps((a, b) => binaryRaw("add", a, b), (shape) => ones(shape));
 /** Element-wise maximum (no gradient). */
 export const maximum = (a: Tensor, b: Tensor): Tensor => binaryRaw("maximum", a, b);
 /** Element-wise minimum (no gradient). */

@@ -63,7 +63,7 @@ function truncateToBudget(a: number[], b: number[] | undefined, budget: number, 
  * `padTokenId`, `modelMaxLength`, `applyChatTemplate`, …).
  */
 export abstract class Tokenizer {
-  /** Special tokens (string forms); edit e.g. `padToken` to use another padding token. */
+  /** Special tokens (string forms). Use the `padToken` setter to change the padding token. */
   readonly specialTokens: SpecialTokens;
   /** Default padding side for `encodeBatch` (tokenizer_config.json `padding_side`, else `"right"`). */
   paddingSide: PaddingSide;

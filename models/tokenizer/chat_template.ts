@@ -4,7 +4,7 @@
  * @module
  */
 
-import { Template } from "npm:@huggingface/jinja@0.5.11";
+import { Template } from "@huggingface/jinja";
 import type { ChatMessage, ChatTemplateOptions, SpecialTokens } from "./types.ts";
 
 const compiled = new Map<string, Template>();

@@ -1,0 +1,32 @@
+/**
+ * The tensor engine: device and runtime, tensors, autograd, ops, optimisers and safetensors I/O.
+ * @module
+ */
+
+export { type BackendName, type DeviceHandle, type DeviceOptions, requestGpuDevice } from "./device.ts";
+export { f32Bits, grid1d, type KernelSpec, Runtime, type RuntimeStats, Storage } from "./runtime.ts";
+export {
+  check,
+  type DType,
+  empty,
+  type GradNode,
+  initEngine,
+  isGradEnabled,
+  keep,
+  noGrad,
+  noGradAsync,
+  readAll,
+  runtime,
+  Tensor,
+  tensor,
+  type TensorData,
+  tidy,
+  tidyAsync,
+} from "./tensor.ts";
+export { backward, type BackwardOptions, needsGrad, record, saveForBackward, zeroGrad } from "./autograd.ts";
+export * from "./ops/mod.ts";
+export * from "./optim.ts";
+export * from "./safetensors.ts";
+export { writeFileAtomic, writeJsonAtomic } from "./fs_atomic.ts";
+export { type HostTensor, shapeSize } from "./host_tensor.ts";
+export { loadSafetensors, saveSafetensors } from "./io.ts";

@@ -1,0 +1,105 @@
+/**
+ * Layer normalisation with fused forward and backward kernels (`shaders/layer_norm.wgsl`).
+ * @module
+ */
+
+import { f32Bits, grid1d, type KernelSpec } from "../runtime.ts";
+import { check, empty, runtime, type Tensor } from "../tensor.ts";
+import { needsGrad, record, saveForBackward } from "../autograd.ts";
+
+const WG = 256;
+/** Rows summed by one thread of the dweight/dbias kernel before the partial sums are added up. */
+const MIN_CHUNK = 64;
+const MAX_CHUNKS = 512;
+
+const spec = (entry: string, bindings: KernelSpec["bindings"]): KernelSpec => ({
+  shader: "layer_norm",
+  entry,
+  bindings,
+});
+
+/**
+ * Layer normalisation over the last dimension, like `torch.nn.functional.layer_norm(x, [C], weight, bias, eps)`:
+ * `y = (x − mean) / √(var + eps) · weight + bias` with the biased variance. One workgroup normalises
+ * one row; mean and 1/σ are saved for the fused backward (dx per row; dweight and dbias summed over rows).
+ * @param x f32 tensor `[..., C]`
+ * @param weight f32 `[C]`
+ * @param bias f32 `[C]`
+ * @param eps added to the variance (default 1e-5)
+ * @returns a tensor shaped like `x`
+ */
+export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
+  const op = "layerNorm";
+  check(x.dtype === "f32", op, `x must be f32, got ${x.dtype} [${x.shape}]`);
+  check(x.ndim >= 1 && x.shape[x.ndim - 1] >= 1, op, `x must be [..., C] with C ≥ 1, got [${x.shape}]`);
+  const C = x.shape[x.ndim - 1];
+  check(
+    weight.dtype === "f32" && weight.ndim === 1 && weight.shape[0] === C,
+    op,
+    `weight must be f32 [${C}] for x [${x.shape}], got ${weight.dtype} [${weight.shape}]`,
+  );
+  check(
+    bias.dtype === "f32" && bias.ndim === 1 && bias.shape[0] === C,
+    op,
+    `bias must be f32 [${C}] for x [${x.shape}], got ${bias.dtype} [${bias.shape}]`,
+  );
+  check(Number.isFinite(eps) && eps >= 0, op, `eps must be a finite number ≥ 0, got ${eps}`);
+  const rows = x.size / C;
+  const rt = runtime();
+  const out = empty(x.shape);
+  const stats = empty([rows, 2]);
+  const params = [rows, C, f32Bits(eps), 0, 0, 0, 0, 0];
+  rt.dispatch(
+    spec("main", ["read", "read", "read", "rw", "rw"]),
+    [x.storage, weight.storage, bias.storage, out.storage, stats.storage],
+    params,
+    grid1d(rows, 1),
+  );
+  if (!needsGrad(x, weight, bias)) {
+    stats.dispose();
+    return out;
+  }
+  const sx = saveForBackward(x);
+  const sw = saveForBackward(weight);
+  const sst = saveForBackward(stats);
+  stats.dispose();
+  return record(out, op, [x, weight, bias], (g) => {
+    let dx: Tensor | null = null;
+    if (x.requiresGrad) {
+      dx = empty(x.shape);
+      rt.dispatch(
+        spec("grad_x", ["read", "read", "read", "rw", "read"]),
+        [sx.storage, sw.storage, g.storage, dx.storage, sst.storage],
+        params,
+        grid1d(rows, 1),
+      );
+    }
+    if (!weight.requiresGrad && !bias.requiresGrad) return [dx, null, null];
+    const [dw, db] = paramGrads(sx, g, sst, rows, C);
+    return [dx, weight.requiresGrad ? dw : (dw.dispose(), null), bias.requiresGrad ? db : (db.dispose(), null)];
+  }, [sx, sw, sst]);
+}
+
+/** dweight = Σ_rows g·x̂ and dbias = Σ_rows g, via per-chunk partial sums when there are many rows. */
+function paramGrads(x: Tensor, g: Tensor, stats: Tensor, rows: number, C: number): [Tensor, Tensor] {
+  const rt = runtime();
+  const chunk = Math.max(MIN_CHUNK, Math.ceil(rows / MAX_CHUNKS));
+  const nchunks = Math.max(1, Math.ceil(rows / chunk));
+  const params = [rows, C, 0, chunk, nchunks, 0, 0, 0];
+  const pw = empty(nchunks === 1 ? [C] : [nchunks, C]);
+  const pb = empty(nchunks === 1 ? [C] : [nchunks, C]);
+  rt.dispatch(
+    spec("grad_wb", ["read", "read", "read", "rw", "rw"]),
+    [x.storage, g.storage, stats.storage, pw.storage, pb.storage],
+    params,
+    [Math.ceil(C / WG), nchunks],
+  );
+  if (nchunks === 1) return [pw, pb];
+  const sum = (part: Tensor): Tensor => {
+    const total = empty([C]);
+    rt.dispatch(spec("sum_chunks", ["read", "rw"]), [part.storage, total.storage], params, [Math.ceil(C / WG)]);
+    part.dispose();
+    return total;
+  };
+  return [sum(pw), sum(pb)];
+}

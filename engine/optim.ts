@@ -1,0 +1,515 @@
+/**
+ * Optimisers with PyTorch semantics — {@linkcode AdamW} (`torch.optim.AdamW`) and {@linkcode SGD}
+ * (`torch.optim.SGD`) — and {@linkcode clipGradNorm} (`torch.nn.utils.clip_grad_norm_`).
+ *
+ * Each optimiser step records one fused kernel per parameter tensor that has a gradient, updating the
+ * parameter and its state in place (other code keeps references to the parameters). State buffers are
+ * allocated lazily as zeros and exempted from `tidy` scopes. Gradient clipping runs entirely on the GPU:
+ * the clipping coefficient never comes back to the CPU.
+ * @module
+ */
+
+import { f32Bits, grid1d, type KernelSpec } from "./runtime.ts";
+import { check, empty, keep, readAll, runtime, Tensor, tensor } from "./tensor.ts";
+import { zeros } from "./ops/elementwise.ts";
+
+/** Hyper-parameters every optimiser group has. */
+export interface BaseHyper {
+  /** Learning rate (≥ 0). */
+  lr: number;
+  /** Weight decay (≥ 0; decoupled for AdamW, added to the gradient for SGD). */
+  weightDecay: number;
+}
+
+/** A parameter group: its tensors plus its hyper-parameters. */
+export type ParamGroup<H> = H & { params: Tensor[] };
+
+/** Host copy of one parameter's optimiser state: the step count and named buffers (e.g. `m`, `v`). */
+export interface ParamStateData {
+  /** Number of steps taken by this parameter. */
+  step: number;
+  /** State buffers by name. */
+  [buffer: string]: number | Float32Array;
+}
+
+/** Host snapshot of an optimiser (as in PyTorch, parameters are referred to by their index over all groups). */
+export interface OptimizerStateDict<H> {
+  /** Per-parameter state, keyed by parameter index; parameters never stepped have no entry. */
+  state: Record<number, ParamStateData>;
+  /** Hyper-parameters of each group and the indices of its parameters. */
+  paramGroups: (H & { params: number[] })[];
+}
+
+/** GPU-side state of one parameter. */
+export interface ParamState {
+  /** Number of steps taken. */
+  step: number;
+  /** State buffers by name (kept out of `tidy` scopes). */
+  buffers: Map<string, Tensor>;
+}
+
+/** Common machinery: parameter groups, lazily created state, `zeroGrad`, `lr`, state dicts. */
+export abstract class Optimizer<H extends BaseHyper> {
+  /** Parameter groups; hyper-parameters may be edited between steps (they are validated at each step). */
+  readonly paramGroups: ParamGroup<H>[];
+  #state = new Map<Tensor, ParamState>();
+
+  /**
+   * Builds the groups and validates hyper-parameters and parameters (f32 leaves requiring grad, no duplicates).
+   * @param name class name used in error messages
+   * @param params tensors, or groups of tensors with per-group hyper-parameter overrides
+   * @param defaults the class's default hyper-parameters
+   * @param options the caller's defaults for every group (override `defaults`)
+   */
+  protected constructor(
+    protected readonly name: string,
+    params: readonly Tensor[] | readonly ({ params: readonly Tensor[] } & Partial<H>)[],
+    defaults: H,
+    options: Partial<H>,
+  ) {
+    check(Array.isArray(params) && params.length > 0, name, "got an empty parameter list");
+    const groups = (params as unknown[]).every((p) => p && typeof p === "object" && "params" in p)
+      ? params as ({ params: readonly Tensor[] } & Partial<H>)[]
+      : [{ params: params as Tensor[] } as unknown as { params: readonly Tensor[] } & Partial<H>];
+    const seen = new Set<Tensor>();
+    this.paramGroups = groups.map((g, gi) => {
+      check(Array.isArray(g.params), name, `param group ${gi}: "params" must be an array of tensors`);
+      const merged = { ...defaults } as H;
+      for (const [k, v] of [...Object.entries(options), ...Object.entries(g)]) {
+        if (k !== "params" && v !== undefined) (merged as never)[k] = (Array.isArray(v) ? [...v] : v) as never;
+      }
+      this.validate(merged);
+      g.params.forEach((p, i) => {
+        const at = `param group ${gi}, parameter ${i}${p?.name ? ` ("${p.name}")` : ""}`;
+        check(p instanceof Tensor, name, `${at} is not a Tensor`);
+        check(p.dtype === "f32", name, `${at} must be an f32 tensor, got ${p.dtype}`);
+        check(p.requiresGrad, name, `${at} does not require grad (call requireGrad())`);
+        check(p.gradFn === null, name, `${at} is not a leaf tensor (it was produced by ${p.gradFn?.name})`);
+        check(!seen.has(p), name, `${at} appears more than once among the parameters`);
+        seen.add(p);
+      });
+      return { ...merged, params: [...g.params] };
+    });
+  }
+
+  /** Throws a clear error for invalid hyper-parameters. */
+  protected abstract validate(h: H): void;
+  /** Names of the state buffers a parameter of a group with these hyper-parameters needs. */
+  protected abstract bufferNames(h: H): string[];
+  /** Records the update of one non-empty parameter (one dispatch); `fresh` when its buffers were just created. */
+  protected abstract update(p: Tensor, grad: Tensor, state: ParamState, group: ParamGroup<H>, fresh: boolean): void;
+
+  /**
+   * Updates every parameter that has a gradient, one kernel dispatch per parameter tensor, in place.
+   * Parameters without a gradient are skipped and their step count does not advance.
+   */
+  step(): void {
+    const todo: [Tensor, Tensor, ParamGroup<H>][] = []; // everything is checked before anything is updated
+    for (const g of this.paramGroups) {
+      this.validate(g);
+      for (const p of g.params) {
+        const grad = this.gradOf(p);
+        if (grad) todo.push([p, grad, g]);
+      }
+    }
+    for (const [p, grad, g] of todo) {
+      let s = this.#state.get(p);
+      if (!s) this.#state.set(p, s = { step: 0, buffers: new Map() });
+      let fresh = false;
+      for (const b of this.bufferNames(g)) {
+        if (s.buffers.has(b)) continue;
+        s.buffers.set(b, keep(zeros(p.shape)));
+        fresh = true;
+      }
+      s.step++;
+      if (p.size > 0) this.update(p, grad, s, g, fresh);
+    }
+  }
+
+  /** The learning rate of the first group. */
+  get lr(): number {
+    return this.paramGroups[0].lr;
+  }
+  /** Sets the learning rate of every group (for schedules). */
+  set lr(value: number) {
+    check(typeof value === "number" && value >= 0, this.name, `invalid learning rate ${value} (must be ≥ 0)`);
+    for (const g of this.paramGroups) g.lr = value;
+  }
+
+  /** All parameters, in group order (the indices used by state dicts). */
+  get params(): Tensor[] {
+    return this.paramGroups.flatMap((g) => g.params);
+  }
+
+  /** Number of steps taken by a parameter (0 before its first update). */
+  stepCount(param: Tensor): number {
+    return this.#state.get(param)?.step ?? 0;
+  }
+
+  /** Disposes every parameter's gradient and sets it to null (`zero_grad(set_to_none=True)`). */
+  zeroGrad(): void {
+    for (const p of this.params) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+  }
+
+  /** Releases the GPU state buffers (the optimiser starts from scratch if stepped again). */
+  dispose(): void {
+    for (const s of this.#state.values()) for (const b of s.buffers.values()) b.dispose();
+    this.#state.clear();
+  }
+
+  /** The gradient of `p` checked for use, or null when it has none. */
+  protected gradOf(p: Tensor): Tensor | null {
+    const g = p.grad;
+    if (!g) return null;
+    const what = `gradient of parameter${p.name ? ` "${p.name}"` : ""} [${p.shape}]`;
+    check(!g.disposed, this.name, `${what} was disposed`);
+    check(g.dtype === "f32" && g.shape.join() === p.shape.join(), this.name, `${what} has shape [${g.shape}]`);
+    check(g.storage.buffer !== p.storage.buffer || p.size === 0, this.name, `${what} shares the parameter's storage`);
+    return g;
+  }
+
+  /** Reads the state back to the host (one GPU round trip). */
+  async stateDict(): Promise<OptimizerStateDict<H>> {
+    const params = this.params;
+    const todo: { entry: ParamStateData; name: string; t: Tensor }[] = [];
+    const state: Record<number, ParamStateData> = {};
+    params.forEach((p, i) => {
+      const s = this.#state.get(p);
+      if (!s) return;
+      const entry: ParamStateData = { step: s.step };
+      for (const [name, t] of s.buffers) {
+        if (t.size === 0) entry[name] = new Float32Array(0);
+        else todo.push({ entry, name, t });
+      }
+      state[i] = entry;
+    });
+    const arrays = todo.length ? await readAll(todo.map((x) => x.t)) : [];
+    todo.forEach((x, i) => x.entry[x.name] = arrays[i] as Float32Array);
+    let next = 0;
+    const paramGroups = this.paramGroups.map((g) => {
+      const { params: ps, ...hyper } = g;
+      const copy = structuredClone(hyper) as unknown as H;
+      return { ...copy, params: ps.map(() => next++) };
+    });
+    return { state, paramGroups };
+  }
+
+  /** Restores a snapshot from {@linkcode stateDict} (same group layout and parameter sizes); validates first. */
+  loadStateDict(sd: OptimizerStateDict<H>): void {
+    const n = this.name;
+    check(sd && typeof sd === "object" && Array.isArray(sd.paramGroups), n, "state dict has no paramGroups array");
+    check(
+      sd.paramGroups.length === this.paramGroups.length,
+      n,
+      `state dict has ${sd.paramGroups.length} parameter groups, the optimiser has ${this.paramGroups.length}`,
+    );
+    const hypers = sd.paramGroups.map((g, gi) => {
+      const mine = this.paramGroups[gi];
+      check(
+        Array.isArray(g.params) && g.params.length === mine.params.length,
+        n,
+        `state dict group ${gi} has ${g.params?.length} parameters, the optimiser's has ${mine.params.length}`,
+      );
+      const { params: _ps, ...hyper } = g;
+      const { params: _mine, ...current } = mine;
+      const merged = { ...current, ...structuredClone(hyper) } as unknown as H;
+      this.validate(merged);
+      return merged;
+    });
+    const params = this.params;
+    const groupOf = this.paramGroups.flatMap((g, gi) => g.params.map(() => gi));
+    const entries = Object.entries(sd.state ?? {}).map(([key, e]) => {
+      const i = Number(key);
+      check(Number.isInteger(i) && i >= 0 && i < params.length, n, `state dict has state for unknown parameter ${key}`);
+      const p = params[i];
+      check(Number.isInteger(e?.step) && e.step >= 0, n, `state of parameter ${i}: invalid step ${e?.step}`);
+      for (const b of this.bufferNames(hypers[groupOf[i]])) {
+        const a = e[b];
+        check(a instanceof Float32Array, n, `state of parameter ${i} lacks buffer "${b}" (a Float32Array)`);
+        check(a.length === p.size, n, `state of parameter ${i}: "${b}" has ${a.length} values, not ${p.size}`);
+      }
+      return { p, e, names: this.bufferNames(hypers[groupOf[i]]) };
+    });
+    // Validated: apply.
+    hypers.forEach((h, gi) => Object.assign(this.paramGroups[gi], h));
+    const old = this.#state;
+    this.#state = new Map();
+    const rt = runtime();
+    for (const { p, e, names } of entries) {
+      const prev = old.get(p);
+      old.delete(p);
+      const buffers = new Map<string, Tensor>();
+      for (const b of names) {
+        const data = e[b] as Float32Array;
+        let t = prev?.buffers.get(b);
+        prev?.buffers.delete(b);
+        if (t && p.size > 0) rt.write(t.storage, data);
+        else t = keep(tensor(Float32Array.from(data), p.shape));
+        buffers.set(b, t);
+      }
+      for (const t of prev?.buffers.values() ?? []) t.dispose();
+      this.#state.set(p, { step: e.step, buffers });
+    }
+    for (const s of old.values()) for (const t of s.buffers.values()) t.dispose();
+  }
+}
+
+// ------------------------------------------------------------------ AdamW
+
+/** AdamW hyper-parameters of one group. */
+export interface AdamWHyper extends BaseHyper {
+  /** Coefficients of the running averages of the gradient and its square. */
+  betas: [number, number];
+  /** Added to the denominator (> 0). */
+  eps: number;
+  /** Use the maximum of past second moments (AMSGrad). */
+  amsgrad: boolean;
+  /** Maximise the objective instead of minimising it. */
+  maximize: boolean;
+}
+
+/** Options of {@linkcode AdamW}: defaults for every group (PyTorch's defaults when omitted). */
+export type AdamWOptions = Partial<AdamWHyper>;
+
+/** A parameter group given to {@linkcode AdamW}: tensors plus per-group overrides. */
+export type AdamWGroupInput = { params: readonly Tensor[] } & AdamWOptions;
+
+function validNumber(x: unknown): x is number {
+  return typeof x === "number" && !Number.isNaN(x);
+}
+const NO_FLAGS = { amsgrad: false, maximize: false };
+
+/**
+ * `torch.optim.AdamW`: decoupled weight decay, then Adam with bias correction, in PyTorch's order of
+ * operations (denominator √v / √(1 − β2ᵗ) + eps, step size lr / (1 − β1ᵗ)); step counts are per parameter,
+ * and parameters without a gradient are skipped (their step count does not advance).
+ */
+export class AdamW extends Optimizer<AdamWHyper> {
+  /**
+   * Creates the optimiser; hyper-parameters and parameters are validated here.
+   * @param params tensors (f32 leaves requiring grad), or groups with their own hyper-parameters
+   * @param options defaults: lr 1e-3, betas [0.9, 0.999], eps 1e-8, weightDecay 0.01
+   */
+  constructor(params: readonly Tensor[] | readonly AdamWGroupInput[], options: AdamWOptions = {}) {
+    super("AdamW", params, { lr: 1e-3, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 1e-2, ...NO_FLAGS }, options);
+  }
+
+  /** Checks lr ≥ 0, 0 ≤ β < 1, eps > 0, weightDecay ≥ 0. */
+  protected validate(h: AdamWHyper): void {
+    const n = this.name ?? "AdamW";
+    check(validNumber(h.lr) && h.lr >= 0, n, `invalid learning rate ${h.lr} (must be ≥ 0)`);
+    check(Array.isArray(h.betas) && h.betas.length === 2, n, `betas must be a pair [beta1, beta2], got ${h.betas}`);
+    for (let i = 0; i < 2; i++) {
+      const b = h.betas[i];
+      check(validNumber(b) && b >= 0 && b < 1, n, `invalid beta parameter at index ${i}: ${b} (must be in [0, 1))`);
+    }
+    check(validNumber(h.eps) && h.eps > 0, n, `invalid epsilon ${h.eps} (must be > 0)`);
+    check(validNumber(h.weightDecay) && h.weightDecay >= 0, n, `invalid weightDecay ${h.weightDecay} (must be ≥ 0)`);
+    check(typeof h.amsgrad === "boolean", n, `amsgrad must be a boolean, got ${h.amsgrad}`);
+    check(typeof h.maximize === "boolean", n, `maximize must be a boolean, got ${h.maximize}`);
+  }
+
+  /** `m`, `v`, plus `vMax` with AMSGrad. */
+  protected bufferNames(h: AdamWHyper): string[] {
+    return h.amsgrad ? ["m", "v", "vMax"] : ["m", "v"];
+  }
+
+  /** Records the fused AdamW kernel for one parameter. */
+  protected update(p: Tensor, grad: Tensor, s: ParamState, g: ParamGroup<AdamWHyper>): void {
+    const [b1, b2] = g.betas;
+    const spec: KernelSpec = g.amsgrad
+      ? { shader: "adamw", entry: "main_amsgrad", bindings: ["rw", "read", "rw", "rw", "rw"] }
+      : { shader: "adamw", bindings: ["rw", "read", "rw", "rw"] };
+    // Step-dependent scalars in float64, as PyTorch computes them in Python.
+    const bc1 = 1 - b1 ** s.step;
+    const bc2 = 1 - b2 ** s.step;
+    const h = [1 - g.lr * g.weightDecay, 1 - b1, b2, 1 - b2, g.lr / bc1, Math.sqrt(bc2), g.eps];
+    const u = [p.size, g.maximize ? 1 : 0, ...h.map((x) => f32Bits(x))];
+    const bufs = this.bufferNames(g).map((b) => s.buffers.get(b)!.storage);
+    runtime().dispatch(spec, [p.storage, grad.storage, ...bufs], u, grid1d(p.size));
+  }
+}
+
+// ------------------------------------------------------------------ SGD
+
+/** SGD hyper-parameters of one group. */
+export interface SGDHyper extends BaseHyper {
+  /** Momentum factor (≥ 0; 0 disables the momentum buffer). */
+  momentum: number;
+  /** Dampening of the momentum (≥ 0). */
+  dampening: number;
+  /** Nesterov momentum (needs momentum > 0 and dampening 0). */
+  nesterov: boolean;
+  /** Maximise the objective instead of minimising it. */
+  maximize: boolean;
+}
+
+/** Options of {@linkcode SGD}: defaults for every group. */
+export type SGDOptions = Partial<SGDHyper>;
+
+/** `torch.optim.SGD`: optional momentum (buffer `momentumBuffer`), dampening, Nesterov, L2 weight decay. */
+export class SGD extends Optimizer<SGDHyper> {
+  /**
+   * Creates the optimiser; hyper-parameters and parameters are validated here.
+   * @param params tensors (f32 leaves requiring grad), or groups with their own hyper-parameters
+   * @param options defaults: lr 1e-3, momentum 0, dampening 0, weightDecay 0, nesterov false
+   */
+  constructor(
+    params: readonly Tensor[] | readonly ({ params: readonly Tensor[] } & SGDOptions)[],
+    options: SGDOptions = {},
+  ) {
+    super(
+      "SGD",
+      params,
+      { lr: 1e-3, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false, maximize: false },
+      options,
+    );
+  }
+
+  /** Checks lr, momentum, dampening and weightDecay ≥ 0 and the Nesterov conditions. */
+  protected validate(h: SGDHyper): void {
+    const n = this.name ?? "SGD";
+    for (const k of ["lr", "momentum", "dampening", "weightDecay"] as const) {
+      check(validNumber(h[k]) && h[k] >= 0, n, `invalid ${k} ${h[k]} (must be ≥ 0)`);
+    }
+    check(typeof h.maximize === "boolean", n, `maximize must be a boolean, got ${h.maximize}`);
+    check(!h.nesterov || (h.momentum > 0 && h.dampening === 0), n, "Nesterov momentum needs momentum > 0, dampening 0");
+  }
+
+  /** `momentumBuffer` when momentum is on. */
+  protected bufferNames(h: SGDHyper): string[] {
+    return h.momentum !== 0 ? ["momentumBuffer"] : [];
+  }
+
+  /** Records the SGD kernel for one parameter (a fresh momentum buffer starts as the update direction). */
+  protected update(p: Tensor, grad: Tensor, s: ParamState, g: ParamGroup<SGDHyper>, fresh: boolean): void {
+    const flags = (g.maximize ? 1 : 0) | (fresh ? 2 : 0) | (g.nesterov ? 4 : 0);
+    const u = [p.size, flags, f32Bits(g.lr), f32Bits(g.weightDecay), f32Bits(g.momentum), f32Bits(1 - g.dampening)];
+    const buf = s.buffers.get("momentumBuffer");
+    const spec: KernelSpec = buf
+      ? { shader: "adamw", entry: "sgd_momentum", bindings: ["rw", "read", "rw"] }
+      : { shader: "adamw", entry: "sgd", bindings: ["rw", "read"] };
+    const storages = buf ? [p.storage, grad.storage, buf.storage] : [p.storage, grad.storage];
+    runtime().dispatch(spec, storages, u, grid1d(p.size));
+  }
+}
+
+// ------------------------------------------------------------------ gradient clipping
+
+/** Options of {@linkcode clipGradNorm}. */
+export interface ClipGradNormOptions {
+  /**
+   * PyTorch's `error_if_nonfinite`. Throwing needs the norm on the CPU, so {@linkcode clipGradNorm}
+   * (which never reads back) rejects `true`; use {@linkcode clipGradNormChecked}, or read the returned
+   * norm later and check it with `Number.isFinite`.
+   */
+  errorIfNonfinite?: boolean;
+}
+
+function gradsOf(params: Tensor | Iterable<Tensor>, maxNorm: number, normType: number): Tensor[] {
+  const op = "clipGradNorm";
+  check(validNumber(maxNorm) && maxNorm >= 0, op, `maxNorm must be a number ≥ 0, got ${maxNorm}`);
+  check(validNumber(normType) && normType > 0, op, `unsupported normType ${normType} (use a finite p > 0 or Infinity)`);
+  const list = params instanceof Tensor ? [params] : [...params];
+  const grads: Tensor[] = [];
+  for (const p of list) {
+    check(p instanceof Tensor, op, `expected tensors, got ${p}`);
+    const g = p.grad;
+    if (!g || grads.includes(g)) continue;
+    check(!g.disposed, op, `gradient of parameter [${p.shape}] was disposed`);
+    check(g.dtype === "f32", op, `gradients must be f32, got ${g.dtype}`);
+    grads.push(g);
+  }
+  return grads;
+}
+
+// Workgroups per gradient tensor in the partial reduction: one per PARTIAL_CHUNK elements, at most
+// PARTIAL_GROUPS (a few per SM on large GPUs; the finalize kernel then sums ≤ 1024 partials per tensor).
+const PARTIAL_GROUPS = 1024;
+const PARTIAL_CHUNK = 2048;
+
+/** Records the norm reduction; returns the norm tensor and the (GPU-resident) clipping coefficient. */
+function normAndCoef(grads: Tensor[], maxNorm: number, normType: number): { norm: Tensor; coef: Tensor } {
+  const rt = runtime();
+  const mode = normType === 2 ? 0 : normType === Infinity ? 2 : 1;
+  const pw = f32Bits(mode === 1 ? normType : 2);
+  const groups = grads.map((g) => g.size === 0 ? 0 : Math.min(PARTIAL_GROUPS, Math.ceil(g.size / PARTIAL_CHUNK)));
+  const slots = groups.reduce((a, b) => a + b, 0);
+  const partials = empty([Math.max(slots, 1)]);
+  const constants = { MODE: mode };
+  let base = 0;
+  grads.forEach((g, i) => {
+    if (groups[i] === 0) return;
+    const spec: KernelSpec = { shader: "grad_norm", entry: "partial", bindings: ["read", "rw"], constants };
+    rt.dispatch(spec, [g.storage, partials.storage], [g.size, base, pw, 0], [groups[i]]);
+    base += groups[i];
+  });
+  const norm = empty([]);
+  const coef = empty([1]);
+  rt.dispatch(
+    { shader: "grad_norm", entry: "finalize", bindings: ["read", "rw", "rw"], constants },
+    [partials.storage, norm.storage, coef.storage],
+    [slots, 0, pw, f32Bits(maxNorm)],
+    [1],
+  );
+  partials.dispose();
+  return { norm, coef };
+}
+
+function scaleGrads(grads: Tensor[], coef: Tensor): void {
+  const rt = runtime();
+  const spec: KernelSpec = { shader: "grad_norm", entry: "scale", bindings: ["read", "rw"] };
+  for (const g of grads) {
+    if (g.size > 0) rt.dispatch(spec, [coef.storage, g.storage], [g.size, 0, 0, 0], grid1d(g.size));
+  }
+  coef.dispose();
+}
+
+/**
+ * `torch.nn.utils.clip_grad_norm_`: the norm of order `normType` (2, any finite p > 0, or Infinity) over all
+ * gradients of `params` taken together, then every gradient is scaled in place by
+ * min(1, maxNorm / (norm + 1e-6)) — all on the GPU, with no readback. Parameters without a gradient are
+ * ignored. Returns the total norm as a one-element (0-d) tensor owned by the caller; a non-finite norm gives
+ * NaN/zero gradients as in PyTorch — read the norm when convenient to detect it, or use
+ * {@linkcode clipGradNormChecked}.
+ */
+export function clipGradNorm(
+  params: Tensor | Iterable<Tensor>,
+  maxNorm: number,
+  normType: number = 2,
+  options: ClipGradNormOptions = {},
+): Tensor {
+  const why = "errorIfNonfinite needs a CPU readback: use `await clipGradNormChecked(...)`, or check the returned norm";
+  check(!options.errorIfNonfinite, "clipGradNorm", why);
+  const grads = gradsOf(params, maxNorm, normType);
+  if (grads.length === 0) return tensor([0], []);
+  const { norm, coef } = normAndCoef(grads, maxNorm, normType);
+  scaleGrads(grads, coef);
+  return norm;
+}
+
+/**
+ * Like {@linkcode clipGradNorm} with PyTorch's `error_if_nonfinite=True`: reads the norm back (one round trip)
+ * and, when it is NaN or infinite, throws before touching the gradients. Returns the norm as a number.
+ */
+export async function clipGradNormChecked(
+  params: Tensor | Iterable<Tensor>,
+  maxNorm: number,
+  normType: number = 2,
+): Promise<number> {
+  const grads = gradsOf(params, maxNorm, normType);
+  if (grads.length === 0) return 0;
+  const { norm, coef } = normAndCoef(grads, maxNorm, normType);
+  const total = await norm.item().finally(() => norm.dispose());
+  if (!Number.isFinite(total)) {
+    coef.dispose();
+    throw new Error(
+      `clipGradNorm: the total norm of order ${normType} for gradients is non-finite (${total}), so it cannot be clipped`,
+    );
+  }
+  scaleGrads(grads, coef);
+  return total;
+}

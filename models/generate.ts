@@ -1,0 +1,175 @@
+/**
+ * Autoregressive generation for GPT-2 with a KV cache. The token loop never reads back from the
+ * GPU: sampling (greedy, temperature, top-k, top-p), EOS tracking and padding of finished rows
+ * run in `shaders/sample.wgsl`; the tokens come back in one readback at the end (plus an
+ * optional early-stop check every few steps).
+ * @module
+ */
+
+import { empty, keep, noGrad, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
+import { f32Bits } from "../engine/runtime.ts";
+import { zeros } from "../engine/ops/elementwise.ts";
+import { reshape, slice } from "../engine/ops/shape.ts";
+import { type GPT2LMHeadModel, type KVCache, positionIdsFromMask } from "./gpt2.ts";
+
+/** Options for {@linkcode generate} (names follow transformers' GenerationConfig). */
+export interface GenerateOptions {
+  /** Tokens to generate at most (required). */
+  maxNewTokens: number;
+  /** EOS may not be produced before this many new tokens (default 0). */
+  minNewTokens?: number;
+  /** Sample (true) or take the argmax (false, default). */
+  doSample?: boolean;
+  /** Softmax temperature for sampling (default 1). */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0 = off, default). */
+  topK?: number;
+  /** Nucleus sampling mass (1 = off, default). */
+  topP?: number;
+  /** Stop token (default: the model config's eos_token_id). */
+  eosTokenId?: number | null;
+  /** Token written after EOS and used for left padding (default: pad_token_id, else EOS, else 0). */
+  padTokenId?: number;
+  /** Seed for reproducible sampling (default 0). */
+  seed?: number;
+  /** Check every N steps whether all rows finished (one readback each; 0 = never, default 16). */
+  stopCheckInterval?: number;
+}
+
+/** Result of {@linkcode generate}. */
+export interface GenerateOutput {
+  /** New tokens per row, cut after the first EOS (EOS included). */
+  responses: number[][];
+  /** The raw [B, steps] block of new tokens (pad after EOS). */
+  tokens: number[][];
+  /** Left-padded prompt ids [B, Tp] that were fed to the model. */
+  promptIds: number[][];
+  /** Attention mask of the left-padded prompts. */
+  promptMask: number[][];
+  /** Generation steps actually run. */
+  steps: number;
+}
+
+/** Left-pads token-id rows to one length, returning ids and attention mask. */
+export function leftPad(rows: number[][], padId: number): { ids: number[][]; mask: number[][] } {
+  const T = Math.max(1, ...rows.map((r) => r.length));
+  return {
+    ids: rows.map((r) => [...new Array(T - r.length).fill(padId), ...r]),
+    mask: rows.map((r) => [...new Array(T - r.length).fill(0), ...new Array(r.length).fill(1)]),
+  };
+}
+
+function validate(model: GPT2LMHeadModel, prompts: number[][], o: GenerateOptions): void {
+  const V = model.config.vocab_size;
+  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new Error("generate: maxNewTokens must be ≥ 1");
+  if (o.temperature !== undefined && !(o.temperature > 0)) throw new Error("generate: temperature must be > 0");
+  if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new Error("generate: topP must be in (0, 1]");
+  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) {
+    throw new Error("generate: topK must be an integer ≥ 0");
+  }
+  if (prompts.length === 0) throw new Error("generate: no prompts");
+  prompts.forEach((r, i) => {
+    if (r.length === 0) throw new Error(`generate: prompt ${i} is empty`);
+    const bad = r.find((t) => !Number.isInteger(t) || t < 0 || t >= V);
+    if (bad !== undefined) throw new Error(`generate: prompt ${i} has token id ${bad} outside the vocabulary (${V})`);
+  });
+  const longest = Math.max(...prompts.map((r) => r.length));
+  if (longest + o.maxNewTokens > model.config.n_positions) {
+    throw new Error(
+      `generate: prompt length ${longest} + maxNewTokens ${o.maxNewTokens} exceeds n_positions (${model.config.n_positions})`,
+    );
+  }
+}
+
+/**
+ * Generates continuations of `prompts` (token-id rows of any lengths; they are left-padded).
+ * The model runs in its current mode; call `model.eval()` first for deterministic greedy output.
+ */
+export async function generate(
+  model: GPT2LMHeadModel,
+  prompts: number[][],
+  options: GenerateOptions,
+): Promise<GenerateOutput> {
+  validate(model, prompts, options);
+  const cfg = model.config;
+  const eos = options.eosTokenId === undefined ? cfg.eos_token_id ?? -1 : options.eosTokenId ?? -1;
+  const pad = options.padTokenId ?? cfg.pad_token_id ?? (eos >= 0 ? eos : 0);
+  const B = prompts.length, N = options.maxNewTokens, V = cfg.vocab_size;
+  const { ids, mask } = leftPad(prompts, pad);
+  const Tp = ids[0].length;
+  const fullMask = mask.map((r) => [...r, ...new Array(N).fill(1)]);
+  const positions = positionIdsFromMask(fullMask);
+  const rt = runtime();
+  const finished = keep(zeros([B], "i32"));
+  const tokens = keep(zeros([B, N], "i32"));
+  const nextIds = keep(empty([B, 1], "i32"));
+  const maskT = keep(tensor(fullMask.flat(), [B, Tp + N], "i32"));
+  const params = new Uint32Array(12);
+  const sampleStep = (logits: Tensor, step: number) => {
+    params.set([
+      V,
+      step,
+      N,
+      options.doSample ? 0 : 1,
+      options.topK ?? 0,
+      eos >>> 0,
+      pad >>> 0,
+      options.minNewTokens ?? 0,
+      (options.seed ?? 0) >>> 0,
+      f32Bits(options.temperature ?? 1),
+      f32Bits(options.topP ?? 1),
+      0,
+    ]);
+    rt.dispatch(
+      { shader: "sample", bindings: ["read", "rw", "rw", "rw"] },
+      [logits.storage, finished.storage, tokens.storage, nextIds.storage],
+      params,
+      [B],
+    );
+  };
+  let cache: KVCache | undefined;
+  let steps = 0;
+  const interval = options.stopCheckInterval ?? 16;
+  try {
+    for (let step = 0; step < N; step++) {
+      const res = tidy(() =>
+        noGrad(() => {
+          const input = step === 0 ? tensor(ids.flat(), [B, Tp], "i32") : nextIds;
+          const T = step === 0 ? Tp : 1;
+          const pos = tensor(positions.map((r) => r.slice(Tp + step - T, Tp + step)).flat(), [B, T], "i32");
+          const m = slice(maskT, 1, 0, Tp + step);
+          const out = model.forward({
+            inputIds: input,
+            attentionMask: m,
+            positionIds: pos,
+            pastKeyValues: cache,
+            useCache: true,
+            skipLogits: false,
+          });
+          const last = reshape(slice(out.logits!, 1, T - 1, T), [B, V]);
+          sampleStep(last, step);
+          return out.pastKeyValues!;
+        })
+      );
+      if (cache) { for (const t of [...cache.keys, ...cache.values]) t.dispose(); }
+      cache = res;
+      keep([...cache.keys, ...cache.values]);
+      steps = step + 1;
+      if (interval > 0 && eos >= 0 && steps % interval === 0 && steps < N) {
+        const done = await finished.toArray();
+        if (done.every((d) => d !== 0)) break;
+      }
+    }
+    const flat = await tokens.toArray();
+    const rows: number[][] = [];
+    for (let b = 0; b < B; b++) rows.push(Array.from(flat.subarray(b * N, b * N + steps)));
+    const responses = rows.map((r) => {
+      const k = eos >= 0 ? r.indexOf(eos) : -1;
+      return k >= 0 ? r.slice(0, k + 1) : r;
+    });
+    return { responses, tokens: rows, promptIds: ids, promptMask: mask, steps };
+  } finally {
+    if (cache) { for (const t of [...cache.keys, ...cache.values]) t.dispose(); }
+    for (const t of [finished, tokens, nextIds, maskT]) t.dispose();
+  }
+}

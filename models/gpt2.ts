@@ -1,0 +1,240 @@
+/**
+ * GPT-2 (`GPT2LMHeadModel`) in Hugging Face's weight layout: Conv1D weights are [in, out], the LM
+ * head is tied to the token embedding, gelu_new activations, pre-LN blocks.
+ * @module
+ */
+
+import { type GPT2Config, parseGPT2Config } from "./config.ts";
+import { type ParamSpec, randomParams, uploadParams } from "./weights.ts";
+import { type Tensor, tensor } from "../engine/tensor.ts";
+import { add, gelu, geluNew } from "../engine/ops/elementwise.ts";
+import { linear, matmul } from "../engine/ops/matmul.ts";
+import { layerNorm } from "../engine/ops/norm.ts";
+import { scaledDotProductAttention } from "../engine/ops/attention.ts";
+import { dropout } from "../engine/ops/dropout.ts";
+import { embedding } from "../engine/ops/index_ops.ts";
+import { concat, permute, reshape, slice } from "../engine/ops/shape.ts";
+import { crossEntropy } from "../engine/ops/loss.ts";
+
+/** Key/value cache of one forward pass: per layer, [B, H, T, D]. */
+export interface KVCache {
+  /** Keys per layer. */
+  keys: Tensor[];
+  /** Values per layer. */
+  values: Tensor[];
+}
+
+/** Inputs of {@linkcode GPT2LMHeadModel.forward}. */
+export interface GPT2Inputs {
+  /** Token ids, i32 [B, T]. */
+  inputIds: Tensor;
+  /** 1 for real tokens, 0 for padding, [B, Tpast + T] (host rows or a tensor). */
+  attentionMask?: number[][] | Tensor;
+  /** Positions, i32 [B, T]; by default cumsum(attentionMask) − 1 (left padding safe), else Tpast + arange(T). */
+  positionIds?: Tensor;
+  /** Next-token targets, i32 [B, T]; the loss shifts them like HF (-100 ignored). */
+  labels?: Tensor;
+  /** Cache from a previous call (incremental decoding). */
+  pastKeyValues?: KVCache;
+  /** Return the new cache. */
+  useCache?: boolean;
+  /** Also return the last hidden state (after ln_f). */
+  outputHidden?: boolean;
+  /** Skip the LM head (when only hidden states are needed). */
+  skipLogits?: boolean;
+}
+
+/** Outputs of {@linkcode GPT2LMHeadModel.forward}. */
+export interface GPT2Output {
+  /** [B, T, vocab] (absent with skipLogits). */
+  logits?: Tensor;
+  /** Mean next-token cross-entropy when labels were given. */
+  loss?: Tensor;
+  /** Last hidden state after ln_f, [B, T, C]. */
+  hidden?: Tensor;
+  /** Updated cache when useCache. */
+  pastKeyValues?: KVCache;
+}
+
+/** Position ids from an attention mask: cumsum(mask) − 1, with padding positions set to 1 (as HF generate). */
+export function positionIdsFromMask(mask: number[][], pastLength = 0, length?: number): number[][] {
+  return mask.map((row) => {
+    let c = 0;
+    const pos = row.map((m) => {
+      c += m ? 1 : 0;
+      return m ? c - 1 : 1;
+    });
+    return pos.slice(pastLength, length === undefined ? undefined : pastLength + length);
+  });
+}
+
+/** GPT-2 with a language-modelling head. */
+export class GPT2LMHeadModel {
+  /** Validated config. */
+  readonly config: GPT2Config;
+  /** Parameters by HF name (`transformer.…`); the LM head is tied to `transformer.wte.weight`. */
+  readonly params: Map<string, Tensor>;
+  /** Training mode turns dropout on. */
+  training = false;
+  /** Dropout seed; advanced on every training forward so masks differ between calls. */
+  dropoutSeed = 0;
+
+  constructor(config: GPT2Config, params: Map<string, Tensor>) {
+    this.config = config;
+    this.params = params;
+  }
+
+  /** Parameter names and shapes for a config (HF layout). */
+  static paramSpec(c: GPT2Config): ParamSpec {
+    const C = c.n_embd, inner = c.n_inner ?? 4 * C;
+    const s: ParamSpec = new Map([["transformer.wte.weight", [c.vocab_size, C]], ["transformer.wpe.weight", [
+      c.n_positions,
+      C,
+    ]]]);
+    for (let i = 0; i < c.n_layer; i++) {
+      const p = `transformer.h.${i}.`;
+      s.set(p + "ln_1.weight", [C]).set(p + "ln_1.bias", [C]);
+      s.set(p + "attn.c_attn.weight", [C, 3 * C]).set(p + "attn.c_attn.bias", [3 * C]);
+      s.set(p + "attn.c_proj.weight", [C, C]).set(p + "attn.c_proj.bias", [C]);
+      s.set(p + "ln_2.weight", [C]).set(p + "ln_2.bias", [C]);
+      s.set(p + "mlp.c_fc.weight", [C, inner]).set(p + "mlp.c_fc.bias", [inner]);
+      s.set(p + "mlp.c_proj.weight", [inner, C]).set(p + "mlp.c_proj.bias", [C]);
+    }
+    s.set("transformer.ln_f.weight", [C]).set("transformer.ln_f.bias", [C]);
+    if (!c.tie_word_embeddings) s.set("lm_head.weight", [c.vocab_size, C]);
+    return s;
+  }
+
+  /** A randomly initialised model (N(0, 0.02²) weights, seeded). */
+  static random(config: Partial<GPT2Config> & Record<string, unknown>, seed = 0): GPT2LMHeadModel {
+    const c = parseGPT2Config(config, "config");
+    return new GPT2LMHeadModel(c, uploadParams(randomParams(GPT2LMHeadModel.paramSpec(c), seed)));
+  }
+
+  /** Sets training mode (dropout on). */
+  train(flag = true): this {
+    this.training = flag;
+    return this;
+  }
+
+  /** Sets evaluation mode (dropout off). */
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** All trainable parameters (each once). */
+  parameters(): Tensor[] {
+    return [...this.params.values()];
+  }
+
+  private p(name: string): Tensor {
+    const t = this.params.get(name);
+    if (!t) throw new Error(`GPT-2: parameter ${name} is missing`);
+    return t;
+  }
+
+  private drop(x: Tensor, p: number): Tensor {
+    if (!this.training || p === 0) return x;
+    return dropout(x, p, this.dropoutSeed++ >>> 0, true);
+  }
+
+  /** Runs the model. All intermediate tensors belong to the caller's `tidy` scope. */
+  forward(inputs: GPT2Inputs): GPT2Output {
+    const c = this.config;
+    const ids = inputs.inputIds;
+    if (ids.dtype !== "i32" || ids.ndim !== 2) {
+      throw new Error(`GPT-2: inputIds must be an i32 [batch, seq] tensor, got ${ids}`);
+    }
+    const [B, T] = ids.shape;
+    const past = inputs.pastKeyValues;
+    const Tpast = past ? past.keys[0].shape[2] : 0;
+    if (Tpast + T > c.n_positions) {
+      throw new Error(`GPT-2: sequence length ${Tpast + T} exceeds n_positions (${c.n_positions})`);
+    }
+    const H = c.n_head, C = c.n_embd, D = C / H;
+    let maskT: Tensor | undefined;
+    let hostMask: number[][] | undefined;
+    if (inputs.attentionMask) {
+      if (Array.isArray(inputs.attentionMask)) {
+        hostMask = inputs.attentionMask;
+        if (hostMask.length !== B || hostMask.some((r) => r.length !== Tpast + T)) {
+          throw new Error(`GPT-2: attentionMask must be [${B}, ${Tpast + T}]`);
+        }
+        maskT = tensor(hostMask.flat(), [B, Tpast + T], "i32");
+      } else {
+        maskT = inputs.attentionMask;
+        if (maskT.shape.join() !== [B, Tpast + T].join()) {
+          throw new Error(`GPT-2: attentionMask must be [${B}, ${Tpast + T}], got [${maskT.shape}]`);
+        }
+      }
+    }
+    let pos = inputs.positionIds;
+    if (!pos) {
+      const rows = hostMask
+        ? positionIdsFromMask(hostMask, Tpast, T)
+        : Array.from({ length: B }, () => Array.from({ length: T }, (_, i) => Tpast + i));
+      pos = tensor(rows.flat(), [B, T], "i32");
+    }
+    let h = add(embedding(this.p("transformer.wte.weight"), ids), embedding(this.p("transformer.wpe.weight"), pos));
+    h = this.drop(h, c.embd_pdrop);
+    const cache: KVCache = { keys: [], values: [] };
+    const heads = (x: Tensor) => permute(reshape(x, [B, T, H, D]), [0, 2, 1, 3]);
+    for (let i = 0; i < c.n_layer; i++) {
+      const p = `transformer.h.${i}.`;
+      const a = layerNorm(h, this.p(p + "ln_1.weight"), this.p(p + "ln_1.bias"), c.layer_norm_epsilon);
+      const qkv = linear(a, this.p(p + "attn.c_attn.weight"), this.p(p + "attn.c_attn.bias"));
+      const q = heads(slice(qkv, 2, 0, C));
+      let k = heads(slice(qkv, 2, C, 2 * C));
+      let v = heads(slice(qkv, 2, 2 * C, 3 * C));
+      if (past) {
+        k = concat([past.keys[i], k], 2);
+        v = concat([past.values[i], v], 2);
+      }
+      if (inputs.useCache) {
+        cache.keys.push(k);
+        cache.values.push(v);
+      }
+      let scale = c.scale_attn_weights ? 1 / Math.sqrt(D) : 1;
+      if (c.scale_attn_by_inverse_layer_idx) scale /= i + 1;
+      const training = this.training && c.attn_pdrop > 0;
+      const o = scaledDotProductAttention(q, k, v, {
+        causal: true,
+        keyPaddingMask: maskT,
+        scale,
+        dropoutP: training ? c.attn_pdrop : 0,
+        seed: training ? this.dropoutSeed++ >>> 0 : 0,
+      });
+      const merged = reshape(permute(o, [0, 2, 1, 3]), [B, T, C]);
+      const proj = linear(merged, this.p(p + "attn.c_proj.weight"), this.p(p + "attn.c_proj.bias"));
+      h = add(h, this.drop(proj, c.resid_pdrop));
+      const m = layerNorm(h, this.p(p + "ln_2.weight"), this.p(p + "ln_2.bias"), c.layer_norm_epsilon);
+      const fc = linear(m, this.p(p + "mlp.c_fc.weight"), this.p(p + "mlp.c_fc.bias"));
+      const act = c.activation_function === "gelu" ? gelu(fc) : geluNew(fc);
+      const mp = linear(act, this.p(p + "mlp.c_proj.weight"), this.p(p + "mlp.c_proj.bias"));
+      h = add(h, this.drop(mp, c.resid_pdrop));
+    }
+    const hidden = layerNorm(
+      h,
+      this.p("transformer.ln_f.weight"),
+      this.p("transformer.ln_f.bias"),
+      c.layer_norm_epsilon,
+    );
+    const out: GPT2Output = {};
+    if (inputs.outputHidden) out.hidden = hidden;
+    if (inputs.useCache) out.pastKeyValues = cache;
+    if (!inputs.skipLogits || inputs.labels) {
+      const head = this.params.get("lm_head.weight") ?? this.p("transformer.wte.weight");
+      out.logits = matmul(hidden, head, { transB: true });
+      if (inputs.labels) {
+        const l = inputs.labels;
+        if (l.shape.join() !== ids.shape.join()) throw new Error(`GPT-2: labels must be [${B}, ${T}]`);
+        const shifted = slice(out.logits, 1, 0, T - 1);
+        const targets = slice(l, 1, 1, T);
+        out.loss = crossEntropy(reshape(shifted, [B * (T - 1), c.vocab_size]), reshape(targets, [B * (T - 1)]), {
+          ignoreIndex: -100,
+        });
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * `loadTokenizer(dir)`: picks the right tokenizer implementation for a Hugging Face model folder.
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Tokenizer } from "./base.ts";
+import { ByteLevelBpeTokenizer } from "./bpe.ts";
+import { isFile } from "./config.ts";
+import { HfJsonTokenizer } from "./hf_json.ts";
+import { WordPieceTokenizer } from "./wordpiece.ts";
+
+/** The files {@link loadTokenizer} looks for, in order of preference. */
+export const TOKENIZER_FILES: readonly string[] = ["tokenizer.json", "vocab.txt", "vocab.json + merges.txt"];
+
+/**
+ * Loads the tokenizer of a Hugging Face model folder:
+ * 1. `tokenizer.json` → {@link HfJsonTokenizer} (npm `@huggingface/tokenizers`);
+ * 2. `vocab.txt` → {@link WordPieceTokenizer} (BERT WordPiece);
+ * 3. `vocab.json` + `merges.txt` → {@link ByteLevelBpeTokenizer} (GPT-2 byte-level BPE).
+ *
+ * `tokenizer_config.json`, `special_tokens_map.json`, `added_tokens.json` and chat template files are read
+ * when present. Throws when the folder is missing or holds none of the tokenizer files.
+ */
+export async function loadTokenizer(dir: string | URL): Promise<Tokenizer> {
+  const path = dir instanceof URL ? fileURLToPath(dir) : dir;
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`tokenizer: folder ${path} does not exist (looked for ${TOKENIZER_FILES.join(", ")})`);
+    }
+    throw e;
+  }
+  if (!info.isDirectory) throw new Error(`tokenizer: ${path} is not a folder`);
+  if (await isFile(join(path, "tokenizer.json"))) return await HfJsonTokenizer.fromDir(path);
+  if (await isFile(join(path, "vocab.txt"))) return await WordPieceTokenizer.fromDir(path);
+  if (await isFile(join(path, "vocab.json")) && await isFile(join(path, "merges.txt"))) {
+    return await ByteLevelBpeTokenizer.fromDir(path);
+  }
+  throw new Error(
+    `tokenizer: no tokenizer files in ${path}; looked for ${TOKENIZER_FILES.join(", then ")}`,
+  );
+}

@@ -1,0 +1,141 @@
+/**
+ * Finding, reading and checking the weights of a Hugging Face model folder: `model.safetensors`,
+ * sharded `model.safetensors.index.json`, or PyTorch's `pytorch_model.bin` (read without running
+ * any of its code). Uploads checked weights as GPU parameters.
+ * @module
+ */
+
+import { type HostTensor, shapeSize } from "../engine/host_tensor.ts";
+import { readSafetensors, readShardedSafetensors, writeSafetensors } from "../engine/safetensors.ts";
+import { readTorchCheckpoint } from "./torch_checkpoint.ts";
+import { keep, readAll, type Tensor, tensor } from "../engine/tensor.ts";
+
+/** Weights read from a folder, with the file they came from (for error messages). */
+export interface LoadedWeights {
+  /** Tensors by checkpoint name. */
+  tensors: Map<string, HostTensor>;
+  /** The file (or index file) read. */
+  file: string;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then((s) => s.isFile).catch(() => false);
+}
+
+/** Reads the weights of a model folder, trying the formats in transformers' order of preference. */
+export async function readWeights(dir: string): Promise<LoadedWeights> {
+  const d = dir.replace(/\/$/, "");
+  const candidates = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"];
+  for (const name of candidates) {
+    const file = `${d}/${name}`;
+    if (!(await exists(file))) continue;
+    if (name === "model.safetensors") return { tensors: (await readSafetensors(file)).tensors, file };
+    if (name.endsWith(".index.json")) return { tensors: (await readShardedSafetensors(file)).tensors, file };
+    return { tensors: await readTorchCheckpoint(file), file };
+  }
+  if (await exists(`${d}/pytorch_model.bin.index.json`)) {
+    throw new Error(`${d}: sharded pytorch_model.bin checkpoints are not supported; convert to safetensors`);
+  }
+  throw new Error(`${d}: no weights found (looked for ${candidates.join(", ")})`);
+}
+
+/** The shape every parameter must have, by HF name. */
+export type ParamSpec = Map<string, number[]>;
+
+/** Renames applied to checkpoint keys before matching (old-style LayerNorm names). */
+function normaliseName(name: string): string {
+  return name.replace(/LayerNorm\.gamma$/, "LayerNorm.weight").replace(/LayerNorm\.beta$/, "LayerNorm.bias");
+}
+
+/**
+ * Matches checkpoint tensors to the expected parameters. `prefix` is prepended to keys that lack it
+ * (a base-model checkpoint loaded into a head model); `ignore` matches buffers to skip. Throws one
+ * error that lists every missing, unexpected and wrongly shaped tensor.
+ */
+export function matchWeights(
+  loaded: LoadedWeights,
+  spec: ParamSpec,
+  options: { prefix?: string; ignore?: RegExp; optional?: Set<string> } = {},
+): Map<string, HostTensor> {
+  const out = new Map<string, HostTensor>();
+  const unexpected: string[] = [];
+  const wrong: string[] = [];
+  for (const [rawName, t] of loaded.tensors) {
+    let name = normaliseName(rawName);
+    if (options.ignore?.test(name)) continue;
+    if (!spec.has(name) && options.prefix && spec.has(options.prefix + name)) name = options.prefix + name;
+    const want = spec.get(name);
+    if (!want) {
+      unexpected.push(rawName);
+      continue;
+    }
+    if (want.join() !== t.shape.join()) {
+      wrong.push(`${rawName}: expected [${want}], found [${t.shape}]`);
+      continue;
+    }
+    if (t.dtype !== "f32") {
+      wrong.push(`${rawName}: expected a floating-point tensor, found ${t.sourceDtype ?? t.dtype}`);
+      continue;
+    }
+    out.set(name, t);
+  }
+  const missing = [...spec.keys()].filter((k) => !out.has(k) && !options.optional?.has(k));
+  if (missing.length || unexpected.length || wrong.length) {
+    const parts: string[] = [];
+    const list = (xs: string[]) => xs.slice(0, 20).join(", ") + (xs.length > 20 ? `, … (${xs.length} in all)` : "");
+    if (missing.length) parts.push(`missing: ${list(missing)}`);
+    if (unexpected.length) parts.push(`unexpected: ${list(unexpected)}`);
+    if (wrong.length) parts.push(`wrong shape or type: ${list(wrong)}`);
+    throw new Error(`${loaded.file}: weights do not match the model config — ${parts.join("; ")}`);
+  }
+  return out;
+}
+
+/** Uploads host weights as trainable GPU parameters (kept out of `tidy` scopes). */
+export function uploadParams(host: Map<string, HostTensor>): Map<string, Tensor> {
+  const params = new Map<string, Tensor>();
+  for (const [name, h] of host) {
+    const t = keep(tensor(h.data, h.shape)).requireGrad();
+    t.name = name;
+    params.set(name, t);
+  }
+  return params;
+}
+
+/** Deterministic N(0, std²) initialisation for parameters (Box–Muller over a seeded PRNG). */
+export function randomParams(spec: ParamSpec, seed: number, std = 0.02): Map<string, HostTensor> {
+  let s = seed >>> 0;
+  const next = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
+  };
+  const out = new Map<string, HostTensor>();
+  for (const [name, shape] of spec) {
+    const n = shapeSize(shape);
+    const data = new Float32Array(n);
+    if (/(LayerNorm|ln_\w+|ln_f)\.weight$/.test(name)) data.fill(1);
+    else if (!name.endsWith(".bias")) {
+      for (let i = 0; i < n; i++) data[i] = std * Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next());
+    }
+    out.set(name, { dtype: "f32", shape, data });
+  }
+  return out;
+}
+
+/** Reads parameters back to the host (one GPU round trip). */
+export async function downloadParams(params: Map<string, Tensor>): Promise<Map<string, HostTensor>> {
+  const names = [...params.keys()];
+  const data = await readAll(names.map((n) => params.get(n)!));
+  return new Map(names.map((n, i) => [n, { dtype: "f32", shape: [...params.get(n)!.shape], data: data[i] }]));
+}
+
+/** Writes parameters as `model.safetensors` with metadata `{"format":"pt"}` (atomically). */
+export async function saveParams(file: string, params: Map<string, Tensor>): Promise<void> {
+  const host = await downloadParams(params);
+  const out: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+  for (const [n, h] of host) out[n] = { dtype: "F32", shape: h.shape, data: h.data as Float32Array };
+  await writeSafetensors(file, out, { format: "pt" });
+}

@@ -1,0 +1,259 @@
+import { assert, assertClose, gradCheck, randArray, ready, rng } from "./helpers.ts";
+import { noGrad, readAll, type Tensor, tensor } from "../engine/tensor.ts";
+import { backward } from "../engine/autograd.ts";
+import { embedding, gather, indexSelect, maskedFill, where } from "../engine/ops/index_ops.ts";
+
+// ------------------------------------------------------------------ float64 references
+
+const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+const f32 = (a: Float64Array) => Float32Array.from(a);
+const rand32 = (n: number, seed: number) => Float64Array.from(f32(randArray(n, seed)));
+
+function strides(shape: readonly number[]): number[] {
+  const st: number[] = [];
+  let s = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    st[d] = s;
+    s *= shape[d];
+  }
+  return st;
+}
+
+function coords(i: number, shape: readonly number[]): number[] {
+  const c: number[] = [];
+  for (let d = shape.length - 1; d >= 0; d--) {
+    c[d] = i % shape[d];
+    i = Math.floor(i / shape[d]);
+  }
+  return c;
+}
+
+/** torch.gather; out-of-range indices give 0. */
+function gatherRef(x: ArrayLike<number>, shape: number[], axis: number, idx: Int32Array, idxShape: number[]) {
+  const st = strides(shape);
+  const out = new Float64Array(idx.length);
+  for (let i = 0; i < idx.length; i++) {
+    const c = coords(i, idxShape);
+    const v = idx[i];
+    if (v < 0 || v >= shape[axis]) continue;
+    c[axis] = v;
+    out[i] = x[c.reduce((a, cv, d) => a + cv * st[d], 0)];
+  }
+  return out;
+}
+
+function indexSelectRef(x: ArrayLike<number>, shape: number[], axis: number, idx: Int32Array) {
+  const outShape = [...shape];
+  outShape[axis] = idx.length;
+  const st = strides(shape);
+  const out = new Float64Array(prod(outShape));
+  for (let i = 0; i < out.length; i++) {
+    const c = coords(i, outShape);
+    const v = idx[c[axis]];
+    if (v < 0 || v >= shape[axis]) continue;
+    c[axis] = v;
+    out[i] = x[c.reduce((a, cv, d) => a + cv * st[d], 0)];
+  }
+  return out;
+}
+
+/** Index of `c` (coordinates in `outShape`) in a tensor of `shape` broadcast to `outShape`. */
+function bindex(c: number[], shape: number[], outShape: number[]): number {
+  const off = outShape.length - shape.length;
+  let k = 0;
+  for (let d = 0; d < shape.length; d++) k = k * shape[d] + (shape[d] === 1 ? 0 : c[d + off]);
+  return k;
+}
+
+function whereRef(
+  cond: ArrayLike<number>,
+  cs: number[],
+  a: ArrayLike<number>,
+  as: number[],
+  b: ArrayLike<number>,
+  bs: number[],
+  out: number[],
+) {
+  const r = new Float64Array(prod(out));
+  for (let i = 0; i < r.length; i++) {
+    const c = coords(i, out);
+    r[i] = cond[bindex(c, cs, out)] !== 0 ? a[bindex(c, as, out)] : b[bindex(c, bs, out)];
+  }
+  return r;
+}
+
+function randIndex(n: number, lo: number, hi: number, seed: number): Int32Array {
+  const r = rng(seed);
+  return Int32Array.from({ length: n }, () => lo + Math.floor(r() * (hi - lo)));
+}
+
+// ------------------------------------------------------------------ gather
+
+const X_SHAPE = [3, 5, 7];
+const X = rand32(105, 11);
+const GATHERS: [number, number[]][] = [[0, [4, 5, 7]], [1, [3, 9, 7]], [2, [3, 5, 4]], [-1, [2, 3, 1]], [1, [2, 3, 6]]];
+
+for (const [axis, idxShape] of GATHERS) {
+  Deno.test(`gather [3,5,7] axis ${axis} index [${idxShape}] (repeats): forward and backward`, async () => {
+    await ready;
+    const ax = axis < 0 ? axis + 3 : axis;
+    const idx = randIndex(prod(idxShape), 0, X_SHAPE[ax], 5 + ax);
+    const it = tensor(idx, idxShape);
+    const ref = (a: ArrayLike<number>) => gatherRef(a, X_SHAPE, ax, idx, idxShape);
+    const y = noGrad(() => gather(tensor(f32(X), X_SHAPE), axis, it));
+    assert.deepEqual([...y.shape], idxShape);
+    assertClose(await y.toArray(), ref(X), 0, 0);
+    await gradCheck(([t]) => gather(t, axis, it), ([a]) => ref(a), [{ data: X, shape: X_SHAPE }]);
+    it.dispose();
+  });
+}
+
+Deno.test("gather: out-of-range indices read 0 and get no gradient; i32 data", async () => {
+  await ready;
+  const idx = Int32Array.from([0, -1, 2, 3, 1, 100]);
+  const it = tensor(idx, [2, 3]);
+  const ref = (a: ArrayLike<number>) => gatherRef(a, [2, 3], 1, idx, [2, 3]);
+  const y = noGrad(() => gather(tensor([1, 2, 3, 4, 5, 6], [2, 3]), 1, it));
+  assert.deepEqual(Array.from(await y.toArray()), [1, 0, 3, 0, 5, 0]);
+  await gradCheck(([t]) => gather(t, 1, it), ([a]) => ref(a), [{ data: randArray(6, 1), shape: [2, 3] }]);
+  const yi = gather(tensor(Int32Array.from([7, -8, 2147483647, 4]), [4]), 0, tensor(Int32Array.from([2, 1, 1])));
+  assert.ok(yi.dtype === "i32");
+  assert.deepEqual(Array.from(await yi.toArray()), [2147483647, -8, -8]);
+});
+
+Deno.test("gather/indexSelect/embedding reject bad index tensors", async () => {
+  await ready;
+  const x = tensor(new Float32Array(105), X_SHAPE);
+  const fi = tensor([0, 1], [2]);
+  assert.throws(
+    () => gather(x, 0, tensor([0, 1, 0], [1, 1, 3])),
+    /gather: index must be an i32 tensor, got f32 \[1, 1, 3\]/,
+  );
+  assert.throws(
+    () => gather(x, 0, tensor(new Int32Array(3), [3])),
+    /gather: index \[3\] must have the rank of x \[3, 5, 7\]/,
+  );
+  assert.throws(() => gather(x, 0, tensor(new Int32Array(6), [1, 6, 1])), /gather: index \[1, 6, 1\] must have/);
+  assert.throws(() => gather(x, 3, tensor(new Int32Array(1), [1, 1, 1])), /gather: axis 3 is out of range for 3 dims/);
+  assert.throws(() => indexSelect(x, 0, fi), /indexSelect: index must be an i32 tensor, got f32 \[2\]/);
+  assert.throws(
+    () => indexSelect(x, 0, tensor(new Int32Array(4), [2, 2])),
+    /indexSelect: index must be 1-D, got \[2, 2\]/,
+  );
+  assert.throws(() => embedding(tensor(new Float32Array(6), [3, 2]), fi), /embedding: index must be an i32 tensor/);
+  assert.throws(() => embedding(x, tensor(new Int32Array(2))), /embedding: weight must be \[V, D\], got \[3, 5, 7\]/);
+});
+
+// ------------------------------------------------------------------ indexSelect / embedding
+
+for (const axis of [0, 1, -1]) {
+  Deno.test(`indexSelect [3,5,7] axis ${axis} with repeats: forward and backward`, async () => {
+    await ready;
+    const ax = axis < 0 ? axis + 3 : axis;
+    const idx = randIndex(9, 0, X_SHAPE[ax], 30 + ax);
+    const it = tensor(idx);
+    const ref = (a: ArrayLike<number>) => indexSelectRef(a, X_SHAPE, ax, idx);
+    const y = noGrad(() => indexSelect(tensor(f32(X), X_SHAPE), axis, it));
+    assert.equal(y.shape[ax], 9);
+    assertClose(await y.toArray(), ref(X), 0, 0);
+    await gradCheck(([t]) => indexSelect(t, axis, it), ([a]) => ref(a), [{ data: X, shape: X_SHAPE }]);
+    it.dispose();
+  });
+}
+
+function embeddingRef(w: ArrayLike<number>, V: number, D: number, ids: Int32Array): Float64Array {
+  const out = new Float64Array(ids.length * D);
+  ids.forEach((id, t) => {
+    if (id >= 0 && id < V) { for (let d = 0; d < D; d++) out[t * D + d] = w[id * D + d]; }
+  });
+  return out;
+}
+
+Deno.test("embedding with repeated and out-of-range ids: forward (zero rows) and backward", async () => {
+  await ready;
+  const V = 7, D = 5;
+  const ids = Int32Array.from([3, 0, 3, 6, -1, 3, 7, 0]);
+  const it = tensor(ids, [2, 4]);
+  const W = rand32(V * D, 4);
+  const y = noGrad(() => embedding(tensor(f32(W), [V, D]), it));
+  assert.deepEqual([...y.shape], [2, 4, D]);
+  assertClose(await y.toArray(), embeddingRef(W, V, D, ids), 0, 0);
+  await gradCheck(([w]) => embedding(w, it), ([w]) => embeddingRef(w, V, D, ids), [{ data: W, shape: [V, D] }]);
+  // i32 tables are pure data movement too
+  const yi = embedding(tensor(Int32Array.from([1, 2, 3, 4]), [2, 2]), tensor(Int32Array.from([1, 9, 0])));
+  assert.deepEqual(Array.from(await yi.toArray()), [3, 4, 0, 0, 1, 2]);
+});
+
+/** Runs embedding backward on the GPU and returns the weight gradient. */
+async function embeddingGrad(V: number, D: number, ids: Int32Array, g: Float64Array): Promise<Float32Array> {
+  const w = tensor(new Float32Array(V * D), [V, D]).requireGrad();
+  const y = embedding(w, tensor(ids));
+  backward(y, tensor(f32(g), [ids.length, D]));
+  return (await w.grad!.toArray()) as Float32Array;
+}
+
+for (const [V, N, D] of [[37, 2000, 3], [3000, 5000, 2], [5, 513, 4], [2, 3001, 3]]) {
+  Deno.test(`embedding backward: ${N} ids over ${V} rows (multi-pass sort) matches CPU and is deterministic`, async () => {
+    await ready;
+    const ids = randIndex(N, -2, V + 2, V + N);
+    ids[0] = 0;
+    ids[N - 1] = V - 1;
+    const g = rand32(N * D, 77);
+    const expected = new Float64Array(V * D);
+    ids.forEach((id, t) => {
+      if (id >= 0 && id < V) { for (let d = 0; d < D; d++) expected[id * D + d] += g[t * D + d]; }
+    });
+    const got = await embeddingGrad(V, D, ids, g);
+    assertClose(got, expected, 1e-4, 1e-5, "weight grad");
+    const again = await embeddingGrad(V, D, ids, g);
+    assert.deepEqual(Array.from(again), Array.from(got), "backward is bitwise reproducible");
+  });
+}
+
+// ------------------------------------------------------------------ maskedFill / where
+
+Deno.test("maskedFill: i32 and f32 masks with broadcasting, forward and backward", async () => {
+  await ready;
+  const maskShape = [3, 1, 7];
+  const mask = randIndex(21, 0, 2, 8);
+  const mt = tensor(mask, maskShape);
+  const ref = (a: ArrayLike<number>, value: number) =>
+    Float64Array.from({ length: 105 }, (_, i) => mask[bindex(coords(i, X_SHAPE), maskShape, X_SHAPE)] ? value : a[i]);
+  const y = noGrad(() => maskedFill(tensor(f32(X), X_SHAPE), mt, -1e9));
+  assertClose(await y.toArray(), ref(X, -1e9), 0, 0);
+  await gradCheck(([t]) => maskedFill(t, mt, 0.5), ([a]) => ref(a, 0.5), [{ data: X, shape: X_SHAPE }]);
+  // f32 mask: -0 counts as zero, any other value (NaN included) as set; -Infinity fill
+  const fm = tensor([0, -0, 1, -2.5, NaN], [5]);
+  const [z] = await readAll([maskedFill(tensor([1, 2, 3, 4, 5]), fm, -Infinity)]);
+  assert.deepEqual(Array.from(z), [1, 2, -Infinity, -Infinity, -Infinity]);
+  // i32 data
+  const zi = maskedFill(tensor(Int32Array.from([1, 2, 3]), [3]), tensor(Int32Array.from([0, 5, 0])), -7);
+  assert.deepEqual(Array.from(await zi.toArray()), [1, -7, 3]);
+  assert.throws(
+    () => maskedFill(tensor(new Float32Array(6), [2, 3]), tensor(new Int32Array(12), [2, 2, 3]), 0),
+    /maskedFill: mask \[2, 2, 3\] must broadcast to x's shape \[2, 3\]/,
+  );
+  assert.throws(
+    () => maskedFill(tensor(new Float32Array(6), [2, 3]), tensor(new Int32Array(2), [2]), 0),
+    /maskedFill: shapes \[2,3\] and \[2\] do not broadcast/,
+  );
+});
+
+Deno.test("where: broadcasting cond, a and b; gradients to both branches", async () => {
+  await ready;
+  const cs = [3, 1], as = [3, 4], bs = [4];
+  const cond = Float64Array.from([1, 0, 1]);
+  const ct = tensor(f32(cond), cs);
+  const a = rand32(12, 1), b = rand32(4, 2);
+  const ref = (x: ArrayLike<number>, y: ArrayLike<number>) => whereRef(cond, cs, x, as, y, bs, [3, 4]);
+  const y = noGrad(() => where(ct, tensor(f32(a), as), tensor(f32(b), bs)));
+  assert.deepEqual([...y.shape], [3, 4]);
+  assertClose(await y.toArray(), ref(a, b), 0, 0);
+  await gradCheck(([x, z]) => where(ct, x, z), ([x, z]) => ref(x, z), [{ data: a, shape: as }, { data: b, shape: bs }]);
+  const ci = tensor(Int32Array.from([0, 3]), [2, 1]);
+  const wi = where(ci, tensor(Int32Array.from([1, 2])), tensor(Int32Array.from([-1])));
+  assert.deepEqual(Array.from(await wi.toArray()), [-1, -1, 1, 2]);
+  assert.throws(() => where(ci, tensor([1, 2]), tensor(Int32Array.from([1]))), /where: a and b must share a dtype/);
+  const t: Tensor = tensor([1, 2, 3]);
+  assert.throws(() => where(tensor(Int32Array.from([1, 0])), t, t), /where: shapes \[3\] and \[2\] do not broadcast/);
+});
