@@ -230,8 +230,16 @@ export class Runtime {
       layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: spec.entry ?? "main", constants: spec.constants },
     });
+    const compiled = module.getCompilationInfo().then((info) => {
+      const errs = info.messages.filter((m) => m.type === "error");
+      return errs.length
+        ? `shaders/${spec.shader}.wgsl: ${errs.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ")}`
+        : null;
+    });
     this.pendingErrors.push(
-      this.device.popErrorScope().then((e) => e ? `kernel ${spec.shader} failed to compile: ${e.message}` : null),
+      Promise.all([compiled, this.device.popErrorScope()]).then(([c, e]) =>
+        c ?? (e ? `kernel ${spec.shader}:${spec.entry ?? "main"} failed to build: ${e.message}` : null)
+      ),
     );
     k = { pipeline, layout };
     this.pipelines.set(key, k);

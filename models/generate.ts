@@ -50,6 +50,68 @@ export interface GenerateOutput {
   steps: number;
 }
 
+/**
+ * GPU token selection state for a batch: which rows finished, the generated block and the next
+ * input ids. {@linkcode TokenSampler.step} records one sampling dispatch (no readback).
+ */
+export class TokenSampler {
+  /** i32 [B]: 1 once a row produced EOS. */
+  readonly finished: Tensor;
+  /** i32 [B, maxNew]: generated tokens (pad after EOS). */
+  readonly tokens: Tensor;
+  /** i32 [B, 1]: the tokens chosen by the last step. */
+  readonly nextIds: Tensor;
+  private params = new Uint32Array(12);
+
+  constructor(
+    /** Batch rows. */
+    readonly batch: number,
+    /** Columns of `tokens`. */
+    readonly maxNew: number,
+    /** Vocabulary size (logits per row). */
+    readonly vocab: number,
+    /** Sampling options (eos/pad resolved by the caller; -1 = none). */
+    readonly options: Omit<GenerateOptions, "maxNewTokens">,
+  ) {
+    this.finished = keep(zeros([batch], "i32"));
+    this.tokens = keep(zeros([batch, maxNew], "i32"));
+    this.nextIds = keep(empty([batch, 1], "i32"));
+  }
+
+  /** Chooses the tokens of column `step` from `logits` [B, vocab]. */
+  step(logits: Tensor, step: number): void {
+    const o = this.options;
+    if (logits.shape.join() !== [this.batch, this.vocab].join()) {
+      throw new Error(`TokenSampler: logits must be [${this.batch}, ${this.vocab}], got [${logits.shape}]`);
+    }
+    this.params.set([
+      this.vocab,
+      step,
+      this.maxNew,
+      o.doSample ? 0 : 1,
+      o.topK ?? 0,
+      (o.eosTokenId ?? -1) >>> 0,
+      (o.padTokenId ?? 0) >>> 0,
+      o.minNewTokens ?? 0,
+      (o.seed ?? 0) >>> 0,
+      f32Bits(o.temperature ?? 1),
+      f32Bits(o.topP ?? 1),
+      0,
+    ]);
+    runtime().dispatch(
+      { shader: "sample", bindings: ["read", "rw", "rw", "rw"] },
+      [logits.storage, this.finished.storage, this.tokens.storage, this.nextIds.storage],
+      this.params,
+      [this.batch],
+    );
+  }
+
+  /** Frees the GPU buffers. */
+  dispose(): void {
+    for (const t of [this.finished, this.tokens, this.nextIds]) t.dispose();
+  }
+}
+
 /** Left-pads token-id rows to one length, returning ids and attention mask. */
 export function leftPad(rows: number[][], padId: number): { ids: number[][]; mask: number[][] } {
   const T = Math.max(1, ...rows.map((r) => r.length));
@@ -99,34 +161,8 @@ export async function generate(
   const Tp = ids[0].length;
   const fullMask = mask.map((r) => [...r, ...new Array(N).fill(1)]);
   const positions = positionIdsFromMask(fullMask);
-  const rt = runtime();
-  const finished = keep(zeros([B], "i32"));
-  const tokens = keep(zeros([B, N], "i32"));
-  const nextIds = keep(empty([B, 1], "i32"));
+  const sampler = new TokenSampler(B, N, V, { ...options, eosTokenId: eos, padTokenId: pad });
   const maskT = keep(tensor(fullMask.flat(), [B, Tp + N], "i32"));
-  const params = new Uint32Array(12);
-  const sampleStep = (logits: Tensor, step: number) => {
-    params.set([
-      V,
-      step,
-      N,
-      options.doSample ? 0 : 1,
-      options.topK ?? 0,
-      eos >>> 0,
-      pad >>> 0,
-      options.minNewTokens ?? 0,
-      (options.seed ?? 0) >>> 0,
-      f32Bits(options.temperature ?? 1),
-      f32Bits(options.topP ?? 1),
-      0,
-    ]);
-    rt.dispatch(
-      { shader: "sample", bindings: ["read", "rw", "rw", "rw"] },
-      [logits.storage, finished.storage, tokens.storage, nextIds.storage],
-      params,
-      [B],
-    );
-  };
   let cache: KVCache | undefined;
   let steps = 0;
   const interval = options.stopCheckInterval ?? 16;
@@ -134,7 +170,7 @@ export async function generate(
     for (let step = 0; step < N; step++) {
       const res = tidy(() =>
         noGrad(() => {
-          const input = step === 0 ? tensor(ids.flat(), [B, Tp], "i32") : nextIds;
+          const input = step === 0 ? tensor(ids.flat(), [B, Tp], "i32") : sampler.nextIds;
           const T = step === 0 ? Tp : 1;
           const pos = tensor(positions.map((r) => r.slice(Tp + step - T, Tp + step)).flat(), [B, T], "i32");
           const m = slice(maskT, 1, 0, Tp + step);
@@ -147,7 +183,7 @@ export async function generate(
             skipLogits: false,
           });
           const last = reshape(slice(out.logits!, 1, T - 1, T), [B, V]);
-          sampleStep(last, step);
+          sampler.step(last, step);
           return out.pastKeyValues!;
         })
       );
@@ -156,11 +192,11 @@ export async function generate(
       keep([...cache.keys, ...cache.values]);
       steps = step + 1;
       if (interval > 0 && eos >= 0 && steps % interval === 0 && steps < N) {
-        const done = await finished.toArray();
+        const done = await sampler.finished.toArray();
         if (done.every((d) => d !== 0)) break;
       }
     }
-    const flat = await tokens.toArray();
+    const flat = await sampler.tokens.toArray();
     const rows: number[][] = [];
     for (let b = 0; b < B; b++) rows.push(Array.from(flat.subarray(b * N, b * N + steps)));
     const responses = rows.map((r) => {
@@ -170,6 +206,7 @@ export async function generate(
     return { responses, tokens: rows, promptIds: ids, promptMask: mask, steps };
   } finally {
     if (cache) { for (const t of [...cache.keys, ...cache.values]) t.dispose(); }
-    for (const t of [finished, tokens, nextIds, maskT]) t.dispose();
+    sampler.dispose();
+    maskT.dispose();
   }
 }

@@ -168,9 +168,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     red_u[lid] = 0xffffffffu;
     workgroupBarrier();
-    let target = shared_target;
+    let goal = shared_target;
     let before = red_f[lid] - kept_local;
-    if (kept_local > 0.0 && target >= before && (target < red_f[lid] || lid == WG - 1u || red_f[lid] >= kept_total)) {
+    if (kept_local > 0.0 && goal >= before && (goal < red_f[lid] || lid == WG - 1u || red_f[lid] >= kept_total)) {
       var acc = before;
       var pick = 0xffffffffu;
       for (var i = lo; i < hi; i++) {
@@ -178,7 +178,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         if (z >= thresh) {
           pick = i;
           acc += exp(z - gmax);
-          if (acc > target) { break; }
+          if (acc > goal) { break; }
         }
       }
       red_u[lid] = pick;

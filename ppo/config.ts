@@ -1,0 +1,239 @@
+/**
+ * PPO hyper-parameters with the classic TRL `PPOConfig` names and defaults (snake_case, so TRL configs can be
+ * copied as they are; camelCase spellings of the same keys are accepted too), validated with errors that name
+ * the field.
+ * @module
+ */
+
+/** How the per-token KL penalty is estimated (TRL's `kl_penalty`). */
+export type KLPenaltyKind = "kl" | "abs" | "mse" | "full";
+
+/** The validated PPO configuration ({@linkcode ppoConfig} fills in the defaults). */
+export interface PPOConfig {
+  /** Adam learning rate (default 1.41e-5). */
+  learning_rate: number;
+  /** Samples per `step()` (default 256). */
+  batch_size: number;
+  /** Samples per optimisation micro-batch (default 1). */
+  mini_batch_size: number;
+  /** Micro-batches whose gradients are accumulated before each optimiser step (default 1). */
+  gradient_accumulation_steps: number;
+  /** Derived: mini_batch_size × gradient_accumulation_steps (samples per optimiser step). */
+  backward_batch_size: number;
+  /** Optimisation epochs over each batch (default 4). */
+  ppo_epochs: number;
+  /** Discount factor (default 1). */
+  gamma: number;
+  /** GAE λ (default 0.95). */
+  lam: number;
+  /** PPO ratio clip range (default 0.2). */
+  cliprange: number;
+  /** Value clip range (default 0.2). */
+  cliprange_value: number;
+  /** Value-loss coefficient (default 0.1). */
+  vf_coef: number;
+  /** Adaptive KL controller (default true) or a fixed coefficient. */
+  adap_kl_ctrl: boolean;
+  /** Initial KL coefficient β (default 0.2). */
+  init_kl_coef: number;
+  /** KL estimator: "kl" (default), "abs", "mse" or "full". */
+  kl_penalty: KLPenaltyKind;
+  /** Target KL of the adaptive controller (default 6). */
+  target: number;
+  /** Horizon of the adaptive controller (default 10000). */
+  horizon: number;
+  /** A mini-batch whose mean ratio exceeds this has its loss zeroed (default 10). */
+  ratio_threshold: number;
+  /** Stop the epochs when the policy KL exceeds 1.5 × target_kl (default false). */
+  early_stopping: boolean;
+  /** KL bound for early stopping (default 1). */
+  target_kl: number;
+  /** Clip the gradient norm to this value (default null: no clipping). */
+  max_grad_norm: number | null;
+  /** Divide scores by their running standard deviation (default false). */
+  use_score_scaling: boolean;
+  /** With use_score_scaling, also subtract the running mean (default false). */
+  use_score_norm: boolean;
+  /** Clip scores to ±score_clip after scaling (default null). */
+  score_clip: number | null;
+  /** Whiten the rewards before GAE (default false). */
+  whiten_rewards: boolean;
+  /** Seed of the trainer's shuffling RNG (default 0). */
+  seed: number;
+  /** Softmax temperature of the log-probabilities; must equal the sampling temperature (default 1). */
+  temperature: number;
+  /** Adam β1 (default 0.9). */
+  adam_beta1: number;
+  /** Adam β2 (default 0.999). */
+  adam_beta2: number;
+  /** Adam ε (default 1e-8). */
+  adam_epsilon: number;
+  /** Decoupled (AdamW) weight decay (default 0, i.e. plain Adam as in TRL). */
+  weight_decay: number;
+  /** Run the optimisation forward passes with dropout on (default false: TRL runs them in eval mode). */
+  train_dropout: boolean;
+  /** Number of training steps, for the caller's loop (TRL's `steps`, default 20000; unused by the trainer). */
+  steps: number;
+}
+
+/** Input of {@linkcode ppoConfig}: any subset of the fields, snake_case or camelCase. */
+export type PPOConfigInput = Partial<PPOConfig> & Record<string, unknown>;
+
+const DEFAULTS: Omit<PPOConfig, "backward_batch_size"> = {
+  learning_rate: 1.41e-5,
+  batch_size: 256,
+  mini_batch_size: 1,
+  gradient_accumulation_steps: 1,
+  ppo_epochs: 4,
+  gamma: 1,
+  lam: 0.95,
+  cliprange: 0.2,
+  cliprange_value: 0.2,
+  vf_coef: 0.1,
+  adap_kl_ctrl: true,
+  init_kl_coef: 0.2,
+  kl_penalty: "kl",
+  target: 6,
+  horizon: 10000,
+  ratio_threshold: 10.0,
+  early_stopping: false,
+  target_kl: 1,
+  max_grad_norm: null,
+  use_score_scaling: false,
+  use_score_norm: false,
+  score_clip: null,
+  whiten_rewards: false,
+  seed: 0,
+  temperature: 1,
+  adam_beta1: 0.9,
+  adam_beta2: 0.999,
+  adam_epsilon: 1e-8,
+  weight_decay: 0,
+  train_dropout: false,
+  steps: 20000,
+};
+
+/**
+ * TRL `PPOConfig` fields that only matter to TRL's logging, hub and accelerate plumbing. They are accepted (so a
+ * TRL config can be pasted) and ignored.
+ */
+export const IGNORED_TRL_KEYS: readonly string[] = [
+  "exp_name",
+  "task_name",
+  "model_name",
+  "query_dataset",
+  "reward_model",
+  "remove_unused_columns",
+  "log_with",
+  "tracker_kwargs",
+  "accelerator_kwargs",
+  "project_kwargs",
+  "tracker_project_name",
+  "push_to_hub_if_best_kwargs",
+  "optimize_cuda_cache",
+  "optimize_device_cache",
+  "gradient_checkpointing",
+  "compare_steps",
+  "world_size",
+  "is_encoder_decoder",
+  "is_peft_model",
+  "global_backward_batch_size",
+  "global_batch_size",
+];
+
+const KL_KINDS: readonly KLPenaltyKind[] = ["kl", "abs", "mse", "full"];
+
+/** `learningRate` → `learning_rate`. */
+function snake(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
+}
+
+function fail(field: string, reason: string): never {
+  throw new Error(`ppoConfig: "${field}" ${reason}`);
+}
+
+function num(c: Record<string, unknown>, k: string, ok: (x: number) => boolean, what: string): void {
+  const v = c[k];
+  if (typeof v !== "number" || Number.isNaN(v) || !ok(v)) fail(k, `must be ${what}, got ${JSON.stringify(v)}`);
+}
+
+const posInt = (x: number) => Number.isInteger(x) && x > 0;
+
+/**
+ * Fills in TRL's defaults and validates a PPO configuration. Keys may be snake_case (TRL) or camelCase;
+ * unknown keys (typos) throw an error listing them, as do out-of-range values, a `batch_size` that is not a
+ * multiple of `mini_batch_size × gradient_accumulation_steps`, and an unknown `kl_penalty`.
+ * @param partial any subset of {@linkcode PPOConfig}'s fields
+ * @returns a complete, validated configuration (a new object)
+ */
+export function ppoConfig(partial: PPOConfigInput = {}): PPOConfig {
+  if (partial === null || typeof partial !== "object" || Array.isArray(partial)) {
+    throw new Error("ppoConfig: expected an object of settings");
+  }
+  const given: Record<string, unknown> = {};
+  const unknown: string[] = [];
+  for (const [raw, v] of Object.entries(partial)) {
+    const k = snake(raw);
+    if (Object.hasOwn(given, k)) fail(k, `is given twice (as "${raw}" and in another spelling)`);
+    if (Object.hasOwn(DEFAULTS, k) || k === "backward_batch_size") given[k] = v;
+    else if (k === "forward_batch_size") {
+      fail(k, "is deprecated in TRL and not supported: use mini_batch_size");
+    } else if (!IGNORED_TRL_KEYS.includes(k)) unknown.push(raw);
+  }
+  if (unknown.length) {
+    throw new Error(
+      `ppoConfig: unknown key${unknown.length > 1 ? "s" : ""} ${unknown.map((k) => `"${k}"`).join(", ")}`,
+    );
+  }
+  const c: Record<string, unknown> = { ...DEFAULTS };
+  for (const [k, v] of Object.entries(given)) if (v !== undefined && k !== "backward_batch_size") c[k] = v;
+
+  for (const k of ["batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "steps"]) {
+    num(c, k, posInt, "a positive integer");
+  }
+  num(c, "learning_rate", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
+  num(c, "gamma", (x) => x >= 0 && x <= 1, "in [0, 1]");
+  num(c, "lam", (x) => x >= 0 && x <= 1, "in [0, 1]");
+  num(c, "cliprange", (x) => x > 0 && x < 1, "in (0, 1)");
+  num(c, "cliprange_value", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  num(c, "vf_coef", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
+  num(c, "init_kl_coef", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
+  num(c, "target", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  num(c, "horizon", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  num(c, "ratio_threshold", (x) => x > 0, "a number > 0");
+  num(c, "target_kl", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  num(c, "temperature", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  num(c, "seed", (x) => Number.isInteger(x), "an integer");
+  num(c, "adam_beta1", (x) => x >= 0 && x < 1, "in [0, 1)");
+  num(c, "adam_beta2", (x) => x >= 0 && x < 1, "in [0, 1)");
+  num(c, "adam_epsilon", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  num(c, "weight_decay", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
+  for (const k of ["max_grad_norm", "score_clip"]) {
+    if (c[k] !== null) num(c, k, (x) => x > 0 && Number.isFinite(x), "null or a finite number > 0");
+  }
+  for (const k of ["adap_kl_ctrl", "early_stopping", "use_score_scaling", "use_score_norm", "whiten_rewards"]) {
+    if (typeof c[k] !== "boolean") fail(k, `must be a boolean, got ${JSON.stringify(c[k])}`);
+  }
+  if (typeof c.train_dropout !== "boolean") fail("train_dropout", `must be a boolean, got ${c.train_dropout}`);
+  if (!KL_KINDS.includes(c.kl_penalty as KLPenaltyKind)) {
+    fail(
+      "kl_penalty",
+      `must be one of ${KL_KINDS.map((k) => `"${k}"`).join(", ")}, got ${JSON.stringify(c.kl_penalty)}`,
+    );
+  }
+  const bbs = (c.mini_batch_size as number) * (c.gradient_accumulation_steps as number);
+  if (given.backward_batch_size !== undefined && given.backward_batch_size !== bbs) {
+    fail(
+      "backward_batch_size",
+      `is derived (mini_batch_size × gradient_accumulation_steps = ${bbs}), got ${given.backward_batch_size}`,
+    );
+  }
+  if ((c.batch_size as number) % bbs !== 0) {
+    fail(
+      "batch_size",
+      `(${c.batch_size}) must be a multiple of backward_batch_size = mini_batch_size (${c.mini_batch_size}) × ` +
+        `gradient_accumulation_steps (${c.gradient_accumulation_steps}) = ${bbs}`,
+    );
+  }
+  return { ...(c as unknown as PPOConfig), backward_batch_size: bbs };
+}
