@@ -49,6 +49,10 @@ function isSoftware(adapter: GPUAdapter): boolean {
 
 async function builtinAdapter(pref: GPUPowerPreference): Promise<GPUAdapter | null> {
   if (typeof navigator === "undefined" || !("gpu" in navigator)) return null;
+  // Mesa's Vulkan WSI complains on stderr when XDG_RUNTIME_DIR is unset (headless machines, CI).
+  try {
+    if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", "/tmp");
+  } catch { /* no env permission: only the warning remains */ }
   return await navigator.gpu.requestAdapter({ powerPreference: pref }) ??
     await navigator.gpu.requestAdapter();
 }

@@ -31,6 +31,8 @@ export function architectureOf(raw: Record<string, unknown>, file = "config.json
   }
   const mt = raw.model_type;
   if (mt === "gpt2" || mt === "bert" || mt === "roberta") return mt;
+  // Very old GPT-2 configs (e.g. GPT2-chitchat) carry neither architectures nor model_type.
+  if (mt === undefined && typeof raw.n_embd === "number" && typeof raw.n_layer === "number") return "gpt2";
   throw new Error(`${file}: unsupported or missing model_type ${JSON.stringify(mt)} (supported: gpt2, bert, roberta)`);
 }
 

@@ -154,9 +154,13 @@ export async function generate(
 ): Promise<GenerateOutput> {
   validate(model, prompts, options);
   const cfg = model.config;
-  const eos = options.eosTokenId === undefined ? cfg.eos_token_id ?? -1 : options.eosTokenId ?? -1;
-  const pad = options.padTokenId ?? cfg.pad_token_id ?? (eos >= 0 ? eos : 0);
   const B = prompts.length, N = options.maxNewTokens, V = cfg.vocab_size;
+  // Old configs keep transformers' default ids (50256) even with a smaller vocabulary: ignore those.
+  const inVocab = (id: number | null | undefined) => id !== null && id !== undefined && id >= 0 && id < V ? id : null;
+  const eos = options.eosTokenId === undefined ? inVocab(cfg.eos_token_id) ?? -1 : options.eosTokenId ?? -1;
+  const pad = options.padTokenId ?? inVocab(cfg.pad_token_id) ?? (eos >= 0 ? eos : 0);
+  if (eos >= V) throw new Error(`generate: eosTokenId ${eos} is outside the vocabulary (${V})`);
+  if (pad < 0 || pad >= V) throw new Error(`generate: padTokenId ${pad} is outside the vocabulary (${V})`);
   const { ids, mask } = leftPad(prompts, pad);
   const Tp = ids[0].length;
   const fullMask = mask.map((r) => [...r, ...new Array(N).fill(1)]);

@@ -1,0 +1,345 @@
+#!/usr/bin/env -S deno run -A
+/**
+ * Command-line interface to the models: tokenize text, generate continuations with GPT-2, and score
+ * texts with a BERT/RoBERTa sequence classifier, from Hugging Face model folders.
+ *
+ * ```sh
+ * deno run -A cli.ts tokenize --model DIR "text" ...
+ * deno run -A cli.ts generate --model DIR [--max-new-tokens N --do-sample --temperature T --top-k K --top-p P --seed S] "prompt" ...
+ * deno run -A cli.ts score --model DIR "text" ...
+ * ```
+ *
+ * `--json` prints machine-readable JSON (an array with one object per input); `--help` explains each
+ * command. Errors print one line `error: …` to stderr: exit code 1 for failures (such as a missing
+ * folder or file, named in the message), 2 for bad usage.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { initEngine, noGrad, readAll, tensor, tidy } from "./engine/tensor.ts";
+import { softmax } from "./engine/ops/softmax.ts";
+import { loadGPT2, loadSequenceClassifier } from "./models/auto.ts";
+import { generate } from "./models/generate.ts";
+import { loadTokenizer } from "./models/tokenizer/mod.ts";
+
+/** An error reported to the user as one line; `exitCode` 2 marks bad usage. */
+export class CliError extends Error {
+  /** Creates the error with its message and exit code (1 = failure, 2 = usage). */
+  constructor(message: string, readonly exitCode = 1) {
+    super(message);
+    this.name = "CliError";
+  }
+}
+
+const USAGE = `Usage: deno run -A cli.ts <command> [options] <text>...
+
+Commands:
+  tokenize   Show token ids and tokens of each text
+  generate   Continue each prompt with a GPT-2 model
+  score      Classify each text with a BERT/RoBERTa sequence classifier
+
+Common options:
+  -m, --model DIR   Hugging Face model folder (config.json, weights, tokenizer files)
+      --json        Print JSON (an array with one object per input)
+  -h, --help        Show help (also: cli.ts <command> --help)
+      --verbose     Name the WebGPU adapter; print stack traces on errors
+
+Exit codes: 0 success, 1 failure (missing folder or file, bad model, ...), 2 bad usage.`;
+
+const HELP: Record<string, string> = {
+  tokenize: `Usage: deno run -A cli.ts tokenize --model DIR [--no-special-tokens] [--json] <text>...
+
+Encodes each text with the folder's tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt)
+and prints the ids and the tokens. Does not load the model weights.
+
+Options:
+  -m, --model DIR          Folder with the tokenizer files
+      --no-special-tokens  Do not add special tokens (BERT adds [CLS] ... [SEP] by default)
+      --json               Print [{"text", "ids", "tokens"}, ...]`,
+  generate: `Usage: deno run -A cli.ts generate --model DIR [options] <prompt>...
+
+Generates a continuation of each prompt with a GPT-2 model (GPT2LMHeadModel), all prompts in one
+left-padded batch.
+Prompt format: with a BERT vocabulary (a tokenizer with [CLS] and [SEP], such as the Chinese dialog
+model GPT2-dialogbot-base-chinese) a prompt is encoded as "[CLS] prompt [SEP]" and [SEP] ends the
+reply; with GPT-2's BPE it is encoded without special tokens and the model's eos_token_id ends it.
+
+Options:
+  -m, --model DIR          GPT-2 folder (config.json, weights, tokenizer files)
+      --max-new-tokens N   Tokens to generate at most (default: 32, fewer if n_positions is reached)
+      --min-new-tokens N   Do not end before N new tokens (default 0)
+      --do-sample          Sample instead of greedy decoding
+      --temperature T      Sampling temperature > 0 (default 1)
+      --top-k K            Sample among the K most likely tokens (default 0 = all)
+      --top-p P            Nucleus sampling mass in (0, 1] (default 1)
+      --seed S             Seed for sampling (default 0)
+      --no-special-tokens  Encode prompts without special tokens ([CLS]/[SEP]) even for a BERT vocabulary
+      --json               Print [{"prompt", "text", "ids", "promptIds", "finished"}, ...]`,
+  score: `Usage: deno run -A cli.ts score --model DIR [--json] <text>...
+
+Classifies each text with a sequence classifier (BertForSequenceClassification or
+RobertaForSequenceClassification): softmax over the logits, label names from config.json id2label.
+Texts longer than the model allows are truncated.
+
+Options:
+  -m, --model DIR   Classifier folder (config.json, weights, tokenizer files)
+      --json        Print [{"text", "label", "score", "probabilities": {label: p}, "logits"}, ...]`,
+};
+
+type Flags = Record<string, string | boolean | undefined>;
+
+const COMMON = {
+  model: { type: "string", short: "m" },
+  json: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  verbose: { type: "boolean" },
+} as const;
+
+const OPTIONS = {
+  tokenize: { ...COMMON, "no-special-tokens": { type: "boolean" } },
+  generate: {
+    ...COMMON,
+    "no-special-tokens": { type: "boolean" },
+    "max-new-tokens": { type: "string" },
+    "min-new-tokens": { type: "string" },
+    "do-sample": { type: "boolean" },
+    temperature: { type: "string" },
+    "top-k": { type: "string" },
+    "top-p": { type: "string" },
+    seed: { type: "string" },
+  },
+  score: { ...COMMON },
+} as const;
+
+type Command = keyof typeof OPTIONS;
+
+/** Where output goes (replaceable in tests). */
+export interface CliIO {
+  /** Writes one line of normal output. */
+  out(line: string): void;
+  /** Writes one line of diagnostics. */
+  err(line: string): void;
+}
+
+const STD_IO: CliIO = { out: (l) => console.log(l), err: (l) => console.error(l) };
+
+function parseNumber(flags: Flags, name: string, kind: "int" | "float"): number | undefined {
+  const raw = flags[name];
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (typeof raw !== "string" || raw.trim() === "" || !Number.isFinite(v) || (kind === "int" && !Number.isInteger(v))) {
+    throw new CliError(`--${name} expects ${kind === "int" ? "an integer" : "a number"}, got "${raw}"`, 2);
+  }
+  return v;
+}
+
+/** Checks that the model folder exists before anything is loaded from it. */
+async function requireFolder(dir: string | undefined, command: string): Promise<string> {
+  if (!dir) throw new CliError(`${command}: --model DIR is required`, 2);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(dir);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new CliError(`model folder ${dir} does not exist`);
+    throw new CliError(`cannot read model folder ${dir}: ${(e as Error).message}`);
+  }
+  if (!info.isDirectory) throw new CliError(`${dir} is not a folder (--model expects a model folder)`);
+  return dir.replace(/(.)\/+$/, "$1");
+}
+
+/** Removes the spaces a WordPiece decode puts between CJK characters and CJK punctuation. */
+function joinCjk(text: string): string {
+  const cjk = "\\p{Script=Han}\\u3000-\\u303f\\uff00-\\uffef";
+  return text.replace(new RegExp(`(?<=[${cjk}]) +(?=[${cjk}])`, "gu"), "");
+}
+
+async function tokenizeCommand(flags: Flags, texts: string[], io: CliIO): Promise<void> {
+  const dir = await requireFolder(flags.model as string | undefined, "tokenize");
+  const tok = await loadTokenizer(dir);
+  const results = texts.map((text) => {
+    const ids = tok.encode(text, { addSpecialTokens: !flags["no-special-tokens"] });
+    return { text, ids, tokens: tok.convertIdsToTokens(ids) };
+  });
+  if (flags.json) return io.out(JSON.stringify(results));
+  for (const r of results) {
+    io.out(`> ${r.text}`);
+    io.out(`ids:    ${r.ids.join(" ")}`);
+    io.out(`tokens: ${r.tokens.join(" ")}`);
+  }
+}
+
+async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Promise<void> {
+  const maxNewTokens = parseNumber(flags, "max-new-tokens", "int");
+  const minNewTokens = parseNumber(flags, "min-new-tokens", "int");
+  const temperature = parseNumber(flags, "temperature", "float");
+  const topK = parseNumber(flags, "top-k", "int");
+  const topP = parseNumber(flags, "top-p", "float");
+  const seed = parseNumber(flags, "seed", "int");
+  if (maxNewTokens !== undefined && maxNewTokens < 1) throw new CliError("--max-new-tokens must be ≥ 1", 2);
+  if (minNewTokens !== undefined && minNewTokens < 0) throw new CliError("--min-new-tokens must be ≥ 0", 2);
+  if (temperature !== undefined && !(temperature > 0)) throw new CliError("--temperature must be > 0", 2);
+  if (topK !== undefined && topK < 0) throw new CliError("--top-k must be ≥ 0", 2);
+  if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new CliError("--top-p must be in (0, 1]", 2);
+  const dir = await requireFolder(flags.model as string | undefined, "generate");
+  const tok = await loadTokenizer(dir);
+  await initEngine({ verbose: Boolean(flags.verbose) });
+  const model = (await loadGPT2(dir)).eval();
+  const cfg = model.config;
+  const inVocab = (id: number | null | undefined) =>
+    id !== undefined && id !== null && id >= 0 && id < cfg.vocab_size ? id : undefined;
+  // A BERT vocabulary (the seed's Chinese dialog GPT-2): "[CLS] prompt [SEP]", reply ends with [SEP].
+  const bertVocab = tok.clsTokenId !== undefined && tok.sepTokenId !== undefined;
+  const dialog = bertVocab && !flags["no-special-tokens"];
+  const rows = prompts.map((p, i) => {
+    const ids = tok.encode(p, { addSpecialTokens: dialog });
+    if (ids.length === 0 && tok.bosTokenId !== undefined) ids.push(tok.bosTokenId);
+    if (ids.length === 0) throw new CliError(`prompt ${i + 1} is empty`, 2);
+    return ids;
+  });
+  const eos = dialog ? inVocab(tok.sepTokenId) : inVocab(cfg.eos_token_id) ?? inVocab(tok.eosTokenId);
+  const pad = inVocab(tok.padTokenId) ?? inVocab(cfg.pad_token_id) ?? eos ?? 0;
+  const longest = Math.max(...rows.map((r) => r.length));
+  const room = cfg.n_positions - longest;
+  if (room < 1) {
+    throw new CliError(`a prompt has ${longest} tokens; the model's n_positions (${cfg.n_positions}) leaves no room`);
+  }
+  const out = await generate(model, rows, {
+    maxNewTokens: maxNewTokens ?? Math.min(32, room),
+    minNewTokens,
+    doSample: Boolean(flags["do-sample"]),
+    temperature,
+    topK,
+    topP,
+    seed,
+    eosTokenId: eos ?? null,
+    padTokenId: pad,
+  });
+  const results = prompts.map((prompt, i) => {
+    const ids = out.responses[i];
+    const finished = eos !== undefined && ids[ids.length - 1] === eos;
+    const text = tok.decode(finished ? ids.slice(0, -1) : ids, { skipSpecialTokens: true });
+    return { prompt, text: bertVocab ? joinCjk(text) : text, ids, promptIds: rows[i], finished };
+  });
+  for (const p of model.parameters()) p.dispose();
+  if (flags.json) return io.out(JSON.stringify(results));
+  for (const r of results) {
+    io.out(`> ${r.prompt}`);
+    io.out(r.text);
+  }
+}
+
+async function scoreCommand(flags: Flags, texts: string[], io: CliIO): Promise<void> {
+  const dir = await requireFolder(flags.model as string | undefined, "score");
+  const tok = await loadTokenizer(dir);
+  await initEngine({ verbose: Boolean(flags.verbose) });
+  const model = (await loadSequenceClassifier(dir)).eval();
+  const c = model.config;
+  const labels = model.labels;
+  if (tok.padTokenId === undefined) tok.padToken = tok.idToToken(c.pad_token_id) ?? tok.unkToken;
+  const offset = c.model_type === "roberta" ? c.pad_token_id + 1 : 0;
+  const maxLength = Math.min(tok.modelMaxLength, c.max_position_embeddings - offset);
+  const results: {
+    text: string;
+    label: string;
+    score: number;
+    probabilities: Record<string, number>;
+    logits: number[];
+  }[] = [];
+  const BATCH = 32;
+  for (let start = 0; start < texts.length; start += BATCH) {
+    const chunk = texts.slice(start, start + BATCH);
+    const enc = tok.encodeBatch(chunk, { padding: "longest", truncation: true, maxLength, paddingSide: "right" });
+    const B = chunk.length, T = enc.inputIds[0].length;
+    const { logits, probs } = noGrad(() =>
+      tidy(() => {
+        const types = enc.tokenTypeIds && c.type_vocab_size > 1
+          ? tensor(enc.tokenTypeIds.flat(), [B, T], "i32")
+          : undefined;
+        const logits = model.forward({
+          inputIds: tensor(enc.inputIds.flat(), [B, T], "i32"),
+          attentionMask: enc.attentionMask,
+          tokenTypeIds: types,
+        }).logits;
+        return { logits, probs: softmax(logits) };
+      })
+    );
+    const [lg, pr] = await readAll([logits, probs]);
+    logits.dispose();
+    probs.dispose();
+    const K = labels.length;
+    chunk.forEach((text, b) => {
+      const p = Array.from(pr.subarray(b * K, (b + 1) * K));
+      let best = 0;
+      for (let k = 1; k < K; k++) if (p[k] > p[best]) best = k;
+      results.push({
+        text,
+        label: labels[best],
+        score: p[best],
+        probabilities: Object.fromEntries(labels.map((l, k) => [l, p[k]])),
+        logits: Array.from(lg.subarray(b * K, (b + 1) * K)),
+      });
+    });
+  }
+  for (const p of model.parameters()) p.dispose();
+  if (flags.json) return io.out(JSON.stringify(results));
+  for (const r of results) {
+    const all = Object.entries(r.probabilities).map(([l, p]) => `${l} ${p.toFixed(4)}`).join(" | ");
+    io.out(`${r.label}\t${r.score.toFixed(4)}\t[${all}]\t${r.text}`);
+  }
+}
+
+/**
+ * Runs the CLI with `args` (without the script name) and returns the exit code; errors are printed
+ * as one line, never thrown.
+ * @param args Command-line arguments, e.g. `["score", "--model", "dir", "text"]`.
+ * @param io Output sinks (default: stdout and stderr).
+ * @returns 0 on success, 1 on failure, 2 on bad usage.
+ */
+export async function main(args: string[], io: CliIO = STD_IO): Promise<number> {
+  const verbose = args.includes("--verbose");
+  try {
+    let [command, ...rest] = args;
+    if (command === "help") {
+      command = rest[0] ?? "--help";
+      rest = ["--help"];
+    }
+    if (command === undefined) {
+      io.err(USAGE);
+      return 2;
+    }
+    if (command === "--help" || command === "-h") {
+      io.out(USAGE);
+      return 0;
+    }
+    if (!Object.hasOwn(OPTIONS, command)) {
+      throw new CliError(`unknown command "${command}" (commands: ${Object.keys(OPTIONS).join(", ")})`, 2);
+    }
+    const cmd = command as Command;
+    let parsed;
+    try {
+      parsed = parseArgs({ args: rest, options: OPTIONS[cmd], allowPositionals: true, strict: true });
+    } catch (e) {
+      throw new CliError(`${cmd}: ${(e as Error).message}`, 2);
+    }
+    const flags = parsed.values as Flags;
+    if (flags.help) {
+      io.out(HELP[cmd]);
+      return 0;
+    }
+    const texts = parsed.positionals;
+    if (texts.length === 0) throw new CliError(`${cmd}: no input text given`, 2);
+    if (cmd === "tokenize") await tokenizeCommand(flags, texts, io);
+    else if (cmd === "generate") await generateCommand(flags, texts, io);
+    else await scoreCommand(flags, texts, io);
+    return 0;
+  } catch (e) {
+    const err = e as Error;
+    io.err(`error: ${err?.message ?? String(e)}`);
+    if (verbose && !(e instanceof CliError)) io.err(String(err?.stack ?? e));
+    const code = e instanceof CliError ? e.exitCode : 1;
+    if (code === 2) io.err("Run `deno run -A cli.ts --help` for usage.");
+    return code;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

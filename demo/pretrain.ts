@@ -1,0 +1,415 @@
+/**
+ * Pretraining of the demo's two small models on the engine: a GPT-2 language model on sentences
+ * formatted `[CLS] sentence [SEP]`, and a BERT sentiment classifier (labels 0 = negative, 1 = positive)
+ * whose word embeddings start from the GPT-2's (both share one vocabulary).
+ *
+ * Every step runs in `tidy`, so GPU memory stays flat; losses are read back only every `logEvery`
+ * steps (all of the window's losses in one round trip).
+ * @module
+ */
+
+import { keep, noGrad, readAll, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
+import { backward } from "../engine/autograd.ts";
+import { AdamW } from "../engine/optim.ts";
+import { GPT2LMHeadModel } from "../models/gpt2.ts";
+import { BertForSequenceClassification } from "../models/bert.ts";
+import { CLS_ID, mulberry32, PAD_ID, SEP_ID, shuffled } from "./data.ts";
+
+/** A progress sink (default: stderr). */
+export type Log = (line: string) => void;
+
+/** Default progress sink: one line on stderr. */
+export const stderrLog: Log = (line) => console.error(line);
+
+/** Hyper-parameters of {@linkcode pretrainGPT2}. */
+export interface GPT2PretrainConfig {
+  /** Transformer blocks (default 2). */
+  nLayer: number;
+  /** Width (default 64). */
+  nEmbd: number;
+  /** Attention heads (default 2). */
+  nHead: number;
+  /** Context length of the model (default 64). */
+  nPositions: number;
+  /** Optimiser steps (default 420). */
+  steps: number;
+  /** Sentences per batch (default 32). */
+  batchSize: number;
+  /** Tokens per row, [CLS] and [SEP] included (default 16; longer sentences are cut, losing [SEP]). */
+  seqLen: number;
+  /** Peak learning rate (default 3e-3). */
+  lr: number;
+  /** Linear warm-up steps (default 20). */
+  warmupSteps: number;
+  /** Final learning rate as a fraction of the peak, reached by cosine decay (default 0.1). */
+  minLrRatio: number;
+  /** AdamW weight decay (default 0.01). */
+  weightDecay: number;
+  /** Initialisation and shuffling seed (default 0). */
+  seed: number;
+  /** Read back and print the mean loss every this many steps (default 30). */
+  logEvery: number;
+}
+
+/** Defaults of {@linkcode GPT2PretrainConfig}. */
+export const GPT2_PRETRAIN_DEFAULTS: GPT2PretrainConfig = {
+  nLayer: 2,
+  nEmbd: 64,
+  nHead: 2,
+  nPositions: 64,
+  steps: 420,
+  batchSize: 32,
+  seqLen: 16,
+  lr: 3e-3,
+  warmupSteps: 20,
+  minLrRatio: 0.1,
+  weightDecay: 0.01,
+  seed: 0,
+  logEvery: 30,
+};
+
+/** Hyper-parameters of {@linkcode trainSentimentClassifier}. */
+export interface ClassifierConfig {
+  /** Encoder layers (default 1). */
+  numLayers: number;
+  /** Hidden size (default 64; equal to the GPT-2 width so its embeddings can be reused). */
+  hidden: number;
+  /** Attention heads (default 2). */
+  heads: number;
+  /** Feed-forward size (default 128). */
+  intermediate: number;
+  /** Dropout of hidden states and attention (default 0.1). */
+  dropout: number;
+  /** Passes over the training set (default 4). */
+  epochs: number;
+  /** Sentences per batch (default 32). */
+  batchSize: number;
+  /** Longest input, [CLS] and [SEP] included (default 32). */
+  maxLen: number;
+  /** Peak learning rate (default 2e-3). */
+  lr: number;
+  /** Linear warm-up steps (default 10). */
+  warmupSteps: number;
+  /** AdamW weight decay (default 0.01). */
+  weightDecay: number;
+  /** Initialisation and shuffling seed (default 0). */
+  seed: number;
+  /** Print the mean loss every this many steps (default 30). */
+  logEvery: number;
+}
+
+/** Defaults of {@linkcode ClassifierConfig}. */
+export const CLASSIFIER_DEFAULTS: ClassifierConfig = {
+  numLayers: 1,
+  hidden: 64,
+  heads: 2,
+  intermediate: 128,
+  dropout: 0.1,
+  epochs: 4,
+  batchSize: 32,
+  maxLen: 32,
+  lr: 2e-3,
+  warmupSteps: 10,
+  weightDecay: 0.01,
+  seed: 0,
+  logEvery: 30,
+};
+
+/** Learning rate at `step` (0-based): linear warm-up, then cosine decay to `minRatio · peak`. */
+export function lrAt(step: number, total: number, peak: number, warmup: number, minRatio: number): number {
+  if (step < warmup) return peak * (step + 1) / warmup;
+  const t = total > warmup ? (step - warmup) / (total - warmup) : 1;
+  return peak * (minRatio + (1 - minRatio) * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, t))));
+}
+
+/**
+ * One LM batch: each row `[CLS] ids [SEP]` cut to `seqLen`, right-padded with [PAD]; labels equal the
+ * ids with -100 on padding. Right padding needs no attention mask under causal attention.
+ */
+export function lmBatch(rows: readonly number[][], seqLen: number): { ids: Int32Array; labels: Int32Array } {
+  const ids = new Int32Array(rows.length * seqLen).fill(PAD_ID);
+  const labels = new Int32Array(rows.length * seqLen).fill(-100);
+  rows.forEach((r, b) => {
+    const seq = [CLS_ID, ...r, SEP_ID].slice(0, seqLen);
+    seq.forEach((t, i) => {
+      ids[b * seqLen + i] = t;
+      labels[b * seqLen + i] = t;
+    });
+  });
+  return { ids, labels };
+}
+
+/** Endless batches of `size` items, reshuffled (seeded) every epoch. */
+function* batches<T>(items: readonly T[], size: number, seed: number): Generator<T[]> {
+  for (let epoch = 0;; epoch++) {
+    const s = shuffled(items, seed + epoch * 7919);
+    for (let i = 0; i + size <= s.length || (i === 0 && s.length > 0); i += size) yield s.slice(i, i + size);
+  }
+}
+
+/** Seconds since `t0` (a `performance.now()` value), one decimal. */
+function since(t0: number): string {
+  return ((performance.now() - t0) / 1000).toFixed(1);
+}
+
+/** Result of {@linkcode pretrainGPT2}. */
+export interface GPT2PretrainResult {
+  /** The trained model (eval mode). */
+  model: GPT2LMHeadModel;
+  /** Mean training loss of each logging window, in order. */
+  losses: number[];
+  /** Mean training loss of the last window. */
+  finalLoss: number;
+  /** Mean loss on the held-out sentences (NaN when none were given). */
+  heldOutLoss: number;
+  /** Wall-clock seconds. */
+  seconds: number;
+}
+
+/** Mean LM loss over `rows` in batches, without gradients (one readback). */
+export async function lmLoss(model: GPT2LMHeadModel, rows: readonly number[][], batchSize: number, seqLen: number) {
+  if (rows.length === 0) return NaN;
+  const losses: Tensor[] = [];
+  for (let i = 0; i < rows.length; i += batchSize) {
+    const chunk = rows.slice(i, i + batchSize);
+    const { ids, labels } = lmBatch(chunk, seqLen);
+    losses.push(tidy(() =>
+      noGrad(() =>
+        model.forward({
+          inputIds: tensor(ids, [chunk.length, seqLen], "i32"),
+          labels: tensor(labels, [chunk.length, seqLen], "i32"),
+          skipLogits: true,
+        }).loss!
+      )
+    ));
+  }
+  const vals = await readAll(losses);
+  losses.forEach((t) => t.dispose());
+  return vals.reduce((s, v) => s + v[0], 0) / vals.length;
+}
+
+/**
+ * Trains a GPT-2 from scratch on token-id rows (sentences without specials) with AdamW, printing
+ * `step, loss, lr, elapsed` every `logEvery` steps.
+ */
+export async function pretrainGPT2(
+  train: readonly number[][],
+  heldOut: readonly number[][],
+  vocabSize: number,
+  config: Partial<GPT2PretrainConfig> = {},
+  log: Log = stderrLog,
+): Promise<GPT2PretrainResult> {
+  const c = { ...GPT2_PRETRAIN_DEFAULTS, ...config };
+  if (train.length === 0) throw new Error("pretrainGPT2: no training sentences");
+  const t0 = performance.now();
+  const model = GPT2LMHeadModel.random({
+    vocab_size: vocabSize,
+    n_positions: c.nPositions,
+    n_embd: c.nEmbd,
+    n_layer: c.nLayer,
+    n_head: c.nHead,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    resid_pdrop: 0,
+    bos_token_id: CLS_ID,
+    eos_token_id: SEP_ID,
+    pad_token_id: PAD_ID,
+  }, c.seed);
+  model.train();
+  const opt = new AdamW(model.parameters(), { lr: c.lr, weightDecay: c.weightDecay });
+  const it = batches(train, c.batchSize, c.seed);
+  const losses: number[] = [];
+  let window: Tensor[] = [];
+  const flush = async (step: number) => {
+    if (window.length === 0) return;
+    const vals = await readAll(window);
+    window.forEach((t) => t.dispose());
+    const mean = vals.reduce((s, v) => s + v[0], 0) / vals.length;
+    losses.push(mean);
+    window = [];
+    log(`gpt2 step ${step}/${c.steps} loss ${mean.toFixed(3)} lr ${opt.lr.toExponential(2)} ${since(t0)}s`);
+  };
+  try {
+    for (let step = 0; step < c.steps; step++) {
+      opt.lr = lrAt(step, c.steps, c.lr, c.warmupSteps, c.minLrRatio);
+      const rows = it.next().value as number[][];
+      const { ids, labels } = lmBatch(rows, c.seqLen);
+      window.push(tidy(() => {
+        const out = model.forward({
+          inputIds: tensor(ids, [rows.length, c.seqLen], "i32"),
+          labels: tensor(labels, [rows.length, c.seqLen], "i32"),
+        });
+        backward(out.loss!);
+        opt.step();
+        opt.zeroGrad();
+        return out.loss!.detach();
+      }));
+      if ((step + 1) % c.logEvery === 0 || step + 1 === c.steps) await flush(step + 1);
+    }
+  } finally {
+    window.forEach((t) => t.dispose());
+    opt.dispose();
+  }
+  model.eval();
+  const heldOutLoss = await lmLoss(model, heldOut, 64, c.seqLen);
+  log(`gpt2 held-out loss ${heldOutLoss.toFixed(3)} ${since(t0)}s`);
+  return { model, losses, finalLoss: losses[losses.length - 1] ?? NaN, heldOutLoss, seconds: since0(t0) };
+}
+
+function since0(t0: number): number {
+  return (performance.now() - t0) / 1000;
+}
+
+/** A tokenised labelled example. */
+export interface ClassifierExample {
+  /** Token ids with [CLS]/[SEP] already added. */
+  ids: number[];
+  /** Class index. */
+  label: number;
+}
+
+/** One classifier batch, right-padded to a multiple of 8 (at most `maxLen`), with its attention mask. */
+export function classifierBatch(examples: readonly ClassifierExample[], maxLen: number) {
+  const rows = examples.map((e) => e.ids.length > maxLen ? [...e.ids.slice(0, maxLen - 1), SEP_ID] : e.ids);
+  const T = Math.min(maxLen, Math.ceil(Math.max(...rows.map((r) => r.length)) / 8) * 8);
+  const ids = new Int32Array(rows.length * T).fill(PAD_ID);
+  const mask = rows.map((r) => Array.from({ length: T }, (_, i) => i < r.length ? 1 : 0));
+  rows.forEach((r, b) => ids.set(r, b * T));
+  return { ids, mask, T, labels: Int32Array.from(examples, (e) => e.label) };
+}
+
+/** Classifier accuracy on `examples` (one readback). */
+export async function classifierAccuracy(
+  model: BertForSequenceClassification,
+  examples: readonly ClassifierExample[],
+  maxLen: number,
+  batchSize = 64,
+): Promise<number> {
+  if (examples.length === 0) return NaN;
+  const logits: Tensor[] = [];
+  for (let i = 0; i < examples.length; i += batchSize) {
+    const chunk = examples.slice(i, i + batchSize);
+    const b = classifierBatch(chunk, maxLen);
+    logits.push(
+      tidy(() =>
+        noGrad(() =>
+          model.forward({ inputIds: tensor(b.ids, [chunk.length, b.T], "i32"), attentionMask: b.mask }).logits
+        )
+      ),
+    );
+  }
+  const vals = await readAll(logits);
+  logits.forEach((t) => t.dispose());
+  const L = model.config.num_labels;
+  let correct = 0, k = 0;
+  for (const v of vals) {
+    for (let r = 0; r < v.length / L; r++, k++) {
+      let best = 0;
+      for (let j = 1; j < L; j++) if (v[r * L + j] > v[r * L + best]) best = j;
+      if (best === examples[k].label) correct++;
+    }
+  }
+  return correct / examples.length;
+}
+
+/** Result of {@linkcode trainSentimentClassifier}. */
+export interface ClassifierResult {
+  /** The trained classifier (eval mode). */
+  model: BertForSequenceClassification;
+  /** Accuracy on the held-out examples. */
+  testAccuracy: number;
+  /** Mean training loss of the last logging window. */
+  finalLoss: number;
+  /** Wall-clock seconds. */
+  seconds: number;
+}
+
+/**
+ * Trains a BERT sentiment classifier (id2label {0: "negative", 1: "positive"}) from scratch; when
+ * `wordEmbeddings` ([vocab, hidden]) is given, the word embeddings start as a copy of it.
+ */
+export async function trainSentimentClassifier(
+  train: readonly ClassifierExample[],
+  test: readonly ClassifierExample[],
+  vocabSize: number,
+  config: Partial<ClassifierConfig> = {},
+  log: Log = stderrLog,
+  wordEmbeddings?: Tensor,
+): Promise<ClassifierResult> {
+  const c = { ...CLASSIFIER_DEFAULTS, ...config };
+  if (train.length === 0) throw new Error("trainSentimentClassifier: no training examples");
+  const t0 = performance.now();
+  const model = BertForSequenceClassification.random({
+    model_type: "bert",
+    vocab_size: vocabSize,
+    hidden_size: c.hidden,
+    num_hidden_layers: c.numLayers,
+    num_attention_heads: c.heads,
+    intermediate_size: c.intermediate,
+    hidden_act: "gelu",
+    hidden_dropout_prob: c.dropout,
+    attention_probs_dropout_prob: c.dropout,
+    max_position_embeddings: 64,
+    type_vocab_size: 2,
+    pad_token_id: PAD_ID,
+    num_labels: 2,
+    id2label: { "0": "negative", "1": "positive" },
+    label2id: { negative: 0, positive: 1 },
+  }, c.seed + 1);
+  if (wordEmbeddings) {
+    const dst = model.params.get("bert.embeddings.word_embeddings.weight")!;
+    if (wordEmbeddings.shape.join() !== dst.shape.join()) {
+      throw new Error(`trainSentimentClassifier: embeddings [${wordEmbeddings.shape}] ≠ [${dst.shape}]`);
+    }
+    runtime().copy(wordEmbeddings.storage, 0, dst.storage, 0, dst.size * 4);
+  }
+  model.dropoutSeed = c.seed;
+  model.train();
+  const opt = new AdamW(model.parameters(), { lr: c.lr, weightDecay: c.weightDecay });
+  const perEpoch = Math.max(1, Math.floor(train.length / c.batchSize));
+  const steps = perEpoch * c.epochs;
+  const it = batches(train, c.batchSize, c.seed + 17);
+  let window: Tensor[] = [];
+  let finalLoss = NaN;
+  try {
+    for (let step = 0; step < steps; step++) {
+      opt.lr = lrAt(step, steps, c.lr, c.warmupSteps, 0.1);
+      const ex = it.next().value as ClassifierExample[];
+      const b = classifierBatch(ex, c.maxLen);
+      window.push(tidy(() => {
+        const out = model.forward({
+          inputIds: tensor(b.ids, [ex.length, b.T], "i32"),
+          attentionMask: b.mask,
+          labels: tensor(b.labels, [ex.length], "i32"),
+        });
+        backward(out.loss!);
+        opt.step();
+        opt.zeroGrad();
+        return out.loss!.detach();
+      }));
+      if ((step + 1) % c.logEvery === 0 || step + 1 === steps) {
+        const vals = await readAll(window);
+        window.forEach((t) => t.dispose());
+        window = [];
+        finalLoss = vals.reduce((s, v) => s + v[0], 0) / vals.length;
+        log(`classifier step ${step + 1}/${steps} loss ${finalLoss.toFixed(3)} ${since(t0)}s`);
+      }
+    }
+  } finally {
+    window.forEach((t) => t.dispose());
+    opt.dispose();
+  }
+  model.eval();
+  const testAccuracy = await classifierAccuracy(model, test, c.maxLen);
+  log(`classifier held-out accuracy ${(100 * testAccuracy).toFixed(1)}% (${test.length} sentences) ${since(t0)}s`);
+  return { model, testAccuracy, finalLoss, seconds: since0(t0) };
+}
+
+/** Seeded pick of `n` items (for quick looks at samples). */
+export function sample<T>(items: readonly T[], n: number, seed: number): T[] {
+  const r = mulberry32(seed);
+  return Array.from({ length: Math.min(n, items.length) }, () => items[Math.floor(r() * items.length)]);
+}
+
+/** Keeps a tensor alive past the enclosing `tidy` scopes (re-exported for callers of this module). */
+export { keep };

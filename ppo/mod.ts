@@ -1,0 +1,10 @@
+/**
+ * PPO for RLHF with TRL's classic `PPOTrainer` semantics: configuration ({@linkcode ppoConfig}), the host-side
+ * math (rewards, GAE, whitening, KL controllers, running moments), the fused GPU PPO loss, and the trainer.
+ * @module
+ */
+
+export * from "./config.ts";
+export * from "./core.ts";
+export * from "./loss.ts";
+export * from "./trainer.ts";

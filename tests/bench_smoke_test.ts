@@ -1,0 +1,87 @@
+/**
+ * Smoke test of the GPU benchmark script: `bench/gpu.ts --small` runs as a subprocess and prints one
+ * JSON report with every benchmark, each holding numbers or an `error`/`skipped` note. No timing
+ * assertions (the shapes are tiny and the adapter may be llvmpipe).
+ */
+import assert from "node:assert/strict";
+
+/** Every key of `results`, with the numeric fields each must carry when it did not fail. */
+const EXPECTED: Record<string, string[]> = {
+  dispatch_overhead: [
+    "record_us_per_dispatch",
+    "op_us_per_dispatch",
+    "batch_us_per_dispatch",
+    "submit_readback_1_dispatch_ms",
+    "submit_readback_1000_dispatches_ms",
+    "sync_ms",
+  ],
+  matmul_1024: ["M", "N", "K", "ms", "tflops"],
+  matmul_2048: ["M", "N", "K", "ms", "tflops"],
+  matmul_4096: ["M", "N", "K", "ms", "tflops"],
+  matmul_gpt2_qkv_M8192: ["M", "N", "K", "ms", "tflops"],
+  matmul_gpt2_fc_M8192: ["M", "N", "K", "ms", "tflops"],
+  matmul_gpt2_lmhead_M8192: ["M", "N", "K", "ms", "tflops"],
+  matmul_gpt2_qkv_M1024: ["M", "N", "K", "ms", "tflops"],
+  matmul_gpt2_fc_M1024: ["M", "N", "K", "ms", "tflops"],
+  matmul_gpt2_lmhead_M1024: ["M", "N", "K", "ms", "tflops"],
+  softmax_12288x64: ["rows", "cols", "ms", "gbps"],
+  softmax_8192x768: ["rows", "cols", "ms", "gbps"],
+  layernorm_12288x64: ["rows", "cols", "ms", "gbps"],
+  layernorm_8192x768: ["rows", "cols", "ms", "gbps"],
+  attention_B16_H12_T64_D64: ["B", "H", "T", "D", "fwd_ms", "fwd_bwd_ms"],
+  attention_B16_H12_T1024_D64: ["B", "H", "T", "D", "fwd_ms", "fwd_bwd_ms"],
+  bert_forward: ["batch", "seq", "ms"],
+  gpt2_train_B16_T64: ["B", "T", "step_ms", "tokens_per_s", "dispatches_per_step", "loss"],
+  gpt2_train_B8_T1024: ["B", "T", "step_ms", "tokens_per_s", "dispatches_per_step", "loss"],
+  gpt2_generate: ["prompts", "new_tokens", "ms", "ms_per_token", "dispatches"],
+  ppo_iteration: ["total_ms", "generate_ms", "score_ms", "optimize_ms"],
+};
+
+Deno.test("bench/gpu.ts --small prints a complete JSON report", async () => {
+  const out = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    const bench = new URL("../bench/gpu.ts", import.meta.url).pathname;
+    const env: Record<string, string> = { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" };
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", bench, "--small", "--out", out],
+      env,
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 55_000);
+    const res = await child.output().finally(() => clearTimeout(timer));
+    const stdout = new TextDecoder().decode(res.stdout);
+    const stderr = new TextDecoder().decode(res.stderr);
+    assert.equal(res.code, 0, `bench exited with ${res.code}; stderr tail:\n${stderr.slice(-3000)}`);
+
+    const report = JSON.parse(stdout);
+    assert.equal(typeof report.date, "string");
+    assert.ok(!Number.isNaN(Date.parse(report.date)), "date is ISO");
+    assert.equal(typeof report.deno, "string");
+    assert.ok(report.backend === "deno" || report.backend === "dawn", `backend ${report.backend}`);
+    assert.equal(typeof report.adapter, "string");
+    assert.ok(report.commit === null || typeof report.commit === "string", "commit is a string or null");
+    assert.equal(report.small, true);
+    assert.equal(typeof report.sync_overhead_ms, "number");
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(out)), report, "--out holds the same report");
+
+    const results = report.results as Record<string, Record<string, unknown>>;
+    assert.deepEqual(Object.keys(results).sort(), Object.keys(EXPECTED).sort(), "benchmark keys");
+    for (const [name, fields] of Object.entries(EXPECTED)) {
+      const r = results[name];
+      assert.equal(typeof r, "object", `${name} is an object`);
+      assert.equal(typeof r.wall_s, "number", `${name}.wall_s`);
+      const note = r.error ?? r.skipped;
+      if (note !== undefined) {
+        assert.ok(typeof note === "string" && note.length > 0, `${name}: error/skipped must be a message`);
+        continue;
+      }
+      for (const f of [...fields, "peak_bytes", "pool_bytes"]) {
+        const v = r[f];
+        assert.ok(typeof v === "number" && Number.isFinite(v), `${name}.${f} must be a finite number, got ${v}`);
+      }
+    }
+  } finally {
+    await Deno.remove(out).catch(() => {});
+  }
+});
