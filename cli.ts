@@ -16,8 +16,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { initEngine, noGrad, readAll, tensor, tidy } from "./engine/tensor.ts";
-import { softmax } from "./engine/ops/softmax.ts";
+import { initEngine } from "./engine/tensor.ts";
+import { classifyTexts, promptFormat } from "./models/text.ts";
 import { loadGPT2, loadSequenceClassifier } from "./models/auto.ts";
 import { generate } from "./models/generate.ts";
 import { loadTokenizer } from "./models/tokenizer/mod.ts";
@@ -147,12 +147,6 @@ async function requireFolder(dir: string | undefined, command: string): Promise<
   return dir.replace(/(.)\/+$/, "$1");
 }
 
-/** Removes the spaces a WordPiece decode puts between CJK characters and CJK punctuation. */
-function joinCjk(text: string): string {
-  const cjk = "\\p{Script=Han}\\u3000-\\u303f\\uff00-\\uffef";
-  return text.replace(new RegExp(`(?<=[${cjk}]) +(?=[${cjk}])`, "gu"), "");
-}
-
 async function tokenizeCommand(flags: Flags, texts: string[], io: CliIO): Promise<void> {
   const dir = await requireFolder(flags.model as string | undefined, "tokenize");
   const tok = await loadTokenizer(dir);
@@ -185,19 +179,16 @@ async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Prom
   await initEngine({ verbose: Boolean(flags.verbose) });
   const model = (await loadGPT2(dir)).eval();
   const cfg = model.config;
-  const inVocab = (id: number | null | undefined) =>
-    id !== undefined && id !== null && id >= 0 && id < cfg.vocab_size ? id : undefined;
-  // A BERT vocabulary (the seed's Chinese dialog GPT-2): "[CLS] prompt [SEP]", reply ends with [SEP].
-  const bertVocab = tok.clsTokenId !== undefined && tok.sepTokenId !== undefined;
-  const dialog = bertVocab && !flags["no-special-tokens"];
+  const fmt = promptFormat(tok, cfg, { plain: Boolean(flags["no-special-tokens"]) });
   const rows = prompts.map((p, i) => {
-    const ids = tok.encode(p, { addSpecialTokens: dialog });
-    if (ids.length === 0 && tok.bosTokenId !== undefined) ids.push(tok.bosTokenId);
-    if (ids.length === 0) throw new CliError(`prompt ${i + 1} is empty`, 2);
-    return ids;
+    try {
+      return fmt.encode(p);
+    } catch {
+      throw new CliError(`prompt ${i + 1} is empty`, 2);
+    }
   });
-  const eos = dialog ? inVocab(tok.sepTokenId) : inVocab(cfg.eos_token_id) ?? inVocab(tok.eosTokenId);
-  const pad = inVocab(tok.padTokenId) ?? inVocab(cfg.pad_token_id) ?? eos ?? 0;
+  const eos = fmt.eosTokenId ?? undefined;
+  const pad = fmt.padTokenId;
   const longest = Math.max(...rows.map((r) => r.length));
   const room = cfg.n_positions - longest;
   if (room < 1) {
@@ -217,8 +208,7 @@ async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Prom
   const results = prompts.map((prompt, i) => {
     const ids = out.responses[i];
     const finished = eos !== undefined && ids[ids.length - 1] === eos;
-    const text = tok.decode(finished ? ids.slice(0, -1) : ids, { skipSpecialTokens: true });
-    return { prompt, text: bertVocab ? joinCjk(text) : text, ids, promptIds: rows[i], finished };
+    return { prompt, text: fmt.decode(ids), ids, promptIds: rows[i], finished };
   });
   for (const p of model.parameters()) p.dispose();
   if (flags.json) return io.out(JSON.stringify(results));
@@ -233,53 +223,20 @@ async function scoreCommand(flags: Flags, texts: string[], io: CliIO): Promise<v
   const tok = await loadTokenizer(dir);
   await initEngine({ verbose: Boolean(flags.verbose) });
   const model = (await loadSequenceClassifier(dir)).eval();
-  const c = model.config;
   const labels = model.labels;
-  if (tok.padTokenId === undefined) tok.padToken = tok.idToToken(c.pad_token_id) ?? tok.unkToken;
-  const offset = c.model_type === "roberta" ? c.pad_token_id + 1 : 0;
-  const maxLength = Math.min(tok.modelMaxLength, c.max_position_embeddings - offset);
-  const results: {
-    text: string;
-    label: string;
-    score: number;
-    probabilities: Record<string, number>;
-    logits: number[];
-  }[] = [];
-  const BATCH = 32;
-  for (let start = 0; start < texts.length; start += BATCH) {
-    const chunk = texts.slice(start, start + BATCH);
-    const enc = tok.encodeBatch(chunk, { padding: "longest", truncation: true, maxLength, paddingSide: "right" });
-    const B = chunk.length, T = enc.inputIds[0].length;
-    const { logits, probs } = noGrad(() =>
-      tidy(() => {
-        const types = enc.tokenTypeIds && c.type_vocab_size > 1
-          ? tensor(enc.tokenTypeIds.flat(), [B, T], "i32")
-          : undefined;
-        const logits = model.forward({
-          inputIds: tensor(enc.inputIds.flat(), [B, T], "i32"),
-          attentionMask: enc.attentionMask,
-          tokenTypeIds: types,
-        }).logits;
-        return { logits, probs: softmax(logits) };
-      })
-    );
-    const [lg, pr] = await readAll([logits, probs]);
-    logits.dispose();
-    probs.dispose();
-    const K = labels.length;
-    chunk.forEach((text, b) => {
-      const p = Array.from(pr.subarray(b * K, (b + 1) * K));
-      let best = 0;
-      for (let k = 1; k < K; k++) if (p[k] > p[best]) best = k;
-      results.push({
-        text,
-        label: labels[best],
-        score: p[best],
-        probabilities: Object.fromEntries(labels.map((l, k) => [l, p[k]])),
-        logits: Array.from(lg.subarray(b * K, (b + 1) * K)),
-      });
-    });
-  }
+  const scores = await classifyTexts(model, tok, texts);
+  const results = texts.map((text, b) => {
+    const p = scores.probabilities[b];
+    let best = 0;
+    for (let k = 1; k < p.length; k++) if (p[k] > p[best]) best = k;
+    return {
+      text,
+      label: labels[best],
+      score: p[best],
+      probabilities: Object.fromEntries(labels.map((l, k) => [l, p[k]])),
+      logits: scores.logits[b],
+    };
+  });
   for (const p of model.parameters()) p.dispose();
   if (flags.json) return io.out(JSON.stringify(results));
   for (const r of results) {

@@ -15,3 +15,4 @@
 
 export * from "./engine/mod.ts";
 export * from "./models/mod.ts";
+export * from "./ppo/mod.ts";

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { runtime, type Tensor, tensor } from "../engine/tensor.ts";
+import { runtime } from "../engine/tensor.ts";
 
 /** Milliseconds since an arbitrary origin (high resolution). */
 export function now(): number {
@@ -186,6 +186,11 @@ const sigFmt = (x: number) => String(sig(x, 3));
 
 /** Raised by {@linkcode withTimeout}. */
 export class TimeoutError extends Error {
+  /**
+   * Names what timed out and the limit.
+   * @param what what timed out
+   * @param ms the limit in milliseconds
+   */
   constructor(what: string, ms: number) {
     super(`${what} did not finish within ${sigFmt(ms / 1000)} s`);
     this.name = "TimeoutError";
@@ -208,7 +213,10 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** The checkout's commit: `git rev-parse HEAD` (with "-dirty" when the tree has changes), else env GIT_COMMIT, else null. */
+/**
+ * The checkout's commit: `git rev-parse HEAD` (with "-dirty" when tracked files changed), else env GIT_COMMIT,
+ * else null.
+ */
 export async function gitCommit(): Promise<string | null> {
   const run = async (args: string[]): Promise<string | null> => {
     try {
@@ -293,22 +301,6 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
 // ------------------------------------------------------------------ data helpers
 
 /**
- * An f32 tensor of uniform values in [-1, 1) from a seeded LCG (cheap enough for 40 M elements).
- * @param shape dimensions
- * @param seed any integer
- */
-export function randTensor(shape: readonly number[], seed: number): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = Math.imul(seed, 2654435761) >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    data[i] = s / 2147483648 - 1;
-  }
-  return tensor(data, shape);
-}
-
-/**
  * Seeded random token ids in [0, vocab).
  * @param rows number of rows
  * @param cols ids per row
@@ -322,16 +314,6 @@ export function randIds(rows: number, cols: number, vocab: number, seed: number)
       s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
       return (s >>> 8) % vocab;
     }));
-}
-
-/** Disposes tensors and their gradients (null entries are skipped). */
-export function disposeAll(ts: Iterable<Tensor | null | undefined>): void {
-  for (const t of ts) {
-    if (!t) continue;
-    t.grad?.dispose();
-    t.grad = null;
-    t.dispose();
-  }
 }
 
 // ------------------------------------------------------------------ suite runner

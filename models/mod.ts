@@ -22,3 +22,4 @@ export {
 } from "./weights.ts";
 export { parseTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "./torch_checkpoint.ts";
 export * from "./tokenizer/mod.ts";
+export * from "./text.ts";

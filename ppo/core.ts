@@ -7,6 +7,7 @@
  */
 
 import type { KLPenaltyKind } from "./config.ts";
+import { positionIdsFromMask } from "../models/gpt2.ts";
 
 /** A `[rows, cols]` array of numbers (one row per sample). */
 export type Rows = number[][];
@@ -332,4 +333,122 @@ export class SeededRng {
     }
     return p;
   }
+}
+
+// ------------------------------------------------------------------ batch layout, scores and step stats
+
+const F32_EPS = 1.1920928955078125e-7;
+const mean = (x: readonly number[]) => x.reduce((a, b) => a + b, 0) / x.length;
+const std = (x: readonly number[]) => {
+  const m = mean(x);
+  return Math.sqrt(x.reduce((a, b) => a + (b - m) ** 2, 0) / (x.length - 1));
+};
+
+/** Options of {@linkcode processScores} (TRL's use_score_scaling, use_score_norm, score_clip). */
+export interface ScoreOptions {
+  /** Divide by the running std (+ float32 eps), updating the moments with this batch first. */
+  scaling: boolean;
+  /** With scaling, subtract the running mean first. */
+  norm: boolean;
+  /** Clamp to ±clip afterwards (null: off). */
+  clip: number | null;
+}
+
+/** TRL's score preprocessing in `step()`: optional running scaling/normalisation, then clipping. */
+export function processScores(scores: readonly number[], moments: RunningMoments, o: ScoreOptions): number[] {
+  let s = [...scores];
+  if (o.scaling) {
+    moments.update(s);
+    const factor = moments.std + F32_EPS, m = moments.mean;
+    s = s.map((x) => o.norm ? (x - m) / factor : x / factor);
+  }
+  const clip = o.clip;
+  if (clip !== null) s = s.map((x) => Math.min(clip, Math.max(-clip, x)));
+  return s;
+}
+
+/** A padded PPO batch: queries left-padded to Tq, responses right-padded to R, input = [query | response]. */
+export interface PaddedBatch {
+  /** Rows. */
+  B: number;
+  /** Longest query. */
+  Tq: number;
+  /** Longest response. */
+  R: number;
+  /** Input ids [B, Tq + R]. */
+  ids: number[][];
+  /** Attention mask [B, Tq + R] (0 on every pad). */
+  attn: number[][];
+  /** Position ids from the mask. */
+  pos: number[][];
+  /** Response ids [B, R] (padded). */
+  resp: number[][];
+  /** Response mask [B, R]. */
+  mask: Rows;
+}
+
+/** Lays out a batch; response token t's log-prob and value come from column Tq − 1 + t. */
+export function layoutBatch(queries: number[][], responses: number[][], pad: number): PaddedBatch {
+  const B = queries.length;
+  const Tq = Math.max(...queries.map((q) => q.length));
+  const R = Math.max(...responses.map((r) => r.length));
+  const ids: number[][] = [], attn: number[][] = [], resp: number[][] = [], mask: Rows = [];
+  for (let b = 0; b < B; b++) {
+    const q = queries[b], r = responses[b];
+    const qp = Tq - q.length, rp = R - r.length;
+    resp.push([...r, ...new Array(rp).fill(pad)]);
+    mask.push([...new Array(r.length).fill(1), ...new Array(rp).fill(0)]);
+    ids.push([...new Array(qp).fill(pad), ...q, ...resp[b]]);
+    attn.push([...new Array(qp).fill(0), ...new Array(q.length).fill(1), ...mask[b]]);
+  }
+  return { B, Tq, R, ids, attn, pos: positionIdsFromMask(attn), resp, mask };
+}
+
+/** Inputs of {@linkcode rolloutStats}. */
+export interface RolloutStatsInput {
+  /** The step's queries. */
+  queries: number[][];
+  /** The step's responses. */
+  responses: number[][];
+  /** Scores as given. */
+  rawScores: readonly number[];
+  /** Scores after scaling/clipping. */
+  scores: readonly number[];
+  /** β used for the rewards. */
+  klCoef: number;
+  /** Per-token KLs. */
+  kls: Rows;
+  /** Per-token non-score rewards. */
+  nonScoreRewards: Rows;
+  /** Policy log-probabilities. */
+  logprobs: Rows;
+  /** Response mask. */
+  mask: Rows;
+}
+
+/**
+ * TRL's `record_step_stats` (plus its `log_stats` env/ entries): objective/kl = mean over rows of Σ kl·mask,
+ * objective/entropy = mean over rows of Σ −logprob·mask, objective/non_score_reward = mean over rows of
+ * Σ non_score_reward·mask, ppo/mean_non_score_reward = masked mean, ppo/mean_scores and ppo/std_scores of the
+ * processed scores, env/reward_mean and env/reward_std of the raw scores, tokens/ lengths (stds unbiased).
+ */
+export function rolloutStats(d: RolloutStatsInput): Record<string, number> {
+  const rowSums = (x: Rows, sign = 1) =>
+    x.map((r, b) => r.reduce((a, v, t) => a + (d.mask[b][t] ? sign * v * d.mask[b][t] : 0), 0));
+  const ql = d.queries.map((q) => q.length), rl = d.responses.map((r) => r.length);
+  return {
+    "objective/kl": mean(rowSums(d.kls)),
+    "objective/kl_coef": d.klCoef,
+    "objective/entropy": mean(rowSums(d.logprobs, -1)),
+    "objective/non_score_reward": mean(rowSums(d.nonScoreRewards)),
+    "ppo/mean_non_score_reward": maskedMean(d.nonScoreRewards, d.mask),
+    "ppo/mean_scores": mean(d.scores),
+    "ppo/std_scores": std(d.scores),
+    "tokens/queries_len_mean": mean(ql),
+    "tokens/queries_len_std": std(ql),
+    "tokens/responses_len_mean": mean(rl),
+    "tokens/responses_len_std": std(rl),
+    "env/reward_mean": mean(d.rawScores),
+    "env/reward_std": std(d.rawScores),
+  };
 }

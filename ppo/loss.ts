@@ -71,6 +71,48 @@ export const PPO_STATS = {
 /** Length of the stats vector. */
 export const PPO_STATS_SIZE = 20;
 
+/** TRL's `ppo/…` stat names of the stats vector entries (plus `ppo/policy/ratio_mean` and `ppo/skipped`). */
+export const PPO_STAT_NAMES: readonly (readonly [string, number])[] = [
+  ["ppo/loss/policy", PPO_STATS.pgLoss],
+  ["ppo/loss/value", PPO_STATS.vfLoss],
+  ["ppo/loss/total", PPO_STATS.loss],
+  ["ppo/policy/entropy", PPO_STATS.entropy],
+  ["ppo/policy/approxkl", PPO_STATS.approxkl],
+  ["ppo/policy/policykl", PPO_STATS.policykl],
+  ["ppo/policy/clipfrac", PPO_STATS.pgClipfrac],
+  ["ppo/policy/advantages_mean", PPO_STATS.advantagesMean],
+  ["ppo/policy/ratio_mean", PPO_STATS.ratioMean],
+  ["ppo/returns/mean", PPO_STATS.returnsMean],
+  ["ppo/returns/var", PPO_STATS.returnsVar],
+  ["ppo/val/vpred", PPO_STATS.vpred],
+  ["ppo/val/error", PPO_STATS.valError],
+  ["ppo/val/clipfrac", PPO_STATS.vfClipfrac],
+  ["ppo/val/mean", PPO_STATS.valMean],
+  ["ppo/val/var", PPO_STATS.valVar],
+  ["ppo/skipped", PPO_STATS.skipped],
+];
+
+/** One mini-batch's stats vector (read back) as a record keyed by {@linkcode PPO_STAT_NAMES}. */
+export function ppoStatsRecord(row: ArrayLike<number>): Record<string, number> {
+  return Object.fromEntries(PPO_STAT_NAMES.map(([n, i]) => [n, row[i]]));
+}
+
+/**
+ * The step's `ppo/…` stats as TRL reports them: each averaged over all mini-batches, plus
+ * ppo/val/var_explained = 1 − val/error / returns/var (of the averages), ppo/skipped_minibatches (how many were
+ * zeroed by ratio_threshold) and ppo/minibatches.
+ */
+export function averagePPOStats(rows: readonly ArrayLike<number>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [n, i] of PPO_STAT_NAMES) {
+    if (n !== "ppo/skipped") out[n] = rows.reduce((a, r) => a + r[i], 0) / rows.length;
+  }
+  out["ppo/val/var_explained"] = 1 - out["ppo/val/error"] / out["ppo/returns/var"];
+  out["ppo/skipped_minibatches"] = rows.reduce((a, r) => a + r[PPO_STATS.skipped], 0);
+  out["ppo/minibatches"] = rows.length;
+  return out;
+}
+
 /** Output of {@linkcode ppoLoss}. */
 export interface PPOLossOutput {
   /** The scalar loss pg_loss + vf_coef·vf_loss (0 when skipped), differentiable. */

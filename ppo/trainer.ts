@@ -12,7 +12,7 @@ import { matmul } from "../engine/ops/matmul.ts";
 import { slice } from "../engine/ops/shape.ts";
 import { entropyFromLogits, logProbsOf } from "../engine/ops/loss.ts";
 import { AdamW, type AdamWHyper, clipGradNorm, type OptimizerStateDict } from "../engine/optim.ts";
-import { GPT2LMHeadModel, positionIdsFromMask } from "../models/gpt2.ts";
+import { GPT2LMHeadModel } from "../models/gpt2.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
 import { generate, type GenerateOptions, type GenerateOutput } from "../models/generate.ts";
 import { type PPOConfig, ppoConfig, type PPOConfigInput } from "./config.ts";
@@ -24,13 +24,16 @@ import {
   type KLController,
   klControllerFromJSON,
   type KLControllerState,
-  maskedMean,
+  layoutBatch,
+  type PaddedBatch,
+  processScores,
+  rolloutStats,
   type Rows,
   RunningMoments,
   type RunningMomentsState,
   SeededRng,
 } from "./core.ts";
-import { fullKl, PPO_STATS, ppoLoss } from "./loss.ts";
+import { averagePPOStats, fullKl, PPO_STATS, ppoLoss, ppoStatsRecord } from "./loss.ts";
 
 /** What the trainer needs from a tokenizer: its padding and end-of-sequence ids. */
 export interface TokenizerLike {
@@ -88,7 +91,29 @@ export interface PPORollout {
 /** Options of {@linkcode PPOTrainer.generate}: generate()'s options with TRL's sampling defaults. */
 export type PPOGenerateOptions = Partial<GenerateOptions> & { maxNewTokens: number };
 
-/** TRL's PPOTrainer for a GPT-2 policy with a value head. */
+const now = () => performance.now() / 1000;
+const toRows = (flat: ArrayLike<number>, B: number, R: number): Rows =>
+  Array.from({ length: B }, (_, b) => Array.from({ length: R }, (_, t) => flat[b * R + t]));
+
+/**
+ * TRL's classic `PPOTrainer` for a GPT-2 policy with a value head. `step(queries, responses, scores)`:
+ * 1. scores are scaled/normalised/clipped as configured; queries are left-padded, responses right-padded, and
+ *    response token t is scored from column Tq − 1 + t (log-prob and value);
+ * 2. rollout: policy and reference in eval mode without gradients, in chunks of `mini_batch_size` (TRL's
+ *    `batched_forward_pass`), logits divided by `temperature`; one readback;
+ * 3. rewards (−β·kl per token, score at the last token) and GAE on the CPU;
+ * 4. `ppo_epochs` × a seeded permutation × backward batches of mini_batch_size × gradient_accumulation_steps:
+ *    forward in eval mode (dropout off, as TRL; `train_dropout` turns it on), fused PPO loss divided by the
+ *    accumulation steps, backward; then optional gradient clipping, an AdamW step (plain Adam at the default
+ *    weight_decay 0, like TRL's default optimiser) and zeroGrad. With `early_stopping`, the epochs stop when
+ *    the last mini-batch of an epoch has policykl > 1.5·target_kl (TRL's epoch-level check);
+ * 5. stats are read back once, and the KL controller is updated with objective/kl and batch_size.
+ *
+ * Stats are numbers only: TRL's array-valued entries (kl_dist, logprobs, ratio, advantages, token length
+ * distributions) are left out — {@linkcode PPOTrainer.rollout} and {@linkcode PPOTrainer.minibatchStats} hold
+ * that data. Extra entries: objective/non_score_reward, ppo/policy/ratio_mean, ppo/skipped_minibatches,
+ * ppo/minibatches, ppo/early_stopped.
+ */
 export class PPOTrainer {
   /** The validated configuration. */
   readonly config: PPOConfig;
@@ -135,6 +160,7 @@ export class PPOTrainer {
     this.config = ppoConfig(rest);
     const c = this.config;
     this.policy = policy;
+    if (ref === policy.model) throw new Error("PPOTrainer: ref is the policy's own model; pass null for a frozen copy");
     this.#ownsRef = ref === null;
     this.ref = ref ?? copyModel(policy.model);
     const pc = policy.model.config, rc = this.ref.config;
@@ -178,8 +204,8 @@ export class PPOTrainer {
       temperature: this.config.temperature,
       padTokenId: this.padTokenId,
       ...(this.eosTokenId !== null ? { eosTokenId: this.eosTokenId } : {}),
-      ...options,
-    };
+      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+    } as GenerateOptions;
     if (o.doSample && o.temperature !== this.config.temperature) {
       throw new Error(
         `PPOTrainer.generate: temperature ${o.temperature} differs from config.temperature ` +
@@ -250,35 +276,13 @@ export class PPOTrainer {
     const rw = computeRewards(sc, roll.logprobs, roll.refLogprobs, mask, klCoef, c.kl_penalty, roll.kls ?? undefined);
     const tRewards = now() - t;
     t = now();
-    const { values, advantages, returns } = computeAdvantages(
-      roll.values,
-      rw.rewards,
-      mask,
-      c.gamma,
-      c.lam,
-      c.whiten_rewards,
-    );
+    const adv = computeAdvantages(roll.values, rw.rewards, mask, c.gamma, c.lam, c.whiten_rewards);
     const tAdv = now() - t;
-    this.rollout = {
-      logprobs: roll.logprobs,
-      refLogprobs: roll.refLogprobs,
-      values,
-      kls: rw.kls,
-      nonScoreRewards: rw.nonScoreRewards,
-      rewards: rw.rewards,
-      advantages,
-      returns,
-      mask,
-      scores: sc,
-    };
+    const rollout = { logprobs: roll.logprobs, refLogprobs: roll.refLogprobs, ...rw, ...adv, mask, scores: sc };
+    this.rollout = rollout;
 
     t = now();
-    const { stats: gpuStats, earlyStopped } = await this.#optimize(batch, {
-      oldLogprobs: roll.logprobs,
-      oldValues: values,
-      advantages,
-      returns,
-    });
+    const { stats: gpuStats, earlyStopped } = await this.#optimize(batch, rollout);
     const tOpt = now() - t;
 
     t = now();
@@ -356,7 +360,7 @@ export class PPOTrainer {
   }
 
   /** Model inputs for rows `idx` of the batch. */
-  #inputs(batch: Batch, idx: number[]) {
+  #inputs(batch: PaddedBatch, idx: number[]) {
     const T = batch.Tq + batch.R;
     return {
       inputIds: tensor(idx.flatMap((i) => batch.ids[i]), [idx.length, T], "i32"),
@@ -367,7 +371,7 @@ export class PPOTrainer {
   }
 
   /** Eval-mode no-grad forward of policy and reference in chunks of mini_batch_size; one readback. */
-  async #rollout(batch: Batch): Promise<{ logprobs: Rows; refLogprobs: Rows; values: Rows; kls: Rows | null }> {
+  async #rollout(batch: PaddedBatch): Promise<{ logprobs: Rows; refLogprobs: Rows; values: Rows; kls: Rows | null }> {
     const { B, Tq, R } = batch;
     const full = this.config.kl_penalty === "full";
     this.policy.eval();
@@ -408,10 +412,7 @@ export class PPOTrainer {
   }
 
   /** ppo_epochs × shuffled backward batches × micro-batches; returns the per-mini-batch GPU stats. */
-  async #optimize(
-    batch: Batch,
-    data: { oldLogprobs: Rows; oldValues: Rows; advantages: Rows; returns: Rows },
-  ): Promise<{ stats: Tensor[]; earlyStopped: boolean }> {
+  async #optimize(batch: PaddedBatch, data: PPORollout): Promise<{ stats: Tensor[]; earlyStopped: boolean }> {
     const c = this.config;
     const { B, Tq, R, mask } = batch;
     const params = this.policy.parameters();
@@ -434,8 +435,8 @@ export class PPOTrainer {
               const vpreds = slice(out.values, 1, Tq - 1, Tq - 1 + R);
               const entropy = noGrad(() => entropyFromLogits(logits));
               const res = ppoLoss({ logprobs, vpreds }, {
-                oldLogprobs: up(data.oldLogprobs, idx),
-                oldValues: up(data.oldValues, idx),
+                oldLogprobs: up(data.logprobs, idx),
+                oldValues: up(data.values, idx),
                 advantages: up(data.advantages, idx),
                 returns: up(data.returns, idx),
                 mask: up(mask, idx),

@@ -95,9 +95,16 @@ Deno.test("PPOTrainer with policy = reference: KL 0, first mini-batch ratio exac
     const lp = trainer.rollout!.logprobs, mask = trainer.rollout!.mask;
     const ent = lp.reduce((a, r, b) => a + r.reduce((s, v, t) => s - (mask[b][t] ? v : 0), 0), 0) / 4;
     assertClose([stats["objective/entropy"]], [ent], 1e-9, 0, "objective/entropy");
-    for (const k of ["time/ppo/forward_pass", "time/ppo/optimize_step", "time/ppo/total", "ppo/val/var_explained"]) {
-      assert.ok(Number.isFinite(stats[k]), k);
-    }
+    const keys = `objective/kl objective/kl_coef objective/entropy objective/non_score_reward
+      ppo/mean_non_score_reward ppo/mean_scores ppo/std_scores ppo/loss/policy ppo/loss/value ppo/loss/total
+      ppo/policy/entropy ppo/policy/approxkl ppo/policy/policykl ppo/policy/clipfrac ppo/policy/advantages_mean
+      ppo/returns/mean ppo/returns/var ppo/val/vpred ppo/val/error ppo/val/clipfrac ppo/val/mean ppo/val/var
+      ppo/val/var_explained ppo/learning_rate env/reward_mean env/reward_std tokens/queries_len_mean
+      tokens/queries_len_std tokens/responses_len_mean tokens/responses_len_std time/ppo/forward_pass
+      time/ppo/compute_rewards time/ppo/compute_advantages time/ppo/optimize_step time/ppo/calc_stats
+      time/ppo/total`.split(/\s+/);
+    for (const k of keys) assert.ok(Number.isFinite(stats[k]), `${k} = ${stats[k]}`);
+    assert.equal(stats["ppo/learning_rate"], 1e-3);
     trainer.dispose();
   }
 });
@@ -215,5 +222,6 @@ Deno.test("generate → score → step, and input errors", async () => {
   for (const [f, re] of errs) await assert.rejects(f, re);
   assert.throws(() => new PPOTrainer({ batch_size: 6, mini_batch_size: 4 }, policyOf(8), null, null), /batch_size/);
   assert.throws(() => new PPOTrainer(PPO, policyOf(8), null, { padTokenId: 500 }), /pad token id 500/);
+  assert.throws(() => new PPOTrainer(PPO, trainer.policy, trainer.policy.model, null), /pass null/);
   trainer.dispose();
 });
