@@ -8,12 +8,12 @@
  * @module
  */
 
-import { keep, noGrad, readAll, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
+import { noGrad, readAll, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
 import { backward } from "../engine/autograd.ts";
 import { AdamW } from "../engine/optim.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";
 import { BertForSequenceClassification } from "../models/bert.ts";
-import { CLS_ID, mulberry32, PAD_ID, SEP_ID, shuffled } from "./data.ts";
+import { CLS_ID, PAD_ID, SEP_ID, shuffled } from "./data.ts";
 
 /** A progress sink (default: stderr). */
 export type Log = (line: string) => void;
@@ -49,6 +49,8 @@ export interface GPT2PretrainConfig {
   seed: number;
   /** Read back and print the mean loss every this many steps (default 30). */
   logEvery: number;
+  /** Wall-clock cap in seconds (0 = none): on a slow machine fewer steps are run, the schedule shrinks to fit. */
+  maxSeconds: number;
 }
 
 /** Defaults of {@linkcode GPT2PretrainConfig}. */
@@ -66,6 +68,7 @@ export const GPT2_PRETRAIN_DEFAULTS: GPT2PretrainConfig = {
   weightDecay: 0.01,
   seed: 0,
   logEvery: 30,
+  maxSeconds: 150,
 };
 
 /** Hyper-parameters of {@linkcode trainSentimentClassifier}. */
@@ -96,6 +99,8 @@ export interface ClassifierConfig {
   seed: number;
   /** Print the mean loss every this many steps (default 30). */
   logEvery: number;
+  /** Wall-clock cap in seconds (0 = none), as in {@linkcode GPT2PretrainConfig.maxSeconds}. */
+  maxSeconds: number;
 }
 
 /** Defaults of {@linkcode ClassifierConfig}. */
@@ -113,6 +118,7 @@ export const CLASSIFIER_DEFAULTS: ClassifierConfig = {
   weightDecay: 0.01,
   seed: 0,
   logEvery: 30,
+  maxSeconds: 60,
 };
 
 /** Learning rate at `step` (0-based): linear warm-up, then cosine decay to `minRatio · peak`. */
@@ -139,6 +145,23 @@ export function lmBatch(rows: readonly number[][], seqLen: number): { ids: Int32
   return { ids, labels };
 }
 
+/**
+ * Step budget under a time cap: after a loss readback at `step` (steps done), `elapsed` seconds in, with the
+ * last `windowSteps` steps having taken `windowSeconds`, the total that still fits in `maxSeconds`.
+ */
+export function fitSteps(
+  planned: number,
+  step: number,
+  elapsed: number,
+  windowSteps: number,
+  windowSeconds: number,
+  maxSeconds: number,
+): number {
+  if (!(maxSeconds > 0) || windowSteps <= 0) return planned;
+  const perStep = windowSeconds / windowSteps;
+  return Math.max(step, Math.min(planned, step + Math.floor((maxSeconds - elapsed) / perStep)));
+}
+
 /** Endless batches of `size` items, reshuffled (seeded) every epoch. */
 function* batches<T>(items: readonly T[], size: number, seed: number): Generator<T[]> {
   for (let epoch = 0;; epoch++) {
@@ -147,9 +170,65 @@ function* batches<T>(items: readonly T[], size: number, seed: number): Generator
   }
 }
 
-/** Seconds since `t0` (a `performance.now()` value), one decimal. */
-function since(t0: number): string {
-  return ((performance.now() - t0) / 1000).toFixed(1);
+/** Seconds since `t0` (a `performance.now()` value). */
+function seconds(t0: number): number {
+  return (performance.now() - t0) / 1000;
+}
+
+/** Schedule settings shared by both trainers. */
+interface LoopConfig {
+  lr: number;
+  warmupSteps: number;
+  minLrRatio: number;
+  logEvery: number;
+  maxSeconds: number;
+}
+
+/**
+ * The optimisation loop: `lossFn` builds one batch's loss (inside a `tidy` scope); backward, AdamW step
+ * and gradient release follow. Losses are kept on the GPU and read back, averaged, every `logEvery` steps,
+ * where the time cap may also shorten the run. Returns the window means and the steps run.
+ */
+async function trainLoop(
+  name: string,
+  planned: number,
+  c: LoopConfig,
+  opt: AdamW,
+  t0: number,
+  log: Log,
+  lossFn: () => Tensor,
+): Promise<{ losses: number[]; steps: number }> {
+  const losses: number[] = [];
+  let window: Tensor[] = [];
+  let total = planned, lastStep = 0, lastTime = seconds(t0);
+  try {
+    let step = 0;
+    for (; step < total; step++) {
+      opt.lr = lrAt(step, total, c.lr, c.warmupSteps, c.minLrRatio);
+      window.push(tidy(() => {
+        const loss = lossFn();
+        backward(loss);
+        opt.step();
+        opt.zeroGrad();
+        return loss.detach();
+      }));
+      if ((step + 1) % c.logEvery !== 0 && step + 1 !== total) continue;
+      const vals = await readAll(window);
+      window.forEach((t) => t.dispose());
+      window = [];
+      const mean = vals.reduce((s, v) => s + v[0], 0) / vals.length;
+      losses.push(mean);
+      const now = seconds(t0);
+      // The first window includes shader compilation; only later windows estimate the step time.
+      if (lastStep > 0) total = fitSteps(planned, step + 1, now, step + 1 - lastStep, now - lastTime, c.maxSeconds);
+      [lastStep, lastTime] = [step + 1, now];
+      log(`${name} step ${step + 1}/${total} loss ${mean.toFixed(3)} lr ${opt.lr.toExponential(2)} ${now.toFixed(1)}s`);
+    }
+    return { losses, steps: step };
+  } finally {
+    window.forEach((t) => t.dispose());
+    opt.dispose();
+  }
 }
 
 /** Result of {@linkcode pretrainGPT2}. */
@@ -158,6 +237,8 @@ export interface GPT2PretrainResult {
   model: GPT2LMHeadModel;
   /** Mean training loss of each logging window, in order. */
   losses: number[];
+  /** Steps actually run (fewer than configured when the time cap was hit). */
+  steps: number;
   /** Mean training loss of the last window. */
   finalLoss: number;
   /** Mean loss on the held-out sentences (NaN when none were given). */
@@ -218,46 +299,19 @@ export async function pretrainGPT2(
   model.train();
   const opt = new AdamW(model.parameters(), { lr: c.lr, weightDecay: c.weightDecay });
   const it = batches(train, c.batchSize, c.seed);
-  const losses: number[] = [];
-  let window: Tensor[] = [];
-  const flush = async (step: number) => {
-    if (window.length === 0) return;
-    const vals = await readAll(window);
-    window.forEach((t) => t.dispose());
-    const mean = vals.reduce((s, v) => s + v[0], 0) / vals.length;
-    losses.push(mean);
-    window = [];
-    log(`gpt2 step ${step}/${c.steps} loss ${mean.toFixed(3)} lr ${opt.lr.toExponential(2)} ${since(t0)}s`);
-  };
-  try {
-    for (let step = 0; step < c.steps; step++) {
-      opt.lr = lrAt(step, c.steps, c.lr, c.warmupSteps, c.minLrRatio);
-      const rows = it.next().value as number[][];
-      const { ids, labels } = lmBatch(rows, c.seqLen);
-      window.push(tidy(() => {
-        const out = model.forward({
-          inputIds: tensor(ids, [rows.length, c.seqLen], "i32"),
-          labels: tensor(labels, [rows.length, c.seqLen], "i32"),
-        });
-        backward(out.loss!);
-        opt.step();
-        opt.zeroGrad();
-        return out.loss!.detach();
-      }));
-      if ((step + 1) % c.logEvery === 0 || step + 1 === c.steps) await flush(step + 1);
-    }
-  } finally {
-    window.forEach((t) => t.dispose());
-    opt.dispose();
-  }
+  const { losses, steps } = await trainLoop("gpt2", c.steps, c, opt, t0, log, () => {
+    const rows = it.next().value as number[][];
+    const { ids, labels } = lmBatch(rows, c.seqLen);
+    const out = model.forward({
+      inputIds: tensor(ids, [rows.length, c.seqLen], "i32"),
+      labels: tensor(labels, [rows.length, c.seqLen], "i32"),
+    });
+    return out.loss!;
+  });
   model.eval();
   const heldOutLoss = await lmLoss(model, heldOut, 64, c.seqLen);
-  log(`gpt2 held-out loss ${heldOutLoss.toFixed(3)} ${since(t0)}s`);
-  return { model, losses, finalLoss: losses[losses.length - 1] ?? NaN, heldOutLoss, seconds: since0(t0) };
-}
-
-function since0(t0: number): number {
-  return (performance.now() - t0) / 1000;
+  log(`gpt2 held-out loss ${heldOutLoss.toFixed(3)} ${seconds(t0).toFixed(1)}s`);
+  return { model, losses, steps, finalLoss: losses[losses.length - 1] ?? NaN, heldOutLoss, seconds: seconds(t0) };
 }
 
 /** A tokenised labelled example. */
@@ -320,6 +374,8 @@ export interface ClassifierResult {
   testAccuracy: number;
   /** Mean training loss of the last logging window. */
   finalLoss: number;
+  /** Steps actually run. */
+  steps: number;
   /** Wall-clock seconds. */
   seconds: number;
 }
@@ -366,50 +422,27 @@ export async function trainSentimentClassifier(
   model.dropoutSeed = c.seed;
   model.train();
   const opt = new AdamW(model.parameters(), { lr: c.lr, weightDecay: c.weightDecay });
-  const perEpoch = Math.max(1, Math.floor(train.length / c.batchSize));
-  const steps = perEpoch * c.epochs;
-  const it = batches(train, c.batchSize, c.seed + 17);
-  let window: Tensor[] = [];
-  let finalLoss = NaN;
-  try {
-    for (let step = 0; step < steps; step++) {
-      opt.lr = lrAt(step, steps, c.lr, c.warmupSteps, 0.1);
-      const ex = it.next().value as ClassifierExample[];
-      const b = classifierBatch(ex, c.maxLen);
-      window.push(tidy(() => {
-        const out = model.forward({
-          inputIds: tensor(b.ids, [ex.length, b.T], "i32"),
-          attentionMask: b.mask,
-          labels: tensor(b.labels, [ex.length], "i32"),
-        });
-        backward(out.loss!);
-        opt.step();
-        opt.zeroGrad();
-        return out.loss!.detach();
-      }));
-      if ((step + 1) % c.logEvery === 0 || step + 1 === steps) {
-        const vals = await readAll(window);
-        window.forEach((t) => t.dispose());
-        window = [];
-        finalLoss = vals.reduce((s, v) => s + v[0], 0) / vals.length;
-        log(`classifier step ${step + 1}/${steps} loss ${finalLoss.toFixed(3)} ${since(t0)}s`);
-      }
-    }
-  } finally {
-    window.forEach((t) => t.dispose());
-    opt.dispose();
-  }
+  // Length buckets: batches of similar lengths (less padding), visited in a seeded random order each epoch.
+  const byLength = [...train].sort((a, b) => a.ids.length - b.ids.length);
+  const buckets: ClassifierExample[][] = [];
+  for (let i = 0; i < byLength.length; i += c.batchSize) buckets.push(byLength.slice(i, i + c.batchSize));
+  const steps = buckets.length * c.epochs;
+  const it = batches(buckets, 1, c.seed + 17);
+  const { losses, steps: ran } = await trainLoop("classifier", steps, { ...c, minLrRatio: 0.1 }, opt, t0, log, () => {
+    const ex = (it.next().value as ClassifierExample[][])[0];
+    const b = classifierBatch(ex, c.maxLen);
+    return model.forward({
+      inputIds: tensor(b.ids, [ex.length, b.T], "i32"),
+      attentionMask: b.mask,
+      labels: tensor(b.labels, [ex.length], "i32"),
+    }).loss!;
+  });
   model.eval();
   const testAccuracy = await classifierAccuracy(model, test, c.maxLen);
-  log(`classifier held-out accuracy ${(100 * testAccuracy).toFixed(1)}% (${test.length} sentences) ${since(t0)}s`);
-  return { model, testAccuracy, finalLoss, seconds: since0(t0) };
+  log(
+    `classifier held-out accuracy ${(100 * testAccuracy).toFixed(1)}% (${test.length} sentences) ${
+      seconds(t0).toFixed(1)
+    }s`,
+  );
+  return { model, testAccuracy, steps: ran, finalLoss: losses[losses.length - 1] ?? NaN, seconds: seconds(t0) };
 }
-
-/** Seeded pick of `n` items (for quick looks at samples). */
-export function sample<T>(items: readonly T[], n: number, seed: number): T[] {
-  const r = mulberry32(seed);
-  return Array.from({ length: Math.min(n, items.length) }, () => items[Math.floor(r() * items.length)]);
-}
-
-/** Keeps a tensor alive past the enclosing `tidy` scopes (re-exported for callers of this module). */
-export { keep };

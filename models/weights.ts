@@ -80,6 +80,8 @@ export function matchWeights(
     out.set(name, t);
   }
   const missing = [...spec.keys()].filter((k) => !out.has(k) && !options.optional?.has(k));
+  // Canonical order (the spec's), whatever the file's: optimiser state is indexed by parameter position.
+  const ordered = new Map([...spec.keys()].filter((k) => out.has(k)).map((k) => [k, out.get(k)!]));
   if (missing.length || unexpected.length || wrong.length) {
     const parts: string[] = [];
     const list = (xs: string[]) => xs.slice(0, 20).join(", ") + (xs.length > 20 ? `, … (${xs.length} in all)` : "");
@@ -88,7 +90,7 @@ export function matchWeights(
     if (wrong.length) parts.push(`wrong shape or type: ${list(wrong)}`);
     throw new Error(`${loaded.file}: weights do not match the model config — ${parts.join("; ")}`);
   }
-  return out;
+  return ordered;
 }
 
 /** Uploads host weights as trainable GPU parameters (kept out of `tidy` scopes). */

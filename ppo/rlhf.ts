@@ -1,0 +1,242 @@
+/**
+ * The RLHF run behind `train.ts`: TRL's generate → score → step loop over a prompt set, with a
+ * sequence classifier as the reward model, `metrics.jsonl` per step, atomic checkpoints every N
+ * steps, exact resumption, clean Ctrl-C handling and a final `report.html`.
+ * @module
+ */
+
+import { initEngine } from "../engine/tensor.ts";
+import { writeFileAtomic } from "../engine/fs_atomic.ts";
+import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
+import { CausalLMWithValueHead } from "../models/value_head.ts";
+import { loadTokenizer } from "../models/tokenizer/mod.ts";
+import { classifyTexts, promptFormat } from "../models/text.ts";
+import { ppoConfig, type PPOConfigInput } from "./config.ts";
+import { SeededRng } from "./core.ts";
+import { PPOTrainer } from "./trainer.ts";
+import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { type MetricsRow, type SampleRow, writeReport } from "./report.ts";
+
+/** Everything a run needs (train.ts fills it from its flags). */
+export interface RLHFOptions {
+  /** Policy model folder (GPT-2, HF format). */
+  policyDir: string;
+  /** Reward model folder (BERT/RoBERTa sequence classifier, HF format). */
+  rewardDir: string;
+  /** Prompt texts. */
+  prompts: string[];
+  /** Label whose probability (or logit) is the score (matched case-insensitively against id2label). */
+  rewardLabel: string;
+  /** "prob" (softmax probability, default) or "logit". */
+  rewardKind?: "prob" | "logit";
+  /** Score "prompt + response" instead of the response alone. */
+  scoreWithQuery?: boolean;
+  /** PPO steps to reach (counting steps already in a resumed checkpoint). */
+  steps: number;
+  /** PPO configuration (TRL names); batch_size prompts are used per step. */
+  ppo: PPOConfigInput;
+  /** Tokens to generate per response at most. */
+  maxNewTokens: number;
+  /** Tokens to generate at least (EOS is forbidden before). */
+  minNewTokens?: number;
+  /** Output folder: metrics.jsonl, samples.jsonl, checkpoints, report.html. */
+  outDir: string;
+  /** Continue from the newest checkpoint in outDir. */
+  resume?: boolean;
+  /** Checkpoint every N steps (and at the end, and on Ctrl-C). */
+  saveEvery?: number;
+  /** Checkpoints to keep. */
+  keepCheckpoints?: number;
+  /** Record sample responses every N steps (default: about 10 times per run). */
+  sampleEvery?: number;
+  /** Progress output (default stderr). */
+  log?: (line: string) => void;
+  /** Title of the report. */
+  title?: string;
+  /** Stop after this many steps in this process (for tests of resumption). */
+  stopAfter?: number;
+}
+
+/** Summary of a finished (or interrupted) run. */
+export interface RLHFResult {
+  /** Last completed step. */
+  step: number;
+  /** Rows of metrics.jsonl. */
+  metrics: MetricsRow[];
+  /** Path of report.html. */
+  report: string;
+  /** True when stopped by Ctrl-C. */
+  interrupted: boolean;
+}
+
+async function readJsonl<T>(path: string): Promise<T[]> {
+  const text = await Deno.readTextFile(path).catch(() => "");
+  return text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as T);
+}
+
+/** Prompt indices of step `step` (1-based): consecutive slices of seeded per-epoch permutations. */
+export function batchIndices(n: number, batch: number, step: number, seed: number): number[] {
+  const out: number[] = [];
+  let pos = (step - 1) * batch;
+  while (out.length < batch) {
+    const epoch = Math.floor(pos / n);
+    const perm = new SeededRng((Math.imul(seed, 2654435761) ^ (epoch + 1) * 40503) >>> 0).permutation(n);
+    out.push(perm[pos % n]);
+    pos++;
+  }
+  return out;
+}
+
+function bar(frac: number, width = 24): string {
+  const k = Math.round(Math.max(0, Math.min(1, frac)) * width);
+  return "█".repeat(k) + "░".repeat(width - k);
+}
+
+/** Runs PPO; see {@linkcode RLHFOptions}. */
+export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
+  const log = o.log ?? ((l: string) => console.error(l));
+  const cfg = ppoConfig(o.ppo);
+  if (!Number.isInteger(o.steps) || o.steps < 1) throw new Error("steps must be a positive integer");
+  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new Error("max new tokens must be ≥ 1");
+  if (o.prompts.length === 0) throw new Error("no prompts");
+  // Load and check everything before any training.
+  const [policyTok, rewardTok] = await Promise.all([loadTokenizer(o.policyDir), loadTokenizer(o.rewardDir)]);
+  await initEngine({ verbose: false });
+  const reward = (await loadSequenceClassifier(o.rewardDir)).eval();
+  const labels = reward.labels;
+  const labelIdx = labels.findIndex((l) => l.toLowerCase() === o.rewardLabel.toLowerCase());
+  if (labelIdx < 0) {
+    throw new Error(
+      `${o.rewardDir}: reward label "${o.rewardLabel}" not among the model's labels (${labels.join(", ")})`,
+    );
+  }
+  const ckpt = o.resume ? await loadCheckpoint(o.outDir) : null;
+  if (o.resume && !ckpt) log(`resume: no checkpoint in ${o.outDir}; starting from step 0`);
+  const policy = await CausalLMWithValueHead.fromPretrained(ckpt ? ckpt.dir : o.policyDir, cfg.seed);
+  const ref = ckpt ? (await loadGPT2(o.policyDir)).eval() : null;
+  const fmt = promptFormat(policyTok, policy.model.config);
+  const room = policy.model.config.n_positions - o.maxNewTokens;
+  const encoded: { text: string; ids: number[] }[] = [];
+  let dropped = 0;
+  for (const text of o.prompts) {
+    try {
+      const ids = fmt.encode(text);
+      if (ids.length <= room) encoded.push({ text, ids });
+      else dropped++;
+    } catch {
+      dropped++;
+    }
+  }
+  if (dropped) log(`prompts: ${dropped} skipped (empty after tokenization or longer than ${room} tokens)`);
+  if (encoded.length === 0) throw new Error("no prompt fits the policy's context");
+  const trainer = new PPOTrainer(cfg, policy, ref, {
+    padTokenId: fmt.padTokenId,
+    eosTokenId: fmt.eosTokenId ?? undefined,
+  });
+  let start = 0;
+  await Deno.mkdir(o.outDir, { recursive: true });
+  const metricsFile = `${o.outDir}/metrics.jsonl`, samplesFile = `${o.outDir}/samples.jsonl`;
+  let metrics: MetricsRow[] = [];
+  let samples: SampleRow[] = [];
+  if (ckpt) {
+    trainer.loadStateDict(ckpt.trainer);
+    start = ckpt.step;
+    metrics = (await readJsonl<MetricsRow>(metricsFile)).filter((r) => r.step <= start);
+    samples = (await readJsonl<SampleRow>(samplesFile)).filter((r) => r.step <= start);
+    log(`resumed from ${ckpt.dir} (step ${start})`);
+  }
+  const toJsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r) + "\n").join("");
+  await writeFileAtomic(metricsFile, toJsonl(metrics));
+  await writeFileAtomic(samplesFile, toJsonl(samples));
+  await writeFileAtomic(`${o.outDir}/run.json`, JSON.stringify({ ...o, prompts: undefined, log: undefined }, null, 2));
+
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) Deno.exit(130);
+    interrupted = true;
+    log("\ninterrupt: finishing the current step, then saving a checkpoint (Ctrl-C again to abort)");
+  };
+  try {
+    Deno.addSignalListener("SIGINT", onSigint);
+  } catch { /* signals unsupported here */ }
+  const saveEvery = o.saveEvery ?? 10;
+  const sampleEvery = o.sampleEvery ?? Math.max(1, Math.floor(o.steps / 10));
+  const tty = Deno.stderr.isTerminal();
+  const t0 = performance.now();
+  let step = start;
+  let tokens = 0;
+  const save = async () => {
+    const run = { step, prompts: encoded.length };
+    const dir = await saveCheckpoint(o.outDir, step, policy, await trainer.stateDict(), run, o.keepCheckpoints ?? 2);
+    return dir;
+  };
+  try {
+    for (step = start + 1; step <= o.steps; step++) {
+      const ts = performance.now();
+      const idx = batchIndices(encoded.length, cfg.batch_size, step, cfg.seed);
+      const queries = idx.map((i) => encoded[i].ids);
+      const gen = await trainer.generate(queries, {
+        maxNewTokens: o.maxNewTokens,
+        minNewTokens: o.minNewTokens,
+        seed: (Math.imul(cfg.seed + 1, 0x9e3779b1) + step) >>> 0,
+      });
+      const texts = gen.responses.map((r) => fmt.decode(r));
+      const scoreInput = texts.map((t, i) => o.scoreWithQuery ? `${encoded[idx[i]].text} ${t}` : t);
+      const cls = await classifyTexts(reward, rewardTok, scoreInput);
+      const scores = (o.rewardKind === "logit" ? cls.logits : cls.probabilities).map((p) => p[labelIdx]);
+      const stats = await trainer.step(queries, gen.responses, scores);
+      tokens += gen.responses.reduce((s, r) => s + r.length, 0);
+      const row: MetricsRow = { step, ...stats, "time/step": (performance.now() - ts) / 1000 };
+      metrics.push(row);
+      await Deno.writeTextFile(metricsFile, JSON.stringify(row) + "\n", { append: true });
+      if (step === 1 || step % sampleEvery === 0 || step === o.steps) {
+        const rows = texts.slice(0, 6).map((response, i) => ({
+          step,
+          prompt: encoded[idx[i]].text,
+          response,
+          score: scores[i],
+        }));
+        samples.push(...rows);
+        await Deno.writeTextFile(samplesFile, rows.map((r) => JSON.stringify(r) + "\n").join(""), { append: true });
+      }
+      const el = (performance.now() - t0) / 1000;
+      const done = step - start;
+      const line = `${bar(step / o.steps)} step ${step}/${o.steps}  reward ${stats["env/reward_mean"].toFixed(4)}  ` +
+        `kl ${stats["objective/kl"].toFixed(4)}  ${(el / done).toFixed(2)} s/step  ${(tokens / el).toFixed(1)} tok/s`;
+      if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}`));
+      else log(line);
+      const stopHere = interrupted || (o.stopAfter !== undefined && done >= o.stopAfter);
+      if (step % saveEvery === 0 || step === o.steps || stopHere) {
+        const dir = await save();
+        if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+        log(`saved ${dir}`);
+      }
+      if (stopHere) break;
+    }
+  } finally {
+    try {
+      Deno.removeSignalListener("SIGINT", onSigint);
+    } catch { /* ignore */ }
+  }
+  const last = Math.min(step, o.steps);
+  const report = `${o.outDir}/report.html`;
+  await writeReport(
+    report,
+    o.title ?? "RLHF run",
+    {
+      policy: o.policyDir,
+      reward: `${o.rewardDir} (label "${labels[labelIdx]}", ${o.rewardKind ?? "prob"})`,
+      steps: `${last} of ${o.steps}`,
+      "batch size / mini-batch": `${cfg.batch_size} / ${cfg.mini_batch_size}`,
+      "learning rate": String(cfg.learning_rate),
+      "max new tokens": String(o.maxNewTokens),
+      date: new Date().toISOString(),
+    },
+    metrics,
+    samples,
+  );
+  if (interrupted) log(`interrupted after step ${last}; continue with --resume`);
+  trainer.dispose();
+  for (const p of [...policy.parameters(), ...reward.parameters()]) p.dispose();
+  return { step: last, metrics, report, interrupted };
+}

