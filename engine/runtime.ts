@@ -30,6 +30,7 @@ export interface KernelSpec {
 export class Storage {
   /** Number of owners (tensors and saved autograd views). */
   refs = 1;
+  /** Wraps a buffer (one owner); use {@linkcode Runtime.alloc} or {@linkcode Storage.view}. */
   constructor(
     /** The pooled buffer (may be larger than `bytes`). */
     readonly buffer: GPUBuffer,
@@ -125,6 +126,7 @@ export class Runtime {
   private readonly uniformAlign: number;
   private readonly maxBinding: number;
 
+  /** Creates the runtime of a device (see `initEngine`). */
   constructor(handle: DeviceHandle) {
     this.handle = handle;
     this.device = handle.device;
@@ -204,7 +206,7 @@ export class Runtime {
 
   // ---------------------------------------------------------------- kernels
 
-  private kernel(spec: KernelSpec): { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout } {
+  #kernel(spec: KernelSpec): { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout } {
     const key = `${spec.shader}:${spec.entry ?? "main"}:${spec.bindings.join(",")}:${
       JSON.stringify(spec.constants ?? {})
     }`;
@@ -246,7 +248,7 @@ export class Runtime {
     return k;
   }
 
-  private idOf(b: GPUBuffer): number {
+  #idOf(b: GPUBuffer): number {
     let id = this.bufferIds.get(b);
     if (id === undefined) this.bufferIds.set(b, id = this.nextBufferId++);
     return id;
@@ -271,7 +273,7 @@ export class Runtime {
       throw new Error(`kernel ${spec.shader}: grid ${x}×${y}×${z} exceeds ${maxWg} workgroups per dimension`);
     }
     if (x === 0 || y === 0 || z === 0) return;
-    const { pipeline, layout } = this.kernel(spec);
+    const { pipeline, layout } = this.#kernel(spec);
     if (uniforms.length * 4 > UNIFORM_STRIDE) throw new Error(`kernel ${spec.shader}: too many uniforms`);
     if (this.arenaUsed + this.uniformAlign > ARENA_BYTES) this.flush();
     const offset = this.arenaUsed;
@@ -281,7 +283,7 @@ export class Runtime {
 
     let key = spec.shader + (spec.entry ?? "") + JSON.stringify(spec.constants ?? "");
     for (const s of storages) {
-      key += "," + this.idOf(s.buffer) + (s.byteOffset || s.parent ? `@${s.byteOffset}+${s.bytes}` : "");
+      key += "," + this.#idOf(s.buffer) + (s.byteOffset || s.parent ? `@${s.byteOffset}+${s.bytes}` : "");
     }
     let bg = this.bindGroups.get(key);
     if (!bg) {
@@ -299,20 +301,20 @@ export class Runtime {
       this.bindGroups.set(key, bg);
     }
     for (const s of storages) this.usedIn.set(s.buffer, this.batch);
-    const pass = this.computePass();
+    const pass = this.#computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bg, [offset]);
     pass.dispatchWorkgroups(x, y, z);
     this.stats.dispatches++;
   }
 
-  private computePass(): GPUComputePassEncoder {
+  #computePass(): GPUComputePassEncoder {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (!this.pass) this.pass = this.encoder.beginComputePass();
     return this.pass;
   }
 
-  private commandEncoder(): GPUCommandEncoder {
+  #commandEncoder(): GPUCommandEncoder {
     if (this.pass) {
       this.pass.end();
       this.pass = null;
@@ -326,7 +328,7 @@ export class Runtime {
     if (bytes === 0) return;
     this.usedIn.set(src.buffer, this.batch);
     this.usedIn.set(dst.buffer, this.batch);
-    this.commandEncoder().copyBufferToBuffer(
+    this.#commandEncoder().copyBufferToBuffer(
       src.buffer,
       src.byteOffset + srcOffset,
       dst.buffer,
@@ -373,7 +375,7 @@ export class Runtime {
     });
     if (total === 0) return items.map(() => new ArrayBuffer(0));
     const staging = this.device.createBuffer({ size: total, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-    const enc = this.commandEncoder();
+    const enc = this.#commandEncoder();
     items.forEach((it, i) => {
       enc.copyBufferToBuffer(
         it.storage.buffer,

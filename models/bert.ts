@@ -51,6 +51,7 @@ export class BertForSequenceClassification {
   /** Dropout seed, advanced on every training forward. */
   dropoutSeed = 0;
 
+  /** Wraps a config and its parameters (see {@linkcode loadSequenceClassifier}). */
   constructor(config: BertConfig, params: Map<string, Tensor>) {
     this.config = config;
     this.params = params;
@@ -123,18 +124,18 @@ export class BertForSequenceClassification {
     return Array.from({ length: this.config.num_labels }, (_, i) => this.config.id2label[String(i)]);
   }
 
-  private p(name: string): Tensor {
+  #p(name: string): Tensor {
     const t = this.params.get(name);
     if (!t) throw new Error(`${this.prefix}: parameter ${name} is missing`);
     return t;
   }
 
-  private drop(x: Tensor, p: number): Tensor {
+  #drop(x: Tensor, p: number): Tensor {
     if (!this.training || p === 0) return x;
     return dropout(x, p, this.dropoutSeed++ >>> 0, true);
   }
 
-  private act(x: Tensor): Tensor {
+  #act(x: Tensor): Tensor {
     switch (this.config.hidden_act) {
       case "gelu":
         return gelu(x);
@@ -196,21 +197,21 @@ export class BertForSequenceClassification {
     const types = inputs.tokenTypeIds ?? tensor(new Int32Array(B * T), [B, T], "i32");
     let h = add(
       add(
-        embedding(this.p(`${pre}.embeddings.word_embeddings.weight`), ids),
-        embedding(this.p(`${pre}.embeddings.position_embeddings.weight`), pos),
+        embedding(this.#p(`${pre}.embeddings.word_embeddings.weight`), ids),
+        embedding(this.#p(`${pre}.embeddings.position_embeddings.weight`), pos),
       ),
-      embedding(this.p(`${pre}.embeddings.token_type_embeddings.weight`), types),
+      embedding(this.#p(`${pre}.embeddings.token_type_embeddings.weight`), types),
     );
     h = layerNorm(
       h,
-      this.p(`${pre}.embeddings.LayerNorm.weight`),
-      this.p(`${pre}.embeddings.LayerNorm.bias`),
+      this.#p(`${pre}.embeddings.LayerNorm.weight`),
+      this.#p(`${pre}.embeddings.LayerNorm.bias`),
       c.layer_norm_eps,
     );
-    h = this.drop(h, c.hidden_dropout_prob);
+    h = this.#drop(h, c.hidden_dropout_prob);
     const heads = (x: Tensor) => permute(reshape(x, [B, T, H, D]), [0, 2, 1, 3]);
     const lin = (x: Tensor, name: string) =>
-      linear(x, this.p(name + ".weight"), this.p(name + ".bias"), { weightLayout: "out_in" });
+      linear(x, this.#p(name + ".weight"), this.#p(name + ".bias"), { weightLayout: "out_in" });
     for (let i = 0; i < c.num_hidden_layers; i++) {
       const p = `${pre}.encoder.layer.${i}.`;
       const q = heads(lin(h, p + "attention.self.query"));
@@ -225,19 +226,19 @@ export class BertForSequenceClassification {
         seed: training ? this.dropoutSeed++ >>> 0 : 0,
       });
       const merged = reshape(permute(o, [0, 2, 1, 3]), [B, T, C]);
-      const ao = this.drop(lin(merged, p + "attention.output.dense"), c.hidden_dropout_prob);
+      const ao = this.#drop(lin(merged, p + "attention.output.dense"), c.hidden_dropout_prob);
       h = layerNorm(
         add(ao, h),
-        this.p(p + "attention.output.LayerNorm.weight"),
-        this.p(p + "attention.output.LayerNorm.bias"),
+        this.#p(p + "attention.output.LayerNorm.weight"),
+        this.#p(p + "attention.output.LayerNorm.bias"),
         c.layer_norm_eps,
       );
-      const inter = this.act(lin(h, p + "intermediate.dense"));
-      const out = this.drop(lin(inter, p + "output.dense"), c.hidden_dropout_prob);
+      const inter = this.#act(lin(h, p + "intermediate.dense"));
+      const out = this.#drop(lin(inter, p + "output.dense"), c.hidden_dropout_prob);
       h = layerNorm(
         add(out, h),
-        this.p(p + "output.LayerNorm.weight"),
-        this.p(p + "output.LayerNorm.bias"),
+        this.#p(p + "output.LayerNorm.weight"),
+        this.#p(p + "output.LayerNorm.bias"),
         c.layer_norm_eps,
       );
     }
@@ -246,10 +247,10 @@ export class BertForSequenceClassification {
     let logits: Tensor;
     if (pre === "bert") {
       const pooled = tanh(lin(first, "bert.pooler.dense"));
-      logits = lin(this.drop(pooled, cdrop), "classifier");
+      logits = lin(this.#drop(pooled, cdrop), "classifier");
     } else {
-      const x = tanh(lin(this.drop(first, cdrop), "classifier.dense"));
-      logits = lin(this.drop(x, cdrop), "classifier.out_proj");
+      const x = tanh(lin(this.#drop(first, cdrop), "classifier.dense"));
+      logits = lin(this.#drop(x, cdrop), "classifier.out_proj");
     }
     const out: BertOutput = { logits };
     if (inputs.labels) {

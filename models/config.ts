@@ -5,63 +5,107 @@
 
 /** GPT-2 hyper-parameters (HF `GPT2Config` names). */
 export interface GPT2Config {
+  /** Model family. */
   model_type: "gpt2";
+  /** Vocabulary size. */
   vocab_size: number;
+  /** Maximum sequence length. */
   n_positions: number;
+  /** Hidden size. */
   n_embd: number;
+  /** Number of transformer blocks. */
   n_layer: number;
+  /** Attention heads. */
   n_head: number;
+  /** MLP width (null: 4 × n_embd). */
   n_inner: number | null;
+  /** MLP activation (gelu_new, gelu_pytorch_tanh or gelu). */
   activation_function: string;
+  /** LayerNorm epsilon. */
   layer_norm_epsilon: number;
+  /** Embedding dropout. */
   embd_pdrop: number;
+  /** Attention-probability dropout. */
   attn_pdrop: number;
+  /** Residual dropout. */
   resid_pdrop: number;
+  /** Scale attention scores by 1/√head_dim. */
   scale_attn_weights: boolean;
+  /** Also divide scores by layer index + 1. */
   scale_attn_by_inverse_layer_idx: boolean;
+  /** HF mixed-precision option (no effect: attention runs in f32). */
   reorder_and_upcast_attn: boolean;
+  /** LM head shares the token embedding. */
   tie_word_embeddings: boolean;
+  /** Beginning-of-sequence id. */
   bos_token_id?: number | null;
+  /** End-of-sequence id. */
   eos_token_id?: number | null;
+  /** Padding id. */
   pad_token_id?: number | null;
+  /** HF class names. */
   architectures?: string[];
+  /** Other config.json fields are kept as they are. */
   [key: string]: unknown;
 }
 
 /** BERT / RoBERTa hyper-parameters (HF `BertConfig` / `RobertaConfig` names). */
 export interface BertConfig {
+  /** Model family. */
   model_type: "bert" | "roberta";
+  /** Vocabulary size. */
   vocab_size: number;
+  /** Hidden size. */
   hidden_size: number;
+  /** Number of encoder layers. */
   num_hidden_layers: number;
+  /** Attention heads. */
   num_attention_heads: number;
+  /** Feed-forward width. */
   intermediate_size: number;
+  /** Feed-forward activation. */
   hidden_act: string;
+  /** Hidden-state dropout. */
   hidden_dropout_prob: number;
+  /** Attention-probability dropout. */
   attention_probs_dropout_prob: number;
+  /** Position embedding rows. */
   max_position_embeddings: number;
+  /** Segment (token type) embedding rows. */
   type_vocab_size: number;
+  /** LayerNorm epsilon. */
   layer_norm_eps: number;
+  /** Padding id. */
   pad_token_id: number;
+  /** Number of classes. */
   num_labels: number;
+  /** Class names by index (string keys). */
   id2label: Record<string, string>;
+  /** Class indices by name. */
   label2id: Record<string, number>;
+  /** Classifier dropout (null: hidden_dropout_prob). */
   classifier_dropout: number | null;
+  /** Only "absolute" is supported. */
   position_embedding_type?: string;
+  /** HF problem type (single-label classification assumed). */
   problem_type?: string | null;
+  /** HF class names. */
   architectures?: string[];
+  /** Other config.json fields are kept as they are. */
   [key: string]: unknown;
 }
 
 /** A config problem: names the file and the field. */
 export class ConfigError extends Error {
+  /** Builds "FILE: field "FIELD" REASON". */
   constructor(file: string, field: string, reason: string) {
     super(`${file}: field "${field}" ${reason}`);
     this.name = "ConfigError";
   }
 }
 
-type Raw = Record<string, unknown>;
+/** A parsed `config.json` object before validation. */
+export type Raw = Record<string, unknown>;
 
 function int(raw: Raw, file: string, key: string, def?: number, min = 1): number {
   const v = raw[key] ?? def;

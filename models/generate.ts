@@ -61,8 +61,9 @@ export class TokenSampler {
   readonly tokens: Tensor;
   /** i32 [B, 1]: the tokens chosen by the last step. */
   readonly nextIds: Tensor;
-  private params = new Uint32Array(12);
+  #params = new Uint32Array(12);
 
+  /** Allocates the state buffers for `batch` rows and `maxNew` columns. */
   constructor(
     /** Batch rows. */
     readonly batch: number,
@@ -84,7 +85,7 @@ export class TokenSampler {
     if (logits.shape.join() !== [this.batch, this.vocab].join()) {
       throw new Error(`TokenSampler: logits must be [${this.batch}, ${this.vocab}], got [${logits.shape}]`);
     }
-    this.params.set([
+    this.#params.set([
       this.vocab,
       step,
       this.maxNew,
@@ -101,7 +102,7 @@ export class TokenSampler {
     runtime().dispatch(
       { shader: "sample", bindings: ["read", "rw", "rw", "rw"] },
       [logits.storage, this.finished.storage, this.tokens.storage, this.nextIds.storage],
-      this.params,
+      this.#params,
       [this.batch],
     );
   }

@@ -79,6 +79,7 @@ export class GPT2LMHeadModel {
   /** Dropout seed; advanced on every training forward so masks differ between calls. */
   dropoutSeed = 0;
 
+  /** Wraps a config and its parameters (see {@linkcode loadGPT2} and {@linkcode GPT2LMHeadModel.random}). */
   constructor(config: GPT2Config, params: Map<string, Tensor>) {
     this.config = config;
     this.params = params;
@@ -127,13 +128,13 @@ export class GPT2LMHeadModel {
     return [...this.params.values()];
   }
 
-  private p(name: string): Tensor {
+  #p(name: string): Tensor {
     const t = this.params.get(name);
     if (!t) throw new Error(`GPT-2: parameter ${name} is missing`);
     return t;
   }
 
-  private drop(x: Tensor, p: number): Tensor {
+  #drop(x: Tensor, p: number): Tensor {
     if (!this.training || p === 0) return x;
     return dropout(x, p, this.dropoutSeed++ >>> 0, true);
   }
@@ -175,14 +176,14 @@ export class GPT2LMHeadModel {
         : Array.from({ length: B }, () => Array.from({ length: T }, (_, i) => Tpast + i));
       pos = tensor(rows.flat(), [B, T], "i32");
     }
-    let h = add(embedding(this.p("transformer.wte.weight"), ids), embedding(this.p("transformer.wpe.weight"), pos));
-    h = this.drop(h, c.embd_pdrop);
+    let h = add(embedding(this.#p("transformer.wte.weight"), ids), embedding(this.#p("transformer.wpe.weight"), pos));
+    h = this.#drop(h, c.embd_pdrop);
     const cache: KVCache = { keys: [], values: [] };
     const heads = (x: Tensor) => permute(reshape(x, [B, T, H, D]), [0, 2, 1, 3]);
     for (let i = 0; i < c.n_layer; i++) {
       const p = `transformer.h.${i}.`;
-      const a = layerNorm(h, this.p(p + "ln_1.weight"), this.p(p + "ln_1.bias"), c.layer_norm_epsilon);
-      const qkv = linear(a, this.p(p + "attn.c_attn.weight"), this.p(p + "attn.c_attn.bias"));
+      const a = layerNorm(h, this.#p(p + "ln_1.weight"), this.#p(p + "ln_1.bias"), c.layer_norm_epsilon);
+      const qkv = linear(a, this.#p(p + "attn.c_attn.weight"), this.#p(p + "attn.c_attn.bias"));
       const q = heads(slice(qkv, 2, 0, C));
       let k = heads(slice(qkv, 2, C, 2 * C));
       let v = heads(slice(qkv, 2, 2 * C, 3 * C));
@@ -205,25 +206,25 @@ export class GPT2LMHeadModel {
         seed: training ? this.dropoutSeed++ >>> 0 : 0,
       });
       const merged = reshape(permute(o, [0, 2, 1, 3]), [B, T, C]);
-      const proj = linear(merged, this.p(p + "attn.c_proj.weight"), this.p(p + "attn.c_proj.bias"));
-      h = add(h, this.drop(proj, c.resid_pdrop));
-      const m = layerNorm(h, this.p(p + "ln_2.weight"), this.p(p + "ln_2.bias"), c.layer_norm_epsilon);
-      const fc = linear(m, this.p(p + "mlp.c_fc.weight"), this.p(p + "mlp.c_fc.bias"));
+      const proj = linear(merged, this.#p(p + "attn.c_proj.weight"), this.#p(p + "attn.c_proj.bias"));
+      h = add(h, this.#drop(proj, c.resid_pdrop));
+      const m = layerNorm(h, this.#p(p + "ln_2.weight"), this.#p(p + "ln_2.bias"), c.layer_norm_epsilon);
+      const fc = linear(m, this.#p(p + "mlp.c_fc.weight"), this.#p(p + "mlp.c_fc.bias"));
       const act = c.activation_function === "gelu" ? gelu(fc) : geluNew(fc);
-      const mp = linear(act, this.p(p + "mlp.c_proj.weight"), this.p(p + "mlp.c_proj.bias"));
-      h = add(h, this.drop(mp, c.resid_pdrop));
+      const mp = linear(act, this.#p(p + "mlp.c_proj.weight"), this.#p(p + "mlp.c_proj.bias"));
+      h = add(h, this.#drop(mp, c.resid_pdrop));
     }
     const hidden = layerNorm(
       h,
-      this.p("transformer.ln_f.weight"),
-      this.p("transformer.ln_f.bias"),
+      this.#p("transformer.ln_f.weight"),
+      this.#p("transformer.ln_f.bias"),
       c.layer_norm_epsilon,
     );
     const out: GPT2Output = {};
     if (inputs.outputHidden) out.hidden = hidden;
     if (inputs.useCache) out.pastKeyValues = cache;
     if (!inputs.skipLogits || inputs.labels) {
-      const head = this.params.get("lm_head.weight") ?? this.p("transformer.wte.weight");
+      const head = this.params.get("lm_head.weight") ?? this.#p("transformer.wte.weight");
       out.logits = matmul(hidden, head, { transB: true });
       if (inputs.labels) {
         const l = inputs.labels;

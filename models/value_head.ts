@@ -29,6 +29,7 @@ export class CausalLMWithValueHead {
   /** Dropout before the head in training mode (TRL's summary_dropout_prob, default 0.1). */
   summaryDropout = 0.1;
 
+  /** Wraps a model; without `vHead` a freshly initialised head (seeded). */
   constructor(model: GPT2LMHeadModel, vHead?: Map<string, Tensor>, seed = 0) {
     this.model = model;
     this.vHead = vHead ?? CausalLMWithValueHead.initHead(model.config.n_embd, seed);

@@ -168,7 +168,8 @@ function bstrides(shape: readonly number[], outShape: number[]): number[] {
   return st;
 }
 
-const BINARY = { add: 0, sub: 1, mul: 2, div: 3, maximum: 4, minimum: 5 } as const;
+/** Op codes of `shaders/binary.wgsl`. */
+export const BINARY = { add: 0, sub: 1, mul: 2, div: 3, maximum: 4, minimum: 5 } as const;
 
 /** Element-wise binary op without autograd (also used inside backward passes). */
 export function binaryRaw(name: keyof typeof BINARY, a: Tensor, b: Tensor): Tensor {
