@@ -30,14 +30,20 @@ export interface MatmulTileConfig {
   bk: number;
 }
 
+/** A tile the tiled kernel may use, and when: the first tier whose conditions hold is taken. */
+export interface MatmulTileTier {
+  /** The tile configuration. */
+  tile: MatmulTileConfig;
+  /** Use it only if the product needs at least this many workgroups (to fill the GPU). */
+  minWorkgroups: number;
+  /** Use it only if at least this fraction of the padded tile area is real output (0..1). */
+  minUtilization: number;
+}
+
 /** Kernel selection knobs, for benchmarks to tune (see {@linkcode setMatmulTuning}). */
 export interface MatmulTuning {
-  /** Tile used for big products. */
-  large: MatmulTileConfig;
-  /** Tile used when `large` would give too few workgroups to fill the GPU. */
-  small: MatmulTileConfig;
-  /** `large` is used when it yields at least this many workgroups. */
-  largeMinWorkgroups: number;
+  /** Tiles of the tiled kernel, tried in order (the last one is the fallback whatever its conditions). */
+  tiers: MatmulTileTier[];
   /** Products with at most this many output rows (or columns) use the matrix–vector kernel (≤ 4). */
   gemvMaxRows: number;
   /** Matrix–vector kernel, B contiguous along n: columns per workgroup and threads per column. */
@@ -46,12 +52,19 @@ export interface MatmulTuning {
   gemvK: [cols: number, slices: number];
 }
 
+// Tiers chosen from timings on an H200 through Deno's WebGPU (wgpu/Vulkan), GPT-2-sized shapes:
+// 128×128 (8×8 per thread) wins only on big squares; 128×64 (8×4) on mid-sized products; 64×64 when
+// fewer workgroups would leave SMs idle; 32×32 for a few rows (e.g. 16 generation rows × vocabulary).
+const DEFAULT_TILE: MatmulTileConfig = { wgX: 16, wgY: 16, tm: 4, tn: 4, bk: 16 };
 const DEFAULT_TUNING: MatmulTuning = {
-  large: { wgX: 16, wgY: 16, tm: 8, tn: 8, bk: 16 },
-  small: { wgX: 16, wgY: 16, tm: 4, tn: 4, bk: 16 },
-  largeMinWorkgroups: 264,
+  tiers: [
+    { tile: { wgX: 16, wgY: 16, tm: 8, tn: 8, bk: 16 }, minWorkgroups: 1024, minUtilization: 0.9 },
+    { tile: { wgX: 16, wgY: 16, tm: 8, tn: 4, bk: 16 }, minWorkgroups: 264, minUtilization: 0.75 },
+    { tile: DEFAULT_TILE, minWorkgroups: 128, minUtilization: 0.5 },
+    { tile: { wgX: 8, wgY: 8, tm: 4, tn: 4, bk: 16 }, minWorkgroups: 0, minUtilization: 0 },
+  ],
   gemvMaxRows: 4,
-  gemvN: [64, 4],
+  gemvN: [8, 32],
   gemvK: [8, 32],
 };
 
@@ -73,13 +86,14 @@ function tileCost(c: MatmulTileConfig): { threads: number; bytes: number } {
 /**
  * Changes the kernel selection knobs (merged into the current ones); returns the previous knobs so
  * a benchmark can restore them. Tile configurations are validated here, device limits at dispatch
- * (a tile beyond the device's limits falls back to the default small tile).
+ * (tiers whose tile exceeds the device's limits are skipped).
  */
 export function setMatmulTuning(t: Partial<MatmulTuning>): MatmulTuning {
   const next: MatmulTuning = { ...tuning, ...structuredClone(t) };
-  for (const [name, c] of [["large", next.large], ["small", next.small]] as const) {
-    const problem = tileProblem(c);
-    check(problem === null, "setMatmulTuning", `${name} tile ${JSON.stringify(c)}: ${problem}`);
+  check(next.tiers.length > 0, "setMatmulTuning", "at least one tile tier is needed");
+  for (const { tile } of next.tiers) {
+    const problem = tileProblem(tile);
+    check(problem === null, "setMatmulTuning", `tile ${JSON.stringify(tile)}: ${problem}`);
   }
   check(next.gemvMaxRows >= 0 && next.gemvMaxRows <= 4, "setMatmulTuning", "gemvMaxRows must be in 0..4");
   for (const [cols, slices] of [next.gemvN, next.gemvK]) {
@@ -215,8 +229,13 @@ function gemm(pr: Product): Tensor {
       c.wgX <= limits.maxComputeWorkgroupSizeX && c.wgY <= limits.maxComputeWorkgroupSizeY;
   };
   const groups = (c: MatmulTileConfig) => Math.ceil(M / (c.wgY * c.tm)) * Math.ceil(N / (c.wgX * c.tn)) * nb;
-  let cfg = groups(tuning.large) >= tuning.largeMinWorkgroups ? tuning.large : tuning.small;
-  if (!fits(cfg)) cfg = fits(tuning.small) ? tuning.small : DEFAULT_TUNING.small;
+  const util = (c: MatmulTileConfig) => {
+    const bm = c.wgY * c.tm, bn = c.wgX * c.tn;
+    return (M * N) / (Math.ceil(M / bm) * bm * Math.ceil(N / bn) * bn);
+  };
+  const usable = tuning.tiers.filter((t) => fits(t.tile));
+  const cfg = usable.find((t) => groups(t.tile) >= t.minWorkgroups && util(t.tile) >= t.minUtilization)?.tile ??
+    usable[usable.length - 1]?.tile ?? DEFAULT_TILE;
   const gx = Math.ceil(N / (cfg.wgX * cfg.tn)), gy = Math.ceil(M / (cfg.wgY * cfg.tm));
   check(gx <= MAX_GRID && gy <= MAX_GRID, "matmul", `output [${pr.outShape}] is too large for one dispatch`);
   const vecA = (a.trans ? M : K) % 4 === 0 && sa.every((s) => s % 4 === 0);
@@ -244,6 +263,21 @@ function gemm(pr: Product): Tensor {
     rt.dispatch(spec, storages, words, [gx, gy, Math.min(nb - z0, MAX_GRID)]);
   }
   return out;
+}
+
+/** Shorthand for {@linkcode gemm}: C = alpha · op(A) · op(B) (+ bias) of `outShape`. */
+function mm(
+  a: Operand,
+  b: Operand,
+  M: number,
+  N: number,
+  K: number,
+  outShape: number[],
+  batch: number[] = [],
+  alpha = 1,
+  bias: Storage | null = null,
+): Tensor {
+  return gemm({ a, b, batch, M, N, K, alpha, bias, outShape });
 }
 
 // ------------------------------------------------------------------ shapes
@@ -320,7 +354,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   const outShape = [...batch, M, N];
   const aOp: Operand = { s: a.storage, trans: transA, strides: batchStrides(a.shape, batch) };
   const bOp: Operand = { s: b.storage, trans: transB, strides: batchStrides(b.shape, batch) };
-  const out = gemm({ a: aOp, b: bOp, batch, M, N, K, alpha, bias: null, outShape });
+  const out = mm(aOp, bOp, M, N, K, outShape, batch, alpha);
   if (!needsGrad(a, b)) return out;
 
   const aShape = [...a.shape], bShape = [...b.shape];
@@ -328,93 +362,35 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   const sb = a.requiresGrad ? saveForBackward(b) : null;
   const gStr = contiguous(batch, M * N);
   return record(out, "matmul", [a, b], (g) => {
-    const gOp = (trans: boolean): Operand => ({ s: g.storage, trans, strides: gStr });
+    const G = (trans: boolean, strides = gStr): Operand => ({ s: g.storage, trans, strides });
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (sb) {
       // dA = dC · op(B)ᵀ (stored [M, K]) or op(B) · dCᵀ (stored [K, M]), summed where A broadcast.
-      const bs = { s: sb.storage, strides: bOp.strides };
-      const full = transA
-        ? gemm({
-          a: { ...bs, trans: transB },
-          b: gOp(true),
-          batch,
-          M: K,
-          N: M,
-          K: N,
-          alpha,
-          bias: null,
-          outShape: [...batch, K, M],
-        })
-        : gemm({
-          a: gOp(false),
-          b: { ...bs, trans: !transB },
-          batch,
-          M,
-          N: K,
-          K: N,
-          alpha,
-          bias: null,
-          outShape: [...batch, M, K],
-        });
-      ga = takeResult(full, aShape);
+      const B = (trans: boolean): Operand => ({ s: sb.storage, trans, strides: bOp.strides });
+      ga = takeResult(
+        transA
+          ? mm(B(transB), G(true), K, M, N, [...batch, K, M], batch, alpha)
+          : mm(G(false), B(!transB), M, K, N, [...batch, M, K], batch, alpha),
+        aShape,
+      );
     }
     if (sa) {
       // dB = op(A)ᵀ · dC (stored [K, N]) or dCᵀ · op(A) (stored [N, K]), summed where B broadcast.
-      const nBatch = numel(batch);
-      if (numel(bShape.slice(0, -2)) === 1 && nBatch > 1 && numel(aShape.slice(0, -2)) === nBatch && !transA) {
+      const nb = numel(batch);
+      if (numel(bShape.slice(0, -2)) === 1 && nb > 1 && numel(aShape.slice(0, -2)) === nb && !transA) {
         // B shared across the batch: fold the batch into the reduction ([B·M, K]ᵀ · [B·M, N]).
-        const rows = nBatch * M;
-        const aF: Operand = { s: sa.storage, trans: false, strides: [] };
-        const gF: Operand = { s: g.storage, trans: false, strides: [] };
+        const A = (trans: boolean): Operand => ({ s: sa.storage, trans, strides: [] });
         gb = transB
-          ? gemm({
-            a: { ...gF, trans: true },
-            b: aF,
-            batch: [],
-            M: N,
-            N: K,
-            K: rows,
-            alpha,
-            bias: null,
-            outShape: bShape,
-          })
-          : gemm({
-            a: { ...aF, trans: true },
-            b: gF,
-            batch: [],
-            M: K,
-            N,
-            K: rows,
-            alpha,
-            bias: null,
-            outShape: bShape,
-          });
+          ? mm(G(true, []), A(false), N, K, nb * M, bShape, [], alpha)
+          : mm(A(true), G(false, []), K, N, nb * M, bShape, [], alpha);
       } else {
-        const as = { s: sa.storage, strides: aOp.strides };
-        const full = transB
-          ? gemm({
-            a: gOp(true),
-            b: { ...as, trans: transA },
-            batch,
-            M: N,
-            N: K,
-            K: M,
-            alpha,
-            bias: null,
-            outShape: [...batch, N, K],
-          })
-          : gemm({
-            a: { ...as, trans: !transA },
-            b: gOp(false),
-            batch,
-            M: K,
-            N,
-            K: M,
-            alpha,
-            bias: null,
-            outShape: [...batch, K, N],
-          });
-        gb = takeResult(full, bShape);
+        const A = (trans: boolean): Operand => ({ s: sa.storage, trans, strides: aOp.strides });
+        gb = takeResult(
+          transB
+            ? mm(G(true), A(transA), N, K, M, [...batch, N, K], batch, alpha)
+            : mm(A(!transA), G(false), K, N, M, [...batch, K, N], batch, alpha),
+          bShape,
+        );
       }
     }
     return [ga, gb];
@@ -458,58 +434,29 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   const rows = numel(x.shape.slice(0, -1));
   const xShape = [...x.shape], wShape = [...weight.shape];
   const outShape = [...x.shape.slice(0, -1), outF];
-  const out = gemm({
-    a: { s: x.storage, trans: false, strides: [] },
-    b: { s: weight.storage, trans: outT, strides: [] },
-    batch: [],
-    M: rows,
-    N: outF,
-    K: inF,
-    alpha: 1,
-    bias: bias ? bias.storage : null,
-    outShape,
-  });
+  const plain = (s: Storage, trans: boolean): Operand => ({ s, trans, strides: [] });
+  const out = mm(plain(x.storage, false), plain(weight.storage, outT), rows, outF, inF, outShape, [], 1, bias?.storage);
   const inputs = bias ? [x, weight, bias] : [x, weight];
   if (!needsGrad(...inputs)) return out;
   const sx = weight.requiresGrad ? saveForBackward(x) : null;
   const sw = x.requiresGrad ? saveForBackward(weight) : null;
   const wantBias = bias?.requiresGrad ?? false;
   return record(out, "linear", inputs, (g) => {
-    const G = (trans: boolean): Operand => ({ s: g.storage, trans, strides: [] });
-    const common = { batch: [], alpha: 1, bias: null };
+    const G = (trans: boolean) => plain(g.storage, trans);
     // dx = dY · Wᵀ ([rows, out] · [out, in]).
-    const dx = sw
-      ? gemm({
-        ...common,
-        a: G(false),
-        b: { s: sw.storage, trans: !outT, strides: [] },
-        M: rows,
-        N: inF,
-        K: outF,
-        outShape: xShape,
-      })
-      : null;
+    const dx = sw ? mm(G(false), plain(sw.storage, !outT), rows, inF, outF, xShape) : null;
     // dW = xᵀ · dY ([in, out]) or dYᵀ · x ([out, in]): the rows fold into the reduction.
     let dw: Tensor | null = null;
     if (sx) {
-      const X = (trans: boolean): Operand => ({ s: sx.storage, trans, strides: [] });
       dw = outT
-        ? gemm({ ...common, a: G(true), b: X(false), M: outF, N: inF, K: rows, outShape: wShape })
-        : gemm({ ...common, a: X(true), b: G(false), M: inF, N: outF, K: rows, outShape: wShape });
+        ? mm(G(true), plain(sx.storage, false), outF, inF, rows, wShape)
+        : mm(plain(sx.storage, true), G(false), inF, outF, rows, wShape);
     }
-    // db = 1ᵀ · dY: a column sum, run as a one-row product.
+    // db = 1ᵀ · dY: a column sum, run as a one-row product (the matrix–vector kernel).
     let db: Tensor | null = null;
     if (wantBias) {
       const one = ones([rows]);
-      db = gemm({
-        ...common,
-        a: { s: one.storage, trans: false, strides: [] },
-        b: G(false),
-        M: 1,
-        N: outF,
-        K: rows,
-        outShape: [outF],
-      });
+      db = mm(plain(one.storage, false), G(false), 1, outF, rows, [outF]);
       one.dispose();
     }
     return bias ? [dx, dw, db] : [dx, dw];
