@@ -126,7 +126,30 @@ export function cleanSentence(raw: string): string | null {
   if (/https?:|www\.|@|\.com\b/.test(s)) return null;
   s = s.normalize("NFD").replace(/\p{Mn}/gu, "");
   if (!ALLOWED.test(s) || !/[a-z]/.test(s)) return null;
-  return s;
+  return expandContractions(s);
+}
+
+const IS_BEFORE_S = "it|that|what|there|here|he|she|who|where|how|everything|nothing|someone|somebody|everyone|this";
+
+/**
+ * Expands English contractions ("don't" → "do not", "it's" → "it is", "i'm" → "i am", …) so that
+ * a word-level vocabulary does not need the `' t` / `' s` pieces BERT's punctuation split would make.
+ * Possessive "'s" and other apostrophes are left alone.
+ */
+export function expandContractions(s: string): string {
+  return s
+    .replace(/\bwon't\b/g, "will not")
+    .replace(/\bcan't\b/g, "can not")
+    .replace(/\bshan't\b/g, "shall not")
+    .replace(/\bain't\b/g, "is not")
+    .replace(/\blet's\b/g, "let us")
+    .replace(/n't\b/g, " not")
+    .replace(/'m\b/g, " am")
+    .replace(/'re\b/g, " are")
+    .replace(/'ve\b/g, " have")
+    .replace(/'ll\b/g, " will")
+    .replace(/'d\b/g, " would")
+    .replace(new RegExp(`\\b(${IS_BEFORE_S})'s\\b`, "g"), "$1 is");
 }
 
 /** The words of a cleaned sentence as the project's WordPiece tokenizer pre-splits them (BERT basic tokenize). */
@@ -255,7 +278,7 @@ export async function loadDemoData(options: DemoDataOptions = {}): Promise<DemoD
   const consider = (text: string) => {
     if (seen.has(text) || testTexts.has(text)) return;
     const w = words(text);
-    if (w.length < o.minLmTokens || w.length > o.maxLmTokens || w.some((x) => offensive.has(x))) return;
+    if (w.length < o.minLmTokens || w.length > o.maxLmTokens || w.some((x) => x === "'" || offensive.has(x))) return;
     seen.add(text);
     candidates.push({ text, words: w });
   };

@@ -170,6 +170,19 @@ function* batches<T>(items: readonly T[], size: number, seed: number): Generator
   }
 }
 
+/**
+ * Endless batches of rows of similar lengths (little padding): each epoch the rows are shuffled, stably
+ * sorted by length, cut into batches of `size`, and the batches visited in a shuffled order (all seeded).
+ */
+function* lengthBatches<T extends { length: number }>(rows: readonly T[], size: number, seed: number): Generator<T[]> {
+  for (let epoch = 0;; epoch++) {
+    const s = shuffled(rows, seed + epoch * 7919).sort((a, b) => a.length - b.length);
+    const chunks: T[][] = [];
+    for (let i = 0; i < s.length; i += size) chunks.push(s.slice(i, i + size));
+    yield* shuffled(chunks, seed + epoch * 7919 + 1);
+  }
+}
+
 /** Seconds since `t0` (a `performance.now()` value). */
 function seconds(t0: number): number {
   return (performance.now() - t0) / 1000;
@@ -298,13 +311,14 @@ export async function pretrainGPT2(
   }, c.seed);
   model.train();
   const opt = new AdamW(model.parameters(), { lr: c.lr, weightDecay: c.weightDecay });
-  const it = batches(train, c.batchSize, c.seed);
+  const it = lengthBatches(train, c.batchSize, c.seed);
   const { losses, steps } = await trainLoop("gpt2", c.steps, c, opt, t0, log, () => {
     const rows = it.next().value as number[][];
-    const { ids, labels } = lmBatch(rows, c.seqLen);
+    const T = Math.min(c.seqLen, Math.max(...rows.map((r) => r.length)) + 2);
+    const { ids, labels } = lmBatch(rows, T);
     const out = model.forward({
-      inputIds: tensor(ids, [rows.length, c.seqLen], "i32"),
-      labels: tensor(labels, [rows.length, c.seqLen], "i32"),
+      inputIds: tensor(ids, [rows.length, T], "i32"),
+      labels: tensor(labels, [rows.length, T], "i32"),
     });
     return out.loss!;
   });
