@@ -1,0 +1,100 @@
+import { assert, ready } from "./helpers.ts";
+import { empty, keep, noGrad, readAll, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
+import { backward, zeroGrad } from "../engine/autograd.ts";
+import { add, exp, mul, sumTo } from "../engine/ops/elementwise.ts";
+import { sum } from "../engine/ops/reduce.ts";
+import { requestGpuDevice } from "../engine/device.ts";
+import { loadSafetensors, saveSafetensors } from "../engine/io.ts";
+
+Deno.test("device: reports the adapter and rejects an unknown backend name", async () => {
+  await ready;
+  const h = runtime().handle;
+  assert.equal(h.backend, "deno");
+  assert.ok(h.adapterName.length > 0);
+  await assert.rejects(requestGpuDevice({ backend: "metal" as "deno" }), /must be auto, deno or dawn/);
+});
+
+Deno.test("readAll reads many tensors with one round trip; ops only record until then", async () => {
+  await ready;
+  const rt = runtime();
+  const before = { ...rt.stats };
+  const xs = Array.from({ length: 5 }, (_, i) => tensor([i, i + 1, i + 2]));
+  const ys = xs.map((x) => exp(x));
+  assert.equal(rt.stats.readbacks, before.readbacks, "no readback while recording");
+  const out = await readAll(ys);
+  assert.equal(rt.stats.readbacks, before.readbacks + 1);
+  assert.ok(Math.abs(out[4][2] - Math.exp(6)) < 1e-3);
+  for (const t of [...xs, ...ys]) t.dispose();
+});
+
+Deno.test("tidy disposes intermediates, keeps results and kept tensors; pooled buffers are reused", async () => {
+  await ready;
+  const rt = runtime();
+  const live0 = rt.stats.liveBytes;
+  let inner: Tensor | null = null, kept: Tensor | null = null;
+  const result = tidy(() => {
+    const a = tensor([1, 2, 3]);
+    inner = exp(a);
+    kept = keep(exp(a));
+    return { y: add(inner, a) };
+  });
+  assert.ok(inner!.disposed, "intermediate disposed");
+  assert.ok(!result.y.disposed && !kept!.disposed);
+  assert.deepEqual(Array.from(await kept!.toArray()).map((v) => +v.toFixed(4)), [2.7183, 7.3891, 20.0855]);
+  result.y.dispose();
+  kept!.dispose();
+  assert.equal(rt.stats.liveBytes, live0, "all memory returned to the pool");
+  const pooled = rt.stats.pooledBytes;
+  tidy(() => exp(exp(tensor([1, 2, 3]))));
+  assert.equal(rt.stats.pooledBytes, pooled, "second round reuses pooled buffers");
+  assert.throws(() => inner!.storage, /was disposed/);
+});
+
+Deno.test("autograd: accumulation into .grad, shared subexpressions, retainGraph, noGrad, detach", async () => {
+  await ready;
+  const x = tensor([0.5, -1, 2]).requireGrad();
+  // y = sum(x*x + exp(x) * x): x used several times
+  const y = sum(add(mul(x, x), mul(exp(x), x)));
+  backward(y, undefined, { retainGraph: true });
+  const g1 = Array.from(await x.grad!.toArray());
+  const want = [0.5, -1, 2].map((v) => 2 * v + Math.exp(v) * (1 + v));
+  g1.forEach((g, i) => assert.ok(Math.abs(g - want[i]) < 1e-4, `grad ${i}: ${g} vs ${want[i]}`));
+  backward(y); // again, accumulates
+  const g2 = Array.from(await x.grad!.toArray());
+  g2.forEach((g, i) => assert.ok(Math.abs(g - 2 * want[i]) < 2e-4));
+  assert.throws(() => backward(y), /already freed/);
+  zeroGrad([x]);
+  assert.equal(x.grad, null);
+  const z = noGrad(() => mul(x, x));
+  assert.equal(z.requiresGrad, false);
+  assert.equal(x.detach().requiresGrad, false);
+  assert.throws(() => backward(z), /does not require grad/);
+  const v = mul(x, x);
+  assert.throws(() => backward(v), /gradient is needed for a non-scalar output/);
+});
+
+Deno.test("sumTo reverses broadcasting; tensor() validates its data", async () => {
+  await ready;
+  const x = tensor([1, 2, 3, 4, 5, 6], [2, 3]);
+  const [a, b] = await readAll([sumTo(x, [3]), sumTo(x, [2, 1])]);
+  assert.deepEqual(Array.from(a), [5, 7, 9]);
+  assert.deepEqual(Array.from(b), [6, 15]);
+  assert.throws(() => tensor([1, 2, 3], [2, 2]), /3 values do not fill shape \[2, 2\]/);
+  assert.throws(() => empty([2, -1]), /invalid tensor shape/);
+  assert.throws(() => tensor([1], [1], "i32").requireGrad(), /only f32/);
+});
+
+Deno.test("loadSafetensors / saveSafetensors round-trip GPU tensors (f32, f16, i32)", async () => {
+  await ready;
+  const dir = await Deno.makeTempDir();
+  const a = tensor([1.5, -2.25, 3], [3]), b = tensor([7, -8], [2], "i32");
+  await saveSafetensors({ a, b }, `${dir}/x.safetensors`, { metadata: { note: "hi" } });
+  const back = await loadSafetensors(`${dir}/x.safetensors`);
+  assert.deepEqual(Array.from(await back.get("a")!.toArray()), [1.5, -2.25, 3]);
+  assert.deepEqual(Array.from(await back.get("b")!.toArray()), [7, -8]);
+  assert.equal(back.get("b")!.dtype, "i32");
+  await saveSafetensors(new Map([["a", a]]), `${dir}/h.safetensors`, { dtype: "F16" });
+  const h = await loadSafetensors(`${dir}/h.safetensors`);
+  assert.deepEqual(Array.from(await h.get("a")!.toArray()), [1.5, -2.25, 3]);
+  await Deno.remove(dir, { recursive: true });
+});
