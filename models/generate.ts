@@ -167,7 +167,9 @@ export async function generate(
   const fullMask = mask.map((r) => [...r, ...new Array(N).fill(1)]);
   const positions = positionIdsFromMask(fullMask);
   const sampler = new TokenSampler(B, N, V, { ...options, eosTokenId: eos, padTokenId: pad });
+  // Every per-step input lives on the GPU from the start: no upload (and so no forced submit) per token.
   const maskT = keep(tensor(fullMask.flat(), [B, Tp + N], "i32"));
+  const posT = keep(tensor(positions.flat(), [B, Tp + N], "i32"));
   let cache: KVCache | undefined;
   let steps = 0;
   const interval = options.stopCheckInterval ?? 16;
@@ -177,7 +179,7 @@ export async function generate(
         noGrad(() => {
           const input = step === 0 ? tensor(ids.flat(), [B, Tp], "i32") : sampler.nextIds;
           const T = step === 0 ? Tp : 1;
-          const pos = tensor(positions.map((r) => r.slice(Tp + step - T, Tp + step)).flat(), [B, T], "i32");
+          const pos = slice(posT, 1, Tp + step - T, Tp + step);
           const m = slice(maskT, 1, 0, Tp + step);
           const out = model.forward({
             inputIds: input,
@@ -213,5 +215,6 @@ export async function generate(
     if (cache) { for (const t of [...cache.keys, ...cache.values]) t.dispose(); }
     sampler.dispose();
     maskT.dispose();
+    posT.dispose();
   }
 }
