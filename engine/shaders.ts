@@ -3,6 +3,37 @@
  * @module
  */
 
+/**
+ * Every kernel file in `shaders/` (a test checks this list against the folder). Needed to fetch them
+ * up front when the package is imported from a remote URL (e.g. JSR), where files cannot be read lazily.
+ */
+export const SHADER_NAMES: readonly string[] = [
+  "adamw",
+  "attention",
+  "attention_backward",
+  "binary",
+  "cross_entropy",
+  "dropout",
+  "fill",
+  "gather",
+  "grad_norm",
+  "index_sort",
+  "layer_norm",
+  "masked_fill",
+  "matmul",
+  "matmul_gemv",
+  "permute",
+  "ppo_kl",
+  "ppo_loss",
+  "reduce",
+  "reduce_to",
+  "sample",
+  "scatter_add",
+  "slice",
+  "softmax",
+  "unary",
+];
+
 const cache = new Map<string, string>();
 const base = new URL("../shaders/", import.meta.url);
 
@@ -20,8 +51,13 @@ export function shaderSource(name: string): string {
   return src;
 }
 
+/** True when shaders can be read from disk on demand (the package was imported from a local path). */
+export function shadersAreLocal(): boolean {
+  return base.protocol === "file:";
+}
+
 /** Fetches shader sources ahead of use; needed only when the package is loaded from a remote URL. */
-export async function preloadShaders(names: readonly string[]): Promise<void> {
+export async function preloadShaders(names: readonly string[] = SHADER_NAMES): Promise<void> {
   await Promise.all(names.map(async (name) => {
     if (cache.has(name)) return;
     const res = await fetch(new URL(`${name}.wgsl`, base));

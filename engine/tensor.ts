@@ -9,6 +9,7 @@ import type { DType } from "./host_tensor.ts";
 import { shapeSize } from "./host_tensor.ts";
 import { Runtime, type Storage } from "./runtime.ts";
 import { type DeviceOptions, requestGpuDevice } from "./device.ts";
+import { preloadShaders, shadersAreLocal } from "./shaders.ts";
 
 export type { DType };
 
@@ -35,7 +36,11 @@ let initializing: Promise<Runtime> | null = null;
  */
 export function initEngine(options: DeviceOptions = {}): Promise<Runtime> {
   if (current) return Promise.resolve(current);
-  initializing ??= requestGpuDevice(options).then((h) => current = new Runtime(h));
+  initializing ??= (async () => {
+    if (!shadersAreLocal()) await preloadShaders();
+    const h = await requestGpuDevice(options);
+    return current = new Runtime(h);
+  })();
   return initializing;
 }
 

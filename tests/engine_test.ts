@@ -98,3 +98,13 @@ Deno.test("loadSafetensors / saveSafetensors round-trip GPU tensors (f32, f16, i
   assert.deepEqual(Array.from(await h.get("a")!.toArray()), [1.5, -2.25, 3]);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("SHADER_NAMES lists exactly the files in shaders/ (remote imports preload them)", async () => {
+  const { SHADER_NAMES } = await import("../engine/shaders.ts");
+  const files: string[] = [];
+  for await (const e of Deno.readDir(new URL("../shaders/", import.meta.url))) {
+    assert.ok(e.name.endsWith(".wgsl"), `shaders/ holds only WGSL: ${e.name}`);
+    files.push(e.name.slice(0, -5));
+  }
+  assert.deepEqual([...SHADER_NAMES].sort(), files.sort());
+});
