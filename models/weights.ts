@@ -120,7 +120,12 @@ export function randomParams(spec: ParamSpec, seed: number, std = 0.02): Map<str
     const data = new Float32Array(n);
     if (/(LayerNorm|ln_\w+|ln_f)\.weight$/.test(name)) data.fill(1);
     else if (!name.endsWith(".bias")) {
-      for (let i = 0; i < n; i++) data[i] = std * Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next());
+      // Box–Muller, both outputs used.
+      for (let i = 0; i < n; i += 2) {
+        const r = std * Math.sqrt(-2 * Math.log(next())), a = 2 * Math.PI * next();
+        data[i] = r * Math.cos(a);
+        if (i + 1 < n) data[i + 1] = r * Math.sin(a);
+      }
     }
     out.set(name, { dtype: "f32", shape, data });
   }

@@ -105,3 +105,17 @@ Deno.test("GPT-2 loading reports missing, unexpected and misshapen weights", asy
   await assert.rejects(load(`${dir}/nope`), /no such folder/);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("GPT-2 dropout: active in training mode (masks differ per call), off in eval mode", async () => {
+  await ready;
+  const model = await loadGPT2(fixtureDir("gpt2-tiny"));
+  const ids = tensor([5, 9, 200, 3, 77, 8], [1, 6], "i32");
+  const run = () => noGrad(() => model.forward({ inputIds: ids }).logits!);
+  model.train();
+  const [a, b] = await readAll([run(), run()]);
+  model.eval();
+  const [c, d] = await readAll([run(), run()]);
+  assert.notDeepEqual(Array.from(a), Array.from(b));
+  assert.deepEqual(Array.from(c), Array.from(d));
+  assert.ok(Array.from(a).every(Number.isFinite));
+});
