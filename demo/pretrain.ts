@@ -51,6 +51,12 @@ export interface GPT2PretrainConfig {
   logEvery: number;
   /** Wall-clock cap in seconds (0 = none): on a slow machine fewer steps are run, the schedule shrinks to fit. */
   maxSeconds: number;
+  /**
+   * How sentences form batches (default "pack"): "pack" fills [batchSize, seqLen] rows with whole
+   * sentences (positions restart per sentence); "random" pads one sentence per row; "bucket" pads
+   * sentences of similar lengths together.
+   */
+  batching: "pack" | "random" | "bucket";
 }
 
 /** Defaults of {@linkcode GPT2PretrainConfig}. */
@@ -69,6 +75,7 @@ export const GPT2_PRETRAIN_DEFAULTS: GPT2PretrainConfig = {
   seed: 0,
   logEvery: 30,
   maxSeconds: 150,
+  batching: "pack",
 };
 
 /** Hyper-parameters of {@linkcode trainSentimentClassifier}. */
@@ -121,6 +128,19 @@ export const CLASSIFIER_DEFAULTS: ClassifierConfig = {
   maxSeconds: 60,
 };
 
+/**
+ * Smallest length ≥ `T` that makes `B·T` a multiple of 64. Works around an engine bug: the embedding
+ * backward (`shaders/scatter_add.wgsl`, `main`) adds an unwritten partial sum (pool garbage, sometimes NaN)
+ * to the gradient row of the largest id when that id's run of sorted positions starts on a 64-entry chunk
+ * boundary and B·T is not a multiple of 64.
+ */
+export function alignedLength(B: number, T: number): number {
+  let g = 64, b = B;
+  while (b) [g, b] = [b, g % b];
+  const step = 64 / g;
+  return Math.ceil(T / step) * step;
+}
+
 /** Learning rate at `step` (0-based): linear warm-up, then cosine decay to `minRatio · peak`. */
 export function lrAt(step: number, total: number, peak: number, warmup: number, minRatio: number): number {
   if (step < warmup) return peak * (step + 1) / warmup;
@@ -162,6 +182,49 @@ export function fitSteps(
   return Math.max(step, Math.min(planned, step + Math.floor((maxSeconds - elapsed) / perStep)));
 }
 
+/** Endless stream of rows, reshuffled (seeded) every epoch. */
+function* sentences<T>(rows: readonly T[], seed: number): Generator<T> {
+  for (let epoch = 0;; epoch++) yield* shuffled(rows, seed + epoch * 7919);
+}
+
+/**
+ * Packs sentences into a [B, T] block without splitting any: each row holds `[CLS] s [SEP]` segments
+ * whose positions restart at 0, then padding (label -100). `[CLS]` is never a target. A sentence that
+ * does not fit in the rest of a row starts the next row; one longer than T is cut.
+ */
+export function packRows(
+  stream: Iterator<number[]>,
+  B: number,
+  T: number,
+  pending: { next?: number[] } = packPending.get(stream) ?? {},
+): { ids: Int32Array; labels: Int32Array; positions: Int32Array } {
+  packPending.set(stream, pending);
+  const ids = new Int32Array(B * T).fill(PAD_ID);
+  const labels = new Int32Array(B * T).fill(-100);
+  const positions = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) {
+    let t = 0;
+    for (;;) {
+      const s = pending.next ?? stream.next().value as number[];
+      pending.next = undefined;
+      const seg = [CLS_ID, ...s, SEP_ID].slice(0, T);
+      if (t > 0 && t + seg.length > T) {
+        pending.next = s;
+        break;
+      }
+      seg.forEach((tok, i) => {
+        ids[b * T + t + i] = tok;
+        labels[b * T + t + i] = i === 0 ? -100 : tok;
+        positions[b * T + t + i] = i;
+      });
+      t += seg.length;
+      if (t >= T) break;
+    }
+  }
+  return { ids, labels, positions };
+}
+const packPending = new WeakMap<Iterator<number[]>, { next?: number[] }>();
+
 /** Endless batches of `size` items, reshuffled (seeded) every epoch. */
 function* batches<T>(items: readonly T[], size: number, seed: number): Generator<T[]> {
   for (let epoch = 0;; epoch++) {
@@ -178,7 +241,8 @@ function* lengthBatches<T extends { length: number }>(rows: readonly T[], size: 
   for (let epoch = 0;; epoch++) {
     const s = shuffled(rows, seed + epoch * 7919).sort((a, b) => a.length - b.length);
     const chunks: T[][] = [];
-    for (let i = 0; i < s.length; i += size) chunks.push(s.slice(i, i + size));
+    for (let i = 0; i + size <= s.length; i += size) chunks.push(s.slice(i, i + size));
+    if (chunks.length === 0) chunks.push(s);
     yield* shuffled(chunks, seed + epoch * 7919 + 1);
   }
 }
@@ -311,17 +375,30 @@ export async function pretrainGPT2(
   }, c.seed);
   model.train();
   const opt = new AdamW(model.parameters(), { lr: c.lr, weightDecay: c.weightDecay });
-  const it = lengthBatches(train, c.batchSize, c.seed);
-  const { losses, steps } = await trainLoop("gpt2", c.steps, c, opt, t0, log, () => {
-    const rows = it.next().value as number[][];
-    const T = Math.min(c.seqLen, Math.max(...rows.map((r) => r.length)) + 2);
-    const { ids, labels } = lmBatch(rows, T);
-    const out = model.forward({
-      inputIds: tensor(ids, [rows.length, T], "i32"),
-      labels: tensor(labels, [rows.length, T], "i32"),
-    });
-    return out.loss!;
-  });
+  let lossFn: () => Tensor;
+  if (c.batching === "pack") {
+    const stream = sentences(train, c.seed);
+    lossFn = () => {
+      const b = packRows(stream, c.batchSize, c.seqLen);
+      return model.forward({
+        inputIds: tensor(b.ids, [c.batchSize, c.seqLen], "i32"),
+        positionIds: tensor(b.positions, [c.batchSize, c.seqLen], "i32"),
+        labels: tensor(b.labels, [c.batchSize, c.seqLen], "i32"),
+      }).loss!;
+    };
+  } else {
+    const it = c.batching === "bucket" ? lengthBatches(train, c.batchSize, c.seed) : batches(train, c.batchSize, c.seed);
+    lossFn = () => {
+      const rows = it.next().value as number[][];
+      const T = alignedLength(rows.length, Math.min(c.seqLen, Math.max(...rows.map((r) => r.length)) + 2));
+      const { ids, labels } = lmBatch(rows, T);
+      return model.forward({
+        inputIds: tensor(ids, [rows.length, T], "i32"),
+        labels: tensor(labels, [rows.length, T], "i32"),
+      }).loss!;
+    };
+  }
+  const { losses, steps } = await trainLoop("gpt2", c.steps, c, opt, t0, log, lossFn);
   model.eval();
   const heldOutLoss = await lmLoss(model, heldOut, 64, c.seqLen);
   log(`gpt2 held-out loss ${heldOutLoss.toFixed(3)} ${seconds(t0).toFixed(1)}s`);
@@ -339,7 +416,7 @@ export interface ClassifierExample {
 /** One classifier batch, right-padded to a multiple of 8 (at most `maxLen`), with its attention mask. */
 export function classifierBatch(examples: readonly ClassifierExample[], maxLen: number) {
   const rows = examples.map((e) => e.ids.length > maxLen ? [...e.ids.slice(0, maxLen - 1), SEP_ID] : e.ids);
-  const T = Math.min(maxLen, Math.ceil(Math.max(...rows.map((r) => r.length)) / 8) * 8);
+  const T = alignedLength(rows.length, Math.min(maxLen, Math.ceil(Math.max(...rows.map((r) => r.length)) / 8) * 8));
   const ids = new Int32Array(rows.length * T).fill(PAD_ID);
   const mask = rows.map((r) => Array.from({ length: T }, (_, i) => i < r.length ? 1 : 0));
   rows.forEach((r, b) => ids.set(r, b * T));
@@ -439,7 +516,11 @@ export async function trainSentimentClassifier(
   // Length buckets: batches of similar lengths (less padding), visited in a seeded random order each epoch.
   const byLength = [...train].sort((a, b) => a.ids.length - b.ids.length);
   const buckets: ClassifierExample[][] = [];
-  for (let i = 0; i < byLength.length; i += c.batchSize) buckets.push(byLength.slice(i, i + c.batchSize));
+  // Full batches only (the few longest sentences are left out): fewer distinct batch shapes.
+  for (let i = 0; i + c.batchSize <= byLength.length; i += c.batchSize) {
+    buckets.push(byLength.slice(i, i + c.batchSize));
+  }
+  if (buckets.length === 0) buckets.push(byLength);
   const steps = buckets.length * c.epochs;
   const it = batches(buckets, 1, c.seed + 17);
   const { losses, steps: ran } = await trainLoop("classifier", steps, { ...c, minLrRatio: 0.1 }, opt, t0, log, () => {
