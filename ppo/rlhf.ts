@@ -129,10 +129,7 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
   }
   if (dropped) log(`prompts: ${dropped} skipped (empty after tokenization or longer than ${room} tokens)`);
   if (encoded.length === 0) throw new Error("no prompt fits the policy's context");
-  const trainer = new PPOTrainer(cfg, policy, ref, {
-    padTokenId: fmt.padTokenId,
-    eosTokenId: fmt.eosTokenId ?? undefined,
-  });
+  const trainer = new PPOTrainer(cfg, policy, ref, fmt);
   let start = 0;
   await Deno.mkdir(o.outDir, { recursive: true });
   const metricsFile = `${o.outDir}/metrics.jsonl`, samplesFile = `${o.outDir}/samples.jsonl`;

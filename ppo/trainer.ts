@@ -40,7 +40,7 @@ export interface TokenizerLike {
   /** Padding id (falls back to EOS, then the model config's ids, then 0). */
   readonly padTokenId?: number;
   /** End-of-sequence id. */
-  readonly eosTokenId?: number;
+  readonly eosTokenId?: number | null;
 }
 
 /** Stats of one `step()`, keyed by TRL's names (all numbers). */
@@ -167,7 +167,8 @@ export class PPOTrainer {
     if (pc.vocab_size !== rc.vocab_size) {
       throw new Error(`PPOTrainer: policy vocab_size ${pc.vocab_size} ≠ reference vocab_size ${rc.vocab_size}`);
     }
-    const eos = tokenizer?.eosTokenId ?? pc.eos_token_id ?? null;
+    // An explicit null means "no EOS"; undefined falls back to the model config.
+    const eos = tokenizer?.eosTokenId !== undefined ? tokenizer.eosTokenId : pc.eos_token_id ?? null;
     this.eosTokenId = eos;
     this.padTokenId = tokenizer?.padTokenId ?? eos ?? pc.pad_token_id ?? 0;
     if (!Number.isInteger(this.padTokenId) || this.padTokenId < 0 || this.padTokenId >= pc.vocab_size) {
