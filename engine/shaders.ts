@@ -11,6 +11,8 @@ export const SHADER_NAMES: readonly string[] = [
   "adamw",
   "attention",
   "attention_backward",
+  "attention_kv",
+  "attention_tiled",
   "binary",
   "cross_entropy",
   "dropout",

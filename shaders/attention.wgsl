@@ -1,5 +1,7 @@
 // Fused scaled-dot-product attention, forward: one workgroup per (batch·head, query row).
-// q [B, H, Tq, D], k and v [B, H, Tk, D]; query i sits at absolute position Tk − Tq + i (causal mask).
+// q [B, H, Tq, D], k and v [B, H, Tcap, D] of which keys j < Tk are used; query i sits at absolute
+// position Tk − Tq + i (causal mask). Used for decoding shapes (few queries); attention_tiled.wgsl
+// handles the others.
 // Keys are processed in chunks of CH: the chunk's scores live in workgroup memory, and an online
 // softmax (running max m and normaliser l) carries the row across chunks, so any Tk works and a
 // row with Tk ≤ CH is a single ordinary softmax. Masked keys get probability 0; a row whose keys
@@ -14,7 +16,7 @@ const MAXD: u32 = 256u; // largest head size
 const PER: u32 = MAXD / WG; // output dims per thread
 const NEG: f32 = -3.0e38; // "minus infinity" for masked scores
 
-override MASK: u32 = 0u; // 0 no padding mask, 1 i32 mask, 2 f32 mask ([B, Tk], non-zero = attend)
+override MASK: u32 = 0u; // 0 no padding mask, 1 i32 mask, 2 f32 mask ([B, mstride], non-zero = attend)
 
 struct Params {
   rows: u32, // B·H·Tq
@@ -28,7 +30,9 @@ struct Params {
   drop_key: u32,
   drop_scale: f32,
   scale: f32,
-  _pad: u32,
+  Tcap: u32, // key rows stored per (b, h) (≥ Tk; keys j ≥ Tk are ignored)
+  mstride: u32, // row stride of the padding mask (≥ Tk)
+  _nblk: u32, // used by attention_tiled.wgsl only
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -63,8 +67,8 @@ fn drop_factor(idx: u32) -> f32 {
 // Whether query i of batch b may attend to key j (causal and padding masks).
 fn key_ok(b: u32, i: u32, j: u32) -> bool {
   if (p.causal == 1u && i32(j) > i32(p.Tk) - i32(p.Tq) + i32(i)) { return false; }
-  if (MASK == 1u) { return mask[b * p.Tk + j] != 0u; }
-  if (MASK == 2u) { return bitcast<f32>(mask[b * p.Tk + j]) != 0.0; }
+  if (MASK == 1u) { return mask[b * p.mstride + j] != 0u; }
+  if (MASK == 2u) { return bitcast<f32>(mask[b * p.mstride + j]) != 0.0; }
   return true;
 }
 
@@ -97,7 +101,7 @@ fn main(
   let bh = row / p.Tq;
   let i = row % p.Tq;
   let b = bh / p.H;
-  let kbase = bh * p.Tk;
+  let kbase = bh * p.Tcap;
   for (var d = l; d < D; d += WG) { qs[d] = q[row * D + d]; }
   workgroupBarrier();
 

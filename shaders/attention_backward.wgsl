@@ -12,10 +12,10 @@ const CH: u32 = 1024u;
 const MAXD: u32 = 256u;
 const PER: u32 = MAXD / WG;
 
-override MASK: u32 = 0u; // 0 no padding mask, 1 i32 mask, 2 f32 mask ([B, Tk], non-zero = attend)
+override MASK: u32 = 0u; // 0 no padding mask, 1 i32 mask, 2 f32 mask ([B, mstride], non-zero = attend)
 
 struct Params {
-  rows: u32, // B·H·Tq for delta and grad_q, B·H·Tk for grad_kv
+  rows: u32, // B·H·Tq for delta and grad_q, B·H·Tcap for grad_kv
   H: u32,
   Tq: u32,
   Tk: u32,
@@ -26,7 +26,9 @@ struct Params {
   drop_key: u32,
   drop_scale: f32,
   scale: f32,
-  _pad: u32,
+  Tcap: u32, // key rows stored per (b, h) (≥ Tk; keys j ≥ Tk are ignored)
+  mstride: u32, // row stride of the padding mask (≥ Tk)
+  _nblk: u32, // used by attention_tiled.wgsl only
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -83,8 +85,8 @@ var<workgroup> sb: array<f32, CH>;
 
 fn key_ok(b: u32, i: u32, j: u32) -> bool {
   if (p.causal == 1u && i32(j) > i32(p.Tk) - i32(p.Tq) + i32(i)) { return false; }
-  if (MASK == 1u) { return mask[b * p.Tk + j] != 0u; }
-  if (MASK == 2u) { return bitcast<f32>(mask[b * p.Tk + j]) != 0.0; }
+  if (MASK == 1u) { return mask[b * p.mstride + j] != 0u; }
+  if (MASK == 2u) { return bitcast<f32>(mask[b * p.mstride + j]) != 0.0; }
   return true;
 }
 
@@ -100,7 +102,7 @@ fn grad_q(
   let bh = row / p.Tq;
   let i = row % p.Tq;
   let b = bh / p.H;
-  let kbase = bh * p.Tk;
+  let kbase = bh * p.Tcap;
   for (var d = l; d < D; d += WG) {
     va[d] = q[row * D + d];
     vb[d] = dout[row * D + d];
@@ -155,8 +157,8 @@ fn grad_kv(
   let row = wid.x + wid.y * nwg.x; // (bh, j)
   if (row >= p.rows) { return; }
   let D = p.D;
-  let bh = row / p.Tk;
-  let j = row % p.Tk;
+  let bh = row / p.Tcap;
+  let j = row % p.Tcap;
   let b = bh / p.H;
   let qbase = bh * p.Tq;
   for (var d = l; d < D; d += WG) {
@@ -167,6 +169,7 @@ fn grad_kv(
   // with the causal mask only queries at absolute position ≥ j see key j
   var i0 = 0u;
   if (p.causal == 1u) { i0 = u32(max(i32(j) - (i32(p.Tk) - i32(p.Tq)), 0)); }
+  if (j >= p.Tk) { i0 = p.Tq; } // stored beyond the valid keys: zero gradient
   var acck: array<f32, PER>;
   var accv: array<f32, PER>;
   for (var c0 = i0; c0 < p.Tq; c0 += CH) {
