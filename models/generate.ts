@@ -10,6 +10,7 @@ import { empty, keep, noGrad, runtime, type Tensor, tensor, tidy } from "../engi
 import { f32Bits } from "../engine/runtime.ts";
 import { zeros } from "../engine/ops/elementwise.ts";
 import { reshape, slice } from "../engine/ops/shape.ts";
+import { matmul } from "../engine/ops/matmul.ts";
 import { type GPT2LMHeadModel, type KVCache, positionIdsFromMask } from "./gpt2.ts";
 
 /** Options for {@linkcode generate} (names follow transformers' GenerationConfig). */
@@ -170,33 +171,33 @@ export async function generate(
   // Every per-step input lives on the GPU from the start: no upload (and so no forced submit) per token.
   const maskT = keep(tensor(fullMask.flat(), [B, Tp + N], "i32"));
   const posT = keep(tensor(positions.flat(), [B, Tp + N], "i32"));
-  let cache: KVCache | undefined;
+  // Preallocated KV cache: each step writes its keys/values in place (no concatenation, no uploads).
+  const cache: KVCache = model.allocKVCache(B, Tp + N);
+  const head = model.params.get("lm_head.weight") ?? model.params.get("transformer.wte.weight")!;
   let steps = 0;
   const interval = options.stopCheckInterval ?? 16;
   try {
     for (let step = 0; step < N; step++) {
-      const res = tidy(() =>
+      tidy(() =>
         noGrad(() => {
           const input = step === 0 ? tensor(ids.flat(), [B, Tp], "i32") : sampler.nextIds;
           const T = step === 0 ? Tp : 1;
           const pos = slice(posT, 1, Tp + step - T, Tp + step);
-          const m = slice(maskT, 1, 0, Tp + step);
           const out = model.forward({
             inputIds: input,
-            attentionMask: m,
+            attentionMask: maskT,
             positionIds: pos,
             pastKeyValues: cache,
             useCache: true,
-            skipLogits: false,
+            skipLogits: true,
+            outputHidden: true,
           });
-          const last = reshape(slice(out.logits!, 1, T - 1, T), [B, V]);
-          sampler.step(last, step);
-          return out.pastKeyValues!;
+          cache.length = out.pastKeyValues!.length;
+          // LM head on the last position only.
+          const last = reshape(slice(out.hidden!, 1, T - 1, T), [B, model.config.n_embd]);
+          sampler.step(matmul(last, head, { transB: true }), step);
         })
       );
-      if (cache) { for (const t of [...cache.keys, ...cache.values]) t.dispose(); }
-      cache = res;
-      keep([...cache.keys, ...cache.values]);
       steps = step + 1;
       if (interval > 0 && eos >= 0 && steps % interval === 0 && steps < N) {
         const done = await sampler.finished.toArray();
@@ -212,7 +213,7 @@ export async function generate(
     });
     return { responses, tokens: rows, promptIds: ids, promptMask: mask, steps };
   } finally {
-    if (cache) { for (const t of [...cache.keys, ...cache.values]) t.dispose(); }
+    for (const t of [...cache.keys, ...cache.values]) t.dispose();
     sampler.dispose();
     maskT.dispose();
     posT.dispose();

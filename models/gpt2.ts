@@ -6,22 +6,28 @@
 
 import { type GPT2Config, parseGPT2Config } from "./config.ts";
 import { type ParamSpec, randomParams, uploadParams } from "./weights.ts";
-import { type Tensor, tensor } from "../engine/tensor.ts";
+import { empty, isGradEnabled, keep, type Tensor, tensor } from "../engine/tensor.ts";
 import { add, gelu, geluNew } from "../engine/ops/elementwise.ts";
 import { linear, matmul } from "../engine/ops/matmul.ts";
 import { layerNorm } from "../engine/ops/norm.ts";
-import { scaledDotProductAttention } from "../engine/ops/attention.ts";
+import { scaledDotProductAttention, writeKV } from "../engine/ops/attention.ts";
 import { dropout } from "../engine/ops/dropout.ts";
 import { embedding } from "../engine/ops/index_ops.ts";
 import { concat, permute, reshape, slice } from "../engine/ops/shape.ts";
 import { crossEntropy } from "../engine/ops/loss.ts";
 
-/** Key/value cache of one forward pass: per layer, [B, H, T, D]. */
+/**
+ * Key/value cache: per layer, [B, H, T, D]. Two kinds: returned by `forward({useCache: true})` (exactly the
+ * past length; the next call concatenates), or preallocated with {@linkcode GPT2LMHeadModel.allocKVCache}
+ * ([B, H, capacity, D] with `length` valid positions; the next call writes in place — no copies, no uploads).
+ */
 export interface KVCache {
   /** Keys per layer. */
   keys: Tensor[];
   /** Values per layer. */
   values: Tensor[];
+  /** Valid positions of a preallocated cache (absent: all of dim 2 is valid). */
+  length?: number;
 }
 
 /** Inputs of {@linkcode GPT2LMHeadModel.forward}. */
@@ -112,6 +118,13 @@ export class GPT2LMHeadModel {
     return new GPT2LMHeadModel(c, uploadParams(randomParams(GPT2LMHeadModel.paramSpec(c), seed)));
   }
 
+  /** A preallocated KV cache for `batch` rows and up to `capacity` positions (kept out of `tidy` scopes). */
+  allocKVCache(batch: number, capacity: number): KVCache {
+    const c = this.config, D = c.n_embd / c.n_head;
+    const mk = () => Array.from({ length: c.n_layer }, () => keep(empty([batch, c.n_head, capacity, D])));
+    return { keys: mk(), values: mk(), length: 0 };
+  }
+
   /** Sets training mode (dropout on). */
   train(flag = true): this {
     this.training = flag;
@@ -148,7 +161,14 @@ export class GPT2LMHeadModel {
     }
     const [B, T] = ids.shape;
     const past = inputs.pastKeyValues;
-    const Tpast = past ? past.keys[0].shape[2] : 0;
+    const inPlace = past?.length !== undefined;
+    const Tpast = past ? past.length ?? past.keys[0].shape[2] : 0;
+    if (inPlace && Tpast + T > past!.keys[0].shape[2]) {
+      throw new Error(`GPT-2: KV cache capacity ${past!.keys[0].shape[2]} is too small for ${Tpast + T} positions`);
+    }
+    if (inPlace && isGradEnabled() && this.parameters().some((p) => p.requiresGrad)) {
+      throw new Error("GPT-2: a preallocated KV cache is written in place; use it under noGrad()");
+    }
     if (Tpast + T > c.n_positions) {
       throw new Error(`GPT-2: sequence length ${Tpast + T} exceeds n_positions (${c.n_positions})`);
     }
@@ -164,7 +184,9 @@ export class GPT2LMHeadModel {
         maskT = tensor(hostMask.flat(), [B, Tpast + T], "i32");
       } else {
         maskT = inputs.attentionMask;
-        if (maskT.shape.join() !== [B, Tpast + T].join()) {
+        const okShape = maskT.ndim === 2 && maskT.shape[0] === B &&
+          (inPlace ? maskT.shape[1] >= Tpast + T : maskT.shape[1] === Tpast + T);
+        if (!okShape) {
           throw new Error(`GPT-2: attentionMask must be [${B}, ${Tpast + T}], got [${maskT.shape}]`);
         }
       }
@@ -187,11 +209,16 @@ export class GPT2LMHeadModel {
       const q = heads(slice(qkv, 2, 0, C));
       let k = heads(slice(qkv, 2, C, 2 * C));
       let v = heads(slice(qkv, 2, 2 * C, 3 * C));
-      if (past) {
+      if (inPlace) {
+        writeKV(past!.keys[i], k, Tpast);
+        writeKV(past!.values[i], v, Tpast);
+        k = past!.keys[i];
+        v = past!.values[i];
+      } else if (past) {
         k = concat([past.keys[i], k], 2);
         v = concat([past.values[i], v], 2);
       }
-      if (inputs.useCache) {
+      if (inputs.useCache && !inPlace) {
         cache.keys.push(k);
         cache.values.push(v);
       }
@@ -201,6 +228,7 @@ export class GPT2LMHeadModel {
       const o = scaledDotProductAttention(q, k, v, {
         causal: true,
         keyPaddingMask: maskT,
+        kvLength: inPlace ? Tpast + T : undefined,
         scale,
         dropoutP: training ? c.attn_pdrop : 0,
         seed: training ? this.dropoutSeed++ >>> 0 : 0,
@@ -222,7 +250,9 @@ export class GPT2LMHeadModel {
     );
     const out: GPT2Output = {};
     if (inputs.outputHidden) out.hidden = hidden;
-    if (inputs.useCache) out.pastKeyValues = cache;
+    if (inputs.useCache) {
+      out.pastKeyValues = inPlace ? { keys: past!.keys, values: past!.values, length: Tpast + T } : cache;
+    }
     if (!inputs.skipLogits || inputs.labels) {
       const head = this.params.get("lm_head.weight") ?? this.#p("transformer.wte.weight");
       out.logits = matmul(hidden, head, { transB: true });
