@@ -60,8 +60,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (keys[e] != key) { break; }
     acc += src[vals[e] * p.inner + j];
   }
-  if (e == end) {
-    // The run reached a chunk boundary: add the following chunks' leading portions while it lasts.
+  if (e == end && end < p.m) {
+    // The run reached a chunk boundary (not the end of the data): add the following chunks' leading
+    // portions while it lasts.
     for (var c = end / CHUNK; c * CHUNK < p.m; c++) {
       if (keys[c * CHUNK] != key) { break; }
       acc += partials[c * p.inner + j];

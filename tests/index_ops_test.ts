@@ -257,3 +257,23 @@ Deno.test("where: broadcasting cond, a and b; gradients to both branches", async
   const t: Tensor = tensor([1, 2, 3]);
   assert.throws(() => where(tensor(Int32Array.from([1, 0])), t, t), /where: shapes \[3\] and \[2\] do not broadcast/);
 });
+
+Deno.test("embedding backward: a run of the largest id starting on a chunk boundary ignores stale pool memory", async () => {
+  await ready;
+  const { full } = await import("../engine/ops/elementwise.ts");
+  const { backward } = await import("../engine/autograd.ts");
+  const D = 4;
+  // 64 ids of 0, then 6 ids of 5: the run of 5 starts at sorted position 64 and m = 70 is not a multiple of 64.
+  const ids = [...new Array(64).fill(0), ...new Array(6).fill(5)];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    // Leave garbage in pooled buffers of the partials' size.
+    const junk = Array.from({ length: 32 }, () => full([2 * D], 1e30));
+    for (const t of junk) t.dispose();
+    const w = tensor(new Float32Array(6 * D), [6, D]).requireGrad();
+    const out = embedding(w, tensor(ids, [70], "i32"));
+    backward(out, full([70, D], 1));
+    const g = await w.grad!.toArray();
+    assert.deepEqual(Array.from(g.subarray(5 * D, 6 * D)), [6, 6, 6, 6]);
+    assert.deepEqual(Array.from(g.subarray(0, D)), [64, 64, 64, 64]);
+  }
+});
