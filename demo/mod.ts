@@ -18,32 +18,31 @@ import type { GPT2LMHeadModel } from "../models/gpt2.ts";
 import { loadTokenizer } from "../models/tokenizer/load.ts";
 import type { Tokenizer } from "../models/tokenizer/base.ts";
 import {
-  CLS_ID,
   DATA_SOURCES,
   dataFingerprint,
+  type DemoData,
   type DemoDataOptions,
   loadDemoData,
   sha256Hex,
   UNK_ID,
   writeTokenizerFiles,
 } from "./data.ts";
+import { GPT2_PRETRAIN_DEFAULTS, type GPT2PretrainConfig, pretrainGPT2 } from "./pretrain.ts";
 import {
   CLASSIFIER_DEFAULTS,
   type ClassifierConfig,
   type ClassifierExample,
-  GPT2_PRETRAIN_DEFAULTS,
-  type GPT2PretrainConfig,
-  type Log,
-  pretrainGPT2,
-  stderrLog,
   trainSentimentClassifier,
-} from "./pretrain.ts";
+} from "./classifier.ts";
+import { type Log, stderrLog } from "./train_loop.ts";
 
 export * from "./data.ts";
+export * from "./train_loop.ts";
 export * from "./pretrain.ts";
+export * from "./classifier.ts";
 
 /** Bumped whenever the way the default models are built changes (invalidates caches). */
-export const DEMO_FORMAT_VERSION = 1;
+export const DEMO_FORMAT_VERSION = 2;
 
 /** Options of {@linkcode prepareDefault}. */
 export interface PrepareDefaultOptions {
@@ -69,7 +68,7 @@ export interface PreparedDefault {
   policyDir: string;
   /** BERT sentiment-classifier folder (same files; id2label {0: negative, 1: positive}). */
   rewardDir: string;
-  /** PPO prompts of 2–4 words (from held-out sentences); encode with {@linkcode encodePrompt}. */
+  /** PPO prompts of 2–4 words (from held-out sentences); the policy expects `[CLS] prompt [SEP]` ({@linkcode encodePrompt}). */
   prompts: string[];
   /** Label the reward model should score for PPO. */
   positiveLabel: "positive";
@@ -77,8 +76,19 @@ export interface PreparedDefault {
   cached: boolean;
   /** Fingerprint of data, hyper-parameters and format version. */
   key: string;
-  /** Final training LM loss, held-out LM loss and classifier held-out accuracy (from the build). */
-  metrics: { lmLoss: number; lmHeldOutLoss: number; classifierAccuracy: number };
+  /** Training results of the build: LM losses, classifier held-out accuracy, steps run. */
+  metrics: {
+    /** Mean GPT-2 training loss over the last steps. */
+    lmLoss: number;
+    /** GPT-2 loss on held-out sentences. */
+    lmHeldOutLoss: number;
+    /** Classifier accuracy on the held-out labelled sentences. */
+    classifierAccuracy: number;
+    /** GPT-2 optimiser steps run. */
+    gpt2Steps: number;
+    /** Classifier optimiser steps run. */
+    classifierSteps: number;
+  };
   /** Seconds spent: data loading, GPT-2, classifier, and the whole call (this call, not the build). */
   timings: { data: number; gpt2: number; classifier: number; total: number };
 }
@@ -89,9 +99,27 @@ export function defaultCacheDir(): string {
   return url.protocol === "file:" ? fileURLToPath(url) : ".cache/default-models";
 }
 
-/** Prompt token ids for the policy: `[CLS]` then the words (no `[SEP]`). */
+/**
+ * Prompt token ids for the default policy, in the dialog format it was trained on: `[CLS] prompt [SEP]`
+ * (what `models/text.ts`'s `promptFormat` produces for a tokenizer with [CLS]/[SEP]).
+ */
 export function encodePrompt(tokenizer: Tokenizer, prompt: string): number[] {
-  return [tokenizer.clsTokenId ?? CLS_ID, ...tokenizer.encode(prompt, { addSpecialTokens: false })];
+  return tokenizer.encode(prompt);
+}
+
+/**
+ * The cache key of a build: SHA-256 over the format version, the data fingerprint and options, and the
+ * hyper-parameters of both trainers (logging frequency excluded).
+ */
+export async function cacheKey(
+  data: DemoData,
+  gpt2: GPT2PretrainConfig,
+  classifier: ClassifierConfig,
+): Promise<string> {
+  const hyper = { gpt2: { ...gpt2, logEvery: 0 }, classifier: { ...classifier, logEvery: 0 } };
+  return await sha256Hex(
+    JSON.stringify({ format: DEMO_FORMAT_VERSION, data: await dataFingerprint(data), opts: data.options, hyper }),
+  );
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -123,10 +151,7 @@ export async function prepareDefault(options: PrepareDefaultOptions = {}): Promi
   const dataSeconds = secs(t0);
   const gpt2Cfg = { ...GPT2_PRETRAIN_DEFAULTS, ...options.gpt2 };
   const clsCfg = { ...CLASSIFIER_DEFAULTS, ...options.classifier };
-  const hyper = { gpt2: { ...gpt2Cfg, logEvery: 0 }, classifier: { ...clsCfg, logEvery: 0 } };
-  const key = await sha256Hex(
-    JSON.stringify({ format: DEMO_FORMAT_VERSION, data: await dataFingerprint(data), opts: data.options, hyper }),
-  );
+  const key = await cacheKey(data, gpt2Cfg, clsCfg);
   log(
     `default models: ${data.lmTrain.length} LM sentences, ${data.sentimentTrain.length}+${data.sentimentTest.length} ` +
       `labelled sentences, vocabulary ${data.vocab.length}, ${data.prompts.length} prompts (${
@@ -144,8 +169,9 @@ export async function prepareDefault(options: PrepareDefaultOptions = {}): Promi
     await complete(rewardDir)
   ) {
     log(`default models: reusing ${cacheDir} (key ${key.slice(0, 12)})`);
+    const { format: _format, ...built } = old;
     return {
-      ...old,
+      ...built,
       policyDir,
       rewardDir,
       prompts: data.prompts,
@@ -172,7 +198,11 @@ export async function prepareDefault(options: PrepareDefaultOptions = {}): Promi
     ids: tok.encode(x.text),
     label: x.label,
   });
-  log(`default models: training the sentiment classifier (${clsCfg.epochs} epochs)`);
+  log(
+    `default models: training the sentiment classifier (${
+      clsCfg.steps ? `${clsCfg.steps} steps` : `${clsCfg.epochs} epochs`
+    })`,
+  );
   const wte = lm.model.params.get("transformer.wte.weight")!;
   const cls = await trainSentimentClassifier(
     data.sentimentTrain.map(toExample),
@@ -192,7 +222,13 @@ export async function prepareDefault(options: PrepareDefaultOptions = {}): Promi
     positiveLabel: "positive",
     cached: false,
     key,
-    metrics: { lmLoss: lm.finalLoss, lmHeldOutLoss: lm.heldOutLoss, classifierAccuracy: cls.testAccuracy },
+    metrics: {
+      lmLoss: lm.finalLoss,
+      lmHeldOutLoss: lm.heldOutLoss,
+      classifierAccuracy: cls.testAccuracy,
+      gpt2Steps: lm.steps,
+      classifierSteps: cls.steps,
+    },
     timings: { data: dataSeconds, gpt2: lm.seconds, classifier: cls.seconds, total: secs(t0) },
   };
   await writeJsonAtomic(manifestFile, { format: DEMO_FORMAT_VERSION, ...result, prompts: undefined });
@@ -200,10 +236,15 @@ export async function prepareDefault(options: PrepareDefaultOptions = {}): Promi
   return result;
 }
 
-/** Prints a few greedy continuations of the first prompts. */
+/** Prints a greedy and a sampled response to each of the first `n` prompts. */
 async function logSamples(model: GPT2LMHeadModel, tok: Tokenizer, prompts: string[], n: number, log: Log) {
   if (n <= 0 || prompts.length === 0) return;
   const chosen = prompts.slice(0, n);
-  const out = await generate(model, chosen.map((p) => encodePrompt(tok, p)), { maxNewTokens: 16 });
-  out.responses.forEach((r, i) => log(`  sample: ${chosen[i]} → ${tok.decode(r, { skipSpecialTokens: true })}`));
+  const ids = chosen.map((p) => encodePrompt(tok, p));
+  const greedy = await generate(model, ids, { maxNewTokens: 16 });
+  const sampled = await generate(model, ids, { maxNewTokens: 16, doSample: true, seed: 1 });
+  const text = (r: number[]) => tok.decode(r, { skipSpecialTokens: true });
+  chosen.forEach((p, i) =>
+    log(`  sample: ${p} → ${text(greedy.responses[i])} | sampled: ${text(sampled.responses[i])}`)
+  );
 }

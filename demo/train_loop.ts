@@ -1,0 +1,136 @@
+/**
+ * The optimisation loop shared by the demo's trainers (`demo/pretrain.ts`, `demo/classifier.ts`):
+ * AdamW with linear warm-up and cosine decay, every step in `tidy` (GPU memory stays flat), losses
+ * read back only every `logEvery` steps (one round trip per window), and an optional wall-clock cap
+ * that shortens the schedule on slow machines.
+ * @module
+ */
+
+import { readAll, type Tensor, tidy } from "../engine/tensor.ts";
+import { backward } from "../engine/autograd.ts";
+import type { AdamW } from "../engine/optim.ts";
+import { shuffled } from "./data.ts";
+
+/** A progress sink (default: stderr). */
+export type Log = (line: string) => void;
+
+/** Default progress sink: one line on stderr. */
+export const stderrLog: Log = (line: string): void => console.error(line);
+
+/**
+ * Smallest length ≥ `T` that makes `B·T` a multiple of 64. Works around an engine bug: the embedding
+ * backward (`shaders/scatter_add.wgsl`, `main`) adds an unwritten partial sum (pool garbage, sometimes NaN)
+ * to the gradient row of the largest id when that id's run of sorted positions starts on a 64-entry chunk
+ * boundary and B·T is not a multiple of 64.
+ */
+export function alignedLength(B: number, T: number): number {
+  let g = 64, b = B;
+  while (b) [g, b] = [b, g % b];
+  const step = 64 / g;
+  return Math.ceil(T / step) * step;
+}
+
+/** Learning rate at `step` (0-based): linear warm-up, then cosine decay to `minRatio · peak`. */
+export function lrAt(step: number, total: number, peak: number, warmup: number, minRatio: number): number {
+  if (step < warmup) return peak * (step + 1) / warmup;
+  const t = total > warmup ? (step - warmup) / (total - warmup) : 1;
+  return peak * (minRatio + (1 - minRatio) * 0.5 * (1 + Math.cos(Math.PI * Math.min(1, t))));
+}
+
+/**
+ * Step budget under a time cap: after a loss readback at `step` (steps done), `elapsed` seconds in, where
+ * `windowSteps` recent steps took `windowSeconds`, the total number of steps that fits in `maxSeconds`
+ * (never more than `planned`, never fewer than `step`).
+ */
+export function fitSteps(
+  planned: number,
+  step: number,
+  elapsed: number,
+  windowSteps: number,
+  windowSeconds: number,
+  maxSeconds: number,
+): number {
+  if (!(maxSeconds > 0) || windowSteps <= 0) return planned;
+  const perStep = windowSeconds / windowSteps;
+  return Math.max(step, Math.min(planned, step + Math.floor((maxSeconds - elapsed) / perStep)));
+}
+
+/** Endless batches of `size` items (full batches only, unless fewer items exist), reshuffled (seeded) every epoch. */
+export function* batches<T>(items: readonly T[], size: number, seed: number): Generator<T[]> {
+  for (let epoch = 0;; epoch++) {
+    const s = shuffled(items, seed + epoch * 7919);
+    for (let i = 0; i + size <= s.length || (i === 0 && s.length > 0); i += size) yield s.slice(i, i + size);
+  }
+}
+
+/** Mean of the last `n` values (NaN when empty). */
+export function tailMean(values: readonly number[], n: number): number {
+  const tail = values.slice(-Math.max(1, n));
+  return tail.length ? tail.reduce((a, b) => a + b, 0) / tail.length : NaN;
+}
+
+/** Seconds since `t0` (a `performance.now()` value). */
+export function seconds(t0: number): number {
+  return (performance.now() - t0) / 1000;
+}
+
+/** Schedule settings of {@linkcode trainLoop}. */
+export interface LoopConfig {
+  /** Peak learning rate. */
+  lr: number;
+  /** Linear warm-up steps. */
+  warmupSteps: number;
+  /** Final learning rate as a fraction of the peak. */
+  minLrRatio: number;
+  /** Read back and print the mean loss every this many steps. */
+  logEvery: number;
+  /** Wall-clock cap in seconds (0 = none). */
+  maxSeconds: number;
+}
+
+/**
+ * The optimisation loop: `lossFn` builds one batch's loss (inside a `tidy` scope); backward, AdamW step
+ * and gradient release follow. Losses are kept on the GPU and read back, averaged, every `logEvery` steps,
+ * where the time cap may also shorten the run. Returns every step's loss and the steps run; disposes `opt`.
+ */
+export async function trainLoop(
+  name: string,
+  planned: number,
+  c: LoopConfig,
+  opt: AdamW,
+  t0: number,
+  log: Log,
+  lossFn: () => Tensor,
+): Promise<{ losses: number[]; steps: number }> {
+  const losses: number[] = [];
+  let window: Tensor[] = [];
+  let total = planned, firstStep = 0, firstTime = 0;
+  try {
+    let step = 0;
+    for (; step < total; step++) {
+      opt.lr = lrAt(step, total, c.lr, c.warmupSteps, c.minLrRatio);
+      window.push(tidy(() => {
+        const loss = lossFn();
+        backward(loss);
+        opt.step();
+        opt.zeroGrad();
+        return loss.detach();
+      }));
+      if ((step + 1) % c.logEvery !== 0 && step + 1 !== total) continue;
+      const vals = await readAll(window);
+      window.forEach((t) => t.dispose());
+      const mean = vals.reduce((s, v) => s + v[0], 0) / vals.length;
+      losses.push(...vals.map((v) => v[0]));
+      window = [];
+      const now = seconds(t0);
+      // The first window includes shader compilation; the step time is measured from its end on.
+      if (firstStep === 0) [firstStep, firstTime] = [step + 1, now];
+      else total = fitSteps(planned, step + 1, now, step + 1 - firstStep, now - firstTime, c.maxSeconds);
+      log(`${name} step ${step + 1}/${total} loss ${mean.toFixed(3)} lr ${opt.lr.toExponential(2)} ${now.toFixed(1)}s`);
+    }
+    return { losses, steps: step };
+  } finally {
+    window.forEach((t) => t.dispose());
+    opt.dispose();
+  }
+}
