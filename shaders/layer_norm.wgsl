@@ -5,7 +5,9 @@
 //   grad_wb:    one thread per (column, chunk of rows) -> partial Σ g·x̂ (dweight) and Σ g (dbias)
 //   sum_chunks: one thread per column -> sums the [nchunks, C] partials
 // Rows are spread over a 2-D grid: row = wid.x + wid.y · nwg.x.
-const WG: u32 = 256u;
+// Workgroup size: 256 by default; the row kernels (main, grad_x) use the smallest power of two ≥ C/4
+// (32…256) so short rows do not pay for idle threads and barriers.
+override WG: u32 = 256u;
 
 struct Params {
   rows: u32,
@@ -20,8 +22,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-var<workgroup> red_a: array<f32, WG>;
-var<workgroup> red_b: array<f32, WG>;
+var<workgroup> red_a: array<f32, 256>;
+var<workgroup> red_b: array<f32, 256>;
 
 // Tree-sums red_a and red_b over the workgroup; the totals end up in [0]. Call in uniform control flow.
 fn reduce2(l: u32) {

@@ -12,11 +12,19 @@ const WG = 256;
 const MIN_CHUNK = 64;
 const MAX_CHUNKS = 512;
 
-const spec = (entry: string, bindings: KernelSpec["bindings"]): KernelSpec => ({
+const spec = (entry: string, bindings: KernelSpec["bindings"], wg?: number): KernelSpec => ({
   shader: "layer_norm",
   entry,
   bindings,
+  constants: wg ? { WG: wg } : undefined,
 });
+
+/** Threads per row for the row kernels: a power of two in [32, 256], about C/4. */
+function rowWorkgroup(C: number): number {
+  let wg = 32;
+  while (wg < 256 && wg * 4 < C) wg *= 2;
+  return wg;
+}
 
 /**
  * Layer normalisation over the last dimension, like `torch.nn.functional.layer_norm(x, [C], weight, bias, eps)`:
@@ -50,7 +58,7 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): 
   const stats = empty([rows, 2]);
   const params = [rows, C, f32Bits(eps), 0, 0, 0, 0, 0];
   rt.dispatch(
-    spec("main", ["read", "read", "read", "rw", "rw"]),
+    spec("main", ["read", "read", "read", "rw", "rw"], rowWorkgroup(C)),
     [x.storage, weight.storage, bias.storage, out.storage, stats.storage],
     params,
     grid1d(rows, 1),
@@ -68,7 +76,7 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): 
     if (x.requiresGrad) {
       dx = empty(x.shape);
       rt.dispatch(
-        spec("grad_x", ["read", "read", "read", "rw", "read"]),
+        spec("grad_x", ["read", "read", "read", "rw", "read"], rowWorkgroup(C)),
         [sx.storage, sw.storage, g.storage, dx.storage, sst.storage],
         params,
         grid1d(rows, 1),
