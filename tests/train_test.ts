@@ -113,3 +113,79 @@ Deno.test("train.ts: a wrong folder stops with a clear message before training",
   }).output();
   assert.match(new TextDecoder().decode(help.stdout), /--reward-label NAME/);
 });
+
+Deno.test("train.ts: Ctrl-C finishes the step, saves a checkpoint and exits cleanly; --resume continues", async () => {
+  await ready;
+  const policyDir = await seedLikePolicy();
+  const out = await Deno.makeTempDir();
+  const promptFile = `${out}/prompts.jsonl`;
+  await Deno.writeTextFile(promptFile, PROMPTS);
+  const args = [
+    "run",
+    "-A",
+    "train.ts",
+    "--policy",
+    policyDir,
+    "--reward",
+    fixtureDir("bert-cls-tiny"),
+    "--prompts",
+    promptFile,
+    "--steps",
+    "500",
+    "--batch-size",
+    "4",
+    "--mini-batch-size",
+    "2",
+    "--max-new-tokens",
+    "4",
+    "--save-every",
+    "1000",
+    "--out",
+    `${out}/run`,
+  ];
+  const cwd = new URL("..", import.meta.url).pathname;
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd,
+    env: { XDG_RUNTIME_DIR: "/tmp" },
+    stderr: "piped",
+    stdout: "null",
+  })
+    .spawn();
+  // Wait for the first completed step, then interrupt.
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const text = await Deno.readTextFile(`${out}/run/metrics.jsonl`).catch(() => "");
+    if (text.trim().split("\n").filter(Boolean).length >= 1) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill("SIGINT");
+  const { code, stderr } = await child.output();
+  const err = new TextDecoder().decode(stderr);
+  assert.equal(code, 0, err);
+  assert.match(err, /interrupted after step (\d+); continue with --resume/);
+  const step = Number(/interrupted after step (\d+)/.exec(err)![1]);
+  const ck = await loadCheckpoint(`${out}/run`);
+  assert.equal(ck?.step, step);
+  const lines = (await Deno.readTextFile(`${out}/run/metrics.jsonl`)).trim().split("\n");
+  assert.equal(lines.length, step);
+  assert.ok((await Deno.stat(`${out}/run/report.html`)).isFile);
+  // Resume for one more step.
+  const res = await new Deno.Command(Deno.execPath(), {
+    args: [
+      ...args.slice(0, args.indexOf("--steps") + 1),
+      String(step + 1),
+      ...args.slice(args.indexOf("--steps") + 2),
+      "--resume",
+    ],
+    cwd,
+    env: { XDG_RUNTIME_DIR: "/tmp" },
+    stderr: "piped",
+    stdout: "null",
+  }).output();
+  const err2 = new TextDecoder().decode(res.stderr);
+  assert.equal(res.code, 0, err2);
+  assert.match(err2, new RegExp(`resumed from .*checkpoint-${step} \\(step ${step}\\)`));
+  assert.equal((await loadCheckpoint(`${out}/run`))?.step, step + 1);
+  for (const d of [policyDir, out]) await Deno.remove(d, { recursive: true });
+});
