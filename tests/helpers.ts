@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { initEngine, noGrad, type Tensor, tensor } from "../engine/tensor.ts";
 import { backward } from "../engine/autograd.ts";
+import { mulberry32 } from "../engine/random.ts";
 
 export { assert };
 
@@ -9,15 +10,27 @@ export { assert };
 export const ready: Promise<unknown> = initEngine({ verbose: false });
 
 /** Seeded PRNG (mulberry32) returning floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+export const rng: (seed: number) => () => number = mulberry32;
+
+/** Row-major strides of a shape. */
+export function strides(shape: readonly number[]): number[] {
+  const st: number[] = [];
+  let s = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    st[d] = s;
+    s *= shape[d];
+  }
+  return st;
+}
+
+/** Multi-index of flat index `i` in a row-major shape. */
+export function coords(i: number, shape: readonly number[]): number[] {
+  const c: number[] = [];
+  for (let d = shape.length - 1; d >= 0; d--) {
+    c[d] = i % shape[d];
+    i = Math.floor(i / shape[d]);
+  }
+  return c;
 }
 
 /** Random data in [lo, hi). */

@@ -1,4 +1,4 @@
-import { assert, assertClose, gradCheck, randArray, ready, rng } from "./helpers.ts";
+import { assert, assertClose, coords, gradCheck, randArray, ready, rng, strides } from "./helpers.ts";
 import { noGrad, readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { backward } from "../engine/autograd.ts";
 import { embedding, gather, indexSelect, maskedFill, where } from "../engine/ops/index_ops.ts";
@@ -8,25 +8,6 @@ import { embedding, gather, indexSelect, maskedFill, where } from "../engine/ops
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 const f32 = (a: Float64Array) => Float32Array.from(a);
 const rand32 = (n: number, seed: number) => Float64Array.from(f32(randArray(n, seed)));
-
-function strides(shape: readonly number[]): number[] {
-  const st: number[] = [];
-  let s = 1;
-  for (let d = shape.length - 1; d >= 0; d--) {
-    st[d] = s;
-    s *= shape[d];
-  }
-  return st;
-}
-
-function coords(i: number, shape: readonly number[]): number[] {
-  const c: number[] = [];
-  for (let d = shape.length - 1; d >= 0; d--) {
-    c[d] = i % shape[d];
-    i = Math.floor(i / shape[d]);
-  }
-  return c;
-}
 
 /** torch.gather; out-of-range indices give 0. */
 function gatherRef(x: ArrayLike<number>, shape: number[], axis: number, idx: Int32Array, idxShape: number[]) {

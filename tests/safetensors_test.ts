@@ -16,6 +16,7 @@ import {
   writeSafetensors,
 } from "../engine/safetensors.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../engine/fs_atomic.ts";
+import { mulberry32 } from "../engine/random.ts";
 
 const FIXTURES = new URL("../../shared/fixtures/hf-tiny/", import.meta.url);
 
@@ -437,17 +438,7 @@ Deno.test("sharded checkpoints and loadSafetensorsDir", async () => {
   });
 });
 
-/** Small deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+const prng = mulberry32;
 
 Deno.test("fuzz: mutated files parse or throw SafetensorsError, nothing else", () => {
   const base = serializeSafetensors({

@@ -1,4 +1,4 @@
-import { assert, assertClose, gradCheck, randArray, ready } from "./helpers.ts";
+import { assert, assertClose, coords, gradCheck, randArray, ready, strides } from "./helpers.ts";
 import { noGrad, readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { backward } from "../engine/autograd.ts";
 import { mul } from "../engine/ops/elementwise.ts";
@@ -19,25 +19,6 @@ import {
 // ------------------------------------------------------------------ float64 references
 
 const prod = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
-
-function strides(shape: readonly number[]): number[] {
-  const st: number[] = [];
-  let s = 1;
-  for (let d = shape.length - 1; d >= 0; d--) {
-    st[d] = s;
-    s *= shape[d];
-  }
-  return st;
-}
-
-function coords(i: number, shape: readonly number[]): number[] {
-  const c: number[] = [];
-  for (let d = shape.length - 1; d >= 0; d--) {
-    c[d] = i % shape[d];
-    i = Math.floor(i / shape[d]);
-  }
-  return c;
-}
 
 function permuteRef(x: ArrayLike<number>, shape: number[], perm: number[]): Float64Array {
   const outShape = perm.map((d) => shape[d]);

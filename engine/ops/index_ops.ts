@@ -25,12 +25,7 @@ import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 import { broadcastShapes, sumTo, zeros } from "./elementwise.ts";
 import { contiguousStrides, normalizeAxis } from "./shape.ts";
-
-function size(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
+import { shapeSize } from "../host_tensor.ts";
 
 function fmt(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;
@@ -170,7 +165,7 @@ export function gather(x: Tensor, axis: number, index: Tensor): Tensor {
   const si = saveForBackward(index);
   const xs = [...x.shape];
   return record(out, "gather", [x], (g) => [
-    sortedScatterAdd(g, n, size(xs), 1, xs, (keys, vals, total) =>
+    sortedScatterAdd(g, n, shapeSize(xs), 1, xs, (keys, vals, total) =>
       runtime().dispatch(
         { shader: "index_sort", entry: "keys_gather", bindings: ["rw", "rw", "read"] },
         [keys, vals, si.storage],
@@ -188,7 +183,7 @@ export function indexSelect(x: Tensor, axis: number, index: Tensor): Tensor {
   checkIndex(index, "indexSelect");
   check(index.ndim === 1, "indexSelect", `index must be 1-D, got ${fmt(index.shape)}`);
   const ax = normalizeAxis(axis, x.ndim, "indexSelect");
-  const outer = size(x.shape.slice(0, ax)), inner = size(x.shape.slice(ax + 1)), V = x.shape[ax];
+  const outer = shapeSize(x.shape.slice(0, ax)), inner = shapeSize(x.shape.slice(ax + 1)), V = x.shape[ax];
   const outShape = [...x.shape];
   outShape[ax] = index.size;
   const out = selectRows(x, index, V, inner, outShape);

@@ -9,17 +9,12 @@ import { grid1d, type Storage } from "../runtime.ts";
 import { check, empty, runtime, Tensor } from "../tensor.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { zeros } from "./elementwise.ts";
+import { shapeSize } from "../host_tensor.ts";
 
 /** Resolves a possibly negative axis against `ndim` dims (`ndim + 1` slots for insertions). */
 export function normalizeAxis(axis: number, ndim: number, op: string): number {
   check(Number.isInteger(axis) && axis >= -ndim && axis < ndim, op, `axis ${axis} is out of range for ${ndim} dims`);
   return axis < 0 ? axis + ndim : axis;
-}
-
-function size(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
 }
 
 function fmt(shape: readonly number[]): string {
@@ -51,7 +46,7 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
   }
   const out = [...shape];
   if (inferAt >= 0) {
-    const known = size(shape.filter((_, i) => i !== inferAt));
+    const known = shapeSize(shape.filter((_, i) => i !== inferAt));
     check(
       known > 0 && x.size % known === 0,
       "reshape",
@@ -60,9 +55,9 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
     out[inferAt] = x.size / known;
   }
   check(
-    size(out) === x.size,
+    shapeSize(out) === x.size,
     "reshape",
-    `cannot reshape ${fmt(x.shape)} (${x.size} elements) to ${fmt(shape)} (${size(out)} elements)`,
+    `cannot reshape ${fmt(x.shape)} (${x.size} elements) to ${fmt(shape)} (${shapeSize(out)} elements)`,
   );
   const y = new Tensor(x.storage.retain(), out, x.dtype);
   const xs = [...x.shape];
@@ -75,7 +70,7 @@ export function flatten(x: Tensor, startDim = 0, endDim = -1): Tensor {
   const s = normalizeAxis(startDim, x.ndim, "flatten");
   const e = normalizeAxis(endDim, x.ndim, "flatten");
   check(s <= e, "flatten", `startDim ${startDim} comes after endDim ${endDim} for ${fmt(x.shape)}`);
-  return reshape(x, [...x.shape.slice(0, s), size(x.shape.slice(s, e + 1)), ...x.shape.slice(e + 1)]);
+  return reshape(x, [...x.shape.slice(0, s), shapeSize(x.shape.slice(s, e + 1)), ...x.shape.slice(e + 1)]);
 }
 
 /** Inserts a size-1 dim at `dim` (in `[-ndim-1, ndim]`); shares storage. */
@@ -181,7 +176,7 @@ function blockCopy(
 }
 
 function splitAt(shape: readonly number[], axis: number): { outer: number; inner: number } {
-  return { outer: size(shape.slice(0, axis)), inner: size(shape.slice(axis + 1)) };
+  return { outer: shapeSize(shape.slice(0, axis)), inner: shapeSize(shape.slice(axis + 1)) };
 }
 
 /**
