@@ -29,6 +29,7 @@ export const SHADER_NAMES: readonly string[] = [
   "ppo_loss",
   "reduce",
   "reduce_to",
+  "rng",
   "sample",
   "scatter_add",
   "slice",
@@ -36,20 +37,41 @@ export const SHADER_NAMES: readonly string[] = [
   "unary",
 ];
 
-const cache = new Map<string, string>();
+const raw = new Map<string, string>();
+const expanded = new Map<string, string>();
 const base = new URL("../shaders/", import.meta.url);
 
-/** Returns the WGSL source of `shaders/<name>.wgsl` (cached). */
-export function shaderSource(name: string): string {
-  let src = cache.get(name);
+function rawSource(name: string, by?: string): string {
+  let src = raw.get(name);
   if (src !== undefined) return src;
   if (!/^[a-z0-9_]+$/.test(name)) throw new Error(`invalid shader name "${name}"`);
-  const url = new URL(`${name}.wgsl`, base);
-  if (url.protocol !== "file:") {
-    throw new Error(`shader ${name} not preloaded: call preloadShaders() before use when loading from ${base.href}`);
+  if (base.protocol !== "file:") {
+    const who = by ? ` (included by ${by})` : "";
+    throw new Error(
+      `shader ${name}${who} not preloaded: call preloadShaders() before use when loading from ${base.href}`,
+    );
   }
-  src = Deno.readTextFileSync(url);
-  cache.set(name, src);
+  src = Deno.readTextFileSync(new URL(`${name}.wgsl`, base));
+  raw.set(name, src);
+  return src;
+}
+
+/** Replaces `//!include NAME` lines with `shaders/NAME.wgsl` (WGSL has no includes; used for shared helpers). */
+function expandIncludes(src: string, name: string, seen: readonly string[]): string {
+  if (seen.includes(name)) throw new Error(`shaders: include cycle ${[...seen, name].join(" → ")}`);
+  return src.replace(
+    /^\/\/!include ([a-z0-9_]+)\s*$/gm,
+    (_, inc: string) => expandIncludes(rawSource(inc, name), inc, [...seen, name]),
+  );
+}
+
+/** Returns the WGSL source of `shaders/<name>.wgsl` with its includes expanded (cached). */
+export function shaderSource(name: string): string {
+  let src = expanded.get(name);
+  if (src === undefined) {
+    src = expandIncludes(rawSource(name), name, []);
+    expanded.set(name, src);
+  }
   return src;
 }
 
@@ -61,9 +83,9 @@ export function shadersAreLocal(): boolean {
 /** Fetches shader sources ahead of use; needed only when the package is loaded from a remote URL. */
 export async function preloadShaders(names: readonly string[] = SHADER_NAMES): Promise<void> {
   await Promise.all(names.map(async (name) => {
-    if (cache.has(name)) return;
+    if (raw.has(name)) return;
     const res = await fetch(new URL(`${name}.wgsl`, base));
     if (!res.ok) throw new Error(`could not load shader ${name}: HTTP ${res.status}`);
-    cache.set(name, await res.text());
+    raw.set(name, await res.text());
   }));
 }

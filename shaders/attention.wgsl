@@ -47,15 +47,7 @@ var<workgroup> qs: array<f32, MAXD>;
 var<workgroup> sc: array<f32, CH>;
 var<workgroup> red: array<f32, WG>;
 
-fn mix32(x: u32) -> u32 {
-  var h = x;
-  h ^= h >> 16u;
-  h *= 0x7feb352du;
-  h ^= h >> 15u;
-  h *= 0x846ca68bu;
-  h ^= h >> 16u;
-  return h;
-}
+//!include rng
 
 // Dropout factor of flat probability index idx: 1 when dropout is off, else keep ? 1/(1 − p) : 0.
 fn drop_factor(idx: u32) -> f32 {

@@ -33,15 +33,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-fn mix32(x: u32) -> u32 {
-  var h = x;
-  h ^= h >> 16u;
-  h *= 0x7feb352du;
-  h ^= h >> 15u;
-  h *= 0x846ca68bu;
-  h ^= h >> 16u;
-  return h;
-}
+//!include rng
 
 fn drop_factor(idx: u32) -> f32 {
   if (p.drop_on == 0u) { return 1.0; }

@@ -84,15 +84,7 @@ var<workgroup> tok: array<u32, BT>; // fwd, grad_q: key of the tile valid (in ra
 var<workgroup> tls: array<f32, BT>; // grad_kv: lse of the tile's queries
 var<workgroup> tdl: array<f32, BT>; // grad_kv: delta of the tile's queries
 
-fn mix32(x: u32) -> u32 {
-  var h = x;
-  h ^= h >> 16u;
-  h *= 0x7feb352du;
-  h ^= h >> 15u;
-  h *= 0x846ca68bu;
-  h ^= h >> 16u;
-  return h;
-}
+//!include rng
 
 fn drop1(idx: u32) -> f32 {
   let bits = mix32(mix32(idx ^ p.drop_key) + p.drop_key);

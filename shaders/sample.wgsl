@@ -29,13 +29,7 @@ var<workgroup> red_f: array<f32, 256>;
 var<workgroup> red_u: array<u32, 256>;
 var<workgroup> shared_target: f32;
 
-fn hash(x: u32) -> u32 {
-  var h = x;
-  h ^= h >> 16u; h *= 0x7feb352du;
-  h ^= h >> 15u; h *= 0x846ca68bu;
-  h ^= h >> 16u;
-  return h;
-}
+//!include rng
 
 fn logit_at(row: u32, i: u32) -> f32 {
   var z = logits[row * p.vocab + i];
@@ -163,7 +157,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     let kept_total = red_f[WG - 1u];
     if (lid == 0u) {
-      let u = f32(hash(hash(p.seed ^ hash(row * 0x9e3779b9u)) ^ hash(p.step + 0x632be5abu)) >> 8u) / 16777216.0;
+      let u = f32(mix32(mix32(p.seed ^ mix32(row * 0x9e3779b9u)) ^ mix32(p.step + 0x632be5abu)) >> 8u) / 16777216.0;
       shared_target = u * kept_total;
     }
     red_u[lid] = 0xffffffffu;
