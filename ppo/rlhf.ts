@@ -181,7 +181,18 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
       const scoreInput = texts.map((t, i) => o.scoreWithQuery ? `${encoded[idx[i]].text} ${t}` : t);
       const cls = await classifyTexts(reward, rewardTok, scoreInput);
       const scores = (o.rewardKind === "logit" ? cls.logits : cls.probabilities).map((p) => p[labelIdx]);
+      if (!scores.every(Number.isFinite)) {
+        throw new Error(`step ${step}: the reward model returned a non-finite score; stopping before training on it`);
+      }
       const stats = await trainer.step(queries, gen.responses, scores);
+      for (const key of ["ppo/loss/total", "objective/kl", "ppo/policy/approxkl"]) {
+        if (!Number.isFinite(stats[key])) {
+          throw new Error(
+            `step ${step}: ${key} is ${stats[key]} — training diverged (try a lower --lr or --kl-coef); ` +
+              `the last checkpoint in ${o.outDir} is from before this step`,
+          );
+        }
+      }
       tokens += gen.responses.reduce((s, r) => s + r.length, 0);
       const row: MetricsRow = { step, ...stats, "time/step": (performance.now() - ts) / 1000 };
       metrics.push(row);

@@ -189,3 +189,24 @@ Deno.test("train.ts: Ctrl-C finishes the step, saves a checkpoint and exits clea
   assert.equal((await loadCheckpoint(`${out}/run`))?.step, step + 1);
   for (const d of [policyDir, out]) await Deno.remove(d, { recursive: true });
 });
+
+Deno.test("RLHF run stops with a clear error when training diverges (no silent NaN)", async () => {
+  await ready;
+  const policyDir = await seedLikePolicy();
+  const out = await Deno.makeTempDir();
+  await assert.rejects(
+    runRLHF({
+      policyDir,
+      rewardDir: fixtureDir("bert-cls-tiny"),
+      prompts: parsePrompts(PROMPTS, "p.jsonl").prompts,
+      rewardLabel: "positive",
+      steps: 3,
+      ppo: { batch_size: 4, mini_batch_size: 2, ppo_epochs: 2, learning_rate: 1e30, seed: 1 },
+      maxNewTokens: 4,
+      outDir: out,
+      log: () => {},
+    }),
+    /step \d+: .* is NaN — training diverged/,
+  );
+  for (const d of [policyDir, out]) await Deno.remove(d, { recursive: true });
+});
