@@ -40,7 +40,10 @@ export function initEngine(options: DeviceOptions = {}): Promise<Runtime> {
     if (!shadersAreLocal()) await preloadShaders();
     const h = await requestGpuDevice(options);
     return current = new Runtime(h);
-  })();
+  })().catch((e) => {
+    initializing = null; // a later call may retry (e.g. after installing a driver)
+    throw e;
+  });
   return initializing;
 }
 
