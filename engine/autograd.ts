@@ -25,13 +25,30 @@ export function record(
   backward: (grad: Tensor) => (Tensor | null)[],
   saved: readonly Tensor[] = [],
 ): Tensor {
+  recordMulti([out], name, inputs, ([g]) => backward(g!), saved);
+  return out;
+}
+
+/**
+ * Records one autograd node for an op with several outputs. `backward` receives the outputs'
+ * gradients in order (null for an output no gradient reached; at least one is non-null) and returns
+ * one gradient (or null) per input.
+ */
+export function recordMulti(
+  outs: readonly Tensor[],
+  name: string,
+  inputs: readonly Tensor[],
+  backward: (grads: (Tensor | null)[]) => (Tensor | null)[],
+  saved: readonly Tensor[] = [],
+): Tensor[] {
   if (!isGradEnabled() || !inputs.some((t) => t.requiresGrad)) {
     for (const s of saved) s.dispose();
-    return out;
+    return [...outs];
   }
   const node: GradNode = {
     name,
     inputs,
+    outputs: outs,
     backward,
     released: false,
     release() {
@@ -40,9 +57,11 @@ export function record(
       for (const s of saved) s.dispose();
     },
   };
-  out.requiresGrad = true;
-  out.gradFn = node;
-  return out;
+  for (const out of outs) {
+    out.requiresGrad = true;
+    out.gradFn = node;
+  }
+  return [...outs];
 }
 
 /** True when the op should save tensors for backward (grad mode on, some input needs a gradient). */
@@ -50,24 +69,23 @@ export function needsGrad(...inputs: Tensor[]): boolean {
   return isGradEnabled() && inputs.some((t) => t.requiresGrad);
 }
 
-function topoOrder(root: Tensor): Tensor[] {
-  const order: Tensor[] = [];
-  const seen = new Set<Tensor>();
-  const stack: [Tensor, number][] = [[root, 0]];
-  seen.add(root);
+/** Nodes reachable from `root`, each after every node that consumes its outputs (reverse topological order). */
+function topoOrder(root: GradNode): GradNode[] {
+  const order: GradNode[] = [];
+  const seen = new Set<GradNode>([root]);
+  const stack: [GradNode, number][] = [[root, 0]];
   while (stack.length) {
     const top = stack[stack.length - 1];
-    const [t, i] = top;
-    const inputs = t.gradFn?.inputs ?? [];
-    if (i < inputs.length) {
+    const [node, i] = top;
+    if (i < node.inputs.length) {
       top[1]++;
-      const next = inputs[i];
-      if (next.requiresGrad && !seen.has(next)) {
+      const next = node.inputs[i].gradFn;
+      if (node.inputs[i].requiresGrad && next && !seen.has(next)) {
         seen.add(next);
         stack.push([next, 0]);
       }
     } else {
-      order.push(t);
+      order.push(node);
       stack.pop();
     }
   }
@@ -90,36 +108,35 @@ export function backward(root: Tensor, grad?: Tensor, options: BackwardOptions =
     throw new Error(`backward: a gradient is needed for a non-scalar output of shape [${root.shape}]`);
   }
   noGrad(() => {
-    const order = topoOrder(root);
-    const grads = new Map<Tensor, Tensor>();
-    grads.set(root, grad ? grad.detach() : onesLike(root));
-    for (const t of order) {
-      const g = grads.get(t);
-      if (!g) continue;
-      grads.delete(t);
-      const node = t.gradFn;
-      if (!node) {
-        accumulateLeaf(t, g);
-        continue;
-      }
+    const rootGrad = grad ? grad.detach() : onesLike(root);
+    if (!root.gradFn) {
+      accumulateLeaf(root, rootGrad);
+      return;
+    }
+    const grads = new Map<Tensor, Tensor>([[root, rootGrad]]);
+    const add = (t: Tensor, g: Tensor) => {
+      const prev = grads.get(t);
+      grads.set(t, prev ? addInto(prev, g) : g);
+    };
+    for (const node of topoOrder(root.gradFn)) {
+      const outGrads = node.outputs.map((t) => {
+        const g = grads.get(t) ?? null;
+        grads.delete(t);
+        return g;
+      });
+      if (outGrads.every((g) => g === null)) continue;
       if (node.released) {
+        for (const g of outGrads) g?.dispose();
         throw new Error(`backward: the graph through ${node.name} was already freed; pass {retainGraph: true}`);
       }
-      const inGrads = node.backward(g);
-      g.dispose();
+      const inGrads = node.backward(outGrads);
+      for (const g of outGrads) g?.dispose();
       node.inputs.forEach((inp, i) => {
         const gi = inGrads[i];
         if (!gi) return;
-        if (!inp.requiresGrad) {
-          gi.dispose();
-          return;
-        }
-        const prev = grads.get(inp);
-        if (prev) {
-          grads.set(inp, addInto(prev, gi));
-        } else {
-          grads.set(inp, gi);
-        }
+        if (!inp.requiresGrad) gi.dispose();
+        else if (inp.gradFn) add(inp, gi);
+        else accumulateLeaf(inp, gi);
       });
       if (!options.retainGraph) node.release();
     }

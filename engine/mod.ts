@@ -23,7 +23,15 @@ export {
   tidy,
   tidyAsync,
 } from "./tensor.ts";
-export { backward, type BackwardOptions, needsGrad, record, saveForBackward, zeroGrad } from "./autograd.ts";
+export {
+  backward,
+  type BackwardOptions,
+  needsGrad,
+  record,
+  recordMulti,
+  saveForBackward,
+  zeroGrad,
+} from "./autograd.ts";
 export * from "./ops/mod.ts";
 export * from "./optim.ts";
 export * from "./safetensors.ts";

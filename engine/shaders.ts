@@ -19,6 +19,7 @@ export const SHADER_NAMES: readonly string[] = [
   "fill",
   "gather",
   "grad_norm",
+  "heads",
   "index_sort",
   "layer_norm",
   "masked_fill",

@@ -19,8 +19,13 @@ export interface GradNode {
   readonly name: string;
   /** The op's tensor inputs (gradients are returned in this order). */
   readonly inputs: readonly Tensor[];
-  /** Computes input gradients from the output gradient (null where an input needs none). */
-  backward(grad: Tensor): (Tensor | null)[];
+  /** The op's outputs (one for most ops; several for ops such as `splitHeads`). */
+  readonly outputs: readonly Tensor[];
+  /**
+   * Computes input gradients (null where an input needs none) from the outputs' gradients, in
+   * `outputs` order; an output that received no gradient gets null.
+   */
+  backward(grads: (Tensor | null)[]): (Tensor | null)[];
   /** Releases saved tensors. */
   release(): void;
   /** True once released (after backward, unless the graph was retained). */

@@ -15,7 +15,8 @@ import { layerNorm } from "../engine/ops/norm.ts";
 import { scaledDotProductAttention } from "../engine/ops/attention.ts";
 import { dropout } from "../engine/ops/dropout.ts";
 import { embedding } from "../engine/ops/index_ops.ts";
-import { permute, reshape, slice } from "../engine/ops/shape.ts";
+import { reshape, slice } from "../engine/ops/shape.ts";
+import { mergeHeads, splitHeads } from "../engine/ops/heads.ts";
 import { crossEntropy } from "../engine/ops/loss.ts";
 
 /** Inputs of {@linkcode BertForSequenceClassification.forward}. */
@@ -209,7 +210,7 @@ export class BertForSequenceClassification {
       c.layer_norm_eps,
     );
     h = this.#drop(h, c.hidden_dropout_prob);
-    const heads = (x: Tensor) => permute(reshape(x, [B, T, H, D]), [0, 2, 1, 3]);
+    const heads = (x: Tensor) => splitHeads(x, H, 1)[0];
     const lin = (x: Tensor, name: string) =>
       linear(x, this.#p(name + ".weight"), this.#p(name + ".bias"), { weightLayout: "out_in" });
     for (let i = 0; i < c.num_hidden_layers; i++) {
@@ -225,7 +226,7 @@ export class BertForSequenceClassification {
         dropoutP: training ? c.attention_probs_dropout_prob : 0,
         seed: training ? this.dropoutSeed++ >>> 0 : 0,
       });
-      const merged = reshape(permute(o, [0, 2, 1, 3]), [B, T, C]);
+      const merged = mergeHeads(o);
       const ao = this.#drop(lin(merged, p + "attention.output.dense"), c.hidden_dropout_prob);
       h = layerNorm(
         add(ao, h),

@@ -13,7 +13,8 @@ import { layerNorm } from "../engine/ops/norm.ts";
 import { scaledDotProductAttention, writeKV } from "../engine/ops/attention.ts";
 import { dropout } from "../engine/ops/dropout.ts";
 import { embedding } from "../engine/ops/index_ops.ts";
-import { concat, permute, reshape, slice } from "../engine/ops/shape.ts";
+import { concat, reshape, slice } from "../engine/ops/shape.ts";
+import { mergeHeads, splitHeads } from "../engine/ops/heads.ts";
 import { crossEntropy } from "../engine/ops/loss.ts";
 
 /**
@@ -201,14 +202,12 @@ export class GPT2LMHeadModel {
     let h = add(embedding(this.#p("transformer.wte.weight"), ids), embedding(this.#p("transformer.wpe.weight"), pos));
     h = this.#drop(h, c.embd_pdrop);
     const cache: KVCache = { keys: [], values: [] };
-    const heads = (x: Tensor) => permute(reshape(x, [B, T, H, D]), [0, 2, 1, 3]);
     for (let i = 0; i < c.n_layer; i++) {
       const p = `transformer.h.${i}.`;
       const a = layerNorm(h, this.#p(p + "ln_1.weight"), this.#p(p + "ln_1.bias"), c.layer_norm_epsilon);
       const qkv = linear(a, this.#p(p + "attn.c_attn.weight"), this.#p(p + "attn.c_attn.bias"));
-      const q = heads(slice(qkv, 2, 0, C));
-      let k = heads(slice(qkv, 2, C, 2 * C));
-      let v = heads(slice(qkv, 2, 2 * C, 3 * C));
+      const [q, kNew, vNew] = splitHeads(qkv, H, 3);
+      let k = kNew, v = vNew;
       if (inPlace) {
         writeKV(past!.keys[i], k, Tpast);
         writeKV(past!.values[i], v, Tpast);
@@ -233,7 +232,7 @@ export class GPT2LMHeadModel {
         dropoutP: training ? c.attn_pdrop : 0,
         seed: training ? this.dropoutSeed++ >>> 0 : 0,
       });
-      const merged = reshape(permute(o, [0, 2, 1, 3]), [B, T, C]);
+      const merged = mergeHeads(o);
       const proj = linear(merged, this.#p(p + "attn.c_proj.weight"), this.#p(p + "attn.c_proj.bias"));
       h = add(h, this.#drop(proj, c.resid_pdrop));
       const m = layerNorm(h, this.#p(p + "ln_2.weight"), this.#p(p + "ln_2.bias"), c.layer_norm_epsilon);

@@ -14,3 +14,4 @@ export * from "./attention.ts";
 export * from "./dropout.ts";
 export * from "./shape.ts";
 export * from "./index_ops.ts";
+export * from "./heads.ts";
