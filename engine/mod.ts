@@ -4,7 +4,16 @@
  */
 
 export { type BackendName, type DeviceHandle, type DeviceOptions, requestGpuDevice } from "./device.ts";
-export { type Access, f32Bits, grid1d, type KernelSpec, Runtime, type RuntimeStats, Storage } from "./runtime.ts";
+export {
+  type Access,
+  f32Bits,
+  grid1d,
+  type KernelSpec,
+  rowWorkgroup,
+  Runtime,
+  type RuntimeStats,
+  Storage,
+} from "./runtime.ts";
 export {
   check,
   type DType,

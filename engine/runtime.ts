@@ -419,3 +419,13 @@ export function grid1d(n: number, wg = 256): [number, number] {
   const y = Math.ceil(groups / 65535);
   return [Math.ceil(groups / y), y];
 }
+
+/**
+ * Threads per workgroup for kernels that reduce one row per workgroup: a power of two from 32 to
+ * 256, about a quarter of the row length, so short rows do not pay for idle threads and barriers.
+ */
+export function rowWorkgroup(n: number): number {
+  let wg = 32;
+  while (wg < 256 && wg * 4 < n) wg *= 2;
+  return wg;
+}

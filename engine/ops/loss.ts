@@ -5,7 +5,7 @@
  * @module
  */
 
-import { grid1d, type KernelSpec, type Storage } from "../runtime.ts";
+import { grid1d, type KernelSpec, rowWorkgroup, type Storage } from "../runtime.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 // Side effect: installs the ops autograd needs (ones for a scalar root, add for accumulation).
@@ -42,13 +42,6 @@ const kernel = (entry: string, mode: number, bindings: KernelSpec["bindings"], w
   bindings,
   constants: { MODE: mode, WG: wg },
 });
-
-/** Threads per row workgroup: a power of two from 32 to 256, about a quarter of the row length. */
-function rowWorkgroup(n: number): number {
-  let wg = 32;
-  while (wg < 256 && wg * 4 < n) wg *= 2;
-  return wg;
-}
 
 /** Validates logits `[..., C]` (and ids `[...]` when given) and returns rows and C. */
 function rowsOf(op: string, logits: Tensor, ids: Tensor | null): { rows: number; n: number; lead: number[] } {

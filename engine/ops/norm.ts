@@ -3,7 +3,7 @@
  * @module
  */
 
-import { f32Bits, grid1d, type KernelSpec } from "../runtime.ts";
+import { f32Bits, grid1d, type KernelSpec, rowWorkgroup } from "../runtime.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 
@@ -18,13 +18,6 @@ const spec = (entry: string, bindings: KernelSpec["bindings"], wg?: number): Ker
   bindings,
   constants: wg ? { WG: wg } : undefined,
 });
-
-/** Threads per row for the row kernels: a power of two in [32, 256], about C/4. */
-function rowWorkgroup(C: number): number {
-  let wg = 32;
-  while (wg < 256 && wg * 4 < C) wg *= 2;
-  return wg;
-}
 
 /**
  * Layer normalisation over the last dimension, like `torch.nn.functional.layer_norm(x, [C], weight, bias, eps)`:

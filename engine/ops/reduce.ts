@@ -5,7 +5,7 @@
  * @module
  */
 
-import { f32Bits, grid1d, type KernelSpec } from "../runtime.ts";
+import { f32Bits, grid1d, type KernelSpec, rowWorkgroup } from "../runtime.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 // Side effect: installs the ops autograd needs (ones for a scalar root, add for accumulation).
@@ -60,13 +60,6 @@ const spec = (entry: string, bindings: KernelSpec["bindings"], wg?: number): Ker
   bindings,
   constants: wg ? { WG: wg } : undefined,
 });
-
-/** Threads per row-reducing workgroup: a power of two from 32 to 256, about a quarter of the row. */
-function rowWorkgroup(n: number): number {
-  let wg = 32;
-  while (wg < 256 && wg * 4 < n) wg *= 2;
-  return wg;
-}
 
 /** Sum over the view's n, times `scale`, into a new tensor of `shape` (no autograd). */
 function sumRaw(x: Tensor, v: ReduceView, scale: number, shape: number[]): Tensor {

@@ -4,18 +4,11 @@
  * @module
  */
 
-import { grid1d } from "../runtime.ts";
+import { grid1d, rowWorkgroup } from "../runtime.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 // Side effect: installs the ops autograd needs (ones for a scalar root, add for accumulation).
 import "./elementwise.ts";
-
-/** Threads per row: a power of two from 32 to 256, about a quarter of the row length. */
-function rowWorkgroup(n: number): number {
-  let wg = 32;
-  while (wg < 256 && wg * 4 < n) wg *= 2;
-  return wg;
-}
 
 function rowSoftmax(op: string, x: Tensor, axis: number, log: boolean): Tensor {
   check(x.dtype === "f32", op, `expects an f32 tensor, got ${x.dtype}`);
