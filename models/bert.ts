@@ -13,11 +13,11 @@ import { add, gelu, geluNew, relu, tanh } from "../engine/ops/elementwise.ts";
 import { linear } from "../engine/ops/matmul.ts";
 import { layerNorm } from "../engine/ops/norm.ts";
 import { scaledDotProductAttention } from "../engine/ops/attention.ts";
-import { dropout } from "../engine/ops/dropout.ts";
 import { embedding } from "../engine/ops/index_ops.ts";
 import { reshape, slice } from "../engine/ops/shape.ts";
 import { mergeHeads, splitHeads } from "../engine/ops/heads.ts";
 import { crossEntropy } from "../engine/ops/loss.ts";
+import { ModelBase } from "./module.ts";
 
 /** Inputs of {@linkcode BertForSequenceClassification.forward}. */
 export interface BertInputs {
@@ -42,20 +42,10 @@ export interface BertOutput {
 }
 
 /** BERT or RoBERTa encoder with a sequence-classification head. */
-export class BertForSequenceClassification {
-  /** Validated config. */
-  readonly config: BertConfig;
-  /** Parameters by HF name (`bert.…`/`roberta.…`, `classifier.…`). */
-  readonly params: Map<string, Tensor>;
-  /** Training mode turns dropout on. */
-  training = false;
-  /** Dropout seed, advanced on every training forward. */
-  dropoutSeed = 0;
-
-  /** Wraps a config and its parameters (see {@linkcode loadSequenceClassifier}). */
-  constructor(config: BertConfig, params: Map<string, Tensor>) {
-    this.config = config;
-    this.params = params;
+export class BertForSequenceClassification extends ModelBase<BertConfig> {
+  /** Name used in error messages. */
+  protected get label(): string {
+    return this.prefix;
   }
 
   /** "bert" or "roberta": the weight-name prefix. */
@@ -104,36 +94,9 @@ export class BertForSequenceClassification {
     );
   }
 
-  /** Sets training mode (dropout on). */
-  train(flag = true): this {
-    this.training = flag;
-    return this;
-  }
-
-  /** Sets evaluation mode (dropout off). */
-  eval(): this {
-    return this.train(false);
-  }
-
-  /** All trainable parameters. */
-  parameters(): Tensor[] {
-    return [...this.params.values()];
-  }
-
   /** Label names by class index (from `id2label`). */
   get labels(): string[] {
     return Array.from({ length: this.config.num_labels }, (_, i) => this.config.id2label[String(i)]);
-  }
-
-  #p(name: string): Tensor {
-    const t = this.params.get(name);
-    if (!t) throw new Error(`${this.prefix}: parameter ${name} is missing`);
-    return t;
-  }
-
-  #drop(x: Tensor, p: number): Tensor {
-    if (!this.training || p === 0) return x;
-    return dropout(x, p, this.dropoutSeed++ >>> 0, true);
   }
 
   #act(x: Tensor): Tensor {
@@ -198,21 +161,21 @@ export class BertForSequenceClassification {
     const types = inputs.tokenTypeIds ?? tensor(new Int32Array(B * T), [B, T], "i32");
     let h = add(
       add(
-        embedding(this.#p(`${pre}.embeddings.word_embeddings.weight`), ids),
-        embedding(this.#p(`${pre}.embeddings.position_embeddings.weight`), pos),
+        embedding(this.param(`${pre}.embeddings.word_embeddings.weight`), ids),
+        embedding(this.param(`${pre}.embeddings.position_embeddings.weight`), pos),
       ),
-      embedding(this.#p(`${pre}.embeddings.token_type_embeddings.weight`), types),
+      embedding(this.param(`${pre}.embeddings.token_type_embeddings.weight`), types),
     );
     h = layerNorm(
       h,
-      this.#p(`${pre}.embeddings.LayerNorm.weight`),
-      this.#p(`${pre}.embeddings.LayerNorm.bias`),
+      this.param(`${pre}.embeddings.LayerNorm.weight`),
+      this.param(`${pre}.embeddings.LayerNorm.bias`),
       c.layer_norm_eps,
     );
-    h = this.#drop(h, c.hidden_dropout_prob);
+    h = this.drop(h, c.hidden_dropout_prob);
     const heads = (x: Tensor) => splitHeads(x, H, 1)[0];
     const lin = (x: Tensor, name: string) =>
-      linear(x, this.#p(name + ".weight"), this.#p(name + ".bias"), { weightLayout: "out_in" });
+      linear(x, this.param(name + ".weight"), this.param(name + ".bias"), { weightLayout: "out_in" });
     for (let i = 0; i < c.num_hidden_layers; i++) {
       const p = `${pre}.encoder.layer.${i}.`;
       const q = heads(lin(h, p + "attention.self.query"));
@@ -227,19 +190,19 @@ export class BertForSequenceClassification {
         seed: training ? this.dropoutSeed++ >>> 0 : 0,
       });
       const merged = mergeHeads(o);
-      const ao = this.#drop(lin(merged, p + "attention.output.dense"), c.hidden_dropout_prob);
+      const ao = this.drop(lin(merged, p + "attention.output.dense"), c.hidden_dropout_prob);
       h = layerNorm(
         add(ao, h),
-        this.#p(p + "attention.output.LayerNorm.weight"),
-        this.#p(p + "attention.output.LayerNorm.bias"),
+        this.param(p + "attention.output.LayerNorm.weight"),
+        this.param(p + "attention.output.LayerNorm.bias"),
         c.layer_norm_eps,
       );
       const inter = this.#act(lin(h, p + "intermediate.dense"));
-      const out = this.#drop(lin(inter, p + "output.dense"), c.hidden_dropout_prob);
+      const out = this.drop(lin(inter, p + "output.dense"), c.hidden_dropout_prob);
       h = layerNorm(
         add(out, h),
-        this.#p(p + "output.LayerNorm.weight"),
-        this.#p(p + "output.LayerNorm.bias"),
+        this.param(p + "output.LayerNorm.weight"),
+        this.param(p + "output.LayerNorm.bias"),
         c.layer_norm_eps,
       );
     }
@@ -248,10 +211,10 @@ export class BertForSequenceClassification {
     let logits: Tensor;
     if (pre === "bert") {
       const pooled = tanh(lin(first, "bert.pooler.dense"));
-      logits = lin(this.#drop(pooled, cdrop), "classifier");
+      logits = lin(this.drop(pooled, cdrop), "classifier");
     } else {
-      const x = tanh(lin(this.#drop(first, cdrop), "classifier.dense"));
-      logits = lin(this.#drop(x, cdrop), "classifier.out_proj");
+      const x = tanh(lin(this.drop(first, cdrop), "classifier.dense"));
+      logits = lin(this.drop(x, cdrop), "classifier.out_proj");
     }
     const out: BertOutput = { logits };
     if (inputs.labels) {

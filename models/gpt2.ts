@@ -11,11 +11,11 @@ import { add, gelu, geluNew } from "../engine/ops/elementwise.ts";
 import { linear, matmul } from "../engine/ops/matmul.ts";
 import { layerNorm } from "../engine/ops/norm.ts";
 import { scaledDotProductAttention, writeKV } from "../engine/ops/attention.ts";
-import { dropout } from "../engine/ops/dropout.ts";
 import { embedding } from "../engine/ops/index_ops.ts";
 import { concat, reshape, slice } from "../engine/ops/shape.ts";
 import { mergeHeads, splitHeads } from "../engine/ops/heads.ts";
 import { crossEntropy } from "../engine/ops/loss.ts";
+import { ModelBase } from "./module.ts";
 
 /**
  * Key/value cache: per layer, [B, H, T, D]. Two kinds: returned by `forward({useCache: true})` (exactly the
@@ -76,29 +76,17 @@ export function positionIdsFromMask(mask: number[][], pastLength = 0, length?: n
 }
 
 /** GPT-2 with a language-modelling head. */
-export class GPT2LMHeadModel {
-  /** Validated config. */
-  readonly config: GPT2Config;
-  /** Parameters by HF name (`transformer.…`); the LM head is tied to `transformer.wte.weight`. */
-  readonly params: Map<string, Tensor>;
-  /** Training mode turns dropout on. */
-  training = false;
-  /** Dropout seed; advanced on every training forward so masks differ between calls. */
-  dropoutSeed = 0;
-
-  /** Wraps a config and its parameters (see {@linkcode loadGPT2} and {@linkcode GPT2LMHeadModel.random}). */
-  constructor(config: GPT2Config, params: Map<string, Tensor>) {
-    this.config = config;
-    this.params = params;
+export class GPT2LMHeadModel extends ModelBase<GPT2Config> {
+  /** Name used in error messages. */
+  protected get label(): string {
+    return "GPT-2";
   }
 
   /** Parameter names and shapes for a config (HF layout). */
   static paramSpec(c: GPT2Config): ParamSpec {
     const C = c.n_embd, inner = c.n_inner ?? 4 * C;
-    const s: ParamSpec = new Map([["transformer.wte.weight", [c.vocab_size, C]], ["transformer.wpe.weight", [
-      c.n_positions,
-      C,
-    ]]]);
+    const s: ParamSpec = new Map();
+    s.set("transformer.wte.weight", [c.vocab_size, C]).set("transformer.wpe.weight", [c.n_positions, C]);
     for (let i = 0; i < c.n_layer; i++) {
       const p = `transformer.h.${i}.`;
       s.set(p + "ln_1.weight", [C]).set(p + "ln_1.bias", [C]);
@@ -124,33 +112,6 @@ export class GPT2LMHeadModel {
     const c = this.config, D = c.n_embd / c.n_head;
     const mk = () => Array.from({ length: c.n_layer }, () => keep(empty([batch, c.n_head, capacity, D])));
     return { keys: mk(), values: mk(), length: 0 };
-  }
-
-  /** Sets training mode (dropout on). */
-  train(flag = true): this {
-    this.training = flag;
-    return this;
-  }
-
-  /** Sets evaluation mode (dropout off). */
-  eval(): this {
-    return this.train(false);
-  }
-
-  /** All trainable parameters (each once). */
-  parameters(): Tensor[] {
-    return [...this.params.values()];
-  }
-
-  #p(name: string): Tensor {
-    const t = this.params.get(name);
-    if (!t) throw new Error(`GPT-2: parameter ${name} is missing`);
-    return t;
-  }
-
-  #drop(x: Tensor, p: number): Tensor {
-    if (!this.training || p === 0) return x;
-    return dropout(x, p, this.dropoutSeed++ >>> 0, true);
   }
 
   /** Runs the model. All intermediate tensors belong to the caller's `tidy` scope. */
@@ -199,13 +160,16 @@ export class GPT2LMHeadModel {
         : Array.from({ length: B }, () => Array.from({ length: T }, (_, i) => Tpast + i));
       pos = tensor(rows.flat(), [B, T], "i32");
     }
-    let h = add(embedding(this.#p("transformer.wte.weight"), ids), embedding(this.#p("transformer.wpe.weight"), pos));
-    h = this.#drop(h, c.embd_pdrop);
+    let h = add(
+      embedding(this.param("transformer.wte.weight"), ids),
+      embedding(this.param("transformer.wpe.weight"), pos),
+    );
+    h = this.drop(h, c.embd_pdrop);
     const cache: KVCache = { keys: [], values: [] };
     for (let i = 0; i < c.n_layer; i++) {
       const p = `transformer.h.${i}.`;
-      const a = layerNorm(h, this.#p(p + "ln_1.weight"), this.#p(p + "ln_1.bias"), c.layer_norm_epsilon);
-      const qkv = linear(a, this.#p(p + "attn.c_attn.weight"), this.#p(p + "attn.c_attn.bias"));
+      const a = layerNorm(h, this.param(p + "ln_1.weight"), this.param(p + "ln_1.bias"), c.layer_norm_epsilon);
+      const qkv = linear(a, this.param(p + "attn.c_attn.weight"), this.param(p + "attn.c_attn.bias"));
       const [q, kNew, vNew] = splitHeads(qkv, H, 3);
       let k = kNew, v = vNew;
       if (inPlace) {
@@ -233,18 +197,18 @@ export class GPT2LMHeadModel {
         seed: training ? this.dropoutSeed++ >>> 0 : 0,
       });
       const merged = mergeHeads(o);
-      const proj = linear(merged, this.#p(p + "attn.c_proj.weight"), this.#p(p + "attn.c_proj.bias"));
-      h = add(h, this.#drop(proj, c.resid_pdrop));
-      const m = layerNorm(h, this.#p(p + "ln_2.weight"), this.#p(p + "ln_2.bias"), c.layer_norm_epsilon);
-      const fc = linear(m, this.#p(p + "mlp.c_fc.weight"), this.#p(p + "mlp.c_fc.bias"));
+      const proj = linear(merged, this.param(p + "attn.c_proj.weight"), this.param(p + "attn.c_proj.bias"));
+      h = add(h, this.drop(proj, c.resid_pdrop));
+      const m = layerNorm(h, this.param(p + "ln_2.weight"), this.param(p + "ln_2.bias"), c.layer_norm_epsilon);
+      const fc = linear(m, this.param(p + "mlp.c_fc.weight"), this.param(p + "mlp.c_fc.bias"));
       const act = c.activation_function === "gelu" ? gelu(fc) : geluNew(fc);
-      const mp = linear(act, this.#p(p + "mlp.c_proj.weight"), this.#p(p + "mlp.c_proj.bias"));
-      h = add(h, this.#drop(mp, c.resid_pdrop));
+      const mp = linear(act, this.param(p + "mlp.c_proj.weight"), this.param(p + "mlp.c_proj.bias"));
+      h = add(h, this.drop(mp, c.resid_pdrop));
     }
     const hidden = layerNorm(
       h,
-      this.#p("transformer.ln_f.weight"),
-      this.#p("transformer.ln_f.bias"),
+      this.param("transformer.ln_f.weight"),
+      this.param("transformer.ln_f.bias"),
       c.layer_norm_epsilon,
     );
     const out: GPT2Output = {};
@@ -253,7 +217,7 @@ export class GPT2LMHeadModel {
       out.pastKeyValues = inPlace ? { keys: past!.keys, values: past!.values, length: Tpast + T } : cache;
     }
     if (!inputs.skipLogits || inputs.labels) {
-      const head = this.params.get("lm_head.weight") ?? this.#p("transformer.wte.weight");
+      const head = this.params.get("lm_head.weight") ?? this.param("transformer.wte.weight");
       out.logits = matmul(hidden, head, { transB: true });
       if (inputs.labels) {
         const l = inputs.labels;

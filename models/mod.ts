@@ -23,3 +23,4 @@ export {
 export { parseTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "./torch_checkpoint.ts";
 export * from "./tokenizer/mod.ts";
 export * from "./text.ts";
+export * from "./module.ts";
