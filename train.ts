@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { loadPrompts } from "./ppo/prompts.ts";
 import { type RLHFOptions, runRLHF } from "./ppo/rlhf.ts";
 import { firstLastMean } from "./ppo/report.ts";
-import type { PPOConfigInput } from "./ppo/config.ts";
+import { ppoConfig, type PPOConfigInput } from "./ppo/config.ts";
 
 const HELP = `Usage: deno run -A train.ts [options]
 
@@ -123,6 +123,26 @@ async function main(): Promise<void> {
     }
   }
   const seed = num(flags.seed, "seed", true, 0) ?? 0;
+  const ppo: PPOConfigInput = {
+    learning_rate: num(flags.lr, "lr", false, 0) ?? (embedded ? 1e-3 : 1.41e-5),
+    batch_size: num(flags["batch-size"], "batch-size", true, 1) ?? 16,
+    mini_batch_size: num(flags["mini-batch-size"], "mini-batch-size", true, 1) ?? 4,
+    ppo_epochs: num(flags["ppo-epochs"], "ppo-epochs", true, 1) ?? 4,
+    init_kl_coef: num(flags["kl-coef"], "kl-coef", false, 0) ?? (embedded ? 0.05 : 0.2),
+    adap_kl_ctrl: !flags["no-adaptive-kl"],
+    temperature: num(flags.temperature, "temperature", false, 1e-6) ?? 1,
+    seed,
+    ...extra,
+  };
+  try {
+    ppoConfig(ppo); // validate before any data or model work
+  } catch (e) {
+    fail((e as Error).message);
+  }
+  const steps = num(flags.steps, "steps", true, 1) ?? (embedded ? 30 : 20);
+  const maxNewTokens = num(flags["max-new-tokens"], "max-new-tokens", true, 1) ?? (embedded ? 12 : 24);
+  const minNewTokens = num(flags["min-new-tokens"], "min-new-tokens", true, 0) ?? 1;
+  const saveEvery = num(flags["save-every"], "save-every", true, 1) ?? 10;
   let policyDir: string, rewardDir: string, prompts: string[];
   if (embedded) {
     console.error("train.ts: no --policy/--reward/--prompts: running the embedded default (small English models)");
@@ -142,17 +162,6 @@ async function main(): Promise<void> {
     prompts = set.prompts;
     console.error(`prompts: ${prompts.length} from ${flags.prompts} (${set.format})`);
   }
-  const ppo: PPOConfigInput = {
-    learning_rate: num(flags.lr, "lr", false, 0) ?? (embedded ? 1e-3 : 1.41e-5),
-    batch_size: num(flags["batch-size"], "batch-size", true, 1) ?? 16,
-    mini_batch_size: num(flags["mini-batch-size"], "mini-batch-size", true, 1) ?? 4,
-    ppo_epochs: num(flags["ppo-epochs"], "ppo-epochs", true, 1) ?? 4,
-    init_kl_coef: num(flags["kl-coef"], "kl-coef", false, 0) ?? (embedded ? 0.05 : 0.2),
-    adap_kl_ctrl: !flags["no-adaptive-kl"],
-    temperature: num(flags.temperature, "temperature", false, 1e-6) ?? 1,
-    seed,
-    ...extra,
-  };
   const options: RLHFOptions = {
     policyDir,
     rewardDir,
@@ -160,13 +169,13 @@ async function main(): Promise<void> {
     rewardLabel: flags["reward-label"] ?? "positive",
     rewardKind: kind,
     scoreWithQuery: Boolean(flags["score-with-query"]),
-    steps: num(flags.steps, "steps", true, 1) ?? (embedded ? 30 : 20),
+    steps,
     ppo,
-    maxNewTokens: num(flags["max-new-tokens"], "max-new-tokens", true, 1) ?? (embedded ? 12 : 24),
-    minNewTokens: num(flags["min-new-tokens"], "min-new-tokens", true, 0) ?? 1,
+    maxNewTokens,
+    minNewTokens,
     outDir: flags.out ?? "runs/ppo",
     resume: Boolean(flags.resume),
-    saveEvery: num(flags["save-every"], "save-every", true, 1) ?? 10,
+    saveEvery,
     title: embedded ? "RLHF demo: small GPT-2 steered by a sentiment classifier" : "RLHF run",
   };
   const t0 = performance.now();
