@@ -10,8 +10,10 @@
  */
 
 import { f32Bits, grid1d, type KernelSpec } from "./runtime.ts";
-import { check, empty, keep, readAll, runtime, Tensor, tensor } from "./tensor.ts";
+import { check, keep, readAll, runtime, Tensor, tensor } from "./tensor.ts";
 import { zeros } from "./ops/elementwise.ts";
+
+export { clipGradNorm, clipGradNormChecked, type ClipGradNormOptions } from "./clip.ts";
 
 /** Hyper-parameters every optimiser group has. */
 export interface BaseHyper {
@@ -395,121 +397,4 @@ export class SGD extends Optimizer<SGDHyper> {
     const storages = buf ? [p.storage, grad.storage, buf.storage] : [p.storage, grad.storage];
     runtime().dispatch(spec, storages, u, grid1d(p.size));
   }
-}
-
-// ------------------------------------------------------------------ gradient clipping
-
-/** Options of {@linkcode clipGradNorm}. */
-export interface ClipGradNormOptions {
-  /**
-   * PyTorch's `error_if_nonfinite`. Throwing needs the norm on the CPU, so {@linkcode clipGradNorm}
-   * (which never reads back) rejects `true`; use {@linkcode clipGradNormChecked}, or read the returned
-   * norm later and check it with `Number.isFinite`.
-   */
-  errorIfNonfinite?: boolean;
-}
-
-function gradsOf(params: Tensor | Iterable<Tensor>, maxNorm: number, normType: number): Tensor[] {
-  const op = "clipGradNorm";
-  check(validNumber(maxNorm) && maxNorm >= 0, op, `maxNorm must be a number ≥ 0, got ${maxNorm}`);
-  check(validNumber(normType) && normType > 0, op, `unsupported normType ${normType} (use a finite p > 0 or Infinity)`);
-  const list = params instanceof Tensor ? [params] : [...params];
-  const grads: Tensor[] = [];
-  for (const p of list) {
-    check(p instanceof Tensor, op, `expected tensors, got ${p}`);
-    const g = p.grad;
-    if (!g || grads.includes(g)) continue;
-    check(!g.disposed, op, `gradient of parameter [${p.shape}] was disposed`);
-    check(g.dtype === "f32", op, `gradients must be f32, got ${g.dtype}`);
-    grads.push(g);
-  }
-  return grads;
-}
-
-// Workgroups per gradient tensor in the partial reduction: one per PARTIAL_CHUNK elements, at most
-// PARTIAL_GROUPS (a few per SM on large GPUs; the finalize kernel then sums ≤ 1024 partials per tensor).
-const PARTIAL_GROUPS = 1024;
-const PARTIAL_CHUNK = 2048;
-
-/** Records the norm reduction; returns the norm tensor and the (GPU-resident) clipping coefficient. */
-function normAndCoef(grads: Tensor[], maxNorm: number, normType: number): { norm: Tensor; coef: Tensor } {
-  const rt = runtime();
-  const mode = normType === 2 ? 0 : normType === Infinity ? 2 : 1;
-  const pw = f32Bits(mode === 1 ? normType : 2);
-  const groups = grads.map((g) => g.size === 0 ? 0 : Math.min(PARTIAL_GROUPS, Math.ceil(g.size / PARTIAL_CHUNK)));
-  const slots = groups.reduce((a, b) => a + b, 0);
-  const partials = empty([Math.max(slots, 1)]);
-  const constants = { MODE: mode };
-  let base = 0;
-  grads.forEach((g, i) => {
-    if (groups[i] === 0) return;
-    const spec: KernelSpec = { shader: "grad_norm", entry: "partial", bindings: ["read", "rw"], constants };
-    rt.dispatch(spec, [g.storage, partials.storage], [g.size, base, pw, 0], [groups[i]]);
-    base += groups[i];
-  });
-  const norm = empty([]);
-  const coef = empty([1]);
-  rt.dispatch(
-    { shader: "grad_norm", entry: "finalize", bindings: ["read", "rw", "rw"], constants },
-    [partials.storage, norm.storage, coef.storage],
-    [slots, 0, pw, f32Bits(maxNorm)],
-    [1],
-  );
-  partials.dispose();
-  return { norm, coef };
-}
-
-function scaleGrads(grads: Tensor[], coef: Tensor): void {
-  const rt = runtime();
-  const spec: KernelSpec = { shader: "grad_norm", entry: "scale", bindings: ["read", "rw"] };
-  for (const g of grads) {
-    if (g.size > 0) rt.dispatch(spec, [coef.storage, g.storage], [g.size, 0, 0, 0], grid1d(g.size));
-  }
-  coef.dispose();
-}
-
-/**
- * `torch.nn.utils.clip_grad_norm_`: the norm of order `normType` (2, any finite p > 0, or Infinity) over all
- * gradients of `params` taken together, then every gradient is scaled in place by
- * min(1, maxNorm / (norm + 1e-6)) — all on the GPU, with no readback. Parameters without a gradient are
- * ignored. Returns the total norm as a one-element (0-d) tensor owned by the caller; a non-finite norm gives
- * NaN/zero gradients as in PyTorch — read the norm when convenient to detect it, or use
- * {@linkcode clipGradNormChecked}.
- */
-export function clipGradNorm(
-  params: Tensor | Iterable<Tensor>,
-  maxNorm: number,
-  normType: number = 2,
-  options: ClipGradNormOptions = {},
-): Tensor {
-  const why = "errorIfNonfinite needs a CPU readback: use `await clipGradNormChecked(...)`, or check the returned norm";
-  check(!options.errorIfNonfinite, "clipGradNorm", why);
-  const grads = gradsOf(params, maxNorm, normType);
-  if (grads.length === 0) return tensor([0], []);
-  const { norm, coef } = normAndCoef(grads, maxNorm, normType);
-  scaleGrads(grads, coef);
-  return norm;
-}
-
-/**
- * Like {@linkcode clipGradNorm} with PyTorch's `error_if_nonfinite=True`: reads the norm back (one round trip)
- * and, when it is NaN or infinite, throws before touching the gradients. Returns the norm as a number.
- */
-export async function clipGradNormChecked(
-  params: Tensor | Iterable<Tensor>,
-  maxNorm: number,
-  normType: number = 2,
-): Promise<number> {
-  const grads = gradsOf(params, maxNorm, normType);
-  if (grads.length === 0) return 0;
-  const { norm, coef } = normAndCoef(grads, maxNorm, normType);
-  const total = await norm.item().finally(() => norm.dispose());
-  if (!Number.isFinite(total)) {
-    coef.dispose();
-    throw new Error(
-      `clipGradNorm: the total norm of order ${normType} for gradients is non-finite (${total}), so it cannot be clipped`,
-    );
-  }
-  scaleGrads(grads, coef);
-  return total;
 }
