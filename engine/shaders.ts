@@ -11,6 +11,7 @@ export const SHADER_NAMES: readonly string[] = [
   "adamw",
   "attention",
   "attention_backward",
+  "attention_common",
   "attention_kv",
   "attention_tiled",
   "binary",

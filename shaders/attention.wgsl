@@ -18,24 +18,8 @@ const NEG: f32 = -3.0e38; // "minus infinity" for masked scores
 
 override MASK: u32 = 0u; // 0 no padding mask, 1 i32 mask, 2 f32 mask ([B, mstride], non-zero = attend)
 
-struct Params {
-  rows: u32, // B·H·Tq
-  H: u32,
-  Tq: u32,
-  Tk: u32,
-  D: u32,
-  causal: u32,
-  drop_on: u32,
-  drop_threshold: u32,
-  drop_key: u32,
-  drop_scale: f32,
-  scale: f32,
-  Tcap: u32, // key rows stored per (b, h) (≥ Tk; keys j ≥ Tk are ignored)
-  mstride: u32, // row stride of the padding mask (≥ Tk)
-  _nblk: u32, // used by attention_tiled.wgsl only
-}
+//!include attention_common
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
@@ -47,14 +31,6 @@ var<workgroup> qs: array<f32, MAXD>;
 var<workgroup> sc: array<f32, CH>;
 var<workgroup> red: array<f32, WG>;
 
-//!include rng
-
-// Dropout factor of flat probability index idx: 1 when dropout is off, else keep ? 1/(1 − p) : 0.
-fn drop_factor(idx: u32) -> f32 {
-  if (p.drop_on == 0u) { return 1.0; }
-  let bits = mix32(mix32(idx ^ p.drop_key) + p.drop_key);
-  return select(0.0, p.drop_scale, bits >= p.drop_threshold);
-}
 
 // Whether query i of batch b may attend to key j (causal and padding masks).
 fn key_ok(b: u32, i: u32, j: u32) -> bool {

@@ -14,32 +14,9 @@ const PER: u32 = MAXD / WG;
 
 override MASK: u32 = 0u; // 0 no padding mask, 1 i32 mask, 2 f32 mask ([B, mstride], non-zero = attend)
 
-struct Params {
-  rows: u32, // B·H·Tq for delta and grad_q, B·H·Tcap for grad_kv
-  H: u32,
-  Tq: u32,
-  Tk: u32,
-  D: u32,
-  causal: u32,
-  drop_on: u32,
-  drop_threshold: u32,
-  drop_key: u32,
-  drop_scale: f32,
-  scale: f32,
-  Tcap: u32, // key rows stored per (b, h) (≥ Tk; keys j ≥ Tk are ignored)
-  mstride: u32, // row stride of the padding mask (≥ Tk)
-  _nblk: u32, // used by attention_tiled.wgsl only
-}
+//!include attention_common
 
-@group(0) @binding(0) var<uniform> p: Params;
 
-//!include rng
-
-fn drop_factor(idx: u32) -> f32 {
-  if (p.drop_on == 0u) { return 1.0; }
-  let bits = mix32(mix32(idx ^ p.drop_key) + p.drop_key);
-  return select(0.0, p.drop_scale, bits >= p.drop_threshold);
-}
 
 // ---------------------------------------------------------------- delta
 // bindings: 1 out [B,H,Tq,D], 2 dout, 3 delta (rw, [B·H·Tq])

@@ -40,24 +40,8 @@ const MAXRT: u32 = 16u;
 const MAXACC: u32 = 32u; // 4 rows · MAXRD4 (= 8) dim groups
 const NEG: f32 = -3.0e38; // "minus infinity" of masked scores
 
-struct Params {
-  total: u32, // workgroups: B·H·nblk
-  H: u32,
-  Tq: u32,
-  Tk: u32,
-  D: u32,
-  causal: u32,
-  drop_on: u32,
-  drop_threshold: u32,
-  drop_key: u32,
-  drop_scale: f32,
-  scale: f32,
-  Tcap: u32,
-  mstride: u32,
-  nblk: u32, // blocks per (b, h)
-}
+//!include attention_common
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
@@ -84,17 +68,11 @@ var<workgroup> tok: array<u32, BT>; // fwd, grad_q: key of the tile valid (in ra
 var<workgroup> tls: array<f32, BT>; // grad_kv: lse of the tile's queries
 var<workgroup> tdl: array<f32, BT>; // grad_kv: delta of the tile's queries
 
-//!include rng
-
-fn drop1(idx: u32) -> f32 {
-  let bits = mix32(mix32(idx ^ p.drop_key) + p.drop_key);
-  return select(0.0, p.drop_scale, bits >= p.drop_threshold);
-}
 
 // Dropout factors of flat indices base + c·step, c = 0..3 (all 1 when dropout is off).
 fn drop4(base: u32, step: u32) -> vec4<f32> {
   if (p.drop_on == 0u) { return vec4<f32>(1.0); }
-  return vec4<f32>(drop1(base), drop1(base + step), drop1(base + 2u * step), drop1(base + 3u * step));
+  return vec4<f32>(drop_keep(base), drop_keep(base + step), drop_keep(base + 2u * step), drop_keep(base + 3u * step));
 }
 
 // Whether the padding mask lets batch b attend to key j.
@@ -146,7 +124,7 @@ fn fwd(
   @builtin(local_invocation_index) l: u32,
 ) {
   let flat = wid.x + wid.y * nwg.x;
-  if (flat >= p.total) { return; }
+  if (flat >= p.rows) { return; }
   let bh = flat / p.nblk;
   let i0 = block_of(flat, true) * BR;
   let b = bh / p.H;
@@ -256,7 +234,7 @@ fn grad_q(
   @builtin(local_invocation_index) l: u32,
 ) {
   let flat = wid.x + wid.y * nwg.x;
-  if (flat >= p.total) { return; }
+  if (flat >= p.rows) { return; }
   let bh = flat / p.nblk;
   let i0 = block_of(flat, true) * BR;
   let b = bh / p.H;
@@ -361,7 +339,7 @@ fn grad_kv(
   @builtin(local_invocation_index) l: u32,
 ) {
   let flat = wid.x + wid.y * nwg.x;
-  if (flat >= p.total) { return; }
+  if (flat >= p.rows) { return; }
   let bh = flat / p.nblk;
   let j0 = block_of(flat, false) * BR; // early key blocks (most queries with causal) first
   let b = bh / p.H;
