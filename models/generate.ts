@@ -173,7 +173,7 @@ export async function generate(
   const posT = keep(tensor(positions.flat(), [B, Tp + N], "i32"));
   // Preallocated KV cache: each step writes its keys/values in place (no concatenation, no uploads).
   const cache: KVCache = model.allocKVCache(B, Tp + N);
-  const head = model.params.get("lm_head.weight") ?? model.params.get("transformer.wte.weight")!;
+  const head = model.lmHead;
   let steps = 0;
   const interval = options.stopCheckInterval ?? 16;
   try {

@@ -107,6 +107,11 @@ export class GPT2LMHeadModel extends ModelBase<GPT2Config> {
     return new GPT2LMHeadModel(c, uploadParams(randomParams(GPT2LMHeadModel.paramSpec(c), seed)));
   }
 
+  /** The LM head weight [vocab, C]: `lm_head.weight`, or the token embedding it is tied to. */
+  get lmHead(): Tensor {
+    return this.params.get("lm_head.weight") ?? this.param("transformer.wte.weight");
+  }
+
   /** A preallocated KV cache for `batch` rows and up to `capacity` positions (kept out of `tidy` scopes). */
   allocKVCache(batch: number, capacity: number): KVCache {
     const c = this.config, D = c.n_embd / c.n_head;
@@ -217,8 +222,7 @@ export class GPT2LMHeadModel extends ModelBase<GPT2Config> {
       out.pastKeyValues = inPlace ? { keys: past!.keys, values: past!.values, length: Tpast + T } : cache;
     }
     if (!inputs.skipLogits || inputs.labels) {
-      const head = this.params.get("lm_head.weight") ?? this.param("transformer.wte.weight");
-      out.logits = matmul(hidden, head, { transB: true });
+      out.logits = matmul(hidden, this.lmHead, { transB: true });
       if (inputs.labels) {
         const l = inputs.labels;
         if (l.shape.join() !== ids.shape.join()) throw new Error(`GPT-2: labels must be [${B}, ${T}]`);

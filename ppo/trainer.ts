@@ -355,9 +355,7 @@ export class PPOTrainer {
   /** Logits of the response positions (columns Tq−1 … Tq+R−2) divided by the temperature: [b, R, V]. */
   #responseLogits(model: GPT2LMHeadModel, hidden: Tensor, Tq: number, R: number): Tensor {
     const h = slice(hidden, 1, Tq - 1, Tq - 1 + R);
-    const head = model.params.get("lm_head.weight") ?? model.params.get("transformer.wte.weight");
-    if (!head) throw new Error("PPOTrainer: the model has no LM head weight");
-    return matmul(h, head, { transB: true, alpha: 1 / this.config.temperature });
+    return matmul(h, model.lmHead, { transB: true, alpha: 1 / this.config.temperature });
   }
 
   /** Model inputs for rows `idx` of the batch. */
