@@ -9,7 +9,7 @@ import { noGrad, readAll, runtime, type Tensor, tensor, tidy } from "../engine/t
 import { AdamW } from "../engine/optim.ts";
 import { BertForSequenceClassification } from "../models/bert.ts";
 import { PAD_ID, SEP_ID } from "./data.ts";
-import { alignedLength, batches, type Log, seconds, stderrLog, tailMean, trainLoop } from "./train_loop.ts";
+import { batches, type Log, seconds, stderrLog, tailMean, trainLoop } from "./train_loop.ts";
 
 /** Hyper-parameters of {@linkcode trainSentimentClassifier}. */
 export interface ClassifierConfig {
@@ -78,7 +78,7 @@ export function classifierBatch(
   maxLen: number,
 ): { ids: Int32Array; mask: number[][]; T: number; labels: Int32Array } {
   const rows = examples.map((e) => e.ids.length > maxLen ? [...e.ids.slice(0, maxLen - 1), SEP_ID] : e.ids);
-  const T = alignedLength(rows.length, Math.min(maxLen, Math.ceil(Math.max(...rows.map((r) => r.length)) / 8) * 8));
+  const T = Math.min(maxLen, Math.ceil(Math.max(...rows.map((r) => r.length)) / 8) * 8);
   const ids = new Int32Array(rows.length * T).fill(PAD_ID);
   const mask = rows.map((r) => Array.from({ length: T }, (_, i) => i < r.length ? 1 : 0));
   rows.forEach((r, b) => ids.set(r, b * T));

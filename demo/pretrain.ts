@@ -11,7 +11,7 @@ import { AdamW } from "../engine/optim.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";
 import { CLS_ID, PAD_ID, SEP_ID, shuffled } from "./data.ts";
 import { mulberry32 } from "../engine/random.ts";
-import { alignedLength, type Log, seconds, stderrLog, tailMean, trainLoop } from "./train_loop.ts";
+import { type Log, seconds, stderrLog, tailMean, trainLoop } from "./train_loop.ts";
 
 /** Hyper-parameters of {@linkcode pretrainGPT2}. */
 export interface GPT2PretrainConfig {
@@ -249,7 +249,7 @@ export async function pretrainGPT2(
   model.train();
   const opt = new AdamW(model.parameters(), { lr: c.lr, weightDecay: c.weightDecay });
   const stream = sentenceStream(train, c.seed, c.promptWords);
-  const T = alignedLength(c.batchSize, c.seqLen);
+  const T = c.seqLen;
   const lossFn = () => {
     const b = packRows(stream, c.batchSize, T);
     return model.forward({

@@ -17,19 +17,6 @@ export type Log = (line: string) => void;
 /** Default progress sink: one line on stderr. */
 export const stderrLog: Log = (line: string): void => console.error(line);
 
-/**
- * Smallest length ≥ `T` that makes `B·T` a multiple of 64. Works around an engine bug: the embedding
- * backward (`shaders/scatter_add.wgsl`, `main`) adds an unwritten partial sum (pool garbage, sometimes NaN)
- * to the gradient row of the largest id when that id's run of sorted positions starts on a 64-entry chunk
- * boundary and B·T is not a multiple of 64.
- */
-export function alignedLength(B: number, T: number): number {
-  let g = 64, b = B;
-  while (b) [g, b] = [b, g % b];
-  const step = 64 / g;
-  return Math.ceil(T / step) * step;
-}
-
 /** Learning rate at `step` (0-based): linear warm-up, then cosine decay to `minRatio · peak`. */
 export function lrAt(step: number, total: number, peak: number, warmup: number, minRatio: number): number {
   if (step < warmup) return peak * (step + 1) / warmup;
