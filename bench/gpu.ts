@@ -19,35 +19,34 @@ import {
   runtime,
   scaledDotProductAttention,
   softmax,
-  type Tensor,
-  tensor,
   tidy,
 } from "../engine/mod.ts";
 import {
   type Bench,
   type BenchArgs,
+  disposeAll,
   gitCommit,
+  knobs,
   measureSyncOverhead,
   median,
   now,
   parseBenchArgs,
+  randTensor,
   type Result,
   runSuite,
   sig,
+  sync,
   timeGpu,
+  timingFields,
 } from "./lib.ts";
 import {
   benchPpo,
   bertBench,
   type BertSizes,
-  disposeAll,
   generateBench,
   type GenerateSizes,
   type GPT2Size,
-  knobs,
   type PpoSizes,
-  sync,
-  timingFields,
   trainBench,
 } from "./models.ts";
 
@@ -121,17 +120,6 @@ const SMALL: Sizes = {
  * @param shape dimensions
  * @param seed any integer
  */
-function randTensor(shape: readonly number[], seed: number): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = Math.imul(seed, 2654435761) >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    data[i] = s / 2147483648 - 1;
-  }
-  return tensor(data, shape);
-}
-
 // ------------------------------------------------------------------ benchmarks
 
 function matmulBench(name: string, M: number, N: number, K: number, transB: boolean, capS = 4): Bench {

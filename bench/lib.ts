@@ -8,7 +8,7 @@
  * @module
  */
 
-import { runtime } from "../engine/tensor.ts";
+import { runtime, type Tensor, tensor } from "../engine/tensor.ts";
 
 /** Milliseconds since an arbitrary origin (high resolution). */
 export function now(): number {
@@ -425,4 +425,61 @@ export async function runSuite(benches: readonly Bench[], o: SuiteOptions): Prom
     o.log(`${b.name}: ${JSON.stringify(res)}`);
     await o.afterEach();
   }
+}
+
+// ------------------------------------------------------------------ shared by the benchmark files
+
+/** Waits for the GPU queue to drain. */
+export const sync = () => runtime().sync();
+
+/** Timing knobs: short batches and few repeats in --small mode. */
+export function knobs(ctx: Ctx, full: { targetMs: number; repeats: number; maxIters?: number; warmup?: number }): {
+  overheadMs: number;
+  targetMs: number;
+  repeats: number;
+  maxIters: number;
+  warmup: number;
+  budgetMs: number;
+  flush: () => void;
+} {
+  return {
+    overheadMs: ctx.overheadMs,
+    targetMs: ctx.small ? Math.min(full.targetMs, 20) : full.targetMs,
+    repeats: ctx.small ? Math.min(full.repeats, 2) : full.repeats,
+    maxIters: ctx.small ? Math.min(full.maxIters ?? 1000, 20) : full.maxIters ?? 1000,
+    warmup: full.warmup ?? 1,
+    budgetMs: ctx.left(),
+    flush: () => runtime().flush(),
+  };
+}
+
+/** The common timing fields of a result. */
+export function timingFields(t: GpuTiming): Result {
+  return { min_ms: sig(t.minMs), cpu_ms: sig(t.cpuMs), iters: t.iters, repeats: t.repeats };
+}
+/** Disposes tensors and their gradients (null entries are skipped). */
+export function disposeAll(ts: Iterable<Tensor | null | undefined>): void {
+  for (const t of ts) {
+    if (!t) continue;
+    t.grad?.dispose();
+    t.grad = null;
+    t.dispose();
+  }
+}
+
+/**
+ * Seeded values in [-1, 1): a block of ≤ 2²⁰ + 7 LCG draws repeated (cheap for the 400 M-element LM-head gradient).
+ * @param shape dimensions
+ * @param seed any integer
+ */
+export function randTensor(shape: readonly number[], seed: number): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1), period = Math.min(n, (1 << 20) + 7);
+  const data = new Float32Array(n);
+  let s = Math.imul(seed + 1, 2654435761) >>> 0;
+  for (let i = 0; i < period; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    data[i] = s / 2147483648 - 1;
+  }
+  for (let i = period; i < n; i += period) data.copyWithin(i, 0, Math.min(period, n - i));
+  return tensor(data, shape);
 }

@@ -13,7 +13,20 @@ import { CausalLMWithValueHead } from "../models/value_head.ts";
 import { parseBertConfig, parseGPT2Config } from "../models/config.ts";
 import { type ParamSpec, uploadParams } from "../models/weights.ts";
 import type { HostTensor } from "../engine/host_tensor.ts";
-import { type Bench, type Ctx, type GpuTiming, now, randIds, type Result, sig, timeCalls, timeGpu } from "./lib.ts";
+import {
+  type Bench,
+  type Ctx,
+  disposeAll,
+  knobs,
+  now,
+  randIds,
+  type Result,
+  sig,
+  sync,
+  timeCalls,
+  timeGpu,
+  timingFields,
+} from "./lib.ts";
 
 // ------------------------------------------------------------------ sizes
 
@@ -48,44 +61,6 @@ export interface GenerateSizes {
 export type BertSizes = Record<string, number> & { batch: number; seq: number };
 
 // ------------------------------------------------------------------ context
-
-/** Waits for the GPU queue to drain. */
-export const sync = () => runtime().sync();
-
-/** Timing knobs: short batches and few repeats in --small mode. */
-export function knobs(ctx: Ctx, full: { targetMs: number; repeats: number; maxIters?: number; warmup?: number }): {
-  overheadMs: number;
-  targetMs: number;
-  repeats: number;
-  maxIters: number;
-  warmup: number;
-  budgetMs: number;
-  flush: () => void;
-} {
-  return {
-    overheadMs: ctx.overheadMs,
-    targetMs: ctx.small ? Math.min(full.targetMs, 20) : full.targetMs,
-    repeats: ctx.small ? Math.min(full.repeats, 2) : full.repeats,
-    maxIters: ctx.small ? Math.min(full.maxIters ?? 1000, 20) : full.maxIters ?? 1000,
-    warmup: full.warmup ?? 1,
-    budgetMs: ctx.left(),
-    flush: () => runtime().flush(),
-  };
-}
-
-/** The common timing fields of a result. */
-export function timingFields(t: GpuTiming): Result {
-  return { min_ms: sig(t.minMs), cpu_ms: sig(t.cpuMs), iters: t.iters, repeats: t.repeats };
-}
-/** Disposes tensors and their gradients (null entries are skipped). */
-export function disposeAll(ts: Iterable<Tensor | null | undefined>): void {
-  for (const t of ts) {
-    if (!t) continue;
-    t.grad?.dispose();
-    t.grad = null;
-    t.dispose();
-  }
-}
 
 // ------------------------------------------------------------------ model benchmarks
 

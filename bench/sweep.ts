@@ -21,9 +21,9 @@ import {
   runtime,
   setMatmulTuning,
 } from "../engine/mod.ts";
-import { gitCommit, measureSyncOverhead, now, parseBenchArgs, type Result, sig } from "./lib.ts";
+import { gitCommit, measureSyncOverhead, now, parseBenchArgs, randTensor, type Result, sig } from "./lib.ts";
 import { attentionShape, type AttnShape } from "./sweep_attention.ts";
-import { errMsg, log, randTensor, type Run, sweepKernel } from "./sweep_kernel.ts";
+import { errMsg, log, type Run, sweepKernel } from "./sweep_kernel.ts";
 
 // ------------------------------------------------------------------ matmul
 

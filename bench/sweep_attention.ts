@@ -18,8 +18,8 @@ import {
   type Tensor,
   tidy,
 } from "../engine/mod.ts";
-import { now, type Result } from "./lib.ts";
-import { type Candidate, randTensor, type Run, sweepKernel } from "./sweep_kernel.ts";
+import { now, randTensor, type Result } from "./lib.ts";
+import { type Candidate, type Run, sweepKernel } from "./sweep_kernel.ts";
 
 // ------------------------------------------------------------------ attention
 

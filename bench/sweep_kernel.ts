@@ -5,34 +5,16 @@
  * @module
  */
 
-import { abs, max, noGrad, readAll, runtime, sub, sum, type Tensor, tensor, tidy } from "../engine/mod.ts";
-import { type GpuTiming, now, type Result, sig, timeGpu, TimeoutError, withTimeout } from "./lib.ts";
+import { abs, max, noGrad, readAll, runtime, sub, sum, type Tensor, tidy } from "../engine/mod.ts";
+import { type GpuTiming, now, type Result, sig, sync, timeGpu, TimeoutError, withTimeout } from "./lib.ts";
 
 // ------------------------------------------------------------------ helpers
 
 /** Waits for the GPU queue to drain. */
-export const sync = (): Promise<void> => runtime().sync();
 /** Writes a progress line to stderr. */
 export const log = (m: string): void => console.error(`[sweep] ${m}`);
 /** The message of an error (or the value as a string). */
 export const errMsg = (e: unknown): string => e instanceof Error ? e.message : String(e);
-
-/**
- * Seeded values in [-1, 1): a block of ≤ 2²⁰ + 7 LCG draws repeated (cheap for the 400 M-element LM-head gradient).
- * @param shape dimensions
- * @param seed any integer
- */
-export function randTensor(shape: readonly number[], seed: number): Tensor {
-  const n = shape.reduce((a, b) => a * b, 1), period = Math.min(n, (1 << 20) + 7);
-  const data = new Float32Array(n);
-  let s = Math.imul(seed + 1, 2654435761) >>> 0;
-  for (let i = 0; i < period; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    data[i] = s / 2147483648 - 1;
-  }
-  for (let i = period; i < n; i += period) data.copyWithin(i, 0, Math.min(period, n - i));
-  return tensor(data, shape);
-}
 
 /** Max |a − b| over pairs of tensors (NaN when any difference is not finite) and max |ref|. */
 export async function compare(outs: Tensor[], refs: Tensor[]): Promise<{ diff: number; refMax: number }> {
