@@ -152,14 +152,16 @@ export function broadcastShapes(a: readonly number[], b: readonly number[], op =
   return out;
 }
 
-function padTo8(v: number[]): number[] {
+/** Pads a list of dims/strides with zeros to the 8 entries kernels take in their uniforms. */
+export function pad8(v: readonly number[]): number[] {
   return [...v, ...new Array(8 - v.length).fill(0)];
 }
 
-function bstrides(shape: readonly number[], outShape: number[]): number[] {
+/** Strides of `shape` read as broadcast to `outShape` (0 along broadcast dims), for strided kernels. */
+export function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
   const n = outShape.length;
   const full = [...new Array(n - shape.length).fill(1), ...shape];
-  const st = new Array(n).fill(0);
+  const st = new Array<number>(n).fill(0);
   let s = 1;
   for (let d = n - 1; d >= 0; d--) {
     st[d] = full[d] === 1 && outShape[d] !== 1 ? 0 : s;
@@ -184,9 +186,9 @@ export function binaryRaw(name: keyof typeof BINARY, a: Tensor, b: Tensor): Tens
     shape.length,
     same,
     0,
-    ...padTo8(shape),
-    ...padTo8(bstrides(a.shape, shape)),
-    ...padTo8(bstrides(b.shape, shape)),
+    ...pad8(shape),
+    ...pad8(broadcastStrides(a.shape, shape)),
+    ...pad8(broadcastStrides(b.shape, shape)),
   ];
   runtime().dispatch(
     { shader: "binary", bindings: ["read", "read", "rw"], constants: { OP: BINARY[name] } },
@@ -215,7 +217,7 @@ export function sumTo(x: Tensor, shape: readonly number[]): Tensor {
   runtime().dispatch(
     { shader: "reduce_to", bindings: ["read", "rw"] },
     [x.storage, out.storage],
-    [nout, n, nred, 0, ...padTo8([...x.shape]), ...padTo8(outShape)],
+    [nout, n, nred, 0, ...pad8([...x.shape]), ...pad8(outShape)],
     grid1d(nout),
   );
   const full = [...x.shape];

@@ -23,16 +23,12 @@
 import { f32Bits, grid1d, type Storage } from "../runtime.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
-import { broadcastShapes, sumTo, zeros } from "./elementwise.ts";
+import { broadcastShapes, broadcastStrides, pad8, sumTo, zeros } from "./elementwise.ts";
 import { contiguousStrides, normalizeAxis } from "./shape.ts";
 import { shapeSize } from "../host_tensor.ts";
 
 function fmt(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;
-}
-
-function pad8(v: readonly number[]): number[] {
-  return [...v, ...new Array(8 - v.length).fill(0)];
 }
 
 function checkIndex(index: Tensor, op: string): void {
@@ -210,18 +206,6 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
 
 // ------------------------------------------------------------------ maskedFill / where
 
-function bstrides(shape: readonly number[], outShape: readonly number[]): number[] {
-  const n = outShape.length;
-  const full = [...new Array(n - shape.length).fill(1), ...shape];
-  const st = new Array<number>(n).fill(0);
-  let s = 1;
-  for (let d = n - 1; d >= 0; d--) {
-    st[d] = full[d] === 1 && outShape[d] !== 1 ? 0 : s;
-    s *= full[d];
-  }
-  return st;
-}
-
 function maskConstants(mask: Tensor, invert: boolean): Record<string, number> {
   return { MASK_F32: mask.dtype === "f32" ? 1 : 0, INVERT: invert ? 1 : 0 };
 }
@@ -239,7 +223,7 @@ function maskedFillRaw(x: Tensor, mask: Tensor, bits: number, invert: boolean): 
       constants: maskConstants(mask, invert),
     },
     [x.storage, mask.storage, out.storage],
-    [n, x.ndim, bits, 0, ...pad8(x.shape), ...pad8(bstrides(mask.shape, x.shape)), ...zero, ...zero],
+    [n, x.ndim, bits, 0, ...pad8(x.shape), ...pad8(broadcastStrides(mask.shape, x.shape)), ...zero, ...zero],
     grid1d(n),
   );
   return out;
@@ -288,9 +272,9 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
       0,
       0,
       ...pad8(shape),
-      ...pad8(bstrides(cond.shape, shape)),
-      ...pad8(bstrides(a.shape, shape)),
-      ...pad8(bstrides(b.shape, shape)),
+      ...pad8(broadcastStrides(cond.shape, shape)),
+      ...pad8(broadcastStrides(a.shape, shape)),
+      ...pad8(broadcastStrides(b.shape, shape)),
     ],
     grid1d(n),
   );

@@ -8,7 +8,7 @@
 import { grid1d, type Storage } from "../runtime.ts";
 import { check, empty, runtime, Tensor } from "../tensor.ts";
 import { needsGrad, record } from "../autograd.ts";
-import { zeros } from "./elementwise.ts";
+import { pad8, zeros } from "./elementwise.ts";
 import { shapeSize } from "../host_tensor.ts";
 
 /** Resolves a possibly negative axis against `ndim` dims (`ndim + 1` slots for insertions). */
@@ -146,10 +146,6 @@ export function transpose(x: Tensor, dim0: number, dim1: number): Tensor {
   perm[a] = b;
   perm[b] = a;
   return permute(x, perm);
-}
-
-function pad8(v: number[]): number[] {
-  return [...v, ...new Array(8 - v.length).fill(0)];
 }
 
 // ------------------------------------------------------------------ slice / concat
