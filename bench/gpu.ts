@@ -341,6 +341,7 @@ async function main(args: BenchArgs): Promise<void> {
 
   await runSuite(selected, {
     small: args.small,
+    profile: args.profile,
     overheadMs,
     budgetMs,
     started,

@@ -254,15 +254,25 @@ export interface BenchArgs {
   backend: "auto" | "deno" | "dawn" | null;
   /** Print the benchmark names and exit. */
   list: boolean;
+  /** Also attribute GPU time per kernel with timestamp queries (one extra, profiled iteration). */
+  profile: boolean;
 }
 
 /**
- * Parses `[--small] [--only a,b] [--out FILE] [--budget-s N] [--backend auto|deno|dawn] [--list]`
+ * Parses `[--small] [--only a,b] [--out FILE] [--budget-s N] [--backend auto|deno|dawn] [--profile] [--list]`
  * (`--flag=value` also works). Throws on unknown flags.
  * @param args `Deno.args`
  */
 export function parseBenchArgs(args: readonly string[]): BenchArgs {
-  const r: BenchArgs = { small: false, only: null, out: null, budgetS: NaN, backend: null, list: false };
+  const r: BenchArgs = {
+    small: false,
+    only: null,
+    out: null,
+    budgetS: NaN,
+    backend: null,
+    list: false,
+    profile: false,
+  };
   for (let i = 0; i < args.length; i++) {
     let a = args[i], v: string | undefined;
     const eq = a.indexOf("=");
@@ -278,6 +288,9 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
         break;
       case "--list":
         r.list = true;
+        break;
+      case "--profile":
+        r.profile = true;
         break;
       case "--only":
         r.only = value().split(",").map((s) => s.trim()).filter((s) => s);
@@ -298,7 +311,9 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
         break;
       }
       default:
-        throw new Error(`unknown argument "${args[i]}" (use --small, --only, --out, --budget-s, --backend, --list)`);
+        throw new Error(
+          `unknown argument "${args[i]}" (use --small, --only, --out, --budget-s, --backend, --profile, --list)`,
+        );
     }
   }
   return r;
@@ -334,6 +349,8 @@ export interface Ctx {
   left(): number;
   /** Writes a progress line to stderr. */
   log(msg: string): void;
+  /** Whether `--profile` asked for per-kernel GPU times (see {@linkcode profileOnce}). */
+  profile: boolean;
 }
 
 /** One benchmark's figures (or `{error}` / `{skipped}`). */
@@ -353,6 +370,8 @@ export interface Bench {
 export interface SuiteOptions {
   /** Tiny shapes. */
   small: boolean;
+  /** Per-kernel GPU times (`--profile`). */
+  profile?: boolean;
   /** Latency of one sync, ms. */
   overheadMs: number;
   /** Whole-run budget, ms: later benchmarks are skipped once it is spent. */
@@ -398,6 +417,7 @@ export async function runSuite(benches: readonly Bench[], o: SuiteOptions): Prom
       overheadMs: o.overheadMs,
       left: () => capMs - (now() - t0),
       log: (m) => o.log(`${b.name}: ${m}`),
+      profile: o.profile ?? false,
     };
     // Per-benchmark high-water mark: the runtime only keeps a global one, so restart it here.
     rt.stats.peakBytes = rt.stats.liveBytes;
@@ -482,4 +502,35 @@ export function randTensor(shape: readonly number[], seed: number): Tensor {
   }
   for (let i = period; i < n; i += period) data.copyWithin(i, 0, Math.min(period, n - i));
   return tensor(data, shape);
+}
+
+/**
+ * Runs `fn` once more with per-kernel timestamp queries when `--profile` was given and the device has them:
+ * `{kernel_ms, dispatches, copies, submits, kernels: [[name, count, ms, % of kernel time], …]}` (top `top`
+ * kernels by GPU time), or undefined. The profiled run is not a timed run (one pass per dispatch).
+ * @param ctx the benchmark context
+ * @param fn one iteration (its promise is awaited)
+ * @param top how many kernels to list
+ */
+export async function profileOnce(ctx: Ctx, fn: () => unknown, top = 25): Promise<Result | undefined> {
+  const rt = runtime();
+  if (!ctx.profile) return undefined;
+  if (!rt.startProfile()) return { unavailable: "no timestamp-query on this device" };
+  let failure: unknown = null;
+  try {
+    await fn();
+  } catch (e) {
+    failure = e;
+  }
+  const p = await rt.stopProfile();
+  if (failure) throw failure;
+  if (!p) return undefined;
+  ctx.log(`profile: ${p.dispatches} dispatches, ${p.kernelMs.toFixed(2)} ms of kernel time`);
+  return {
+    kernel_ms: sig(p.kernelMs),
+    dispatches: p.dispatches,
+    copies: p.copies,
+    submits: p.submits,
+    kernels: p.kernels.slice(0, top).map((k) => [k.name, k.count, sig(k.ms), sig(100 * k.ms / p.kernelMs, 3)]),
+  };
 }

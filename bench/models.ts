@@ -19,6 +19,7 @@ import {
   disposeAll,
   knobs,
   now,
+  profileOnce,
   randIds,
   type Result,
   sig,
@@ -149,6 +150,10 @@ export function trainBench(key: string, cfg: GPT2Size, B: number, T: number): Be
           submits_per_step: submits,
           loss: sig(lossValue, 5),
           ...timingFields(t),
+          profile: await profileOnce(ctx, async () => {
+            step();
+            await sync();
+          }),
         };
       } finally {
         opt.dispose();
@@ -192,6 +197,7 @@ export function generateBench(cfg: GPT2Size, s: GenerateSizes): Bench {
           readbacks: rb,
           min_ms: sig(t.minMs),
           repeats: t.repeats,
+          profile: await profileOnce(ctx, () => generate(model, prompts, { ...opts, seed: seed++ })),
         };
       } finally {
         disposeModel(model);
@@ -222,6 +228,10 @@ export function bertBench(s: BertSizes): Bench {
           hidden: model.config.hidden_size,
           ms: sig(t.ms),
           ...timingFields(t),
+          profile: await profileOnce(ctx, async () => {
+            tidy(() => noGrad(() => void model.forward({ inputIds: ids })));
+            await sync();
+          }),
         };
       } finally {
         disposeModel(model);
@@ -365,6 +375,8 @@ export async function benchPpo(ctx: Ctx, s: PpoSizes): Promise<Result> {
     };
     // Figures of the median iteration (by total time).
     for (const [k, v] of Object.entries(med)) out[k] = Number.isInteger(v) ? v : sig(v);
+    const profile = await profileOnce(ctx, iteration);
+    if (profile) out.profile = profile;
     if (!("rollout_forward_ms" in med)) {
       out.note = "PPOTrainer.step reported no time/ppo/* stats: optimize_ms is the whole step";
     }

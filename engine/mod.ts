@@ -4,6 +4,7 @@
  */
 
 export { type BackendName, type DeviceHandle, type DeviceOptions, requestGpuDevice } from "./device.ts";
+export { type KernelTime, type Profile } from "./profiler.ts";
 export {
   type Access,
   f32Bits,

@@ -9,6 +9,7 @@
  */
 
 import type { DeviceHandle } from "./device.ts";
+import { kernelLabel, type Profile, Profiler } from "./profiler.ts";
 import { shaderSource } from "./shaders.ts";
 
 /** A storage-binding access mode for kernel bindings 1..n (binding 0 is the uniform block). */
@@ -125,6 +126,7 @@ export class Runtime {
   private pendingErrors: Promise<string | null>[] = [];
   private readonly uniformAlign: number;
   private readonly maxBinding: number;
+  private profiler: Profiler | null = null;
 
   /** Creates the runtime of a device (see `initEngine`). */
   constructor(handle: DeviceHandle) {
@@ -301,11 +303,42 @@ export class Runtime {
       this.bindGroups.set(key, bg);
     }
     for (const s of storages) this.usedIn.set(s.buffer, this.batch);
-    const pass = this.#computePass();
+    const prof = this.profiler;
+    let pass: GPUComputePassEncoder;
+    if (prof) {
+      if (prof.full) this.flush();
+      pass = prof.beginPass(this.#commandEncoder(), kernelLabel(spec.shader, spec.entry, spec.constants));
+    } else pass = this.#computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bg, [offset]);
     pass.dispatchWorkgroups(x, y, z);
+    if (prof) pass.end();
     this.stats.dispatches++;
+  }
+
+  // ---------------------------------------------------------------- profiling
+
+  /**
+   * Starts attributing GPU time to kernels with timestamp queries: from now until
+   * {@linkcode stopProfile}, every dispatch runs in its own timed compute pass. Returns false (and
+   * does nothing) when the device lacks `timestamp-query` or a profile is already running.
+   */
+  startProfile(): boolean {
+    if (!this.handle.hasTimestamps || this.profiler) return false;
+    this.flush();
+    this.profiler = new Profiler(this.device);
+    return true;
+  }
+
+  /** Ends the profile started by {@linkcode startProfile}; waits for the GPU and sums time per kernel. */
+  async stopProfile(): Promise<Profile | null> {
+    const prof = this.profiler;
+    if (!prof) return null;
+    this.flush();
+    this.profiler = null;
+    const out = await prof.finish();
+    await this.checkErrors();
+    return out;
   }
 
   #computePass(): GPUComputePassEncoder {
@@ -335,6 +368,7 @@ export class Runtime {
       dst.byteOffset + dstOffset,
       bytes,
     );
+    this.profiler?.countCopy();
     this.stats.dispatches++;
   }
 
@@ -348,6 +382,7 @@ export class Runtime {
     if (this.arenaUsed > 0) {
       this.device.queue.writeBuffer(this.arena, 0, this.arenaCpu, 0, this.arenaUsed / 4);
     }
+    this.profiler?.resolve(this.encoder);
     this.device.pushErrorScope("validation");
     this.device.queue.submit([this.encoder.finish()]);
     this.pendingErrors.push(this.device.popErrorScope().then((e) => e ? `GPU validation error: ${e.message}` : null));

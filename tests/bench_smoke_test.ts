@@ -43,7 +43,7 @@ Deno.test("bench/gpu.ts --small prints a complete JSON report", async () => {
     const bench = new URL("../bench/gpu.ts", import.meta.url).pathname;
     const env: Record<string, string> = { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" };
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", bench, "--small", "--out", out],
+      args: ["run", "-A", bench, "--small", "--profile", "--out", out],
       env,
       stdout: "piped",
       stderr: "piped",
@@ -71,14 +71,24 @@ Deno.test("bench/gpu.ts --small prints a complete JSON report", async () => {
       const r = results[name];
       assert.equal(typeof r, "object", `${name} is an object`);
       assert.equal(typeof r.wall_s, "number", `${name}.wall_s`);
-      const note = r.error ?? r.skipped;
-      if (note !== undefined) {
-        assert.ok(typeof note === "string" && note.length > 0, `${name}: error/skipped must be a message`);
+      assert.equal(r.error, undefined, `${name} failed: ${r.error}`);
+      if (r.skipped !== undefined) {
+        assert.ok(typeof r.skipped === "string" && r.skipped.length > 0, `${name}: skipped must be a message`);
         continue;
       }
       for (const f of [...fields, "peak_bytes", "pool_bytes"]) {
         const v = r[f];
         assert.ok(typeof v === "number" && Number.isFinite(v), `${name}.${f} must be a finite number, got ${v}`);
+      }
+    }
+    // --profile: the model benchmarks carry per-kernel GPU times (llvmpipe has timestamp queries).
+    if (report.device.has_timestamps) {
+      for (const name of ["gpt2_train_B16_T64", "gpt2_generate", "bert_forward", "ppo_iteration"]) {
+        const p = results[name].profile as { kernel_ms: number; dispatches: number; kernels: unknown[][] };
+        assert.ok(p && p.kernel_ms > 0 && p.dispatches > 0, `${name}.profile: ${JSON.stringify(p)}`);
+        assert.ok(p.kernels.length > 0 && p.kernels.every((k) => typeof k[0] === "string" && Number(k[2]) >= 0));
+        const sum = p.kernels.reduce((a, k) => a + Number(k[1]), 0);
+        assert.ok(sum <= p.dispatches, `${name}: listed kernels hold ${sum} of ${p.dispatches} dispatches`);
       }
     }
   } finally {

@@ -108,3 +108,37 @@ Deno.test("SHADER_NAMES lists exactly the files in shaders/ (remote imports prel
   }
   assert.deepEqual([...SHADER_NAMES].sort(), files.sort());
 });
+
+Deno.test("profile: timestamp queries attribute GPU time per kernel; results are unchanged", async () => {
+  await ready;
+  const rt = runtime();
+  if (!rt.handle.hasTimestamps) {
+    assert.equal(rt.startProfile(), false);
+    return;
+  }
+  const x = tensor(Array.from({ length: 96 * 80 }, (_, i) => Math.sin(i)), [96, 80]);
+  const run = () => tidy(() => keep(add(exp(mul(x, x)), x)));
+  const plain = run();
+  const before = await plain.toArray();
+  assert.ok(rt.startProfile());
+  assert.equal(rt.startProfile(), false, "a second profile cannot start while one runs");
+  const d0 = rt.stats.dispatches;
+  const outs = Array.from({ length: 3 }, run);
+  const t0 = performance.now();
+  const profile = (await rt.stopProfile())!;
+  const wallMs = performance.now() - t0;
+  const after = await readAll(outs);
+  for (const a of after) assert.deepEqual(Array.from(a), Array.from(before));
+  assert.equal(profile.dispatches, rt.stats.dispatches - d0 - profile.copies);
+  assert.ok(profile.kernels.length >= 2, JSON.stringify(profile.kernels));
+  const counted = profile.kernels.reduce((a, k) => a + k.count, 0);
+  assert.equal(counted, profile.dispatches);
+  for (const k of profile.kernels) {
+    assert.match(k.name, /^[a-z_0-9]+:[A-Za-z_0-9]+/);
+    assert.ok(k.ms >= 0 && Number.isFinite(k.ms));
+  }
+  assert.ok(profile.kernelMs > 0, "the kernels took some GPU time");
+  assert.ok(profile.kernelMs < wallMs + 1000, `kernel time ${profile.kernelMs} ms is not plausible`);
+  assert.equal(await rt.stopProfile(), null, "no profile is running any more");
+  for (const t of [x, plain, ...outs]) t.dispose();
+});
