@@ -9,8 +9,8 @@
 import { type BertConfig, parseBertConfig } from "./config.ts";
 import { type ParamSpec, randomParams, uploadParams } from "./weights.ts";
 import { type Tensor, tensor } from "../engine/tensor.ts";
-import { add, gelu, geluNew, relu, tanh } from "../engine/ops/elementwise.ts";
-import { linear } from "../engine/ops/matmul.ts";
+import { add, tanh } from "../engine/ops/elementwise.ts";
+import { linear, type LinearActivation, type LinearOptions } from "../engine/ops/matmul.ts";
 import { layerNorm } from "../engine/ops/norm.ts";
 import { scaledDotProductAttention } from "../engine/ops/attention.ts";
 import { embedding } from "../engine/ops/index_ops.ts";
@@ -99,16 +99,17 @@ export class BertForSequenceClassification extends ModelBase<BertConfig> {
     return Array.from({ length: this.config.num_labels }, (_, i) => this.config.id2label[String(i)]);
   }
 
-  #act(x: Tensor): Tensor {
+  /** The intermediate activation as a fused linear epilogue (null: tanh, applied separately). */
+  #activation(): LinearActivation | null {
     switch (this.config.hidden_act) {
       case "gelu":
-        return gelu(x);
+        return "gelu";
       case "relu":
-        return relu(x);
+        return "relu";
       case "tanh":
-        return tanh(x);
+        return null;
       default:
-        return geluNew(x);
+        return "gelu_new";
     }
   }
 
@@ -174,8 +175,13 @@ export class BertForSequenceClassification extends ModelBase<BertConfig> {
     );
     h = this.drop(h, c.hidden_dropout_prob);
     const heads = (x: Tensor) => splitHeads(x, H, 1)[0];
-    const lin = (x: Tensor, name: string) =>
-      linear(x, this.param(name + ".weight"), this.param(name + ".bias"), { weightLayout: "out_in" });
+    const lin = (x: Tensor, name: string, options: LinearOptions = {}) =>
+      linear(x, this.param(name + ".weight"), this.param(name + ".bias"), { weightLayout: "out_in", ...options });
+    // dropout(x·W + b) + res: one kernel (residual in the store) when dropout is the identity.
+    const fuseResidual = !this.training || c.hidden_dropout_prob === 0;
+    const residual = (x: Tensor, name: string, res: Tensor) =>
+      fuseResidual ? lin(x, name, { residual: res }) : add(this.drop(lin(x, name), c.hidden_dropout_prob), res);
+    const activation = this.#activation();
     for (let i = 0; i < c.num_hidden_layers; i++) {
       const p = `${pre}.encoder.layer.${i}.`;
       const q = heads(lin(h, p + "attention.self.query"));
@@ -190,17 +196,17 @@ export class BertForSequenceClassification extends ModelBase<BertConfig> {
         seed: training ? this.dropoutSeed++ >>> 0 : 0,
       });
       const merged = mergeHeads(o);
-      const ao = this.drop(lin(merged, p + "attention.output.dense"), c.hidden_dropout_prob);
       h = layerNorm(
-        add(ao, h),
+        residual(merged, p + "attention.output.dense", h),
         this.param(p + "attention.output.LayerNorm.weight"),
         this.param(p + "attention.output.LayerNorm.bias"),
         c.layer_norm_eps,
       );
-      const inter = this.#act(lin(h, p + "intermediate.dense"));
-      const out = this.drop(lin(inter, p + "output.dense"), c.hidden_dropout_prob);
+      const inter = activation
+        ? lin(h, p + "intermediate.dense", { activation })
+        : tanh(lin(h, p + "intermediate.dense"));
       h = layerNorm(
-        add(out, h),
+        residual(inter, p + "output.dense", h),
         this.param(p + "output.LayerNorm.weight"),
         this.param(p + "output.LayerNorm.bias"),
         c.layer_norm_eps,

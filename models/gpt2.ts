@@ -1,13 +1,14 @@
 /**
  * GPT-2 (`GPT2LMHeadModel`) in Hugging Face's weight layout: Conv1D weights are [in, out], the LM
- * head is tied to the token embedding, gelu_new activations, pre-LN blocks.
+ * head is tied to the token embedding, gelu_new activations, pre-LN blocks. The MLP's activation
+ * and (without residual dropout) both residual additions are fused into the linear layers' kernels.
  * @module
  */
 
 import { type GPT2Config, parseGPT2Config } from "./config.ts";
 import { type ParamSpec, randomParams, uploadParams } from "./weights.ts";
 import { empty, isGradEnabled, keep, type Tensor, tensor } from "../engine/tensor.ts";
-import { add, gelu, geluNew } from "../engine/ops/elementwise.ts";
+import { add } from "../engine/ops/elementwise.ts";
 import { linear, matmul } from "../engine/ops/matmul.ts";
 import { layerNorm } from "../engine/ops/norm.ts";
 import { scaledDotProductAttention, writeKV } from "../engine/ops/attention.ts";
@@ -171,6 +172,13 @@ export class GPT2LMHeadModel extends ModelBase<GPT2Config> {
     );
     h = this.drop(h, c.embd_pdrop);
     const cache: KVCache = { keys: [], values: [] };
+    const activation = c.activation_function === "gelu" ? "gelu" : "gelu_new";
+    // h + dropout(x·W + b): one kernel (residual in the store) when dropout is the identity.
+    const fuseResidual = !this.training || c.resid_pdrop === 0;
+    const residual = (x: Tensor, name: string, res: Tensor) => {
+      const w = this.param(name + ".weight"), b = this.param(name + ".bias");
+      return fuseResidual ? linear(x, w, b, { residual: res }) : add(res, this.drop(linear(x, w, b), c.resid_pdrop));
+    };
     for (let i = 0; i < c.n_layer; i++) {
       const p = `transformer.h.${i}.`;
       const a = layerNorm(h, this.param(p + "ln_1.weight"), this.param(p + "ln_1.bias"), c.layer_norm_epsilon);
@@ -202,13 +210,10 @@ export class GPT2LMHeadModel extends ModelBase<GPT2Config> {
         seed: training ? this.dropoutSeed++ >>> 0 : 0,
       });
       const merged = mergeHeads(o);
-      const proj = linear(merged, this.param(p + "attn.c_proj.weight"), this.param(p + "attn.c_proj.bias"));
-      h = add(h, this.drop(proj, c.resid_pdrop));
+      h = residual(merged, p + "attn.c_proj", h);
       const m = layerNorm(h, this.param(p + "ln_2.weight"), this.param(p + "ln_2.bias"), c.layer_norm_epsilon);
-      const fc = linear(m, this.param(p + "mlp.c_fc.weight"), this.param(p + "mlp.c_fc.bias"));
-      const act = c.activation_function === "gelu" ? gelu(fc) : geluNew(fc);
-      const mp = linear(act, this.param(p + "mlp.c_proj.weight"), this.param(p + "mlp.c_proj.bias"));
-      h = add(h, this.drop(mp, c.resid_pdrop));
+      const act = linear(m, this.param(p + "mlp.c_fc.weight"), this.param(p + "mlp.c_fc.bias"), { activation });
+      h = residual(act, p + "mlp.c_proj", h);
     }
     const hidden = layerNorm(
       h,

@@ -1,4 +1,7 @@
-// Tiled batched matrix multiply: C[z] = alpha · op(A[z]) · op(B[z]) (+ bias[n]), f32.
+// Tiled batched matrix multiply: C[z] = act(alpha · op(A[z]) · op(B[z]) (+ bias[n])) (+ R[z]), f32.
+// The epilogue (all pipeline constants, free when off): BIAS adds bias[n]; PRE also writes that
+// pre-activation value to `pre` (kept for backward); ACT applies an activation (activation.wgsl
+// codes); RESID then adds the residual R, laid out like C.
 // op(A) is [M, K]: A is stored [M, K], or [K, M] when TRANS_A. op(B) is [K, N]: B is stored
 // [K, N], or [N, K] when TRANS_B. C is contiguous [batch, M, N].
 //
@@ -24,6 +27,9 @@ override TRANS_B: bool = false;
 override VEC_A: bool = false;
 override VEC_B: bool = false;
 override BIAS: bool = false;
+override ACT: u32 = 0u; // 0 none, 1 gelu (erf), 2 gelu_new (tanh), 3 relu
+override RESID: bool = false;
+override PRE: bool = false;
 
 override BM: u32 = WG_Y * TM;
 override BN: u32 = WG_X * TN;
@@ -50,6 +56,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bV: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<storage, read_write> c: array<f32>;
+@group(0) @binding(7) var<storage, read> resid: array<f32>;
+@group(0) @binding(8) var<storage, read_write> pre: array<f32>;
+
+//!include activation
 
 var<workgroup> As: array<vec4<f32>, BK * BM / 4u>; // As[k·BM/4 + m/4][m % 4]
 var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>; // Bs[k·BN/4 + n/4][n % 4]
@@ -141,22 +151,25 @@ fn loadB(offB: u32, n0: u32, k0: u32, g: u32) {
   }
 }
 
-// Writes alpha·v (+ bias) to row m, columns n..n+3 of C, skipping what lies outside.
+// The epilogue of one element: C[o] = act(alpha·v (+ bias[n])) (+ R[o]).
+fn epilogue(o: u32, n: u32, v: f32) {
+  var r = v * p.alpha;
+  if (BIAS) { r += bias[n]; }
+  if (PRE) { pre[o] = r; }
+  r = act(ACT, r);
+  if (RESID) { r += resid[o]; }
+  c[o] = r;
+}
+
+// Writes row m, columns n..n+3 of C through the epilogue, skipping what lies outside.
 fn store(offC: u32, m: u32, n: u32, v: vec4<f32>) {
   if (m >= p.M || n >= p.N) { return; }
-  var r = v * p.alpha;
   let lim = min(p.N - n, 4u);
-  if (BIAS) {
-    r.x += bias[n];
-    if (lim > 1u) { r.y += bias[n + 1u]; }
-    if (lim > 2u) { r.z += bias[n + 2u]; }
-    if (lim > 3u) { r.w += bias[n + 3u]; }
-  }
   let o = offC + m * p.N + n;
-  c[o] = r.x;
-  if (lim > 1u) { c[o + 1u] = r.y; }
-  if (lim > 2u) { c[o + 2u] = r.z; }
-  if (lim > 3u) { c[o + 3u] = r.w; }
+  epilogue(o, n, v.x);
+  if (lim > 1u) { epilogue(o + 1u, n + 1u, v.y); }
+  if (lim > 2u) { epilogue(o + 2u, n + 2u, v.z); }
+  if (lim > 3u) { epilogue(o + 3u, n + 3u, v.w); }
 }
 
 @compute @workgroup_size(WG_X, WG_Y)

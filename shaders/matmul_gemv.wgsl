@@ -1,5 +1,5 @@
-// Matrix multiply for few rows (matrix–vector like): C[z] = alpha · A'[z] · B'[z] (+ bias), f32,
-// with A' [M, K] and B' [K, N] addressed through element strides, so any transpose (or swapping
+// Matrix multiply for few rows (matrix–vector like): C[z] = act(alpha · A'[z] · B'[z] (+ bias)) (+ R[z]),
+// f32 (the epilogue constants as in matmul.wgsl; R and `pre` are laid out like C), with A' [M, K] and B' [K, N] addressed through element strides, so any transpose (or swapping
 // the roles of A and B to serve an output with few columns) is index math. Each workgroup owns
 // COLS output columns and up to 4 rows (m0 = workgroup y · 4); SLICES threads per column split K
 // and their partial sums meet in workgroup memory. KMAJOR puts a column's SLICES threads next to
@@ -10,6 +10,9 @@ override COLS: u32 = 64u; // output columns per workgroup
 override SLICES: u32 = 4u; // threads per column (a power of two)
 override KMAJOR: bool = false;
 override BIAS: u32 = 0u; // 0 none, 1 bias[n] per column, 2 bias[m] per row
+override ACT: u32 = 0u; // 0 none, 1 gelu (erf), 2 gelu_new (tanh), 3 relu
+override RESID: bool = false;
+override PRE: bool = false;
 
 override WG: u32 = COLS * SLICES;
 
@@ -36,6 +39,10 @@ struct Params {
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read> resid: array<f32>;
+@group(0) @binding(6) var<storage, read_write> pre: array<f32>;
+
+//!include activation
 
 var<workgroup> red: array<vec4<f32>, WG>;
 
@@ -98,6 +105,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var v = r[i];
     if (BIAS == 1u) { v += bias[n]; }
     if (BIAS == 2u) { v += bias[m]; }
-    c[offC + m * p.scm] = v;
+    let o = offC + m * p.scm;
+    if (PRE) { pre[o] = v; }
+    v = act(ACT, v);
+    if (RESID) { v += resid[o]; }
+    c[o] = v;
   }
 }

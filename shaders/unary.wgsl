@@ -1,5 +1,7 @@
 // Element-wise unary ops on f32. OP selects the function at pipeline creation (override constant).
-// y = f(x; a, b). Entry `main` computes y; entry `grad` computes dx = g * f'(x) from x, y and g.
+// y = f(x; a, b). Entry `main` computes y; entry `grad` computes dx = g * f'(x) from x, y and g;
+// entry `grad_x` the same from x and g alone, for ops whose derivative needs no y (gelu, gelu_new,
+// relu: the backward of matmul epilogues, which keep only the pre-activation).
 override OP: u32 = 0u;
 
 struct Params {
@@ -13,12 +15,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-const GELU_C: f32 = 0.7978845608028654; // sqrt(2 / pi)
-
-// tanh that never returns NaN: WGSL's tanh may overflow for large |x|.
-fn safe_tanh(v: f32) -> f32 {
-  return tanh(clamp(v, -15.0, 15.0));
-}
+// safe_tanh, erf and the GELU formulas (shared with the matmul epilogues).
+//!include activation
 
 fn forward(v: f32) -> f32 {
   switch OP {
@@ -26,7 +24,7 @@ fn forward(v: f32) -> f32 {
     case 1u: { return exp(v); }
     case 2u: { return log(v); }
     case 3u: { return safe_tanh(v); }
-    case 4u: { return 0.5 * v * (1.0 + safe_tanh(GELU_C * (v + 0.044715 * v * v * v))); }
+    case 4u: { return gelu_tanh(v); }
     case 5u: { return max(v, 0.0); }
     case 6u: { return 1.0 / (1.0 + exp(-v)); }
     case 7u: { return sqrt(v); }
@@ -36,19 +34,9 @@ fn forward(v: f32) -> f32 {
     case 11u: { return abs(v); }
     case 12u: { return clamp(v, p.a, p.b); }
     case 13u: { return v * v; }
-    case 14u: { return 0.5 * v * (1.0 + erf(v * 0.7071067811865476)); }
+    case 14u: { return gelu_erf(v); }
     default: { return v; }
   }
-}
-
-// erf with |error| < 1.2e-7 (Numerical Recipes' erfc Chebyshev fit); WGSL has no built-in erf.
-fn erf(v: f32) -> f32 {
-  let z = abs(v);
-  let t = 1.0 / (1.0 + 0.5 * z);
-  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
-    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
-    t * (-0.82215223 + t * 0.17087277)))))))));
-  return select(r - 1.0, 1.0 - r, v >= 0.0);
 }
 
 @compute @workgroup_size(256)
@@ -68,12 +56,8 @@ fn derivative(v: f32, out: f32) -> f32 {
     case 1u: { return out; }
     case 2u: { return 1.0 / v; }
     case 3u: { return 1.0 - out * out; }
-    case 4u: {
-      let inner = GELU_C * (v + 0.044715 * v * v * v);
-      let t = safe_tanh(inner);
-      return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * 0.044715 * v * v);
-    }
-    case 5u: { return select(0.0, 1.0, v > 0.0); }
+    case 4u: { return gelu_tanh_grad(v); }
+    case 5u: { return relu_grad(v); }
     case 6u: { return out * (1.0 - out); }
     case 7u: { return 0.5 / out; }
     case 8u: { return -0.5 * out * out * out; }
@@ -82,9 +66,7 @@ fn derivative(v: f32, out: f32) -> f32 {
     case 11u: { return sign(v); }
     case 12u: { return select(0.0, 1.0, v >= p.a && v <= p.b); }
     case 13u: { return 2.0 * v; }
-    case 14u: {
-      return 0.5 * (1.0 + erf(v * 0.7071067811865476)) + v * 0.3989422804014327 * exp(-0.5 * v * v);
-    }
+    case 14u: { return gelu_erf_grad(v); }
     default: { return 1.0; }
   }
 }
@@ -94,4 +76,11 @@ fn grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let i = gid.x + gid.y * nwg.x * 256u;
   if (i >= p.n) { return; }
   dx[i] = g[i] * derivative(x[i], y[i]);
+}
+
+@compute @workgroup_size(256)
+fn grad_x(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= p.n) { return; }
+  dx[i] = g[i] * derivative(x[i], 0.0);
 }

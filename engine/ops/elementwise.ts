@@ -102,6 +102,24 @@ function unary(name: UnaryName, x: Tensor, a = 0, b = 0): Tensor {
   }, [sx, sy]);
 }
 
+/**
+ * dx = g · f'(x) for an activation whose derivative needs only its input (no autograd; used by the
+ * backward of matmul epilogues, which keep the pre-activation). Same formula as the op's own backward.
+ */
+export function activationGrad(name: "gelu" | "geluNew" | "relu", x: Tensor, g: Tensor): Tensor {
+  check(x.dtype === "f32" && g.dtype === "f32" && x.size === g.size, name, "activationGrad: mismatched tensors");
+  const dx = empty(x.shape);
+  const n = x.size;
+  // Binding 2 (the forward output) is unused by `grad_x`; x fills it read-only.
+  runtime().dispatch(
+    { shader: "unary", entry: "grad_x", bindings: ["read", "read", "read", "rw"], constants: { OP: UNARY[name] } },
+    [x.storage, x.storage, g.storage, dx.storage],
+    [n, 0, 0, 0],
+    grid1d(n),
+  );
+  return dx;
+}
+
 /** −x */
 export const neg = (x: Tensor): Tensor => unary("neg", x);
 /** eˣ */

@@ -1,6 +1,7 @@
 /**
  * Matrix multiplication: batched `matmul` with transpose flags and NumPy batch broadcasting, and
- * `linear` (x·W + b with the bias fused into the kernel's store), each with its backward.
+ * `linear` (act(x·W + b) + residual, with bias, activation and residual fused into the kernel's
+ * store), each with its backward.
  *
  * Kernels: `shaders/matmul.wgsl` (workgroup-memory tiles, a register block of 4×4 to 8×8 outputs
  * per thread) and `shaders/matmul_gemv.wgsl` (matrix–vector style, for ≤ 4 output rows or columns).
@@ -12,7 +13,7 @@
 import { f32Bits, type Runtime, type Storage } from "../runtime.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
-import { ones, sumTo } from "./elementwise.ts";
+import { activationGrad, ones, sumTo } from "./elementwise.ts";
 
 // ------------------------------------------------------------------ tuning
 
@@ -120,12 +121,15 @@ export function resetMatmulTuning(): void {
 
 // ------------------------------------------------------------------ core dispatch
 
-const dummies = new WeakMap<Runtime, Storage>();
+const dummies = new WeakMap<Runtime, [read: Storage, write: Storage]>();
 
-/** A small storage bound where a kernel declares a binding it does not use. */
-function dummy(rt: Runtime): Storage {
+/**
+ * Small storages bound where a kernel declares a binding it does not use: one for read-only
+ * bindings, another for read-write ones (one buffer may not be bound both ways in a dispatch).
+ */
+function dummy(rt: Runtime): [read: Storage, write: Storage] {
   let d = dummies.get(rt);
-  if (!d) dummies.set(rt, d = rt.alloc(256));
+  if (!d) dummies.set(rt, d = [rt.alloc(256), rt.alloc(256)]);
   return d;
 }
 
@@ -137,7 +141,22 @@ interface Operand {
   strides: number[];
 }
 
-/** C[batch…] = alpha · op(A) · op(B) (+ bias[n]), written to a new tensor of `outShape`. */
+/** Activation codes of shaders/activation.wgsl. */
+const ACT_CODES = { gelu: 1, gelu_new: 2, relu: 3 } as const;
+
+/** The fused store: C = act(alpha·A·B + bias) (+ residual), optionally keeping the pre-activation. */
+interface Epilogue {
+  /** Activation code (0 none). */
+  act: number;
+  /** Added after the activation, laid out like C. */
+  resid: Storage | null;
+  /** Receives alpha·A·B + bias (before the activation), laid out like C. */
+  pre: Storage | null;
+}
+
+const NO_EPILOGUE: Epilogue = { act: 0, resid: null, pre: null };
+
+/** C[batch…] = alpha · op(A) · op(B) (+ bias[n]) through `epi`, written to a new tensor of `outShape`. */
 interface Product {
   a: Operand;
   b: Operand;
@@ -147,6 +166,7 @@ interface Product {
   K: number;
   alpha: number;
   bias: Storage | null;
+  epi: Epilogue;
   outShape: number[];
 }
 
@@ -189,7 +209,10 @@ function gemm(pr: Product): Tensor {
   const nb = bshape.reduce((x, y) => x * y, 1);
   if (out.size === 0) return out;
   const tail = [...pad4(bshape, 1), ...pad4(sa, 0), ...pad4(sb, 0)];
-  const dz = dummy(rt);
+  const [dz, dw] = dummy(rt);
+  const { epi } = pr;
+  const epiConsts = { ACT: epi.act, RESID: epi.resid ? 1 : 0, PRE: epi.pre ? 1 : 0 };
+  const epiStorages = [epi.resid ?? dz, epi.pre ?? dw];
 
   const gemvRows = M <= tuning.gemvMaxRows, gemvCols = !gemvRows && N <= tuning.gemvMaxRows;
   if (gemvRows || gemvCols) {
@@ -212,12 +235,19 @@ function gemm(pr: Product): Tensor {
     check(gx <= MAX_GRID && gy <= MAX_GRID, "matmul", `output [${pr.outShape}] is too large for one dispatch`);
     const spec = {
       shader: "matmul_gemv",
-      bindings: ["read", "read", "read", "rw"] as ("read" | "rw")[],
-      constants: { COLS: wc, SLICES: ws, KMAJOR: kmajor ? 1 : 0, BIAS: pr.bias ? (gemvRows ? 1 : 2) : 0 },
+      bindings: ["read", "read", "read", "rw", "read", "rw"] as ("read" | "rw")[],
+      constants: {
+        COLS: wc,
+        SLICES: ws,
+        KMAJOR: kmajor ? 1 : 0,
+        BIAS: pr.bias ? (gemvRows ? 1 : 2) : 0,
+        ...epiConsts,
+      },
     };
+    const storages = [sA, sB, pr.bias ?? dz, out.storage, ...epiStorages];
     for (let z0 = 0; z0 < nb; z0 += MAX_GRID) {
       words[3] = z0;
-      rt.dispatch(spec, [sA, sB, pr.bias ?? dz, out.storage], [...words, ...zt], [gx, gy, Math.min(nb - z0, MAX_GRID)]);
+      rt.dispatch(spec, storages, [...words, ...zt], [gx, gy, Math.min(nb - z0, MAX_GRID)]);
     }
     return out;
   }
@@ -242,7 +272,7 @@ function gemm(pr: Product): Tensor {
   const vecB = (b.trans ? K : N) % 4 === 0 && sb.every((s) => s % 4 === 0);
   const spec = {
     shader: "matmul",
-    bindings: ["read", "read", "read", "read", "read", "rw"] as ("read" | "rw")[],
+    bindings: ["read", "read", "read", "read", "read", "rw", "read", "rw"] as ("read" | "rw")[],
     constants: {
       WG_X: cfg.wgX,
       WG_Y: cfg.wgY,
@@ -254,9 +284,10 @@ function gemm(pr: Product): Tensor {
       VEC_A: vecA ? 1 : 0,
       VEC_B: vecB ? 1 : 0,
       BIAS: pr.bias ? 1 : 0,
+      ...epiConsts,
     },
   };
-  const storages = [a.s, vecA ? a.s : dz, b.s, vecB ? b.s : dz, pr.bias ?? dz, out.storage];
+  const storages = [a.s, vecA ? a.s : dz, b.s, vecB ? b.s : dz, pr.bias ?? dz, out.storage, ...epiStorages];
   const words = [M, N, K, 0, f32Bits(pr.alpha), 0, 0, 0, ...tail];
   for (let z0 = 0; z0 < nb; z0 += MAX_GRID) {
     words[3] = z0;
@@ -265,7 +296,7 @@ function gemm(pr: Product): Tensor {
   return out;
 }
 
-/** Shorthand for {@linkcode gemm}: C = alpha · op(A) · op(B) (+ bias) of `outShape`. */
+/** Shorthand for {@linkcode gemm}: C = act(alpha · op(A) · op(B) (+ bias)) (+ residual) of `outShape`. */
 function mm(
   a: Operand,
   b: Operand,
@@ -276,8 +307,9 @@ function mm(
   batch: number[] = [],
   alpha = 1,
   bias: Storage | null = null,
+  epi: Epilogue = NO_EPILOGUE,
 ): Tensor {
-  return gemm({ a, b, batch, M, N, K, alpha, bias, outShape });
+  return gemm({ a, b, batch, M, N, K, alpha, bias, epi, outShape });
 }
 
 // ------------------------------------------------------------------ shapes
@@ -399,22 +431,42 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
 
 // ------------------------------------------------------------------ linear
 
+/** Activations {@linkcode linear} can fuse (same formulas as `gelu`, `geluNew`, `relu` of elementwise.ts). */
+export type LinearActivation = "gelu" | "gelu_new" | "relu";
+
 /** Options for {@linkcode linear}. */
 export interface LinearOptions {
   /** "in_out": weight [in, out] (HF GPT-2 Conv1D, default); "out_in": weight [out, in] (nn.Linear). */
   weightLayout?: "in_out" | "out_in";
+  /** Activation applied to x·W + b in the kernel's store: "gelu" (erf), "gelu_new" (tanh), "relu". */
+  activation?: LinearActivation;
+  /** Added after the activation, in the kernel's store; same shape as the output. */
+  residual?: Tensor | null;
 }
 
+const ACT_GRAD_NAME = { gelu: "gelu", gelu_new: "geluNew", relu: "relu" } as const;
+
 /**
- * Affine layer: x [..., in] · W (+ bias [out]) → [..., out], one kernel with the bias added in
- * its store. `weight` is [in, out] or, with `weightLayout: "out_in"`, [out, in]. Differentiable in
- * x, weight and bias.
+ * Affine layer with a fused epilogue: `act(x · W + bias) + residual` in one kernel, where x is
+ * [..., in], `weight` is [in, out] or, with `weightLayout: "out_in"`, [out, in], bias [out], the
+ * optional `activation` applies to the affine output and the optional `residual` (shaped like the
+ * output, [..., out]) is added after it. Differentiable in x, weight, bias and residual; with an
+ * activation and a gradient to compute, the kernel also keeps the pre-activation for backward
+ * (without one, e.g. under `noGrad` or while decoding, it writes only the output).
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options: LinearOptions = {}): Tensor {
   const layout = options.weightLayout ?? "in_out";
   check(layout === "in_out" || layout === "out_in", "linear", `unknown weightLayout "${layout}"`);
+  const activation = options.activation;
   check(
-    x.dtype === "f32" && weight.dtype === "f32" && (!bias || bias.dtype === "f32"),
+    activation === undefined || Object.hasOwn(ACT_CODES, activation),
+    "linear",
+    `unknown activation "${activation}" (expected gelu, gelu_new or relu)`,
+  );
+  const residual = options.residual ?? null;
+  check(
+    x.dtype === "f32" && weight.dtype === "f32" && (!bias || bias.dtype === "f32") &&
+      (!residual || residual.dtype === "f32"),
     "linear",
     "expects f32 tensors",
   );
@@ -434,31 +486,63 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   const rows = numel(x.shape.slice(0, -1));
   const xShape = [...x.shape], wShape = [...weight.shape];
   const outShape = [...x.shape.slice(0, -1), outF];
+  check(
+    !residual || residual.shape.join() === outShape.join(),
+    "linear",
+    `residual [${residual?.shape}] must have the output's shape [${outShape}]`,
+  );
   const plain = (s: Storage, trans: boolean): Operand => ({ s, trans, strides: [] });
-  const out = mm(plain(x.storage, false), plain(weight.storage, outT), rows, outF, inF, outShape, [], 1, bias?.storage);
-  const inputs = bias ? [x, weight, bias] : [x, weight];
-  if (!needsGrad(...inputs)) return out;
+  const affine = bias ? [x, weight, bias] : [x, weight];
+  const inputs = residual ? [...affine, residual] : affine;
+  const grad = needsGrad(...inputs);
+  // Backward through the activation needs the pre-activation, unless only the residual wants a gradient.
+  const pre = activation && grad && needsGrad(...affine) ? empty(outShape) : null;
+  const epi: Epilogue = {
+    act: activation ? ACT_CODES[activation] : 0,
+    resid: residual?.storage ?? null,
+    pre: pre?.storage ?? null,
+  };
+  const out = mm(
+    plain(x.storage, false),
+    plain(weight.storage, outT),
+    rows,
+    outF,
+    inF,
+    outShape,
+    [],
+    1,
+    bias?.storage,
+    epi,
+  );
+  if (!grad) return out;
   const sx = weight.requiresGrad ? saveForBackward(x) : null;
   const sw = x.requiresGrad ? saveForBackward(weight) : null;
-  const wantBias = bias?.requiresGrad ?? false;
+  const sp = pre ? saveForBackward(pre) : null;
+  pre?.dispose();
+  const wantBias = bias?.requiresGrad ?? false, wantResid = residual?.requiresGrad ?? false;
   return record(out, "linear", inputs, (g) => {
-    const G = (trans: boolean) => plain(g.storage, trans);
-    // dx = dY · Wᵀ ([rows, out] · [out, in]).
+    // dPre = dY · act'(pre); the residual's gradient is dY itself.
+    const gp = sp ? activationGrad(ACT_GRAD_NAME[activation!], sp, g) : g;
+    const G = (trans: boolean) => plain(gp.storage, trans);
+    // dx = dPre · Wᵀ ([rows, out] · [out, in]).
     const dx = sw ? mm(G(false), plain(sw.storage, !outT), rows, inF, outF, xShape) : null;
-    // dW = xᵀ · dY ([in, out]) or dYᵀ · x ([out, in]): the rows fold into the reduction.
+    // dW = xᵀ · dPre ([in, out]) or dPreᵀ · x ([out, in]): the rows fold into the reduction.
     let dw: Tensor | null = null;
     if (sx) {
       dw = outT
         ? mm(G(true), plain(sx.storage, false), outF, inF, rows, wShape)
         : mm(plain(sx.storage, true), G(false), inF, outF, rows, wShape);
     }
-    // db = 1ᵀ · dY: a column sum, run as a one-row product (the matrix–vector kernel).
+    // db = 1ᵀ · dPre: a column sum, run as a one-row product (the matrix–vector kernel).
     let db: Tensor | null = null;
     if (wantBias) {
       const one = ones([rows]);
       db = mm(plain(one.storage, false), G(false), 1, outF, rows, [outF]);
       one.dispose();
     }
-    return bias ? [dx, dw, db] : [dx, dw];
-  }, [sx, sw].filter((t): t is Tensor => t !== null));
+    if (gp !== g) gp.dispose();
+    const dr = wantResid ? g.detach() : null;
+    const grads = bias ? [dx, dw, db] : [dx, dw];
+    return residual ? [...grads, dr] : grads;
+  }, [sx, sw, sp].filter((t): t is Tensor => t !== null));
 }
