@@ -8,11 +8,15 @@
  * up front when the package is imported from a remote URL (e.g. JSR), where files cannot be read lazily.
  */
 export const SHADER_NAMES: readonly string[] = [
+  "activation",
   "adamw",
+  "adamw_common",
+  "adamw_flat",
   "attention",
   "attention_backward",
   "attention_common",
   "attention_kv",
+  "attention_softmax",
   "attention_tiled",
   "binary",
   "cross_entropy",

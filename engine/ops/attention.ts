@@ -15,6 +15,7 @@ import { f32Bits, grid1d, type KernelSpec } from "../runtime.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 import { dropoutRng } from "./dropout.ts";
+import { mathAttention } from "./attention_math.ts";
 
 /** Largest head size the kernels support. */
 export const MAX_HEAD_DIM = 256;
@@ -70,13 +71,23 @@ export interface AttentionTuning {
   minTiledQueries: number;
   /** Largest head size of the tiled kernels (at most 128); larger heads use the row kernels. */
   maxTiledHeadDim: number;
+  /**
+   * Fewest queries per (b, h) for the matmul-based path (`attention_math.ts`: scores materialised, matmul
+   * kernels, one masked-softmax kernel); `Infinity` turns it off. Not used with a KV cache (`kvLength`).
+   */
+  minMathQueries: number;
+  /** Largest score tensor (B·H·Tq·Tk·4 bytes) the matmul-based path may allocate; larger ones stay fused. */
+  maxMathScoreBytes: number;
 }
 
-// Not yet timed on a GPU. At D = 64 the first tiers take 46 KiB (forward: 64 query rows, 128 threads),
-// 38 KiB (dQ) and 42 KiB (dK/dV) of workgroup memory, within the 48 KiB NVIDIA's Vulkan driver
-// reports; the next tiers fit 32 KiB (llvmpipe). Tiers that exceed the device's limits are skipped.
+// From the tile sweep on an H200 (2026-11-26, Deno's WebGPU, B16·H12·D64 at T 64 and 1024, B8 at T 1024):
+// 8×16 threads with 16-row tiles beat the earlier first tiers by 1.3–2.1× (dQ and dK/dV at every shape,
+// the forward at B16); the other tiers remain for devices with less workgroup memory (llvmpipe: 32 KiB).
+// At T 1024 the fused kernels reached only 1–2 TFLOP/s while the matmul kernels run at ~25, so from
+// 256 queries on the scores are materialised instead (as eager PyTorch does), up to 1 GiB of them.
 const DEFAULT_TUNING: AttentionTuning = {
   forward: [
+    { tq: 8, tc: 16, bt: 16 },
     { tq: 16, tc: 8, bt: 32, minWorkgroups: 264 },
     { tq: 8, tc: 8, bt: 32, minWorkgroups: 132 },
     { tq: 8, tc: 8, bt: 16 },
@@ -84,12 +95,14 @@ const DEFAULT_TUNING: AttentionTuning = {
     { tq: 4, tc: 4, bt: 8 },
   ],
   gradQ: [
+    { tq: 8, tc: 16, bt: 16 },
     { tq: 8, tc: 8, bt: 32, minWorkgroups: 132 },
     { tq: 8, tc: 8, bt: 16 },
     { tq: 4, tc: 8, bt: 16 },
     { tq: 4, tc: 4, bt: 8 },
   ],
   gradKV: [
+    { tq: 8, tc: 16, bt: 16 },
     { tq: 8, tc: 8, bt: 32, minWorkgroups: 132 },
     { tq: 8, tc: 8, bt: 16 },
     { tq: 4, tc: 8, bt: 16 },
@@ -97,6 +110,8 @@ const DEFAULT_TUNING: AttentionTuning = {
   ],
   minTiledQueries: 8,
   maxTiledHeadDim: 128,
+  minMathQueries: 256,
+  maxMathScoreBytes: 1 << 30,
 };
 
 let tuning: AttentionTuning = structuredClone(DEFAULT_TUNING);
@@ -275,6 +290,13 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, optio
     return true;
   };
   const maskT = mask ?? q;
+  const scoreBytes = 4 * BH * Tq * Tk;
+  if (
+    Tq >= tuning.minMathQueries && Tk === Tcap && Tk > 0 &&
+    scoreBytes <= Math.min(tuning.maxMathScoreBytes, rt.maxStorageBindingBytes)
+  ) {
+    return mathAttention(q, k, v, { params: params(rows), maskKind, mask: maskT, scale, dropOn });
+  }
   const out = empty(q.shape);
   const lse = empty([B, H, Tq]);
   if (!runTiled("fwd", Tq, [q, k, v, maskT, out, lse], 2)) {
