@@ -22,6 +22,8 @@ timeout 120 python3 .gpu/anchors/torch_ppo.py --iters 3 --out "$OUT/torch_ppo.js
   step "sweep"
   deno_run $((SWEEP_S + 40)) -A bench/sweep.ts --budget-s "$SWEEP_S" --out "$OUT/sweep.json"
 }
+step "dawn probe"
+deno_run 60 --no-lock -A bench/dawn_probe.ts --backend dawn
 step "bench (dawn)"
 deno_run $((DAWN_S + 45)) --no-lock -A bench/gpu.ts --backend dawn --budget-s "$DAWN_S" --profile \
   --only "${DAWN_ONLY:-dispatch_overhead,matmul_4096,attention_B16_H12_T1024_D64,gpt2_train_B16_T64,gpt2_generate,ppo_iteration}" \

@@ -1,12 +1,15 @@
 /**
  * Gradient clipping by total norm — {@linkcode clipGradNorm} (`torch.nn.utils.clip_grad_norm_`) and its
  * checked variant {@linkcode clipGradNormChecked}. The reduction and scaling run entirely on the GPU: the
- * clipping coefficient never comes back to the CPU.
+ * clipping coefficient never comes back to the CPU. Gradients of flat parameters (`flattenParameters`) are
+ * first gathered into their chunk's flat gradient buffer; a chunk whose every parameter is clipped is then
+ * reduced and scaled with one dispatch each, whatever its number of parameters.
  * @module
  */
 
-import { f32Bits, grid1d, type KernelSpec } from "./runtime.ts";
+import { f32Bits, grid1d, type KernelSpec, type Storage } from "./runtime.ts";
 import { check, empty, runtime, Tensor, tensor } from "./tensor.ts";
+import { type FlatChunk, type FlatSlot, flatSlotOf } from "./flat.ts";
 
 /** Options of {@linkcode clipGradNorm}. */
 export interface ClipGradNormOptions {
@@ -22,11 +25,44 @@ function validNumber(x: unknown): x is number {
   return typeof x === "number" && !Number.isNaN(x);
 }
 
-function gradsOf(params: Tensor | Iterable<Tensor>, maxNorm: number, normType: number): Tensor[] {
+/** Elements [0, n) of a storage: one gradient, or a whole flat gradient buffer. */
+interface Span {
+  storage: Storage;
+  n: number;
+}
+
+/**
+ * The spans to reduce and scale: the gradients of `params`, except that flat parameters' gradients are
+ * gathered first and a chunk whose every parameter is in `params` with a gradient becomes one span.
+ */
+function spansOf(params: Tensor | Iterable<Tensor>, maxNorm: number, normType: number): Span[] {
+  const list = params instanceof Tensor ? [params] : [...params];
+  const grads = gradsOf(list, maxNorm, normType);
+  const byChunk = new Map<FlatChunk, FlatSlot[]>();
+  for (const p of list) {
+    const slot = p.grad ? flatSlotOf(p) : null;
+    if (!slot) continue;
+    const slots = byChunk.get(slot.chunk);
+    if (slots) slots.push(slot);
+    else byChunk.set(slot.chunk, [slot]);
+  }
+  const spans: Span[] = [];
+  const covered = new Set<Tensor>();
+  const inList = new Set(list);
+  for (const [chunk, slots] of byChunk) {
+    chunk.gatherGrads(slots, true);
+    if (!chunk.gradsComplete() || !chunk.slots.every((s) => inList.has(s.param))) continue;
+    spans.push({ storage: chunk.grad!, n: chunk.elements });
+    for (const s of chunk.slots) covered.add(s.param.grad!);
+  }
+  for (const g of grads) if (!covered.has(g)) spans.push({ storage: g.storage, n: g.size });
+  return spans;
+}
+
+function gradsOf(list: Tensor[], maxNorm: number, normType: number): Tensor[] {
   const op = "clipGradNorm";
   check(validNumber(maxNorm) && maxNorm >= 0, op, `maxNorm must be a number ≥ 0, got ${maxNorm}`);
   check(validNumber(normType) && normType > 0, op, `unsupported normType ${normType} (use a finite p > 0 or Infinity)`);
-  const list = params instanceof Tensor ? [params] : [...params];
   const grads: Tensor[] = [];
   for (const p of list) {
     check(p instanceof Tensor, op, `expected tensors, got ${p}`);
@@ -45,11 +81,11 @@ const PARTIAL_GROUPS = 1024;
 const PARTIAL_CHUNK = 2048;
 
 /** Records the norm reduction; returns the norm tensor and the (GPU-resident) clipping coefficient. */
-function normAndCoef(grads: Tensor[], maxNorm: number, normType: number): { norm: Tensor; coef: Tensor } {
+function normAndCoef(grads: Span[], maxNorm: number, normType: number): { norm: Tensor; coef: Tensor } {
   const rt = runtime();
   const mode = normType === 2 ? 0 : normType === Infinity ? 2 : 1;
   const pw = f32Bits(mode === 1 ? normType : 2);
-  const groups = grads.map((g) => g.size === 0 ? 0 : Math.min(PARTIAL_GROUPS, Math.ceil(g.size / PARTIAL_CHUNK)));
+  const groups = grads.map((g) => g.n === 0 ? 0 : Math.min(PARTIAL_GROUPS, Math.ceil(g.n / PARTIAL_CHUNK)));
   const slots = groups.reduce((a, b) => a + b, 0);
   const partials = empty([Math.max(slots, 1)]);
   const constants = { MODE: mode };
@@ -57,7 +93,7 @@ function normAndCoef(grads: Tensor[], maxNorm: number, normType: number): { norm
   grads.forEach((g, i) => {
     if (groups[i] === 0) return;
     const spec: KernelSpec = { shader: "grad_norm", entry: "partial", bindings: ["read", "rw"], constants };
-    rt.dispatch(spec, [g.storage, partials.storage], [g.size, base, pw, 0], [groups[i]]);
+    rt.dispatch(spec, [g.storage, partials.storage], [g.n, base, pw, 0], [groups[i]]);
     base += groups[i];
   });
   const norm = empty([]);
@@ -72,11 +108,11 @@ function normAndCoef(grads: Tensor[], maxNorm: number, normType: number): { norm
   return { norm, coef };
 }
 
-function scaleGrads(grads: Tensor[], coef: Tensor): void {
+function scaleGrads(grads: Span[], coef: Tensor): void {
   const rt = runtime();
   const spec: KernelSpec = { shader: "grad_norm", entry: "scale", bindings: ["read", "rw"] };
   for (const g of grads) {
-    if (g.size > 0) rt.dispatch(spec, [coef.storage, g.storage], [g.size, 0, 0, 0], grid1d(g.size));
+    if (g.n > 0) rt.dispatch(spec, [coef.storage, g.storage], [g.n, 0, 0, 0], grid1d(g.n));
   }
   coef.dispose();
 }
@@ -97,7 +133,7 @@ export function clipGradNorm(
 ): Tensor {
   const why = "errorIfNonfinite needs a CPU readback: use `await clipGradNormChecked(...)`, or check the returned norm";
   check(!options.errorIfNonfinite, "clipGradNorm", why);
-  const grads = gradsOf(params, maxNorm, normType);
+  const grads = spansOf(params, maxNorm, normType);
   if (grads.length === 0) return tensor([0], []);
   const { norm, coef } = normAndCoef(grads, maxNorm, normType);
   scaleGrads(grads, coef);
@@ -113,7 +149,7 @@ export async function clipGradNormChecked(
   maxNorm: number,
   normType: number = 2,
 ): Promise<number> {
-  const grads = gradsOf(params, maxNorm, normType);
+  const grads = spansOf(params, maxNorm, normType);
   if (grads.length === 0) return 0;
   const { norm, coef } = normAndCoef(grads, maxNorm, normType);
   const total = await norm.item().finally(() => norm.dispose());

@@ -44,6 +44,15 @@ export {
 } from "./autograd.ts";
 export * from "./ops/mod.ts";
 export * from "./optim.ts";
+export {
+  FLAT_ALIGN,
+  FlatChunk,
+  FlatParameters,
+  type FlatSlot,
+  flatSlotOf,
+  type FlattenOptions,
+  flattenParameters,
+} from "./flat.ts";
 export * from "./safetensors.ts";
 export { writeFileAtomic, writeJsonAtomic } from "./fs_atomic.ts";
 export { type HostTensor, shapeSize } from "./host_tensor.ts";

@@ -2,16 +2,20 @@
  * Optimisers with PyTorch semantics — {@linkcode AdamW} (`torch.optim.AdamW`) and {@linkcode SGD}
  * (`torch.optim.SGD`) — and {@linkcode clipGradNorm} (`torch.nn.utils.clip_grad_norm_`).
  *
- * Each optimiser step records one fused kernel per parameter tensor that has a gradient, updating the
- * parameter and its state in place (other code keeps references to the parameters). State buffers are
- * allocated lazily as zeros and exempted from `tidy` scopes. Gradient clipping runs entirely on the GPU:
- * the clipping coefficient never comes back to the CPU.
+ * Each optimiser step updates the parameters that have a gradient and their state in place (other code keeps
+ * references to the parameters): one fused kernel per parameter tensor, or — for parameters packed by
+ * `flattenParameters` (engine/flat.ts) — one kernel per flat chunk and kernel variant, after the gradients are
+ * copied into a flat gradient buffer; each parameter's hyper-parameters and step count then come from a
+ * small segment table, and both paths compute identical values. State buffers are allocated lazily as zeros
+ * (flat parameters get views of flat per-chunk state buffers) and exempted from `tidy` scopes. Gradient
+ * clipping runs entirely on the GPU: the clipping coefficient never comes back to the CPU.
  * @module
  */
 
-import { f32Bits, grid1d, type KernelSpec } from "./runtime.ts";
+import { type Access, f32Bits, grid1d, type KernelSpec } from "./runtime.ts";
 import { check, keep, readAll, runtime, Tensor, tensor } from "./tensor.ts";
 import { zeros } from "./ops/elementwise.ts";
+import { type FlatChunk, type FlatSlot, flatSlotOf, FlatStateBuffers } from "./flat.ts";
 
 export { clipGradNorm, clipGradNormChecked, type ClipGradNormOptions } from "./clip.ts";
 
@@ -50,11 +54,39 @@ export interface ParamState {
   buffers: Map<string, Tensor>;
 }
 
+/** What one parameter's update runs: a kernel variant and its hyper-parameters (shared by both paths). */
+export interface UpdateKernel {
+  /** Entry point of shaders/adamw.wgsl and shaders/adamw_flat.wgsl. */
+  entry: "adamw" | "adamw_amsgrad" | "sgd" | "sgd_momentum";
+  /** Flag bits (see shaders/adamw_common.wgsl). */
+  flags: number;
+  /** Up to 7 f32 hyper-parameters h0…h6 (computed in float64, rounded to f32 once). */
+  h: number[];
+}
+
+/** 32-bit words of a segment-table entry or uniform block: flags then h0…h6 as f32 bits. */
+function hyperWords(k: UpdateKernel): number[] {
+  const h = [...k.h, ...new Array(7 - k.h.length).fill(0)];
+  return [k.flags, ...h.map((x) => f32Bits(x))];
+}
+const SEGMENT_WORDS = 10; // start, n, flags, h0…h6
+
+/** A flat parameter waiting for its chunk's dispatch. */
+interface FlatItem {
+  slot: FlatSlot;
+  state: ParamState;
+  names: string[];
+  k: UpdateKernel;
+}
+
+const rw = (): Access => "rw";
+
 /** Common machinery: parameter groups, lazily created state, `zeroGrad`, `lr`, state dicts. */
 export abstract class Optimizer<H extends BaseHyper> {
   /** Parameter groups; hyper-parameters may be edited between steps (they are validated at each step). */
   readonly paramGroups: ParamGroup<H>[];
   #state = new Map<Tensor, ParamState>();
+  #flat = new FlatStateBuffers();
 
   /**
    * Builds the groups and validates hyper-parameters and parameters (f32 leaves requiring grad, no duplicates).
@@ -98,12 +130,17 @@ export abstract class Optimizer<H extends BaseHyper> {
   protected abstract validate(h: H): void;
   /** Names of the state buffers a parameter of a group with these hyper-parameters needs. */
   protected abstract bufferNames(h: H): string[];
-  /** Records the update of one non-empty parameter (one dispatch); `fresh` when its buffers were just created. */
-  protected abstract update(p: Tensor, grad: Tensor, state: ParamState, group: ParamGroup<H>, fresh: boolean): void;
+  /**
+   * The kernel variant and hyper-parameters of one parameter's update (its step count already advanced);
+   * `fresh` when its buffers were just created.
+   */
+  protected abstract kernel(state: ParamState, group: ParamGroup<H>, fresh: boolean): UpdateKernel;
 
   /**
-   * Updates every parameter that has a gradient, one kernel dispatch per parameter tensor, in place.
-   * Parameters without a gradient are skipped and their step count does not advance.
+   * Updates every parameter that has a gradient, in place: one kernel dispatch per parameter tensor, except
+   * for flat parameters (`flattenParameters`), which are updated with one dispatch per flat chunk (per
+   * kernel variant, when groups mix AMSGrad or momentum settings) after their gradients are gathered into a
+   * flat gradient buffer. Parameters without a gradient are skipped and their step count does not advance.
    */
   step(): void {
     const todo: [Tensor, Tensor, ParamGroup<H>][] = []; // everything is checked before anything is updated
@@ -114,17 +151,83 @@ export abstract class Optimizer<H extends BaseHyper> {
         if (grad) todo.push([p, grad, g]);
       }
     }
+    const flat = new Map<FlatChunk, FlatItem[]>();
     for (const [p, grad, g] of todo) {
       let s = this.#state.get(p);
       if (!s) this.#state.set(p, s = { step: 0, buffers: new Map() });
       let fresh = false;
-      for (const b of this.bufferNames(g)) {
+      const names = this.bufferNames(g);
+      for (const b of names) {
         if (s.buffers.has(b)) continue;
-        s.buffers.set(b, keep(zeros(p.shape)));
+        s.buffers.set(b, this.#newBuffer(p, b, true));
         fresh = true;
       }
       s.step++;
-      if (p.size > 0) this.update(p, grad, s, g, fresh);
+      if (p.size === 0) continue;
+      const k = this.kernel(s, g, fresh);
+      const slot = flatSlotOf(p);
+      if (slot) {
+        let items = flat.get(slot.chunk);
+        if (!items) flat.set(slot.chunk, items = []);
+        items.push({ slot, state: s, names, k });
+        continue;
+      }
+      const bufs = names.map((b) => s.buffers.get(b)!.storage);
+      const spec: KernelSpec = { shader: "adamw", entry: k.entry, bindings: ["rw", "read", ...bufs.map(rw)] };
+      runtime().dispatch(spec, [p.storage, grad.storage, ...bufs], [p.size, ...hyperWords(k)], grid1d(p.size));
+    }
+    for (const [chunk, items] of flat) this.#flatStep(chunk, items);
+  }
+
+  /** One dispatch per kernel variant over a flat chunk, after gathering its gradients and placing its state. */
+  #flatStep(chunk: FlatChunk, items: FlatItem[]): void {
+    const rt = runtime();
+    const grad = chunk.gatherGrads(items.map((it) => it.slot), false)!;
+    const variants = new Map<string, FlatItem[]>();
+    for (const it of items) {
+      this.#placeState(it);
+      const key = `${it.k.entry}:${it.names.join()}`;
+      const list = variants.get(key);
+      if (list) list.push(it);
+      else variants.set(key, [it]);
+    }
+    for (const list of variants.values()) {
+      list.sort((a, b) => a.slot.offset - b.slot.offset);
+      const words = new Uint32Array(list.length * SEGMENT_WORDS);
+      list.forEach((it, j) =>
+        words.set([it.slot.offset / 4, it.slot.param.size, ...hyperWords(it.k)], j * SEGMENT_WORDS)
+      );
+      const table = rt.alloc(words.byteLength);
+      rt.write(table, words);
+      const base = list[0].slot.offset / 4;
+      const last = list[list.length - 1].slot;
+      const n = last.offset / 4 + last.param.size - base;
+      const bufs = list[0].names.map((b) => this.#flat.buffer(chunk, b));
+      const spec: KernelSpec = {
+        shader: "adamw_flat",
+        entry: list[0].k.entry,
+        bindings: ["read", "rw", "read", ...bufs.map(rw)],
+      };
+      rt.dispatch(spec, [table, chunk.storage, grad, ...bufs], [n, base, list.length, 0], grid1d(n));
+      table.release();
+    }
+  }
+
+  /** A new state buffer for `p`: a view of the flat state for flat parameters, else its own tensor. */
+  #newBuffer(p: Tensor, name: string, zero: boolean): Tensor {
+    const slot = flatSlotOf(p);
+    if (!slot) return keep(zero ? zeros(p.shape) : tensor(new Float32Array(p.size), p.shape));
+    return keep(new Tensor(this.#flat.view(slot, name, zero), p.shape));
+  }
+
+  /** Moves state created before the parameter was flattened into the flat state buffers (GPU copies). */
+  #placeState(it: FlatItem): void {
+    const { slot, state } = it;
+    for (const [name, t] of state.buffers) {
+      if (this.#flat.holds(slot, name, t)) continue;
+      const view = this.#flat.view(slot, name, false);
+      runtime().copy(t.storage, 0, view, 0, t.size * 4);
+      t.replaceStorage(view);
     }
   }
 
@@ -160,6 +263,7 @@ export abstract class Optimizer<H extends BaseHyper> {
   dispose(): void {
     for (const s of this.#state.values()) for (const b of s.buffers.values()) b.dispose();
     this.#state.clear();
+    this.#flat.dispose();
   }
 
   /** The gradient of `p` checked for use, or null when it has none. */
@@ -248,8 +352,9 @@ export abstract class Optimizer<H extends BaseHyper> {
         const data = e[b] as Float32Array;
         let t = prev?.buffers.get(b);
         prev?.buffers.delete(b);
+        if (!t && flatSlotOf(p)) t = this.#newBuffer(p, b, false);
         if (t && p.size > 0) rt.write(t.storage, data);
-        else t = keep(tensor(Float32Array.from(data), p.shape));
+        else t ??= keep(tensor(Float32Array.from(data), p.shape));
         buffers.set(b, t);
       }
       for (const t of prev?.buffers.values() ?? []) t.dispose();
@@ -319,19 +424,16 @@ export class AdamW extends Optimizer<AdamWHyper> {
     return h.amsgrad ? ["m", "v", "vMax"] : ["m", "v"];
   }
 
-  /** Records the fused AdamW kernel for one parameter. */
-  protected update(p: Tensor, grad: Tensor, s: ParamState, g: ParamGroup<AdamWHyper>): void {
+  /** The AdamW kernel and its step-dependent scalars (in float64, as PyTorch computes them in Python). */
+  protected kernel(s: ParamState, g: ParamGroup<AdamWHyper>): UpdateKernel {
     const [b1, b2] = g.betas;
-    const spec: KernelSpec = g.amsgrad
-      ? { shader: "adamw", entry: "main_amsgrad", bindings: ["rw", "read", "rw", "rw", "rw"] }
-      : { shader: "adamw", bindings: ["rw", "read", "rw", "rw"] };
-    // Step-dependent scalars in float64, as PyTorch computes them in Python.
     const bc1 = 1 - b1 ** s.step;
     const bc2 = 1 - b2 ** s.step;
-    const h = [1 - g.lr * g.weightDecay, 1 - b1, b2, 1 - b2, g.lr / bc1, Math.sqrt(bc2), g.eps];
-    const u = [p.size, g.maximize ? 1 : 0, ...h.map((x) => f32Bits(x))];
-    const bufs = this.bufferNames(g).map((b) => s.buffers.get(b)!.storage);
-    runtime().dispatch(spec, [p.storage, grad.storage, ...bufs], u, grid1d(p.size));
+    return {
+      entry: g.amsgrad ? "adamw_amsgrad" : "adamw",
+      flags: g.maximize ? 1 : 0,
+      h: [1 - g.lr * g.weightDecay, 1 - b1, b2, 1 - b2, g.lr / bc1, Math.sqrt(bc2), g.eps],
+    };
   }
 }
 
@@ -386,15 +488,13 @@ export class SGD extends Optimizer<SGDHyper> {
     return h.momentum !== 0 ? ["momentumBuffer"] : [];
   }
 
-  /** Records the SGD kernel for one parameter (a fresh momentum buffer starts as the update direction). */
-  protected update(p: Tensor, grad: Tensor, s: ParamState, g: ParamGroup<SGDHyper>, fresh: boolean): void {
-    const flags = (g.maximize ? 1 : 0) | (fresh ? 2 : 0) | (g.nesterov ? 4 : 0);
-    const u = [p.size, flags, f32Bits(g.lr), f32Bits(g.weightDecay), f32Bits(g.momentum), f32Bits(1 - g.dampening)];
-    const buf = s.buffers.get("momentumBuffer");
-    const spec: KernelSpec = buf
-      ? { shader: "adamw", entry: "sgd_momentum", bindings: ["rw", "read", "rw"] }
-      : { shader: "adamw", entry: "sgd", bindings: ["rw", "read"] };
-    const storages = buf ? [p.storage, grad.storage, buf.storage] : [p.storage, grad.storage];
-    runtime().dispatch(spec, storages, u, grid1d(p.size));
+  /** The SGD kernel (a fresh momentum buffer starts as the update direction). */
+  protected kernel(_s: ParamState, g: ParamGroup<SGDHyper>, fresh: boolean): UpdateKernel {
+    const momentum = g.momentum !== 0;
+    return {
+      entry: momentum ? "sgd_momentum" : "sgd",
+      flags: (g.maximize ? 1 : 0) | (fresh ? 2 : 0) | (g.nesterov ? 4 : 0),
+      h: [g.lr, g.weightDecay, g.momentum, 1 - g.dampening],
+    };
   }
 }

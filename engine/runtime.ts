@@ -68,13 +68,20 @@ export class Storage {
 }
 
 const UNIFORM_STRIDE = 256;
+/**
+ * Recorded dispatches after which the runtime submits on its own, so the GPU starts on long recordings
+ * (a training step, a generation loop) while the CPU records the rest instead of waiting for all of it.
+ */
+const AUTO_FLUSH_DISPATCHES = 256;
 const ARENA_BYTES = 1 << 20;
 const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
 /** Counters the benchmarks and tests read. */
 export interface RuntimeStats {
-  /** Dispatches recorded since creation. */
+  /** Dispatches recorded since creation (buffer copies included; see `copies`). */
   dispatches: number;
+  /** Buffer-to-buffer copies recorded since creation (also counted in `dispatches`). */
+  copies: number;
   /** Queue submits since creation. */
   submits: number;
   /** Readback round trips since creation. */
@@ -104,6 +111,7 @@ export class Runtime {
   /** Counters. */
   readonly stats: RuntimeStats = {
     dispatches: 0,
+    copies: 0,
     submits: 0,
     readbacks: 0,
     liveBytes: 0,
@@ -127,6 +135,7 @@ export class Runtime {
   private readonly uniformAlign: number;
   private readonly maxBinding: number;
   private profiler: Profiler | null = null;
+  private pendingDispatches = 0;
 
   /** Creates the runtime of a device (see `initEngine`). */
   constructor(handle: DeviceHandle) {
@@ -314,6 +323,7 @@ export class Runtime {
     pass.dispatchWorkgroups(x, y, z);
     if (prof) pass.end();
     this.stats.dispatches++;
+    if (++this.pendingDispatches >= AUTO_FLUSH_DISPATCHES) this.flush();
   }
 
   // ---------------------------------------------------------------- profiling
@@ -370,6 +380,7 @@ export class Runtime {
     );
     this.profiler?.countCopy();
     this.stats.dispatches++;
+    this.stats.copies++;
   }
 
   /** Submits everything recorded so far (does not wait). */
@@ -388,6 +399,7 @@ export class Runtime {
     this.pendingErrors.push(this.device.popErrorScope().then((e) => e ? `GPU validation error: ${e.message}` : null));
     this.encoder = null;
     this.arenaUsed = 0;
+    this.pendingDispatches = 0;
     this.batch++;
     this.stats.submits++;
   }

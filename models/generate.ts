@@ -198,6 +198,8 @@ export async function generate(
           sampler.step(matmul(last, head, { transB: true }), step);
         })
       );
+      // Submit this token's work now: the GPU runs it while the CPU records the next token.
+      runtime().flush();
       steps = step + 1;
       if (interval > 0 && eos >= 0 && steps % interval === 0 && steps < N) {
         const done = await sampler.finished.toArray();

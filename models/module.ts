@@ -1,11 +1,12 @@
 /**
  * What every model class shares: its config, its parameters by Hugging Face name, training/eval
- * mode (dropout) and the dropout seed counter.
+ * mode (dropout), the dropout seed counter and packing the parameters into flat buffers.
  * @module
  */
 
 import type { Tensor } from "../engine/tensor.ts";
 import { dropout } from "../engine/ops/dropout.ts";
+import { type FlatParameters, type FlattenOptions, flattenParameters } from "../engine/flat.ts";
 
 /** Base of the model classes (GPT-2, BERT/RoBERTa). */
 export abstract class ModelBase<C> {
@@ -41,6 +42,15 @@ export abstract class ModelBase<C> {
   /** All trainable parameters (each once). */
   parameters(): Tensor[] {
     return [...this.params.values()];
+  }
+
+  /**
+   * Packs the parameters into flat GPU buffers ({@linkcode flattenParameters}; idempotent), so that an
+   * optimiser updates them with one dispatch per buffer. The `params` map keeps the same tensors, now views
+   * of their slots; values, names and `savePretrained` output are unchanged.
+   */
+  flattenParameters(options: FlattenOptions = {}): FlatParameters {
+    return flattenParameters(this.parameters(), options);
   }
 
   /** The parameter called `name` (throws naming the model when it is missing). */

@@ -142,3 +142,22 @@ Deno.test("profile: timestamp queries attribute GPU time per kernel; results are
   assert.equal(await rt.stopProfile(), null, "no profile is running any more");
   for (const t of [x, plain, ...outs]) t.dispose();
 });
+
+Deno.test("long recordings are submitted in chunks (the GPU starts before recording ends); results unchanged", async () => {
+  await ready;
+  const rt = runtime();
+  await rt.sync();
+  const half = tensor([0.5, 0.5, 0.5], [3]);
+  let x = tensor([1, 2, 3], [3]);
+  const s0 = rt.stats.submits, r0 = rt.stats.readbacks;
+  for (let i = 0; i < 400; i++) {
+    const y = tidy(() => mul(add(x, x), half)); // ×2 then ×0.5: exact, the value stays
+    x.dispose();
+    x = y;
+  }
+  assert.equal(rt.stats.readbacks, r0, "nothing was read back");
+  assert.ok(rt.stats.submits - s0 >= 2, `only ${rt.stats.submits - s0} submits for 800 dispatches`);
+  assert.deepEqual(Array.from(await x.toArray()), [1, 2, 3]);
+  x.dispose();
+  half.dispose();
+});
