@@ -1,6 +1,9 @@
 /**
  * Kernel tile sweep: times every tile setting of the matmul and tiled-attention kernels on the benchmark shapes
- * and reports the fastest correct one per shape.
+ * and reports the fastest correct one per shape. Matmul candidates: each tile of the tiled kernel (matrix–vector
+ * kernel and split K off), and on the shapes that call for them the matrix–vector kernel's rows per workgroup ×
+ * thread layouts (`gemv_*`, few-row decode shapes) and split-K targets (`splitk_*`, long K), so a GPU run can
+ * confirm `gemvMaxRows`, `gemvRows` and `splitK` of engine/ops/matmul_gemm.ts.
  *
  *     deno run -A bench/sweep.ts [--small] [--budget-s N] [--out FILE] [--only matmul,attention,KEY] [--list]
  *         [--backend auto|deno|dawn]
@@ -17,13 +20,15 @@ import {
   initEngine,
   matmul,
   type MatmulTileConfig,
+  type MatmulTuningPatch,
   resetMatmulTuning,
   runtime,
   setMatmulTuning,
 } from "../engine/mod.ts";
 import { gitCommit, measureSyncOverhead, now, parseBenchArgs, randTensor, type Result, sig } from "./lib.ts";
 import { attentionShape, type AttnShape } from "./sweep_attention.ts";
-import { errMsg, log, type Run, sweepKernel } from "./sweep_kernel.ts";
+import { type Candidate, errMsg, log, type Run, sweepKernel } from "./sweep_kernel.ts";
+import { tilePlan } from "../engine/ops/matmul_gemm.ts";
 
 // ------------------------------------------------------------------ matmul
 
@@ -71,8 +76,70 @@ function defaultMatmulTile(M: number, N: number): MatmulTileConfig | undefined {
   return (pick ?? usable[usable.length - 1])?.tile;
 }
 
-/** A stored [M, K] (or [K, M] with transA), B stored [K, N] (or [N, K] with transB); weight: share of the budget. */
-type MatmulShape = { key: string; M: number; N: number; K: number; transA?: boolean; transB?: boolean; weight: number };
+/**
+ * A stored [M, K] (or [K, M] with transA), B stored [K, N] (or [N, K] with transB); weight: share of the budget;
+ * gemv: also time the matrix–vector kernel's settings; splitK: also time split-K targets.
+ */
+type MatmulShape = {
+  key: string;
+  M: number;
+  N: number;
+  K: number;
+  transA?: boolean;
+  transB?: boolean;
+  weight: number;
+  gemv?: boolean;
+  splitK?: boolean;
+};
+
+/** Forces only the tiled kernel with one tile (no matrix–vector kernel, no split K). */
+const tileOnly = (tile: MatmulTileConfig): MatmulTuningPatch => ({
+  tiers: [{ tile, minWorkgroups: 0, minUtilization: 0 }],
+  gemvMaxRows: 0,
+  splitK: { maxWorkgroups: 0 },
+});
+
+/** Matrix–vector candidates: rows per workgroup × [columns, threads per column] (both B layouts). */
+function gemvCandidates(s: MatmulShape, small: boolean): Candidate[] {
+  const lim = runtime().device.limits, few = Math.min(s.M, s.N), cols = Math.max(s.M, s.N);
+  const rowsList = small ? [4, 16] as const : [4, 8, 16] as const;
+  const layouts: [number, number][] = small ? [[8, 32], [32, 8]] : [[8, 32], [16, 16], [32, 8], [64, 4], [4, 64]];
+  return rowsList.flatMap((rows) =>
+    layouts.map(([c, sl]): Candidate => {
+      const setting: MatmulTuningPatch = {
+        gemvMaxRows: Math.max(few, 1),
+        gemvRows: rows,
+        gemvN: [c, sl],
+        gemvK: [c, sl],
+        splitK: { maxWorkgroups: 0 },
+      };
+      const bytes = c * sl * rows * 4, threads = c * sl;
+      const info = { workgroups: Math.ceil(cols / c) * Math.ceil(few / rows), threads, wg_bytes: bytes };
+      const problem = threads > lim.maxComputeInvocationsPerWorkgroup
+        ? `${threads} threads > maxComputeInvocationsPerWorkgroup`
+        : bytes > lim.maxComputeWorkgroupStorageSize
+        ? `${bytes} B of workgroup memory > maxComputeWorkgroupStorageSize`
+        : null;
+      return { label: `gemv_r${rows}_c${c}x${sl}`, setting, info, problem, apply: () => setMatmulTuning(setting) };
+    })
+  );
+}
+
+/** Split-K candidates: the default tiers with split K forced at several workgroup targets. */
+function splitKCandidates(s: MatmulShape, small: boolean): Candidate[] {
+  const lim = runtime().device.limits;
+  return (small ? [264, 1056] : [132, 264, 528, 1056, 2112]).map((target): Candidate => {
+    const setting: MatmulTuningPatch = {
+      gemvMaxRows: 0,
+      splitK: { maxWorkgroups: 1e9, minK: 0, targetWorkgroups: target, maxSplits: 64 },
+    };
+    const prev = setMatmulTuning(setting);
+    const plan = tilePlan(s.M, s.N, s.K, 1, true, lim);
+    setMatmulTuning(prev);
+    const info = { splits: plan.splits, kchunk: plan.kchunk, tile: tileLabel(plan.tile) };
+    return { label: `splitk_t${target}`, setting, info, problem: null, apply: () => setMatmulTuning(setting) };
+  });
+}
 
 async function matmulShape(run: Run, s: MatmulShape, endAt: number): Promise<Result> {
   const { M, N, K } = s, transA = s.transA ?? false, transB = s.transB ?? false;
@@ -82,15 +149,28 @@ async function matmulShape(run: Run, s: MatmulShape, endAt: number): Promise<Res
     .filter((t, i, all) => all.findIndex((u) => tileLabel(u) === tileLabel(t)) === i);
   const a = randTensor(transA ? [K, M] : [M, K], 1), b = randTensor(transB ? [N, K] : [K, N], 2);
   const def = defaultMatmulTile(M, N);
+  const tuned = getMatmulTuning(), few = Math.min(M, N) <= tuned.gemvMaxRows;
+  const plan = tilePlan(M, N, K, 1, true, runtime().device.limits);
+  const defLabel = few
+    ? `gemv_r${Math.min(tuned.gemvRows, Math.min(M, N) <= 4 ? 4 : Math.min(M, N) <= 8 ? 8 : 16)}`
+    : plan.splits > 1
+    ? `${tileLabel(plan.tile)}_split${plan.splits}`
+    : def
+    ? tileLabel(def)
+    : null;
   try {
     const res = await sweepKernel(run, {
-      candidates: tiles.map((tile) => ({
-        label: tileLabel(tile),
-        setting: tile,
-        ...matmulTileInfo(tile, M, N),
-        apply: () => setMatmulTuning({ tiers: [{ tile, minWorkgroups: 0, minUtilization: 0 }] }),
-      })),
-      default: { setting: def ?? null, info: { label: def ? tileLabel(def) : null } },
+      candidates: [
+        ...tiles.map((tile): Candidate => ({
+          label: tileLabel(tile),
+          setting: tile,
+          ...matmulTileInfo(tile, M, N),
+          apply: () => setMatmulTuning(tileOnly(tile)),
+        })),
+        ...(s.gemv ? gemvCandidates(s, run.small) : []),
+        ...(s.splitK ? splitKCandidates(s, run.small) : []),
+      ],
+      default: { setting: def ?? null, info: { label: defLabel } },
       produce: () => [matmul(a, b, { transA, transB })],
       step: () => matmul(a, b, { transA, transB }).dispose(),
       reset: resetMatmulTuning,
@@ -122,6 +202,17 @@ function shapes(small: boolean): { matmul: MatmulShape[]; attention: AttnShape[]
   matmuls.push(mm("lmhead_dX_M8192", R, C, V, { weight: 1.5 })); // dx = dlogits·E
   matmuls.push(mm("lmhead_dW_M8192", V, C, R, { transA: true, weight: 1.5 })); // dE = dlogitsᵀ·x
   matmuls.push(mm("fc_M1024", r, 4 * C, C));
+  // Decoding 16 sequences one token at a time (M = 16 rows), and the PPO LM-head input gradient (M = 736 rows of
+  // 16 responses × 46 tokens, K = vocabulary: few output tiles, long K). Small: the same kinds at tiny sizes.
+  const [D, P, Vk] = small ? [16, 40, 1001] : [16, 736, V];
+  const dec = { gemv: true, weight: 0.5 };
+  matmuls.push(mm("decode_qkv_M16", D, 3 * C, C, dec));
+  matmuls.push(mm("decode_attnproj_M16", D, C, C, dec));
+  matmuls.push(mm("decode_fc_M16", D, 4 * C, C, dec));
+  matmuls.push(mm("decode_mlpproj_M16", D, C, 4 * C, dec));
+  matmuls.push(mm("decode_lmhead_M16", D, V, C, { ...dec, transB: true, weight: 1 })); // logits = x·Eᵀ
+  matmuls.push(mm("decode_qkv_M64", 4 * D, 3 * C, C, dec)); // where gemvMaxRows should stop
+  matmuls.push(mm("ppo_lmhead_dX_M736", P, C, Vk, { splitK: true, weight: 1.5 })); // dx = dlogits·E
   const at = (B: number, T: number, weight: number, [b, h, t, d]: number[]): AttnShape => ({
     key: `attention_B${B}_H12_T${T}_D64`,
     ...(small ? { B: b, H: h, T: t, D: d } : { B, H: 12, T, D: 64 }),

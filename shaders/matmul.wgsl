@@ -14,8 +14,13 @@
 //
 // A and B are bound twice: as f32 (any shape) and as vec4<f32> (used only when VEC_A / VEC_B say
 // the contiguous dimension is a multiple of 4, so every vec4 lies wholly inside or outside).
-// The grid is (⌈N/BN⌉, ⌈M/BM⌉, batches); batch z's operand offsets come from up to 4 batch dims
-// with per-operand element strides (0 where that operand is broadcast).
+// The grid is (⌈N/BN⌉, ⌈M/BM⌉, batches · splits); batch z's operand offsets come from up to 4 batch
+// dims with per-operand element strides (0 where that operand is broadcast).
+//
+// Split K: z = split · nbatch + batch, and split s covers k ∈ [s·kchunk, min(K, (s+1)·kchunk)) (kchunk a
+// multiple of BK), writing its partial product to C[z] — so C is [splits, batches, M, N] and the host
+// sums the splits (only without bias, activation or residual; alpha distributes over the sum).
+// Without splitting, nbatch ≥ every z and kchunk ≥ K.
 
 override WG_X: u32 = 16u; // threads along N
 override WG_Y: u32 = 16u; // threads along M
@@ -41,8 +46,8 @@ struct Params {
   K: u32,
   batch0: u32, // batch index of this dispatch's z = 0 (grids over 65535 batches are split)
   alpha: f32,
-  _p0: u32,
-  _p1: u32,
+  nbatch: u32, // batches per split (z = split · nbatch + batch)
+  kchunk: u32, // k range of one split (a multiple of BK)
   _p2: u32,
   bshape: vec4<u32>, // output batch dims, innermost last, padded with 1s in front
   astride: vec4<u32>, // A's element stride per batch dim (0 = broadcast)
@@ -97,7 +102,7 @@ fn avail(i: u32, n: u32) -> u32 {
 }
 
 // Loads vec4 group g of the A tile at (m0, k0) into workgroup memory.
-fn loadA(offA: u32, m0: u32, k0: u32, g: u32) {
+fn loadA(offA: u32, m0: u32, k0: u32, kEnd: u32, g: u32) {
   if (TRANS_A) {
     // Stored [K, M]: a group is 4 consecutive m at one k; lands as one vec4.
     let kk = g / (BM / 4u);
@@ -105,7 +110,7 @@ fn loadA(offA: u32, m0: u32, k0: u32, g: u32) {
     let k = k0 + kk;
     let m = m0 + mq * 4u;
     var v = vec4<f32>(0.0);
-    if (k < p.K) { v = readA(offA + k * p.M + m, avail(m, p.M)); }
+    if (k < kEnd) { v = readA(offA + k * p.M + m, avail(m, p.M)); }
     As[kk * (BM / 4u) + mq] = v;
   } else {
     // Stored [M, K]: a group is 4 consecutive k in one row; lands in 4 vec4s, one component each.
@@ -114,7 +119,7 @@ fn loadA(offA: u32, m0: u32, k0: u32, g: u32) {
     let m = m0 + row;
     let k = k0 + kq * 4u;
     var v = vec4<f32>(0.0);
-    if (m < p.M) { v = readA(offA + m * p.K + k, avail(k, p.K)); }
+    if (m < p.M) { v = readA(offA + m * p.K + k, avail(k, kEnd)); }
     let at = kq * 4u * (BM / 4u) + row / 4u;
     let comp = row % 4u;
     As[at][comp] = v.x;
@@ -124,7 +129,7 @@ fn loadA(offA: u32, m0: u32, k0: u32, g: u32) {
   }
 }
 
-fn loadB(offB: u32, n0: u32, k0: u32, g: u32) {
+fn loadB(offB: u32, n0: u32, k0: u32, kEnd: u32, g: u32) {
   if (TRANS_B) {
     // Stored [N, K]: a group is 4 consecutive k at one n.
     let col = g / (BK / 4u);
@@ -132,7 +137,7 @@ fn loadB(offB: u32, n0: u32, k0: u32, g: u32) {
     let n = n0 + col;
     let k = k0 + kq * 4u;
     var v = vec4<f32>(0.0);
-    if (n < p.N) { v = readB(offB + n * p.K + k, avail(k, p.K)); }
+    if (n < p.N) { v = readB(offB + n * p.K + k, avail(k, kEnd)); }
     let at = kq * 4u * (BN / 4u) + col / 4u;
     let comp = col % 4u;
     Bs[at][comp] = v.x;
@@ -146,7 +151,7 @@ fn loadB(offB: u32, n0: u32, k0: u32, g: u32) {
     let k = k0 + kk;
     let n = n0 + nq * 4u;
     var v = vec4<f32>(0.0);
-    if (k < p.K) { v = readB(offB + k * p.N + n, avail(n, p.N)); }
+    if (k < kEnd) { v = readB(offB + k * p.N + n, avail(n, p.N)); }
     Bs[kk * (BN / 4u) + nq] = v;
   }
 }
@@ -180,7 +185,10 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
 
   // Batch offsets.
   let z = wid.z + p.batch0;
-  var rem = z;
+  let split = z / p.nbatch;
+  let kBegin = split * p.kchunk;
+  let kEnd = min(p.K, kBegin + p.kchunk);
+  var rem = z - split * p.nbatch;
   var offA = 0u;
   var offB = 0u;
   for (var d = 3; d >= 0; d--) {
@@ -213,11 +221,9 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
 
   let groupsA = BM * BK / 4u;
   let groupsB = BN * BK / 4u;
-  let tiles = (p.K + BK - 1u) / BK;
-  for (var t = 0u; t < tiles; t++) {
-    let k0 = t * BK;
-    for (var g = lid; g < groupsA; g += NT) { loadA(offA, m0, k0, g); }
-    for (var g = lid; g < groupsB; g += NT) { loadB(offB, n0, k0, g); }
+  for (var k0 = kBegin; k0 < kEnd; k0 += BK) {
+    for (var g = lid; g < groupsA; g += NT) { loadA(offA, m0, k0, kEnd, g); }
+    for (var g = lid; g < groupsB; g += NT) { loadB(offB, n0, k0, kEnd, g); }
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
       let a0 = As[kk * (BM / 4u) + ty];

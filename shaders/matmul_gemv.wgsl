@@ -1,14 +1,24 @@
 // Matrix multiply for few rows (matrix–vector like): C[z] = act(alpha · A'[z] · B'[z] (+ bias)) (+ R[z]),
-// f32 (the epilogue constants as in matmul.wgsl; R and `pre` are laid out like C), with A' [M, K] and B' [K, N] addressed through element strides, so any transpose (or swapping
-// the roles of A and B to serve an output with few columns) is index math. Each workgroup owns
-// COLS output columns and up to 4 rows (m0 = workgroup y · 4); SLICES threads per column split K
-// and their partial sums meet in workgroup memory. KMAJOR puts a column's SLICES threads next to
-// each other (coalesced when B' is contiguous along k); otherwise the COLS columns are adjacent
-// (coalesced when B' is contiguous along n).
+// f32, with A' [M, K] and B' [K, N] addressed through element strides, so any transpose (or swapping
+// the roles of A and B to serve an output with few columns) is index math. The epilogue constants
+// are those of matmul.wgsl; R and `pre` are laid out like C.
+//
+// Each workgroup owns COLS output columns and ROWS (4, 8 or 16) rows (m0 = workgroup y · ROWS), so a
+// product with ≤ ROWS rows reads each element of B' once. SLICES threads per column split K in
+// quads (thread s takes k = 4·s, 4·(s + SLICES), …): one quad of B' is read once and dotted with
+// the quad of each of the workgroup's rows, accumulating in up to four vec4 registers (acc0..acc3,
+// rows 0–3, 4–7, 8–11, 12–15). The partial sums of a column's slices meet in workgroup memory
+// (WG · ROWS · 4 bytes). KMAJOR puts a column's SLICES threads next to each other (coalesced when B'
+// is contiguous along k); otherwise the COLS columns are adjacent (coalesced when B' is contiguous
+// along n). VEC_A / VEC_B read a quad as one vec4 (host checks: k stride 1, K and every other
+// stride a multiple of 4); otherwise as four scalars.
 
 override COLS: u32 = 64u; // output columns per workgroup
 override SLICES: u32 = 4u; // threads per column (a power of two)
+override ROWS: u32 = 4u; // output rows per workgroup: 4, 8 or 16
 override KMAJOR: bool = false;
+override VEC_A: bool = false;
+override VEC_B: bool = false;
 override BIAS: u32 = 0u; // 0 none, 1 bias[n] per column, 2 bias[m] per row
 override ACT: u32 = 0u; // 0 none, 1 gelu (erf), 2 gelu_new (tanh), 3 relu
 override RESID: bool = false;
@@ -41,10 +51,39 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read> resid: array<f32>;
 @group(0) @binding(6) var<storage, read_write> pre: array<f32>;
+@group(0) @binding(7) var<storage, read> aV: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> bV: array<vec4<f32>>;
 
 //!include activation
 
-var<workgroup> red: array<vec4<f32>, WG>;
+var<workgroup> red: array<vec4<f32>, WG * ROWS / 4u>; // red[j·WG + lid]: rows 4j..4j+3 of thread lid
+
+// The quad of A' at element `base` (k, k+1, …): element j is read only when j < lim.
+fn quadA(base: u32, lim: u32) -> vec4<f32> {
+  if (VEC_A) { return aV[base / 4u]; }
+  var v = vec4<f32>(0.0);
+  v.x = a[base];
+  if (lim > 1u) { v.y = a[base + p.sak]; }
+  if (lim > 2u) { v.z = a[base + 2u * p.sak]; }
+  if (lim > 3u) { v.w = a[base + 3u * p.sak]; }
+  return v;
+}
+
+fn quadB(base: u32, lim: u32) -> vec4<f32> {
+  if (VEC_B) { return bV[base / 4u]; }
+  var v = vec4<f32>(0.0);
+  v.x = b[base];
+  if (lim > 1u) { v.y = b[base + p.sbk]; }
+  if (lim > 2u) { v.z = b[base + 2u * p.sbk]; }
+  if (lim > 3u) { v.w = b[base + 3u * p.sbk]; }
+  return v;
+}
+
+// Row i's quad dotted with the B' quad (0 for rows past the end; `rows` is uniform in the workgroup).
+fn rowDot(ak: u32, i: u32, rows: u32, lim: u32, bq: vec4<f32>) -> f32 {
+  if (i >= rows) { return 0.0; }
+  return dot(quadA(ak + i * p.sam, lim), bq);
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -69,40 +108,55 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     offB += q * p.bstride[d];
   }
   let n = wid.x * COLS + col;
-  let m0 = wid.y * 4u;
-  let rows = min(p.M - m0, 4u);
+  let m0 = wid.y * ROWS;
+  let rows = min(p.M - m0, ROWS);
   offA += m0 * p.sam;
 
-  var acc = vec4<f32>(0.0);
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
   if (n < p.N) {
     let bn = offB + n * p.sbn;
-    for (var k = s; k < p.K; k += SLICES) {
-      let bv = b[bn + k * p.sbk];
+    for (var k = 4u * s; k < p.K; k += 4u * SLICES) {
+      let lim = min(p.K - k, 4u);
+      let bq = quadB(bn + k * p.sbk, lim);
       let ak = offA + k * p.sak;
-      acc.x += a[ak] * bv;
-      if (rows > 1u) { acc.y += a[ak + p.sam] * bv; }
-      if (rows > 2u) { acc.z += a[ak + 2u * p.sam] * bv; }
-      if (rows > 3u) { acc.w += a[ak + 3u * p.sam] * bv; }
+      acc0 += vec4<f32>(rowDot(ak, 0u, rows, lim, bq), rowDot(ak, 1u, rows, lim, bq),
+                        rowDot(ak, 2u, rows, lim, bq), rowDot(ak, 3u, rows, lim, bq));
+      if (ROWS > 4u) {
+        acc1 += vec4<f32>(rowDot(ak, 4u, rows, lim, bq), rowDot(ak, 5u, rows, lim, bq),
+                          rowDot(ak, 6u, rows, lim, bq), rowDot(ak, 7u, rows, lim, bq));
+      }
+      if (ROWS > 8u) {
+        acc2 += vec4<f32>(rowDot(ak, 8u, rows, lim, bq), rowDot(ak, 9u, rows, lim, bq),
+                          rowDot(ak, 10u, rows, lim, bq), rowDot(ak, 11u, rows, lim, bq));
+        acc3 += vec4<f32>(rowDot(ak, 12u, rows, lim, bq), rowDot(ak, 13u, rows, lim, bq),
+                          rowDot(ak, 14u, rows, lim, bq), rowDot(ak, 15u, rows, lim, bq));
+      }
     }
   }
-  red[lid] = acc;
+  red[lid] = acc0;
+  if (ROWS > 4u) { red[WG + lid] = acc1; }
+  if (ROWS > 8u) {
+    red[2u * WG + lid] = acc2;
+    red[3u * WG + lid] = acc3;
+  }
   workgroupBarrier();
+  var step = 1u; // distance between a column's neighbouring slices
+  if (!KMAJOR) { step = COLS; }
   for (var st = SLICES / 2u; st > 0u; st = st / 2u) {
     if (s < st) {
-      if (KMAJOR) {
-        red[lid] += red[lid + st];
-      } else {
-        red[lid] += red[lid + st * COLS];
-      }
+      let o = lid + st * step;
+      for (var j = 0u; j < ROWS / 4u; j++) { red[j * WG + lid] += red[j * WG + o]; }
     }
     workgroupBarrier();
   }
   if (s != 0u || n >= p.N) { return; }
-  let r = red[lid] * p.alpha;
   let offC = z * p.M * p.N + n * p.scn;
   for (var i = 0u; i < rows; i++) {
     let m = m0 + i;
-    var v = r[i];
+    var v = red[(i / 4u) * WG + lid][i % 4u] * p.alpha;
     if (BIAS == 1u) { v += bias[n]; }
     if (BIAS == 2u) { v += bias[m]; }
     let o = offC + m * p.scm;

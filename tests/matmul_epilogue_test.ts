@@ -3,7 +3,7 @@
 // they save in a GPT-2 block (whose output must equal the unfused composition).
 import { assert, assertClose, gradCheck, randArray, ready } from "./helpers.ts";
 import { noGrad, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
-import { linear, type LinearActivation } from "../engine/ops/matmul.ts";
+import { linear, type LinearActivation, resetMatmulTuning, setMatmulTuning } from "../engine/ops/matmul.ts";
 import { backward } from "../engine/autograd.ts";
 import { add, geluNew } from "../engine/ops/elementwise.ts";
 import { layerNorm } from "../engine/ops/norm.ts";
@@ -73,7 +73,9 @@ const EPI_SHAPES: [number[], number, number][] = [
 Deno.test("linear epilogues (activation, residual) match float64 on the tiled and matrix–vector kernels", async () => {
   await ready;
   let seed = 700, k = 0;
-  for (const [xs, inF, outF] of EPI_SHAPES) {
+  // gemvMaxRows 4: shapes over 4 rows and columns take the tiled kernel; 32 (default): up to 32.
+  for (const [gemvMaxRows, [xs, inF, outF]] of [4, 32].flatMap((g) => EPI_SHAPES.map((s) => [g, s] as const))) {
+    setMatmulTuning({ gemvMaxRows });
     for (const act of ACTS) {
       for (const withResidual of [false, true]) {
         const outIn = k++ % 3 === 0, ws = outIn ? [outF, inF] : [inF, outF], os = [...xs.slice(0, -1), outF];
@@ -88,11 +90,12 @@ Deno.test("linear epilogues (activation, residual) match float64 on the tiled an
             return linear(x, w, b, withResidual ? { ...opts, residual: r } : opts);
           });
           const what = `linear [${xs}]→${outF} ${act ?? "none"} residual=${withResidual} grad=${grad}`;
-          assertClose(await y.toArray(), ref, 1e-5, 1e-4, what);
+          assertClose(await y.toArray(), ref, 1e-5, 1e-4, `${what} gemvMaxRows=${gemvMaxRows}`);
           y.dispose();
         }
       }
     }
+    resetMatmulTuning();
   }
 });
 
@@ -117,7 +120,9 @@ for (const act of ["gelu", "gelu_new", "relu"] as const) {
   Deno.test(`linear backward with ${act} and a residual matches finite differences (all kernel paths)`, async () => {
     await ready;
     let seed = 800;
-    for (const [xs, outF] of [[[2, 5, 7], 6], [[3, 7], 6], [[9, 7], 3]] as [number[], number][]) {
+    const shapes = [[[2, 5, 7], 6], [[3, 7], 6], [[9, 7], 3]] as [number[], number][];
+    for (const [gemvMaxRows, [xs, outF]] of [4, 32].flatMap((g) => shapes.map((s) => [g, s] as const))) {
+      setMatmulTuning({ gemvMaxRows });
       const inF = 7, outIn = xs.length === 2, os = [...xs.slice(0, -1), outF];
       const inputs = [
         { data: randArray(numel(xs), seed++), shape: xs },
@@ -137,6 +142,7 @@ for (const act of ["gelu", "gelu_new", "relu"] as const) {
         (d) => refEpilogue([d[0], d[1]], inF, outF, outIn, act),
         inputs.slice(0, 2),
       );
+      resetMatmulTuning();
     }
   });
 }

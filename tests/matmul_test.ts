@@ -99,10 +99,18 @@ for (const [tA, tB] of COMBOS) {
   Deno.test(`matmul forward matches float64, transA=${tA} transB=${tB}`, async () => {
     await ready;
     let seed = 1;
-    for (const [M, K, N] of SHAPES) {
-      const [as, bs] = stored(M, K, N, tA, tB);
-      await checkForward(as, bs, tA, tB, seed += 2);
-      await checkForward([3, ...as], [3, ...bs], tA, tB, seed += 2);
+    // Default routing (few rows/columns → matrix–vector kernel), then the tiled kernel for all but ≤ 4.
+    for (const gemvMaxRows of [undefined, 4]) {
+      if (gemvMaxRows !== undefined) setMatmulTuning({ gemvMaxRows });
+      try {
+        for (const [M, K, N] of SHAPES) {
+          const [as, bs] = stored(M, K, N, tA, tB);
+          await checkForward(as, bs, tA, tB, seed += 2);
+          await checkForward([3, ...as], [3, ...bs], tA, tB, seed += 2);
+        }
+      } finally {
+        resetMatmulTuning();
+      }
     }
   });
 }
@@ -118,7 +126,7 @@ Deno.test("matmul forward with every tile shape the kernel supports", async () =
   ] as const;
   try {
     for (const tile of configs) {
-      setMatmulTuning({ tiers: [{ tile, minWorkgroups: 0, minUtilization: 0 }] });
+      setMatmulTuning({ tiers: [{ tile, minWorkgroups: 0, minUtilization: 0 }], gemvMaxRows: 0 });
       let seed = 100;
       // Each transpose combination once, on an unaligned (scalar loads) or aligned (vec4 loads) shape.
       for (const [i, [tA, tB]] of COMBOS.entries()) {
