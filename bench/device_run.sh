@@ -5,6 +5,7 @@
 #   OUT=/some/dir bash bench/device_run.sh
 # Writes bench.json (Deno's built-in WebGPU, with per-kernel profiles), torch_gpt2.json, torch_ppo.json (PyTorch
 # anchors, same machine), sweep.json (tile sweep), bench_dawn.json (Dawn) and log.txt into $OUT.
+# SKIP_SWEEP=1 / SKIP_DAWN=1 leave those parts out; BENCH_S, SWEEP_S, DAWN_S are their time budgets in seconds.
 set -u
 : "${OUT:?set OUT to the output folder}"
 BENCH_S=${BENCH_S:-100} SWEEP_S=${SWEEP_S:-90} DAWN_S=${DAWN_S:-45}
@@ -22,6 +23,7 @@ timeout 120 python3 .gpu/anchors/torch_ppo.py --iters 3 --out "$OUT/torch_ppo.js
   step "sweep"
   deno_run $((SWEEP_S + 40)) -A bench/sweep.ts --budget-s "$SWEEP_S" --out "$OUT/sweep.json"
 }
+[ -n "${SKIP_DAWN:-}" ] && { step done; exit 0; }
 step "dawn probe"
 deno_run 60 --no-lock -A bench/dawn_probe.ts --backend dawn
 step "bench (dawn)"
