@@ -220,10 +220,12 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
 }
 
 /**
- * The checkout's commit: `git rev-parse HEAD` (with "-dirty" when tracked files changed), else env GIT_COMMIT,
- * else null.
+ * The checkout's commit: env GIT_COMMIT when set (a copied tree, e.g. on a GPU machine), else `git rev-parse HEAD`
+ * (with "-dirty" when tracked files changed), else null.
  */
 export async function gitCommit(): Promise<string | null> {
+  const fromEnv = Deno.env.get("GIT_COMMIT");
+  if (fromEnv) return fromEnv;
   const run = async (args: string[]): Promise<string | null> => {
     try {
       const out = await new Deno.Command("git", { args, stdout: "piped", stderr: "null" }).output();
@@ -237,7 +239,7 @@ export async function gitCommit(): Promise<string | null> {
     const status = await run(["status", "--porcelain", "--untracked-files=no"]);
     return status ? `${head}-dirty` : head;
   }
-  return Deno.env.get("GIT_COMMIT") || null;
+  return null;
 }
 
 /** Command-line options of `bench/gpu.ts`. */

@@ -254,6 +254,9 @@ Deno.test("split-K is skipped for epilogues, short K and big grids", async () =>
     assert.deepEqual(kernels(() => noGrad(() => matmul(x, w))), ["matmul"]);
     setMatmulTuning({ splitK: { minK: 0, maxWorkgroups: 1 } });
     assert.deepEqual(kernels(() => noGrad(() => matmul(x, w))), ["matmul"]);
+    // ... unless K reaches longK (a vocabulary-long reduction), which splits whatever the grid.
+    setMatmulTuning({ splitK: { longK: 40 } });
+    assert.deepEqual(kernels(() => noGrad(() => matmul(x, w))), ["matmul", "reduce:sum_cols"]);
   });
   // Defaults: PPO's LM-head dX shape class (few tiles, long K) splits; a short K does not.
   const big = kernels(() =>

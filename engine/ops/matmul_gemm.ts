@@ -42,7 +42,7 @@ export interface MatmulTileTier {
  * products over K ranges (S ≤ `maxSplits`, about `targetWorkgroups` / grid workgroups), then summed.
  */
 export interface MatmulSplitK {
-  /** Split only when the unsplit tile grid has fewer workgroups than this (0 disables split-K). */
+  /** Split only when the unsplit tile grid has fewer workgroups than this (0: only from `longK` on). */
   maxWorkgroups: number;
   /** Split only when K is at least this. */
   minK: number;
@@ -50,6 +50,13 @@ export interface MatmulSplitK {
   targetWorkgroups: number;
   /** At most this many splits. */
   maxSplits: number;
+  /**
+   * K from which a product is split whatever its grid (reductions over a vocabulary, e.g. the LM head's
+   * input gradient), aiming at `longTargetWorkgroups` (Infinity disables).
+   */
+  longK: number;
+  /** Workgroups the split grid aims for when K ≥ `longK`. */
+  longTargetWorkgroups: number;
 }
 
 /** Kernel selection knobs, for benchmarks to tune (see {@linkcode setMatmulTuning}). */
@@ -81,7 +88,10 @@ export interface MatmulTuning {
 // 16 rows and twice (the second pass mostly from L2: a GPT-2 weight is ≤ 9.4 MB) up to 32; beyond that
 // the 32×32 tier's row tiles are full and it reuses each loaded weight 32 times from workgroup memory.
 // splitK: the target of 528 workgroups is 4 per SM of a 132-SM H100/H200; 264 (2 per SM) is where the
-// tiers start calling a grid full. bench/sweep.ts times both against the plain paths.
+// tiers start calling a grid full. bench/sweep.ts times both against the plain paths. Reductions over a
+// vocabulary (K ≥ 32768) always split, aiming at 2112 workgroups: on an H200 (2026-11-26 sweep) PPO's
+// LM-head input gradient (736 × 768, K = 50257) took 7.1–9.6 ms on the best unsplit tiles, 3.1 ms with 8
+// splits and 2.3 ms with 59 (2112 workgroups of 128×128 tiles).
 const DEFAULT_TILE: MatmulTileConfig = { wgX: 16, wgY: 16, tm: 4, tn: 4, bk: 16 };
 const DEFAULT_TUNING: MatmulTuning = {
   tiers: [
@@ -94,7 +104,14 @@ const DEFAULT_TUNING: MatmulTuning = {
   gemvRows: 16,
   gemvN: [8, 32],
   gemvK: [8, 32],
-  splitK: { maxWorkgroups: 264, minK: 4096, targetWorkgroups: 528, maxSplits: 16 },
+  splitK: {
+    maxWorkgroups: 264,
+    minK: 4096,
+    targetWorkgroups: 528,
+    maxSplits: 64,
+    longK: 32768,
+    longTargetWorkgroups: 2112,
+  },
 };
 
 let tuning: MatmulTuning = structuredClone(DEFAULT_TUNING);
@@ -139,7 +156,8 @@ export function setMatmulTuning(t: MatmulTuningPatch): MatmulTuning {
   }
   const s = next.splitK;
   ok(
-    [s.maxWorkgroups, s.minK, s.targetWorkgroups].every((v) => v >= 0) && Number.isInteger(s.maxSplits) &&
+    [s.maxWorkgroups, s.minK, s.targetWorkgroups, s.longK, s.longTargetWorkgroups].every((v) => v >= 0) &&
+      Number.isInteger(s.maxSplits) &&
       s.maxSplits >= 1,
     `splitK ${JSON.stringify(s)}: fields must be ≥ 0, maxSplits an integer ≥ 1`,
   );
@@ -389,12 +407,14 @@ export function tilePlan(
     sk.maxSplits,
     Math.floor(Math.min(SPLIT_MAX_BYTES, limits.maxStorageBufferBindingSize) / (4 * nb * M * N)),
   );
+  const long = K >= sk.longK;
+  const target = long ? sk.longTargetWorkgroups : sk.targetWorkgroups;
   const splitsOf = (c: MatmulTileConfig) => {
-    const s = Math.max(1, Math.min(maxSplits, Math.ceil(sk.targetWorkgroups / groups(c))));
+    const s = Math.max(1, Math.min(maxSplits, Math.ceil(target / groups(c))));
     return Math.ceil(K / (Math.ceil(K / s / c.bk) * c.bk));
   };
   let splits = 1;
-  if (plain && K >= Math.max(sk.minK, 1) && groups(tile) < sk.maxWorkgroups && maxSplits > 1) {
+  if (plain && K >= Math.max(sk.minK, 1) && (long || groups(tile) < sk.maxWorkgroups) && maxSplits > 1) {
     tile = pick(splitsOf);
     splits = splitsOf(tile);
   }
