@@ -104,3 +104,32 @@ Deno.test("attention: by default long sequences take the matmul path and short o
   assert.ok(short.includes("attention_tiled:fwd"), short.join(" "));
   assert.ok(!short.includes("attention_softmax:fwd"), short.join(" "));
 });
+
+Deno.test("attention (matmul path) frees its intermediates, with and without gradients, outside tidy()", async () => {
+  await ready;
+  const rt = runtime();
+  const c = causal(2, 2, 24, 24, 8, [3, 0], { p: 0.2, seed: 1 });
+  const xs = inputs(c, 101);
+  const dO = randArray(c.B * c.H * c.Tq * c.D, 102);
+  await withTuning(MATH, async () => {
+    const opts = options(c);
+    const ts = xs.map((x, i) => tensor(Float32Array.from(x), [c.B, c.H, i === 0 ? c.Tq : c.Tk, c.D]));
+    const g = tensor(Float32Array.from(dO), [c.B, c.H, c.Tq, c.D]);
+    const live0 = rt.stats.liveBytes;
+    for (let i = 0; i < 3; i++) scaledDotProductAttention(ts[0], ts[1], ts[2], opts).dispose();
+    assert.equal(rt.stats.liveBytes, live0, "forward without gradients leaves nothing behind");
+    for (const t of ts) t.requireGrad();
+    for (let i = 0; i < 3; i++) {
+      const out = scaledDotProductAttention(ts[0], ts[1], ts[2], opts);
+      backward(out, g);
+      out.dispose();
+      for (const t of ts) {
+        t.grad?.dispose();
+        t.grad = null;
+      }
+    }
+    assert.equal(rt.stats.liveBytes, live0, "forward + backward leaves nothing behind");
+    await rt.sync();
+    for (const t of [...ts, g]) t.dispose();
+  });
+});

@@ -36,9 +36,12 @@ export function mathAttention(q: Tensor, k: Tensor, v: Tensor, a: MathAttentionA
   const [B, H, Tq] = q.shape, Tk = k.shape[2];
   const scores = matmul(q, k, { transB: true, alpha: a.scale });
   const probs = maskedSoftmax(scores, a, B * H * Tq, Tk);
-  // The scores are needed by nothing else: free them now rather than at the end of the caller's scope.
+  // The scores and probabilities are intermediates: free them now (autograd keeps its own references to
+  // what the backward pass needs), not at the end of the caller's scope — or never, outside a tidy().
   scores.dispose();
-  return matmul(probs, v);
+  const out = matmul(probs, v);
+  probs.dispose();
+  return out;
 }
 
 /** S [B, H, Tq, Tk] → probabilities (after dropout when it is on), one recorded autograd node. */
