@@ -11,8 +11,8 @@ export type BackendName = "deno" | "dawn";
 export interface DeviceOptions {
   /**
    * "auto" (default) and "deno": Deno's built-in WebGPU. "dawn": Dawn through the npm package `webgpu`
-   * (loaded only then). Auto does not pick Dawn yet: on the lent H200 (2026-11-26) our test suite crashed
-   * under Dawn 0.6.2 (segfault / glibc assertion), so it stays opt-in until that is understood.
+   * (loaded only then). Auto does not pick Dawn: on the lent H200 (2026-11-26) Dawn 0.6.2 under Deno 2.9.6
+   * segfaults once more than 256 dispatches are submitted before a wait (bench/dawn_probe.ts), so it stays opt-in.
    * When not given, the environment variable `RLHF_WEBGPU_BACKEND` (auto | deno | dawn) decides.
    */
   backend?: "auto" | BackendName;
