@@ -2,6 +2,7 @@
 // the tiled kernel: forward vs float64 (transposes, batches, broadcasting, epilogues), backward vs
 // finite differences, and which kernel each product takes (recorded from the runtime's dispatches).
 import { assert, assertClose, gradCheck, randArray, ready } from "./helpers.ts";
+import { refMatmul } from "./matmul_ref.ts";
 import { noGrad, runtime, type Tensor, tensor } from "../engine/tensor.ts";
 import {
   linear,
@@ -15,38 +16,6 @@ import type { KernelSpec } from "../engine/runtime.ts";
 
 const numel = (s: readonly number[]) => s.reduce((x, y) => x * y, 1);
 const t32 = (d: Float64Array, shape: number[]) => tensor(Float32Array.from(d), shape);
-
-/** Batched, broadcasting, optionally transposed float64 product (operands at least 2-D). */
-function refMatmul(a: Float64Array, as: number[], b: Float64Array, bs: number[], tA = false, tB = false, alpha = 1) {
-  const [ar, ac] = as.slice(-2), [br, bc] = bs.slice(-2);
-  const [M, K] = tA ? [ac, ar] : [ar, ac];
-  const N = tB ? br : bc;
-  const nd = Math.max(as.length, bs.length) - 2;
-  const pa = [...new Array(nd + 2 - as.length).fill(1), ...as.slice(0, -2)];
-  const pb = [...new Array(nd + 2 - bs.length).fill(1), ...bs.slice(0, -2)];
-  const batch = pa.map((d, i) => Math.max(d, pb[i]));
-  const out = new Float64Array(numel(batch) * M * N);
-  for (let z = 0; z < numel(batch); z++) {
-    let rem = z, ia = 0, ib = 0, sa = 1, sb = 1;
-    for (let d = nd - 1; d >= 0; d--) {
-      const c = rem % batch[d];
-      rem = Math.floor(rem / batch[d]);
-      ia += (pa[d] === 1 ? 0 : c) * sa;
-      ib += (pb[d] === 1 ? 0 : c) * sb;
-      sa *= pa[d];
-      sb *= pb[d];
-    }
-    const oa = ia * M * K, ob = ib * K * N;
-    for (let m = 0; m < M; m++) {
-      for (let n = 0; n < N; n++) {
-        let s = 0;
-        for (let k = 0; k < K; k++) s += a[oa + (tA ? k * M + m : m * K + k)] * b[ob + (tB ? n * K + k : k * N + n)];
-        out[(z * M + m) * N + n] = alpha * s;
-      }
-    }
-  }
-  return out;
-}
 
 /** Runs `fn` and returns the shader names (with ROWS for the matrix–vector kernel) it dispatched. */
 function kernels(fn: () => unknown): string[] {
