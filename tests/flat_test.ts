@@ -4,38 +4,12 @@ import { backward } from "../engine/autograd.ts";
 import { AdamW, type AdamWOptions, clipGradNorm, SGD, type SGDOptions } from "../engine/optim.ts";
 import { FLAT_ALIGN, flatSlotOf, flattenParameters } from "../engine/flat.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";
+import { RefAdamW } from "./optim_ref.ts";
 
 const f32 = (a: ArrayLike<number>) => Float64Array.from(Float32Array.from(a));
 
 // Odd sizes: not multiples of 64 (the slot alignment), one a multiple, one 1-element.
 const SHAPES = [[7, 13], [5], [1, 300], [64], [129], [3, 3, 3], [1]];
-
-/** float64 torch.optim.AdamW for one parameter (its own step count). */
-class RefAdamW {
-  m: Float64Array;
-  v: Float64Array;
-  vMax: Float64Array;
-  step = 0;
-  constructor(public p: Float64Array, public h: Required<AdamWOptions>) {
-    this.m = new Float64Array(p.length);
-    this.v = new Float64Array(p.length);
-    this.vMax = new Float64Array(p.length);
-  }
-  update(grad: ArrayLike<number>): void {
-    const { lr, betas: [b1, b2], eps, weightDecay: wd } = this.h;
-    this.step++;
-    const bc1 = 1 - b1 ** this.step, bc2 = 1 - b2 ** this.step;
-    for (let i = 0; i < this.p.length; i++) {
-      const g = this.h.maximize ? -grad[i] : grad[i];
-      this.p[i] *= 1 - lr * wd;
-      this.m[i] += (1 - b1) * (g - this.m[i]);
-      this.v[i] = this.v[i] * b2 + (1 - b2) * g * g;
-      this.vMax[i] = Math.max(this.vMax[i], this.v[i]);
-      const denom = Math.sqrt(this.h.amsgrad ? this.vMax[i] : this.v[i]) / Math.sqrt(bc2) + eps;
-      this.p[i] -= (lr / bc1) * (this.m[i] / denom);
-    }
-  }
-}
 
 const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
 const params = (seed: number) =>

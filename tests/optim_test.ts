@@ -2,38 +2,9 @@ import { assert, assertClose, randArray, ready } from "./helpers.ts";
 import { readAll, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
 import { add } from "../engine/ops/elementwise.ts";
 import { AdamW, clipGradNorm, clipGradNormChecked, SGD } from "../engine/optim.ts";
+import { RefAdamW } from "./optim_ref.ts";
 
 const f32 = (a: ArrayLike<number>) => Float64Array.from(Float32Array.from(a));
-
-/** float64 torch.optim.AdamW (single-tensor path) for one parameter. */
-class RefAdamW {
-  m: Float64Array;
-  v: Float64Array;
-  vMax: Float64Array;
-  step = 0;
-  constructor(
-    public p: Float64Array,
-    public h: { lr: number; betas: [number, number]; eps: number; wd: number; amsgrad?: boolean; maximize?: boolean },
-  ) {
-    this.m = new Float64Array(p.length);
-    this.v = new Float64Array(p.length);
-    this.vMax = new Float64Array(p.length);
-  }
-  update(grad: Float64Array): void {
-    const { lr, betas: [b1, b2], eps, wd } = this.h;
-    this.step++;
-    const bc1 = 1 - b1 ** this.step, bc2 = 1 - b2 ** this.step;
-    for (let i = 0; i < this.p.length; i++) {
-      const g = this.h.maximize ? -grad[i] : grad[i];
-      this.p[i] *= 1 - lr * wd;
-      this.m[i] += (1 - b1) * (g - this.m[i]);
-      this.v[i] = this.v[i] * b2 + (1 - b2) * g * g;
-      this.vMax[i] = Math.max(this.vMax[i], this.v[i]);
-      const denom = Math.sqrt(this.h.amsgrad ? this.vMax[i] : this.v[i]) / Math.sqrt(bc2) + eps;
-      this.p[i] -= (lr / bc1) * (this.m[i] / denom);
-    }
-  }
-}
 
 function param(data: ArrayLike<number>, shape: number[]): Tensor {
   return tensor(Float32Array.from(data), shape).requireGrad();
@@ -52,12 +23,11 @@ Deno.test("AdamW: 5 steps match a float64 re-implementation of PyTorch's AdamW",
     betas: [0.3, 0.5] as [number, number],
   }];
   for (const variant of variants) {
-    const h = { lr: 1e-2, betas: [0.9, 0.95] as [number, number], eps: 1e-8, wd: 0.1, ...variant };
+    const h = { lr: 1e-2, betas: [0.9, 0.95] as [number, number], eps: 1e-8, weightDecay: 0.1, ...variant };
     const init = shapes.map((s, i) => f32(randArray(s.reduce((a, b) => a * b), 10 + i, -1, 1)));
     const ps = shapes.map((s, i) => param(init[i], s));
     const refs = init.map((x) => new RefAdamW(Float64Array.from(x), h));
-    const { wd, ...rest } = h;
-    const opt = new AdamW(ps, { ...rest, weightDecay: wd });
+    const opt = new AdamW(ps, h);
     const storages = ps.map((p) => p.storage);
     for (let t = 0; t < 5; t++) {
       ps.forEach((p, i) => {
@@ -107,8 +77,8 @@ Deno.test("AdamW: param groups with their own weight decay and lr; lr setter", a
   });
   assert.equal(opt.paramGroups[0].weightDecay, 0.5);
   assert.equal(opt.paramGroups[1].weightDecay, 0.1);
-  const ra = new RefAdamW(Float64Array.from(a0), { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-8, wd: 0.5 });
-  const rb = new RefAdamW(Float64Array.from(b0), { lr: 0.05, betas: [0.9, 0.999], eps: 1e-8, wd: 0.1 });
+  const ra = new RefAdamW(Float64Array.from(a0), { lr: 1e-2, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.5 });
+  const rb = new RefAdamW(Float64Array.from(b0), { lr: 0.05, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.1 });
   for (let t = 0; t < 3; t++) {
     if (t === 2) {
       opt.lr = 3e-3;
@@ -134,8 +104,8 @@ Deno.test("AdamW: zero-size params and params without grad (their step does not 
   const x0 = f32(randArray(9, 8)), y0 = f32(randArray(5, 9));
   const x = param(x0, [9]), y = param(y0, [5]);
   const opt = new AdamW([z, x, y], { lr: 0.1, weightDecay: 0.2 });
-  const rx = new RefAdamW(Float64Array.from(x0), { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, wd: 0.2 });
-  const ry = new RefAdamW(Float64Array.from(y0), { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, wd: 0.2 });
+  const rx = new RefAdamW(Float64Array.from(x0), { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.2 });
+  const ry = new RefAdamW(Float64Array.from(y0), { lr: 0.1, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.2 });
   for (let t = 0; t < 3; t++) {
     z.grad?.dispose();
     z.grad = tensor(new Float32Array(0), [3, 0]);
