@@ -40,6 +40,7 @@ export const SHADER_NAMES: readonly string[] = [
   "scatter_add",
   "slice",
   "softmax",
+  "softmax_common",
   "unary",
 ];
 

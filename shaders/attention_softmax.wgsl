@@ -11,15 +11,13 @@
 
 override MASK: u32 = 0u; // 0 no padding mask, 1 i32 mask, 2 f32 mask ([B, mstride], non-zero = attend)
 override WG: u32 = 256u; // threads per row (a power of two ≤ 256)
-const LOWEST: f32 = -3.4028234663852886e38;
 
 @group(0) @binding(1) var<storage, read> s: array<f32>; // grad: P
 @group(0) @binding(2) var<storage, read> mask: array<u32>;
 @group(0) @binding(3) var<storage, read_write> pr: array<f32>; // fwd: P; grad: dS
 @group(0) @binding(4) var<storage, read_write> pd: array<f32>; // fwd: P after dropout; grad: G (read)
 
-var<workgroup> shm: array<f32, 256>;
-var<workgroup> shs: array<f32, 256>;
+//!include softmax_common
 
 // Keys of row `row` that may be attended: j < limit, and the padding mask.
 fn row_limit(row: u32) -> u32 {
@@ -45,36 +43,13 @@ fn fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let b = row / (p.Tq * p.H);
   let base = row * p.Tk;
   let lim = row_limit(row);
-  var m = LOWEST;
-  var sum = 0.0;
+  var ms = vec2<f32>(LOWEST, 0.0);
   for (var j = lid; j < lim; j += WG) {
-    if (!allowed(b, j)) { continue; }
-    let v = s[base + j];
-    if (v > m) {
-      sum = sum * exp(m - v) + 1.0;
-      m = v;
-    } else {
-      sum += exp(v - m);
-    }
+    if (allowed(b, j)) { ms = online_add(ms, s[base + j]); }
   }
-  shm[lid] = m;
-  shs[lid] = sum;
-  workgroupBarrier();
-  for (var st = WG / 2u; st > 0u; st = st >> 1u) {
-    if (lid < st) {
-      let m1 = shm[lid];
-      let m2 = shm[lid + st];
-      let mm = max(m1, m2);
-      var t = 0.0;
-      if (m1 > LOWEST) { t += shs[lid] * exp(m1 - mm); }
-      if (m2 > LOWEST) { t += shs[lid + st] * exp(m2 - mm); }
-      shs[lid] = t;
-      shm[lid] = mm;
-    }
-    workgroupBarrier();
-  }
-  let rm = shm[0];
-  let rs = shs[0];
+  let stats = row_stats(lid, ms);
+  let rm = stats.x;
+  let rs = stats.y;
   let inv = select(0.0, 1.0 / rs, rs > 0.0);
   for (var j = lid; j < p.Tk; j += WG) {
     var y = 0.0;
@@ -93,13 +68,7 @@ fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var j = lid; j < p.Tk; j += WG) {
     acc += pd[base + j] * drop_factor(base + j) * s[base + j];
   }
-  shs[lid] = acc;
-  workgroupBarrier();
-  for (var st = WG / 2u; st > 0u; st = st >> 1u) {
-    if (lid < st) { shs[lid] = shs[lid] + shs[lid + st]; }
-    workgroupBarrier();
-  }
-  let tot = shs[0];
+  let tot = row_sum(lid, acc);
   for (var j = lid; j < p.Tk; j += WG) {
     pr[base + j] = s[base + j] * (pd[base + j] * drop_factor(base + j) - tot);
   }

@@ -13,7 +13,6 @@ struct Params {
 
 // Threads per workgroup (a power of two, 32…256), chosen per row length by the host.
 override WG: u32 = 256u;
-const LOWEST: f32 = -3.4028234663852886e38;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -21,8 +20,7 @@ const LOWEST: f32 = -3.4028234663852886e38;
 // backward: binding 1 = y (forward output), 2 = dx, 3 = g
 @group(0) @binding(3) var<storage, read> g: array<f32>;
 
-var<workgroup> shm: array<f32, 256>;
-var<workgroup> shs: array<f32, 256>;
+//!include softmax_common
 
 fn row_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return wid.x + wid.y * nwg.x;
@@ -37,32 +35,13 @@ fn main(
   let row = row_index(wid, nwg);
   if (row >= p.rows) { return; }
   let base = row * p.n;
-  var m = LOWEST;
-  var s = 0.0;
+  var ms = vec2<f32>(LOWEST, 0.0);
   for (var k = lid; k < p.n; k += WG) {
-    let v = x[base + k];
-    if (v > m) {
-      s = s * exp(m - v) + 1.0;
-      m = v;
-    } else {
-      s += exp(v - m);
-    }
+    ms = online_add(ms, x[base + k]);
   }
-  shm[lid] = m;
-  shs[lid] = s;
-  workgroupBarrier();
-  for (var st = WG / 2u; st > 0u; st = st >> 1u) {
-    if (lid < st) {
-      let m1 = shm[lid];
-      let m2 = shm[lid + st];
-      let mm = max(m1, m2);
-      shs[lid] = shs[lid] * exp(m1 - mm) + shs[lid + st] * exp(m2 - mm);
-      shm[lid] = mm;
-    }
-    workgroupBarrier();
-  }
-  let rm = shm[0];
-  let rs = shs[0];
+  let stats = row_stats(lid, ms);
+  let rm = stats.x;
+  let rs = stats.y;
   if (LOG) {
     let lse = rm + log(rs);
     for (var k = lid; k < p.n; k += WG) {
@@ -94,15 +73,7 @@ fn grad(
       acc += g[base + k] * x[base + k];
     }
   }
-  shs[lid] = acc;
-  workgroupBarrier();
-  for (var st = WG / 2u; st > 0u; st = st >> 1u) {
-    if (lid < st) {
-      shs[lid] = shs[lid] + shs[lid + st];
-    }
-    workgroupBarrier();
-  }
-  let tot = shs[0];
+  let tot = row_sum(lid, acc);
   for (var k = lid; k < p.n; k += WG) {
     let yv = x[base + k];
     if (LOG) {
