@@ -85,6 +85,14 @@ export interface AttentionTuning {
 // the forward at B16); the other tiers remain for devices with less workgroup memory (llvmpipe: 32 KiB).
 // At T 1024 the fused kernels reached only 1–2 TFLOP/s while the matmul kernels run at ~25, so from
 // 256 queries on the scores are materialised instead (as eager PyTorch does), up to 1 GiB of them.
+/** The tiers of both backward kernels (dQ and dK/dV), a fresh array per call. */
+const gradTiers = (): AttentionTileConfig[] => [
+  { tq: 8, tc: 16, bt: 16 },
+  { tq: 8, tc: 8, bt: 32, minWorkgroups: 132 },
+  { tq: 8, tc: 8, bt: 16 },
+  { tq: 4, tc: 8, bt: 16 },
+  { tq: 4, tc: 4, bt: 8 },
+];
 const DEFAULT_TUNING: AttentionTuning = {
   forward: [
     { tq: 8, tc: 16, bt: 16 },
@@ -94,20 +102,8 @@ const DEFAULT_TUNING: AttentionTuning = {
     { tq: 4, tc: 8, bt: 16 },
     { tq: 4, tc: 4, bt: 8 },
   ],
-  gradQ: [
-    { tq: 8, tc: 16, bt: 16 },
-    { tq: 8, tc: 8, bt: 32, minWorkgroups: 132 },
-    { tq: 8, tc: 8, bt: 16 },
-    { tq: 4, tc: 8, bt: 16 },
-    { tq: 4, tc: 4, bt: 8 },
-  ],
-  gradKV: [
-    { tq: 8, tc: 16, bt: 16 },
-    { tq: 8, tc: 8, bt: 32, minWorkgroups: 132 },
-    { tq: 8, tc: 8, bt: 16 },
-    { tq: 4, tc: 8, bt: 16 },
-    { tq: 4, tc: 4, bt: 8 },
-  ],
+  gradQ: gradTiers(),
+  gradKV: gradTiers(),
   minTiledQueries: 8,
   maxTiledHeadDim: 128,
   minMathQueries: 256,
