@@ -11,53 +11,10 @@ import { embedding } from "../engine/ops/index_ops.ts";
 import { mergeHeads, splitHeads } from "../engine/ops/heads.ts";
 import { scaledDotProductAttention } from "../engine/ops/attention.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";
+import { refEpilogue } from "./matmul_ref.ts";
 
 const numel = (s: readonly number[]) => s.reduce((x, y) => x * y, 1);
 const t32 = (d: Float64Array, shape: number[]) => tensor(Float32Array.from(d), shape);
-
-/** x·W (+ b) in float64; W is [in, out], or [out, in] when `outIn`. */
-function refLinear(x: Float64Array, inF: number, w: Float64Array, outF: number, outIn: boolean, bias?: Float64Array) {
-  const rows = x.length / inF, y = new Float64Array(rows * outF);
-  for (let r = 0; r < rows; r++) {
-    for (let o = 0; o < outF; o++) {
-      let s = bias ? bias[o] : 0;
-      for (let k = 0; k < inF; k++) s += x[r * inF + k] * (outIn ? w[o * inF + k] : w[k * outF + o]);
-      y[r * outF + o] = s;
-    }
-  }
-  return y;
-}
-
-/** float64 erf: its Maclaurin series (|x| ≤ 4, ample precision in float64), ±1 beyond. */
-function erf64(x: number): number {
-  if (Math.abs(x) > 4) return Math.sign(x);
-  let term = x, sum = x;
-  for (let n = 1; n < 100; n++) {
-    term *= -x * x / n;
-    sum += term / (2 * n + 1);
-  }
-  return (2 / Math.sqrt(Math.PI)) * sum;
-}
-
-const ACT64: Record<LinearActivation, (v: number) => number> = {
-  gelu: (v) => 0.5 * v * (1 + erf64(v / Math.SQRT2)),
-  gelu_new: (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
-  relu: (v) => Math.max(v, 0),
-};
-
-/** act(x·W + b) + residual in float64. */
-function refEpilogue(
-  d: Float64Array[],
-  inF: number,
-  outF: number,
-  outIn: boolean,
-  act?: LinearActivation,
-  withResidual = false,
-): Float64Array {
-  const y = refLinear(d[0], inF, d[1], outF, outIn, d[2]);
-  for (let i = 0; i < y.length; i++) y[i] = (act ? ACT64[act](y[i]) : y[i]) + (withResidual ? d[3][i] : 0);
-  return y;
-}
 
 const ACTS: (LinearActivation | undefined)[] = [undefined, "gelu", "gelu_new", "relu"];
 // [x shape, in, out]: tiled kernel (> 4 rows and columns), few rows (matrix–vector), few columns.

@@ -2,16 +2,9 @@
 // the tiled kernel: forward vs float64 (transposes, batches, broadcasting, epilogues), backward vs
 // finite differences, and which kernel each product takes (recorded from the runtime's dispatches).
 import { assert, assertClose, gradCheck, randArray, ready } from "./helpers.ts";
-import { refMatmul } from "./matmul_ref.ts";
+import { refEpilogue, refMatmul } from "./matmul_ref.ts";
 import { noGrad, runtime, type Tensor, tensor } from "../engine/tensor.ts";
-import {
-  linear,
-  type LinearActivation,
-  matmul,
-  type MatmulTuningPatch,
-  resetMatmulTuning,
-  setMatmulTuning,
-} from "../engine/ops/matmul.ts";
+import { linear, matmul, type MatmulTuningPatch, resetMatmulTuning, setMatmulTuning } from "../engine/ops/matmul.ts";
 import type { KernelSpec } from "../engine/runtime.ts";
 
 const numel = (s: readonly number[]) => s.reduce((x, y) => x * y, 1);
@@ -130,32 +123,6 @@ Deno.test("default routing: ≤ 32 rows or columns take the matrix–vector kern
 
 // ------------------------------------------------------------------ epilogues on the new paths
 
-const ACT64: Record<LinearActivation, (v: number) => number> = {
-  gelu: (v) => 0.5 * v * (1 + erf64(v / Math.SQRT2)),
-  gelu_new: (v) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))),
-  relu: (v) => Math.max(v, 0),
-};
-
-function erf64(x: number): number {
-  if (Math.abs(x) > 4) return Math.sign(x);
-  let term = x, sum = x;
-  for (let n = 1; n < 100; n++) {
-    term *= -x * x / n;
-    sum += term / (2 * n + 1);
-  }
-  return (2 / Math.sqrt(Math.PI)) * sum;
-}
-
-/** act(x·W + b) + residual in float64; W is [in, out] or [out, in]. */
-function refLinear(d: Float64Array[], rows: number, inF: number, outF: number, outIn: boolean, act?: LinearActivation) {
-  const y = refMatmul(d[0], [rows, inF], d[1], outIn ? [outF, inF] : [inF, outF], false, outIn);
-  for (let i = 0; i < y.length; i++) {
-    const v = y[i] + (d[2] ? d[2][i % outF] : 0);
-    y[i] = (act ? ACT64[act](v) : v) + (d[3] ? d[3][i] : 0);
-  }
-  return y;
-}
-
 Deno.test("linear epilogues on 8/16-row workgroups (both layouts, few rows and few columns) match float64", async () => {
   await ready;
   let seed = 400;
@@ -178,7 +145,7 @@ Deno.test("linear epilogues on 8/16-row workgroups (both layouts, few rows and f
         assert.equal(ks.length, 1);
         assert.match(ks[0], /^matmul_gemv\//);
         const what = `linear ${rows}×${inF}→${outF} ${act} resid=${withResidual} ${ks}`;
-        assertClose(await y!.toArray(), refLinear(d, rows, inF, outF, outIn, act), 1e-4, 1e-4, what);
+        assertClose(await y!.toArray(), refEpilogue(d, inF, outF, outIn, act), 1e-4, 1e-4, what);
       }
     }
   });
@@ -262,7 +229,7 @@ Deno.test("linear backward (gelu_new, residual) through 16-row workgroups matche
   await withTuning({ gemvMaxRows: 64 }, () =>
     gradCheck(
       (t) => linear(t[0], t[1], t[2], { activation: "gelu_new", residual: t[3], weightLayout: "out_in" }),
-      (d) => refLinear(d, rows, inF, outF, true, "gelu_new"),
+      (d) => refEpilogue(d, inF, outF, true, "gelu_new"),
       [
         { data: randArray(rows * inF, 40), shape: [rows, inF] },
         { data: randArray(inF * outF, 41), shape: [outF, inF] },

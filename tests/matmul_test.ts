@@ -1,18 +1,11 @@
 import { assert, assertClose, gradCheck, randArray, ready } from "./helpers.ts";
-import { refMatmul } from "./matmul_ref.ts";
+import { refLinear, refMatmul } from "./matmul_ref.ts";
 import { noGrad, type Tensor, tensor } from "../engine/tensor.ts";
 import { linear, matmul, resetMatmulTuning, setMatmulTuning } from "../engine/ops/matmul.ts";
 
 // ------------------------------------------------------------------ float64 references
 
 const numel = (s: readonly number[]) => s.reduce((x, y) => x * y, 1);
-
-function refLinear(x: Float64Array, inF: number, w: Float64Array, outF: number, outIn: boolean, bias?: Float64Array) {
-  const rows = x.length / inF;
-  const y = refMatmul(x, [rows, inF], w, outIn ? [outF, inF] : [inF, outF], false, outIn);
-  if (bias) { for (let i = 0; i < y.length; i++) y[i] += bias[i % outF]; }
-  return y;
-}
 
 const t32 = (d: Float64Array, shape: number[]) => tensor(Float32Array.from(d), shape);
 
