@@ -1,21 +1,33 @@
-/** Locates `../shared/fixtures/hf-tiny` (Hugging Face reference checkpoints) and reads references. */
+/**
+ * The Hugging Face reference fixtures that ship with the tests (`tests/fixtures/hf-tiny`, see its README):
+ * one place locates them and reads their references. No test reaches outside the repository.
+ */
+import { fileURLToPath } from "node:url";
 import { readSafetensors } from "../engine/safetensors.ts";
 import type { HostTensor } from "../engine/host_tensor.ts";
 
-/** Absolute path of the hf-tiny fixtures folder; throws a clear message when it is missing. */
-export function fixtureDir(name: string): string {
-  const url = new URL(`../../shared/fixtures/hf-tiny/${name}`, import.meta.url);
+/** URL of the fixtures folder (`tests/fixtures/hf-tiny/`). */
+export const FIXTURES: URL = new URL("./fixtures/hf-tiny/", import.meta.url);
+
+/** Absolute path of a file or folder inside the fixtures; throws a clear message when it is missing. */
+export function fixturePath(rel: string): string {
+  const path = fileURLToPath(new URL(rel, FIXTURES));
   try {
-    Deno.statSync(url);
+    Deno.statSync(path);
   } catch {
-    throw new Error(`fixture ${url.pathname} is missing: the tests need ../shared/fixtures beside the checkout`);
+    throw new Error(`test fixture ${path} is missing: it ships with the repository (tests/fixtures/hf-tiny)`);
   }
-  return url.pathname;
+  return path;
+}
+
+/** Absolute path of one fixture folder (e.g. "gpt2-tiny"). */
+export function fixtureDir(name: string): string {
+  return fixturePath(name);
 }
 
 /** Tensors of a fixture's `reference.safetensors`. */
 export async function reference(name: string): Promise<Map<string, HostTensor>> {
-  return (await readSafetensors(`${fixtureDir(name)}/reference.safetensors`)).tensors;
+  return (await readSafetensors(fixturePath(`${name}/reference.safetensors`))).tensors;
 }
 
 /** Rows of a 2-D host tensor as number arrays. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
 import { shapeSize } from "../engine/host_tensor.ts";
 import {
   float16BitsToFloat32,
@@ -17,20 +17,7 @@ import {
 } from "../engine/safetensors.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../engine/fs_atomic.ts";
 import { mulberry32 } from "../engine/random.ts";
-
-const FIXTURES = new URL("../../shared/fixtures/hf-tiny/", import.meta.url);
-
-function fixture(rel: string): URL {
-  const url = new URL(rel, FIXTURES);
-  try {
-    Deno.statSync(url);
-  } catch {
-    throw new Error(
-      `test fixture missing: ${fileURLToPath(url)} (expected the shared hf-tiny fixtures next to the repo)`,
-    );
-  }
-  return url;
-}
+import { fixturePath } from "./fixtures.ts";
 
 const enc = new TextEncoder();
 
@@ -68,8 +55,32 @@ async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
+Deno.test("fixtures: every file in tests/fixtures/hf-tiny matches SHA256SUMS, and none is unlisted", async () => {
+  const listed = new Map<string, string>();
+  for (const line of (await Deno.readTextFile(fixturePath("SHA256SUMS"))).split("\n")) {
+    const m = line.match(/^([0-9a-f]{64}) {2}(\S+)$/);
+    if (m) listed.set(m[2], m[1]);
+  }
+  assert.ok(listed.size >= 19, `SHA256SUMS lists ${listed.size} files`);
+  const found: string[] = [];
+  const walk = (rel: string) => {
+    for (const e of Deno.readDirSync(fixturePath(rel || "."))) {
+      const path = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory) walk(path);
+      else if (path !== "SHA256SUMS") found.push(path);
+    }
+  };
+  walk("");
+  assert.deepEqual(found.sort(), [...listed.keys()].sort());
+  for (const [rel, want] of listed) {
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", await Deno.readFile(fixturePath(rel))));
+    const got = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+    assert.equal(got, want, `${rel}: the fixture changed (it is ground truth written by transformers)`);
+  }
+});
+
 Deno.test("fixtures: gpt2-tiny and bert-cls-tiny checkpoints load with sensible tensors", async () => {
-  const gpt2 = await readSafetensors(fixture("gpt2-tiny/model.safetensors"));
+  const gpt2 = await readSafetensors(fixturePath("gpt2-tiny/model.safetensors"));
   assert.equal(gpt2.metadata.format, "pt");
   const wte = gpt2.tensors.get("transformer.wte.weight");
   assert.ok(wte, "transformer.wte.weight present");
@@ -84,7 +95,7 @@ Deno.test("fixtures: gpt2-tiny and bert-cls-tiny checkpoints load with sensible 
   }
   assert.ok(wte.data.some((v) => v !== 0));
 
-  const bert = await readSafetensors(fixture("bert-cls-tiny/model.safetensors"));
+  const bert = await readSafetensors(fixturePath("bert-cls-tiny/model.safetensors"));
   assert.deepEqual(bert.tensors.get("bert.embeddings.word_embeddings.weight")?.shape, [1396, 64]);
   assert.deepEqual(bert.tensors.get("classifier.weight")?.shape, [2, 64]);
   assert.deepEqual(bert.tensors.get("bert.encoder.layer.1.intermediate.dense.weight")?.shape, [128, 64]);
@@ -98,7 +109,7 @@ Deno.test("fixtures: gpt2-tiny and bert-cls-tiny checkpoints load with sensible 
 });
 
 Deno.test("fixtures: gpt2-tiny reference outputs", async () => {
-  const ref = await readSafetensors(fixture("gpt2-tiny/reference.safetensors"));
+  const ref = await readSafetensors(fixturePath("gpt2-tiny/reference.safetensors"));
   const ids = ref.tensors.get("input_ids")!;
   assert.equal(ids.dtype, "i32");
   assert.equal(ids.sourceDtype, "I32");

