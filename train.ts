@@ -145,7 +145,10 @@ async function main(): Promise<void> {
   const saveEvery = num(flags["save-every"], "save-every", true, 1) ?? 10;
   let policyDir: string, rewardDir: string, prompts: string[];
   if (embedded) {
-    console.error("train.ts: no --policy/--reward/--prompts: running the embedded default (small English models)");
+    console.error(
+      "train.ts: no --policy/--reward/--prompts: running the embedded default — builds a small English GPT-2 and " +
+        `a sentiment classifier from npm data (cached for later runs), then ${steps} PPO steps`,
+    );
     const { prepareDefault } = await import("./demo/mod.ts");
     const d = await prepareDefault({ force: Boolean(flags["force-rebuild"]) });
     ({ policyDir, rewardDir, prompts } = d);

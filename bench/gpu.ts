@@ -311,13 +311,14 @@ async function main(args: BenchArgs): Promise<void> {
     () => rt.sync(),
   );
   overheadProbe.dispose();
-  log(`${h.backend} WebGPU on ${h.adapterName}; one sync costs ${overheadMs.toFixed(2)} ms`);
+  log(`${h.backend} WebGPU (${h.graphicsApi}) on ${h.adapterName}; one sync costs ${overheadMs.toFixed(2)} ms`);
 
   const report = {
     date: new Date().toISOString(),
     deno: Deno.version.deno,
     v8: Deno.version.v8,
     backend: h.backend,
+    graphics_api: h.graphicsApi,
     adapter: h.adapterName,
     device: {
       is_fallback_adapter: h.isFallbackAdapter,

@@ -269,13 +269,14 @@ async function main(): Promise<void> {
   );
   probe.dispose();
   const h = rt.handle, lim = rt.device.limits;
-  log(`${h.backend} WebGPU on ${h.adapterName}; one sync costs ${overheadMs.toFixed(2)} ms`);
+  log(`${h.backend} WebGPU (${h.graphicsApi}) on ${h.adapterName}; one sync costs ${overheadMs.toFixed(2)} ms`);
   const run: Run = { small: args.small, overheadMs, endAt: started + budgetMs, aborted: null };
   const bestSettings = { matmul: {} as Record<string, unknown>, attention: {} as Record<string, unknown> };
   const report = {
     date: new Date().toISOString(),
     deno: Deno.version.deno,
     backend: h.backend,
+    graphics_api: h.graphicsApi,
     adapter: h.adapterName,
     device: {
       max_compute_workgroup_storage_size: lim.maxComputeWorkgroupStorageSize,

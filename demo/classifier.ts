@@ -41,7 +41,7 @@ export interface ClassifierConfig {
   seed: number;
   /** Print the mean loss every this many steps (default 30). */
   logEvery: number;
-  /** Wall-clock cap in seconds (0 = none), as in {@linkcode GPT2PretrainConfig.maxSeconds}. */
+  /** Opt-in wall-clock cap in seconds (default 0 = none), as in {@linkcode GPT2PretrainConfig.maxSeconds}. */
   maxSeconds: number;
 }
 
@@ -61,7 +61,7 @@ export const CLASSIFIER_DEFAULTS: ClassifierConfig = {
   weightDecay: 0.01,
   seed: 0,
   logEvery: 30,
-  maxSeconds: 60,
+  maxSeconds: 0,
 };
 
 /** A tokenised labelled example. */

@@ -10,7 +10,7 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { initEngine } from "../engine/tensor.ts";
+import { initEngine, runtime } from "../engine/tensor.ts";
 import { writeJsonAtomic } from "../engine/fs_atomic.ts";
 import { savePretrained } from "../models/auto.ts";
 import { generate } from "../models/generate.ts";
@@ -189,7 +189,10 @@ export async function prepareDefault(options: PrepareDefaultOptions = {}): Promi
   const lmTrain = data.lmTrain.map(encode), lmHeld = data.lmHeldOut.map(encode);
   if (lmTrain.some((r) => r.includes(UNK_ID))) throw new Error("prepareDefault: LM sentence with [UNK] (vocab bug)");
 
-  log(`default models: pretraining GPT-2 (${gpt2Cfg.nLayer} layers, width ${gpt2Cfg.nEmbd}, ${gpt2Cfg.steps} steps)`);
+  log(
+    `default models: pretraining GPT-2 (${gpt2Cfg.nLayer} layers, width ${gpt2Cfg.nEmbd}, ${gpt2Cfg.steps} steps); ` +
+      `the first step compiles the GPU kernels${runtime().handle.isFallbackAdapter ? " (slow on a CPU adapter)" : ""}`,
+  );
   const lm = await pretrainGPT2(lmTrain, lmHeld.slice(0, 256), data.vocab.length, gpt2Cfg, log);
   await savePretrained(lm.model, policyDir);
   await logSamples(lm.model, tok, data.prompts, options.samples ?? 3, log);

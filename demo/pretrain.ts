@@ -23,7 +23,7 @@ export interface GPT2PretrainConfig {
   nHead: number;
   /** Context length of the model (default 64). */
   nPositions: number;
-  /** Optimiser steps (default 400; fewer when `maxSeconds` runs out first). */
+  /** Optimiser steps (default 400, on every machine; fewer only under an opt-in `maxSeconds` cap). */
   steps: number;
   /** Rows per batch (default 16); whole sentences are packed into each row. */
   batchSize: number;
@@ -41,7 +41,10 @@ export interface GPT2PretrainConfig {
   seed: number;
   /** Read back and print the mean loss every this many steps (default 30). */
   logEvery: number;
-  /** Wall-clock cap in seconds (0 = none): on a slow machine fewer steps are run, the schedule shrinks to fit. */
+  /**
+   * Opt-in wall-clock cap in seconds (default 0 = none, so every machine trains the same model): when set, a slow
+   * machine runs fewer steps, the schedule shrinks to fit, and the log says so.
+   */
   maxSeconds: number;
   /**
    * Prompt words [min, max] of the dialog format (default [2, 4], like the demo prompts); [0, 0] trains
@@ -65,7 +68,7 @@ export const GPT2_PRETRAIN_DEFAULTS: GPT2PretrainConfig = {
   weightDecay: 0.01,
   seed: 0,
   logEvery: 30,
-  maxSeconds: 150,
+  maxSeconds: 0,
   promptWords: [2, 4],
 };
 

@@ -1,15 +1,16 @@
 /**
  * The optimisation loop shared by the demo's trainers (`demo/pretrain.ts`, `demo/classifier.ts`):
  * AdamW with linear warm-up and cosine decay, every step in `tidy` (GPU memory stays flat), losses
- * read back only every `logEvery` steps (one round trip per window), and an optional wall-clock cap
- * that shortens the schedule on slow machines.
+ * read back only every `logEvery` steps (one round trip per window) with the pace and an ETA, and an opt-in
+ * wall-clock cap (off by default, so the demo trains the same steps on every machine).
  * @module
  */
 
-import { readAll, type Tensor, tidy } from "../engine/tensor.ts";
+import { readAll, runtime, type Tensor, tidy } from "../engine/tensor.ts";
 import { backward } from "../engine/autograd.ts";
 import type { AdamW } from "../engine/optim.ts";
 import { shuffled } from "./data.ts";
+import { formatDuration, StepClock } from "../ppo/progress.ts";
 
 /** A progress sink (default: stderr). */
 export type Log = (line: string) => void;
@@ -71,14 +72,16 @@ export interface LoopConfig {
   minLrRatio: number;
   /** Read back and print the mean loss every this many steps. */
   logEvery: number;
-  /** Wall-clock cap in seconds (0 = none). */
+  /** Opt-in wall-clock cap in seconds (0 = none, the default): cuts the schedule and says so. */
   maxSeconds: number;
 }
 
 /**
  * The optimisation loop: `lossFn` builds one batch's loss (inside a `tidy` scope); backward, AdamW step
- * and gradient release follow. Losses are kept on the GPU and read back, averaged, every `logEvery` steps,
- * where the time cap may also shorten the run. Returns every step's loss and the steps run; disposes `opt`.
+ * and gradient release follow. Losses are kept on the GPU and read back, averaged, after the first step (which
+ * compiles the kernels; the line says how many and how long) and then every `logEvery` steps, with the pace and
+ * an ETA. An opt-in time cap (`maxSeconds` > 0) may shorten the run, and says so when it does. Returns every
+ * step's loss and the steps run; disposes `opt`.
  */
 export async function trainLoop(
   name: string,
@@ -91,7 +94,10 @@ export async function trainLoop(
 ): Promise<{ losses: number[]; steps: number }> {
   const losses: number[] = [];
   let window: Tensor[] = [];
-  let total = planned, firstStep = 0, firstTime = 0;
+  let total = planned, firstStep = 0, firstTime = 0, capSaid = false;
+  const rt = runtime();
+  const compiled = { n: rt.stats.pipelines, ms: rt.stats.compileMs };
+  const clock = new StepClock(planned);
   try {
     let step = 0;
     for (; step < total; step++) {
@@ -103,17 +109,31 @@ export async function trainLoop(
         opt.zeroGrad();
         return loss.detach();
       }));
-      if ((step + 1) % c.logEvery !== 0 && step + 1 !== total) continue;
+      if (step !== 0 && (step + 1) % c.logEvery !== 0 && step + 1 !== total) continue;
       const vals = await readAll(window);
       window.forEach((t) => t.dispose());
       const mean = vals.reduce((s, v) => s + v[0], 0) / vals.length;
       losses.push(...vals.map((v) => v[0]));
       window = [];
       const now = seconds(t0);
-      // The first window includes shader compilation; the step time is measured from its end on.
+      // The first step includes shader compilation; the step time is measured from its end on.
       if (firstStep === 0) [firstStep, firstTime] = [step + 1, now];
-      else total = fitSteps(planned, step + 1, now, step + 1 - firstStep, now - firstTime, c.maxSeconds);
-      log(`${name} step ${step + 1}/${total} loss ${mean.toFixed(3)} lr ${opt.lr.toExponential(2)} ${now.toFixed(1)}s`);
+      else if (c.maxSeconds > 0) {
+        total = fitSteps(planned, step + 1, now, step + 1 - firstStep, now - firstTime, c.maxSeconds);
+        if (total < planned && !capSaid) {
+          capSaid = true;
+          log(`${name}: time cap ${c.maxSeconds}s (maxSeconds): training cut to ${total} of ${planned} steps`);
+        }
+      }
+      clock.total = total;
+      const time = clock.tick(step + 1);
+      let line = `${name} step ${step + 1}/${total} loss ${mean.toFixed(3)} lr ${opt.lr.toExponential(2)}  ` +
+        `${time.stepSeconds.toFixed(2)} s/step  ${formatDuration(now)}`;
+      if (step === 0) {
+        const secs = (rt.stats.compileMs - compiled.ms) / 1000;
+        line += ` (compiled ${rt.stats.pipelines - compiled.n} GPU kernels in ${formatDuration(secs)})`;
+      } else if (step + 1 < total) line += `  ETA ${formatDuration(time.etaSeconds)}`;
+      log(line);
     }
     return { losses, steps: step };
   } finally {

@@ -1,11 +1,19 @@
 /**
  * WebGPU device acquisition: picks an implementation (Deno's built-in WebGPU or Dawn through
- * the npm package `webgpu`), an adapter, and requests the adapter's real limits.
+ * the npm package `webgpu`), the graphics API under Deno's WebGPU (Vulkan before OpenGL), an adapter,
+ * and requests the adapter's real limits.
  * @module
  */
 
 /** Which WebGPU implementation a device comes from. */
 export type BackendName = "deno" | "dawn";
+
+/**
+ * The graphics API under the WebGPU implementation: what `DENO_WEBGPU_BACKEND` selects in Deno's WebGPU (wgpu).
+ * "gl" is wgpu's OpenGL/EGL backend: on Mesa's llvmpipe it is single-threaded and has no `shader-f16`, several
+ * times slower than llvmpipe's Vulkan driver. "auto" means the implementation chose and did not say which.
+ */
+export type GraphicsApi = "vulkan" | "metal" | "dx12" | "gl" | "auto";
 
 /** Options for {@linkcode requestGpuDevice}. */
 export interface DeviceOptions {
@@ -28,6 +36,8 @@ export interface DeviceHandle {
   device: GPUDevice;
   /** The implementation behind it. */
   backend: BackendName;
+  /** The graphics API under it (see {@linkcode GraphicsApi}). */
+  graphicsApi: GraphicsApi;
   /** Adapter description, e.g. "NVIDIA H100 80GB HBM3" or "llvmpipe (LLVM 15.0.6, 256 bits)". */
   adapterName: string;
   /** True for a software/fallback adapter such as llvmpipe. */
@@ -51,14 +61,55 @@ function isSoftware(adapter: GPUAdapter): boolean {
   return Boolean(info.isFallbackAdapter) || /llvmpipe|lavapipe|swiftshader|software/.test(desc);
 }
 
-async function builtinAdapter(pref: GPUPowerPreference): Promise<GPUAdapter | null> {
-  if (typeof navigator === "undefined" || !("gpu" in navigator)) return null;
-  // Mesa's Vulkan WSI complains on stderr when XDG_RUNTIME_DIR is unset (headless machines, CI).
+const WGPU_APIS: readonly GraphicsApi[] = ["vulkan", "metal", "dx12", "gl"];
+
+/**
+ * Whether Deno's WebGPU finds an adapter through `api`, asked in a worker: wgpu reads `DENO_WEBGPU_BACKEND` once,
+ * when a thread first requests an adapter, so a probe in this thread would fix the choice for good.
+ */
+async function workerFindsAdapter(api: GraphicsApi): Promise<boolean> {
+  const code = `const a = await navigator.gpu?.requestAdapter(); self.postMessage(Boolean(a)); self.close();`;
+  Deno.env.set("DENO_WEBGPU_BACKEND", api);
+  const worker = new Worker(`data:text/javascript,${encodeURIComponent(code)}`, { type: "module" });
   try {
+    return await new Promise<boolean>((resolve) => {
+      worker.onmessage = (e) => resolve(e.data === true);
+      worker.onerror = (e) => {
+        e.preventDefault();
+        resolve(false);
+      };
+    });
+  } finally {
+    worker.terminate();
+  }
+}
+
+/**
+ * Picks the graphics API for Deno's WebGPU before this thread's first adapter request. A user's
+ * `DENO_WEBGPU_BACKEND` is kept. Otherwise on Linux Vulkan comes first and wgpu's GL backend only when no Vulkan
+ * adapter exists (with both, wgpu may pick GL's llvmpipe, the slow path); macOS has only Metal; elsewhere wgpu chooses.
+ */
+async function chooseGraphicsApi(): Promise<GraphicsApi> {
+  const set = Deno.env.get("DENO_WEBGPU_BACKEND")?.trim().toLowerCase();
+  if (set) return WGPU_APIS.includes(set as GraphicsApi) ? set as GraphicsApi : "auto";
+  if (Deno.build.os === "darwin") return "metal";
+  if (Deno.build.os !== "linux") return "auto";
+  const api: GraphicsApi = await workerFindsAdapter("vulkan") ? "vulkan" : "gl";
+  Deno.env.set("DENO_WEBGPU_BACKEND", api);
+  return api;
+}
+
+async function builtinAdapter(pref: GPUPowerPreference): Promise<{ adapter: GPUAdapter; api: GraphicsApi } | null> {
+  if (typeof navigator === "undefined" || !("gpu" in navigator)) return null;
+  let api: GraphicsApi = "auto";
+  try {
+    // Mesa's Vulkan WSI complains on stderr when XDG_RUNTIME_DIR is unset (headless machines, CI).
     if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", "/tmp");
-  } catch { /* no env permission: only the warning remains */ }
-  return await navigator.gpu.requestAdapter({ powerPreference: pref }) ??
+    api = await chooseGraphicsApi();
+  } catch { /* no env permission: wgpu chooses */ }
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: pref }) ??
     await navigator.gpu.requestAdapter();
+  return adapter ? { adapter, api } : null;
 }
 
 async function dawnAdapter(pref: GPUPowerPreference): Promise<GPUAdapter | null> {
@@ -90,6 +141,22 @@ function pickLimits(adapter: GPUAdapter): Record<string, number> {
 }
 
 /**
+ * The engine's start-up line: implementation, graphics API and adapter, and what a software adapter means —
+ * on wgpu's GL backend, that it is the slow path and how to get Vulkan.
+ */
+export function startupLine(h: DeviceHandle): string {
+  const api = h.graphicsApi === "auto" ? "" : ` (${h.graphicsApi})`;
+  let note = "";
+  if (h.isFallbackAdapter && h.graphicsApi === "gl") {
+    note = "; software adapter on wgpu's OpenGL backend: the SLOW path (one thread, no shader-f16). For Mesa's " +
+      "faster Vulkan driver run `deno task setup` or install mesa-vulkan-drivers";
+  } else if (h.isFallbackAdapter) {
+    note = "; software adapter (runs on the CPU): slow, small shapes only";
+  }
+  return `rlhf-webgpu: ${h.backend} WebGPU${api} on ${h.adapterName}${note}`;
+}
+
+/**
  * Requests a WebGPU device with the adapter's full limits and the optional features the engine
  * uses (`shader-f16`, `timestamp-query`). Throws a clear error when no adapter exists.
  */
@@ -102,17 +169,20 @@ export async function requestGpuDevice(options: DeviceOptions = {}): Promise<Dev
   }
   let adapter: GPUAdapter | null = null;
   let backend: BackendName = "deno";
+  let graphicsApi: GraphicsApi = "auto";
   if (choice === "dawn") {
     adapter = await dawnAdapter(pref);
     backend = "dawn";
     if (!adapter) throw new Error("Dawn (npm:webgpu) found no WebGPU adapter");
   } else {
-    adapter = await builtinAdapter(pref);
+    const found = await builtinAdapter(pref);
+    if (found) ({ adapter, api: graphicsApi } = found);
   }
   if (!adapter) {
+    const forced = typeof Deno !== "undefined" ? Deno.env.get("DENO_WEBGPU_BACKEND") : undefined;
     throw new Error(
-      "No WebGPU adapter found. On a machine without a GPU install Mesa's Vulkan driver " +
-        "(Debian: apt-get install mesa-vulkan-drivers) or run `deno task setup`.",
+      `No WebGPU adapter found${forced ? ` with DENO_WEBGPU_BACKEND=${forced}` : ""}. On a machine without a GPU ` +
+        "install Mesa's Vulkan driver (Debian/Ubuntu: apt-get install mesa-vulkan-drivers), or run `deno task setup`.",
     );
   }
   const features: GPUFeatureName[] = [];
@@ -121,14 +191,14 @@ export async function requestGpuDevice(options: DeviceOptions = {}): Promise<Dev
   const handle: DeviceHandle = {
     device,
     backend,
+    graphicsApi,
     adapterName: adapterDescription(adapter),
     isFallbackAdapter: isSoftware(adapter),
     hasF16: device.features.has("shader-f16"),
     hasTimestamps: device.features.has("timestamp-query"),
   };
   if (options.verbose || handle.isFallbackAdapter && options.verbose !== false) {
-    const note = handle.isFallbackAdapter ? " (software fallback adapter: slow, small shapes only)" : "";
-    console.error(`rlhf-webgpu: ${backend} WebGPU on ${handle.adapterName}${note}`);
+    console.error(startupLine(handle));
   }
   device.lost.then((info) => {
     if (info.reason !== "destroyed") {

@@ -3,7 +3,14 @@
  * @module
  */
 
-export { type BackendName, type DeviceHandle, type DeviceOptions, requestGpuDevice } from "./device.ts";
+export {
+  type BackendName,
+  type DeviceHandle,
+  type DeviceOptions,
+  type GraphicsApi,
+  requestGpuDevice,
+  startupLine,
+} from "./device.ts";
 export { type KernelTime, type Profile } from "./profiler.ts";
 export {
   type Access,

@@ -92,6 +92,10 @@ export interface RuntimeStats {
   peakBytes: number;
   /** Bytes held by the pool, live or free. */
   pooledBytes: number;
+  /** Compute pipelines (kernel variants) built since creation: each is compiled once, on first use. */
+  pipelines: number;
+  /** Milliseconds spent building them (shader compilation; seconds each on a software adapter). */
+  compileMs: number;
 }
 
 /** Rounds a byte size up to a pool bucket: multiples of 256 B, then 1/8-octave steps. */
@@ -117,6 +121,8 @@ export class Runtime {
     liveBytes: 0,
     peakBytes: 0,
     pooledBytes: 0,
+    pipelines: 0,
+    compileMs: 0,
   };
   private pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   private bindGroups = new Map<string, GPUBindGroup>();
@@ -235,6 +241,7 @@ export class Runtime {
         buffer: { type: a === "read" ? "read-only-storage" : "storage" },
       })
     );
+    const t0 = performance.now();
     this.device.pushErrorScope("validation");
     const layout = this.device.createBindGroupLayout({ entries, label: spec.shader });
     const module = this.device.createShaderModule({ code: shaderSource(spec.shader), label: spec.shader });
@@ -256,6 +263,8 @@ export class Runtime {
     );
     k = { pipeline, layout };
     this.pipelines.set(key, k);
+    this.stats.pipelines++;
+    this.stats.compileMs += performance.now() - t0;
     return k;
   }
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { initEngine } from "../engine/tensor.ts";
+import { initEngine, runtime } from "../engine/tensor.ts";
 import { writeFileAtomic } from "../engine/fs_atomic.ts";
 import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
@@ -16,6 +16,7 @@ import { SeededRng } from "./core.ts";
 import { PPOTrainer } from "./trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { type MetricsRow, type SampleRow, writeReport } from "./report.ts";
+import { formatDuration, StepClock } from "./progress.ts";
 
 /** Everything a run needs (train.ts fills it from its flags). */
 export interface RLHFOptions {
@@ -160,6 +161,7 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
   const sampleEvery = o.sampleEvery ?? Math.max(1, Math.floor(o.steps / 10));
   const tty = Deno.stderr.isTerminal();
   const t0 = performance.now();
+  const clock = new StepClock(o.steps, start);
   let step = start;
   let tokens = 0;
   const save = async () => {
@@ -168,6 +170,15 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
     return dir;
   };
   try {
+    const rt = runtime();
+    const compiled = { n: rt.stats.pipelines, ms: rt.stats.compileMs };
+    if (start < o.steps) {
+      log(
+        `step ${start + 1} compiles the GPU kernels for generation, scoring and PPO on first use (${
+          rt.handle.isFallbackAdapter ? "can take a while on a CPU adapter" : "a few seconds"
+        }); later steps are faster`,
+      );
+    }
     for (step = start + 1; step <= o.steps; step++) {
       const ts = performance.now();
       const idx = batchIndices(encoded.length, cfg.batch_size, step, cfg.seed);
@@ -209,10 +220,18 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
       }
       const el = (performance.now() - t0) / 1000;
       const done = step - start;
+      const time = clock.tick(step);
       const line = `${bar(step / o.steps)} step ${step}/${o.steps}  reward ${stats["env/reward_mean"].toFixed(4)}  ` +
-        `kl ${stats["objective/kl"].toFixed(4)}  ${(el / done).toFixed(2)} s/step  ${(tokens / el).toFixed(1)} tok/s`;
-      if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}`));
+        `kl ${stats["objective/kl"].toFixed(4)}  ${time.stepSeconds.toFixed(2)} s/step  ETA ${
+          formatDuration(time.etaSeconds)
+        }  ${(tokens / el).toFixed(1)} tok/s`;
+      if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}\x1b[K`));
       else log(line);
+      if (done === 1) {
+        const n = rt.stats.pipelines - compiled.n, secs = (rt.stats.compileMs - compiled.ms) / 1000;
+        if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+        log(`step ${step}: compiled ${n} GPU kernels in ${formatDuration(secs)}`);
+      }
       const stopHere = interrupted || (o.stopAfter !== undefined && done >= o.stopAfter);
       if (step % saveEvery === 0 || step === o.steps || stopHere) {
         const dir = await save();

@@ -1,22 +1,41 @@
 /**
- * Set-up check run before the tests, benchmarks and demo: makes sure Deno's WebGPU finds an
- * adapter. On a machine without a GPU, Debian's `mesa-vulkan-drivers` provides the CPU
- * "llvmpipe" Vulkan driver; this script installs it (with apt-get) when no adapter is found.
- * With a real GPU it installs nothing.
+ * Set-up step run before the tests, benchmarks and demo (`deno task setup`; `deno task test|train|bench` run it
+ * first): makes sure Deno's WebGPU finds a fast adapter.
+ *
+ * - A Vulkan adapter (a GPU's driver, or Mesa's llvmpipe Vulkan driver on the CPU): nothing to do.
+ * - Linux without one — no adapter at all, or only wgpu's OpenGL/EGL backend over Mesa's llvmpipe, which is
+ *   single-threaded, has no `shader-f16` and is several times slower: installs Debian's `mesa-vulkan-drivers`
+ *   (apt-get; with sudo when not root), saying so. If Vulkan still cannot be had, it goes on with GL and says
+ *   clearly that this is the slow path.
+ * - `DENO_WEBGPU_BACKEND` set by the user: that choice is kept and only checked.
+ * - `RLHF_SETUP_NO_INSTALL=1`: never installs anything; reports what it found.
+ *
+ * Exits 1 only when no adapter exists at all. The engine makes the same Vulkan-before-GL choice in every process
+ * (`engine/device.ts`) and names the API in its start-up line.
  */
 
-async function probe(): Promise<string | null> {
-  // A fresh process: an adapter lookup result is cached for the life of a process.
+interface Found {
+  /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  name: string;
+  /** Whether it has shader-f16. */
+  f16: boolean;
+}
+
+/** Asks a fresh process (wgpu fixes its backend per process) for an adapter through `api` (undefined: wgpu's choice). */
+async function probe(api?: string): Promise<Found | null> {
   const code = `const a = await navigator.gpu?.requestAdapter({ powerPreference: "high-performance" });
-console.log(a ? (a.info.description || a.info.vendor || "unknown adapter") : "");`;
+console.log(a ? JSON.stringify({ name: a.info.description || a.info.vendor || "unknown adapter",
+  f16: a.features.has("shader-f16") }) : "");`;
+  const env: Record<string, string> = { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" };
+  if (api) env.DENO_WEBGPU_BACKEND = api;
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["eval", code],
-    env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" },
+    env,
     stdout: "piped",
     stderr: "null",
-  }).output();
-  const name = new TextDecoder().decode(out.stdout).trim();
-  return out.success && name ? name : null;
+  }).output().catch(() => null);
+  const text = out?.success ? new TextDecoder().decode(out.stdout).trim() : "";
+  return text ? JSON.parse(text) as Found : null;
 }
 
 async function run(cmd: string[]): Promise<boolean> {
@@ -30,22 +49,88 @@ async function run(cmd: string[]): Promise<boolean> {
   return st?.success ?? false;
 }
 
-const found = await probe();
-if (found) {
-  console.error(`setup: WebGPU adapter: ${found}`);
-} else {
-  console.error("setup: no WebGPU adapter found; installing Mesa's Vulkan driver (llvmpipe, runs on the CPU)...");
-  const isRoot = Deno.uid?.() === 0;
-  const sudo = isRoot ? [] : ["sudo"];
-  const ok = await run([...sudo, "apt-get", "update", "-qq"]) &&
-    await run([...sudo, "apt-get", "install", "-y", "-qq", "mesa-vulkan-drivers"]);
-  const after = ok ? await probe() : null;
-  if (!after) {
-    console.error(
-      "setup: still no WebGPU adapter. Install a Vulkan driver for your GPU, or on Debian/Ubuntu " +
-        "`apt-get install mesa-vulkan-drivers` for the CPU fallback, then retry.",
-    );
-    Deno.exit(1);
-  }
-  console.error(`setup: WebGPU adapter: ${after}`);
+async function hasCommand(name: string): Promise<boolean> {
+  const st = await new Deno.Command("sh", { args: ["-c", `command -v ${name}`], stdout: "null", stderr: "null" })
+    .output().catch(() => null);
+  return st?.success ?? false;
 }
+
+/** Installs Mesa's Vulkan driver with apt-get (sudo when not root); false when that is not possible here. */
+async function installVulkanDriver(): Promise<boolean> {
+  if (!await hasCommand("apt-get")) {
+    console.error(
+      "setup: apt-get not found; install Mesa's Vulkan driver with your package manager " +
+        "(Fedora: mesa-vulkan-drivers, Arch: vulkan-swrast, Alpine: mesa-vulkan-swrast)",
+    );
+    return false;
+  }
+  // sudo asks for a password only at a terminal; elsewhere (CI) -n fails at once instead of hanging.
+  const sudo = Deno.uid?.() === 0 ? [] : Deno.stdin.isTerminal() ? ["sudo"] : ["sudo", "-n"];
+  if (sudo.length && !await hasCommand("sudo")) {
+    console.error("setup: not root and no sudo: cannot install mesa-vulkan-drivers (ask an administrator)");
+    return false;
+  }
+  return await run([...sudo, "apt-get", "update", "-qq"]) &&
+    await run([...sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "mesa-vulkan-drivers"]);
+}
+
+function describe(found: Found, api: string): string {
+  return `${found.name} (${api}${found.f16 ? ", shader-f16" : ""})`;
+}
+
+const SLOW_GL = "wgpu's OpenGL backend over Mesa's llvmpipe is the SLOW path: one thread, no shader-f16, several " +
+  "times slower than Vulkan (the tests and the demo still pass, they just take much longer)";
+
+async function main(): Promise<number> {
+  const forced = Deno.env.get("DENO_WEBGPU_BACKEND");
+  if (forced) {
+    const f = await probe(forced);
+    if (!f) {
+      console.error(`setup: no WebGPU adapter with DENO_WEBGPU_BACKEND=${forced}; unset it to let setup choose`);
+      return 1;
+    }
+    console.error(`setup: WebGPU adapter: ${describe(f, forced)} (DENO_WEBGPU_BACKEND=${forced})`);
+    if (forced.trim().toLowerCase() === "gl") console.error(`setup: note: ${SLOW_GL}`);
+    return 0;
+  }
+  if (Deno.build.os !== "linux") {
+    const f = await probe();
+    if (!f) console.error("setup: no WebGPU adapter found; install or update your GPU driver");
+    else console.error(`setup: WebGPU adapter: ${describe(f, Deno.build.os === "darwin" ? "metal" : "wgpu's choice")}`);
+    return f ? 0 : 1;
+  }
+  const vulkan = await probe("vulkan");
+  if (vulkan) {
+    console.error(`setup: WebGPU adapter: ${describe(vulkan, "vulkan")}`);
+    return 0;
+  }
+  const gl = await probe("gl");
+  const noInstall = Deno.env.get("RLHF_SETUP_NO_INSTALL") === "1";
+  console.error(
+    gl ? `setup: the only WebGPU adapter is ${describe(gl, "gl")}: ${SLOW_GL}.` : "setup: no WebGPU adapter found.",
+  );
+  if (!noInstall) {
+    console.error("setup: installing Mesa's Vulkan driver (mesa-vulkan-drivers: llvmpipe on Vulkan, runs on the CPU)");
+    if (await installVulkanDriver()) {
+      const after = await probe("vulkan");
+      if (after) {
+        console.error(`setup: WebGPU adapter: ${describe(after, "vulkan")}`);
+        return 0;
+      }
+      console.error("setup: mesa-vulkan-drivers is installed but Deno's WebGPU still finds no Vulkan adapter");
+    }
+  } else {
+    console.error("setup: RLHF_SETUP_NO_INSTALL=1: not installing mesa-vulkan-drivers");
+  }
+  if (gl) {
+    console.error(`setup: going on with ${describe(gl, "gl")}, the slow path`);
+    return 0;
+  }
+  console.error(
+    "setup: still no WebGPU adapter. Install a Vulkan driver for your GPU, or on Debian/Ubuntu " +
+      "`apt-get install mesa-vulkan-drivers` for the CPU fallback, then retry.",
+  );
+  return 1;
+}
+
+Deno.exit(await main());

@@ -136,6 +136,7 @@ Deno.test("demo pretrain helpers: packing, batch shapes, schedule and time budge
 
 Deno.test("demo pretraining: a tiny GPT-2 lowers its loss", async () => {
   await ready;
+  const lines: string[] = [];
   const rows = Array.from({ length: 24 }, (_, i) => [5 + (i % 4), 9 + (i % 3), 12, 13 + (i % 2)]);
   const r = await pretrainGPT2(rows, rows.slice(0, 8), 16, {
     nLayer: 1,
@@ -149,13 +150,36 @@ Deno.test("demo pretraining: a tiny GPT-2 lowers its loss", async () => {
     warmupSteps: 4,
     logEvery: 20,
     maxSeconds: 0,
-  }, quiet);
+  }, (l) => lines.push(l));
   try {
     assert.equal(r.steps, 40);
     assert.equal(r.losses.length, 40);
+    // Progress: step 1 alone (it compiles the kernels), then every logEvery steps with the pace and an ETA.
+    const steps = lines.filter((l) => l.startsWith("gpt2 step"));
+    assert.deepEqual(steps.map((l) => l.split(" ")[2]), ["1/40", "20/40", "40/40"], lines.join("\n"));
+    assert.match(steps[0], /s\/step .*\(compiled \d+ GPU kernels in [\d.]+s\)/);
+    assert.match(steps[1], /[\d.]+ s\/step .* ETA \d/);
     const first = r.losses.slice(0, 5).reduce((a, b) => a + b) / 5;
     assert.ok(r.finalLoss < first - 1, `loss ${first} → ${r.finalLoss}`);
     assert.ok(Number.isFinite(r.heldOutLoss) && r.heldOutLoss < first);
+  } finally {
+    for (const p of r.model.parameters()) p.dispose();
+  }
+});
+
+Deno.test("demo: no time cap by default; an opt-in cap cuts training and says so", async () => {
+  await ready;
+  assert.equal(GPT2_PRETRAIN_DEFAULTS.maxSeconds, 0, "the default GPT-2 trains the same steps on every machine");
+  assert.equal(CLASSIFIER_DEFAULTS.maxSeconds, 0, "the default classifier trains the same steps on every machine");
+  const rows = Array.from({ length: 24 }, (_, i) => [5 + (i % 4), 9 + (i % 3), 12, 13 + (i % 2)]);
+  const lines: string[] = [];
+  const cfg = { nLayer: 1, nEmbd: 16, nHead: 2, nPositions: 16, steps: 12, batchSize: 4, seqLen: 16, logEvery: 2 };
+  // A cap far below one step's time: after the step-1 readback (which sets the pace), the next readback cuts.
+  const r = await pretrainGPT2(rows, [], 16, { ...cfg, maxSeconds: 1e-3 }, (l) => lines.push(l));
+  try {
+    assert.ok(r.steps < 12, `ran ${r.steps} steps`);
+    assert.equal(r.losses.length, r.steps);
+    assert.ok(lines.some((l) => l.includes(`training cut to ${r.steps} of 12 steps`)), lines.join("\n"));
   } finally {
     for (const p of r.model.parameters()) p.dispose();
   }

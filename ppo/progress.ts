@@ -1,0 +1,80 @@
+/**
+ * Progress for long runs (PPO steps, the demo's pretraining): the time of the latest step and an ETA from the
+ * recent pace. The first step of a run also compiles the GPU kernels it uses, so it is left out of the pace as
+ * soon as later steps exist.
+ * @module
+ */
+
+/** `83.4` → "1m23s"; `3723` → "1h02m"; under a minute "12.3s". */
+export function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return "?";
+  if (seconds < 60) return `${seconds.toFixed(1)}s`;
+  const s = Math.round(seconds);
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  const m = Math.round(s / 60);
+  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, "0")}m`;
+}
+
+/** What {@linkcode StepClock.tick} reports. */
+export interface StepTiming {
+  /** Seconds per step over the steps since the previous tick (the latest step when ticking every step). */
+  stepSeconds: number;
+  /** Estimated seconds until `total` steps are done (0 when done). */
+  etaSeconds: number;
+  /** Seconds since the clock started. */
+  elapsedSeconds: number;
+}
+
+/**
+ * Times steps `start+1 … total`. Call {@linkcode tick} after step `n` completes (every step, or every few steps
+ * after a readback). The ETA uses the pace of the last `window` ticked steps, the first step (kernel
+ * compilation) excluded once any other step has been timed.
+ */
+export class StepClock {
+  private readonly t0: number;
+  private lastTime: number;
+  private lastStep: number;
+  /** Seconds per step of the first tick (it includes the kernel compilation). */
+  private firstPace = NaN;
+  /** [steps, seconds] of the later ticks, oldest first. */
+  private recent: [number, number][] = [];
+
+  /**
+   * @param total step number at which the run ends (may be lowered later, e.g. by a time cap)
+   * @param start steps already done before the clock started (a resumed run)
+   * @param window how many recent steps set the pace (default 10)
+   * @param now the clock in milliseconds (default `performance.now`)
+   */
+  constructor(
+    public total: number,
+    readonly start = 0,
+    readonly window = 10,
+    private readonly now: () => number = () => performance.now(),
+  ) {
+    this.lastStep = start;
+    this.t0 = this.lastTime = now();
+  }
+
+  /** Records that steps up to `step` are done and returns the latest pace and the ETA. */
+  tick(step: number): StepTiming {
+    const now = this.now();
+    const steps = Math.max(1, step - this.lastStep);
+    const secs = (now - this.lastTime) / 1000;
+    if (this.lastStep === this.start) this.firstPace = secs / steps;
+    else this.recent.push([steps, secs]);
+    this.lastStep = step;
+    this.lastTime = now;
+    let n = 0, t = 0;
+    for (let i = this.recent.length - 1; i >= 0 && n < this.window; i--) {
+      n += this.recent[i][0];
+      t += this.recent[i][1];
+    }
+    if (this.recent.length > 64) this.recent.splice(0, this.recent.length - 64);
+    const pace = n > 0 ? t / n : this.firstPace;
+    return {
+      stepSeconds: secs / steps,
+      etaSeconds: Math.max(0, this.total - step) * pace,
+      elapsedSeconds: (now - this.t0) / 1000,
+    };
+  }
+}
