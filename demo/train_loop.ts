@@ -79,7 +79,7 @@ export interface LoopConfig {
 /**
  * The optimisation loop: `lossFn` builds one batch's loss (inside a `tidy` scope); backward, AdamW step
  * and gradient release follow. Losses are kept on the GPU and read back, averaged, after the first step (which
- * compiles the kernels; the line says how many and how long) and then every `logEvery` steps, with the pace and
+ * compiles the kernels; the line says how many) and then every `logEvery` steps, with the pace and
  * an ETA. An opt-in time cap (`maxSeconds` > 0) may shorten the run, and says so when it does. Returns every
  * step's loss and the steps run; disposes `opt`.
  */
@@ -96,7 +96,7 @@ export async function trainLoop(
   let window: Tensor[] = [];
   let total = planned, firstStep = 0, firstTime = 0, capSaid = false;
   const rt = runtime();
-  const compiled = { n: rt.stats.pipelines, ms: rt.stats.compileMs };
+  const kernelsBefore = rt.stats.pipelines;
   const clock = new StepClock(planned);
   try {
     let step = 0;
@@ -129,10 +129,8 @@ export async function trainLoop(
       const time = clock.tick(step + 1);
       let line = `${name} step ${step + 1}/${total} loss ${mean.toFixed(3)} lr ${opt.lr.toExponential(2)}  ` +
         `${time.stepSeconds.toFixed(2)} s/step  ${formatDuration(now)}`;
-      if (step === 0) {
-        const secs = (rt.stats.compileMs - compiled.ms) / 1000;
-        line += ` (compiled ${rt.stats.pipelines - compiled.n} GPU kernels in ${formatDuration(secs)})`;
-      } else if (step + 1 < total) line += `  ETA ${formatDuration(time.etaSeconds)}`;
+      if (step === 0) line += ` (the first step compiled ${rt.stats.pipelines - kernelsBefore} GPU kernels)`;
+      else if (step + 1 < total) line += `  ETA ${formatDuration(time.etaSeconds)}`;
       log(line);
     }
     return { losses, steps: step };

@@ -148,8 +148,9 @@ export function startupLine(h: DeviceHandle): string {
   const api = h.graphicsApi === "auto" ? "" : ` (${h.graphicsApi})`;
   let note = "";
   if (h.isFallbackAdapter && h.graphicsApi === "gl") {
-    note = "; software adapter on wgpu's OpenGL backend: the SLOW path (one thread, no shader-f16). For Mesa's " +
-      "faster Vulkan driver run `deno task setup` or install mesa-vulkan-drivers";
+    note = "; software adapter on wgpu's OpenGL backend: the SLOW path (one thread, no shader-f16, seconds per " +
+      "kernel compilation until Mesa's shader cache holds it). For Mesa's faster Vulkan driver run " +
+      "`deno task setup` or install mesa-vulkan-drivers";
   } else if (h.isFallbackAdapter) {
     note = "; software adapter (runs on the CPU): slow, small shapes only";
   }

@@ -92,10 +92,12 @@ export interface RuntimeStats {
   peakBytes: number;
   /** Bytes held by the pool, live or free. */
   pooledBytes: number;
-  /** Compute pipelines (kernel variants) built since creation: each is compiled once, on first use. */
+  /**
+   * Compute pipelines (kernel variants) built since creation. Each is compiled once, on first use; drivers finish
+   * the compilation when the kernel first runs (on llvmpipe from a cold shader cache: tenths of a second each on
+   * Vulkan, seconds each on OpenGL), so a run's first steps are slower.
+   */
   pipelines: number;
-  /** Milliseconds spent building them (shader compilation; seconds each on a software adapter). */
-  compileMs: number;
 }
 
 /** Rounds a byte size up to a pool bucket: multiples of 256 B, then 1/8-octave steps. */
@@ -122,7 +124,6 @@ export class Runtime {
     peakBytes: 0,
     pooledBytes: 0,
     pipelines: 0,
-    compileMs: 0,
   };
   private pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   private bindGroups = new Map<string, GPUBindGroup>();
@@ -241,7 +242,6 @@ export class Runtime {
         buffer: { type: a === "read" ? "read-only-storage" : "storage" },
       })
     );
-    const t0 = performance.now();
     this.device.pushErrorScope("validation");
     const layout = this.device.createBindGroupLayout({ entries, label: spec.shader });
     const module = this.device.createShaderModule({ code: shaderSource(spec.shader), label: spec.shader });
@@ -264,7 +264,6 @@ export class Runtime {
     k = { pipeline, layout };
     this.pipelines.set(key, k);
     this.stats.pipelines++;
-    this.stats.compileMs += performance.now() - t0;
     return k;
   }
 

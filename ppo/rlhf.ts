@@ -171,11 +171,15 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
   };
   try {
     const rt = runtime();
-    const compiled = { n: rt.stats.pipelines, ms: rt.stats.compileMs };
+    const kernelsBefore = rt.stats.pipelines;
     if (start < o.steps) {
       log(
         `step ${start + 1} compiles the GPU kernels for generation, scoring and PPO on first use (${
-          rt.handle.isFallbackAdapter ? "can take a while on a CPU adapter" : "a few seconds"
+          rt.handle.graphicsApi === "gl"
+            ? "minutes on wgpu's OpenGL backend, until Mesa's shader cache holds them"
+            : rt.handle.isFallbackAdapter
+            ? "seconds on a CPU adapter"
+            : "a few seconds"
         }); later steps are faster`,
       );
     }
@@ -228,9 +232,12 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
       if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}\x1b[K`));
       else log(line);
       if (done === 1) {
-        const n = rt.stats.pipelines - compiled.n, secs = (rt.stats.compileMs - compiled.ms) / 1000;
         if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
-        log(`step ${step}: compiled ${n} GPU kernels in ${formatDuration(secs)}`);
+        log(
+          `step ${step} took ${formatDuration(time.stepSeconds)}, compiling ${
+            rt.stats.pipelines - kernelsBefore
+          } GPU kernels`,
+        );
       }
       const stopHere = interrupted || (o.stopAfter !== undefined && done >= o.stopAfter);
       if (step % saveEvery === 0 || step === o.steps || stopHere) {

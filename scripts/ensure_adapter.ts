@@ -78,8 +78,9 @@ function describe(found: Found, api: string): string {
   return `${found.name} (${api}${found.f16 ? ", shader-f16" : ""})`;
 }
 
-const SLOW_GL = "wgpu's OpenGL backend over Mesa's llvmpipe is the SLOW path: one thread, no shader-f16, several " +
-  "times slower than Vulkan (the tests and the demo still pass, they just take much longer)";
+const SLOW_GL = "wgpu's OpenGL backend over Mesa's llvmpipe is the SLOW path: one thread, no shader-f16, seconds " +
+  "to compile each GPU kernel until Mesa's shader cache holds it; the tests and the demo still pass but take many " +
+  "times longer than on Vulkan";
 
 async function main(): Promise<number> {
   const forced = Deno.env.get("DENO_WEBGPU_BACKEND");
