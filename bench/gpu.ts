@@ -1,7 +1,8 @@
 /**
  * GPU benchmarks of the engine, shaped like the PyTorch anchors in `../shared/gpu/anchors/`.
  *
- *     deno run -A bench/gpu.ts [--small] [--only a,b] [--out FILE] [--budget-s N] [--backend auto|deno|dawn] [--list]
+ *     deno run -A bench/gpu.ts [--small] [--only a,b] [--out FILE] [--budget-s N] [--hard-timeout-s N]
+ *       [--backend auto|deno|dawn] [--profile] [--list]
  *
  * Prints one JSON object to stdout (progress goes to stderr). Every benchmark runs on its own:
  * an error is recorded as `{error}` and the run goes on; GPU memory is freed between benchmarks.
@@ -345,6 +346,7 @@ async function main(args: BenchArgs): Promise<void> {
     profile: args.profile,
     overheadMs,
     budgetMs,
+    hardTimeoutMs: args.hardTimeoutS * 1000,
     started,
     results: report.results,
     log,

@@ -47,7 +47,9 @@ Deno.test("bench/gpu.ts --small prints a complete JSON report", async () => {
     const bench = new URL("../bench/gpu.ts", import.meta.url).pathname;
     const env: Record<string, string> = { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" };
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", bench, "--small", "--profile", "--out", out],
+      // No per-benchmark hard timeout: on a slow adapter (wgpu's GL backend) one benchmark may take minutes to
+      // compile its kernels; the whole-run budget still skips what comes after, and the hang guard stops a hang.
+      args: ["run", "-A", bench, "--small", "--profile", "--hard-timeout-s", "0", "--out", out],
       env,
       stdout: "piped",
       stderr: "piped",
@@ -75,12 +77,12 @@ Deno.test("bench/gpu.ts --small prints a complete JSON report", async () => {
     for (const [name, fields] of Object.entries(EXPECTED)) {
       const r = results[name];
       assert.equal(typeof r, "object", `${name} is an object`);
-      assert.equal(typeof r.wall_s, "number", `${name}.wall_s`);
       assert.equal(r.error, undefined, `${name} failed: ${r.error}`);
-      if (r.skipped !== undefined) {
+      if (r.skipped !== undefined) { // by the benchmark itself, or by the run once its budget was spent (no wall_s)
         assert.ok(typeof r.skipped === "string" && r.skipped.length > 0, `${name}: skipped must be a message`);
         continue;
       }
+      assert.equal(typeof r.wall_s, "number", `${name}.wall_s`);
       for (const f of [...fields, "peak_bytes", "pool_bytes"]) {
         const v = r[f];
         assert.ok(typeof v === "number" && Number.isFinite(v), `${name}.${f} must be a finite number, got ${v}`);
@@ -89,6 +91,7 @@ Deno.test("bench/gpu.ts --small prints a complete JSON report", async () => {
     // --profile: the model benchmarks carry per-kernel GPU times (llvmpipe has timestamp queries).
     if (report.device.has_timestamps) {
       for (const name of ["gpt2_train_B16_T64", "gpt2_generate", "bert_forward", "ppo_iteration"]) {
+        if (results[name].skipped !== undefined) continue;
         const p = results[name].profile as { kernel_ms: number; dispatches: number; kernels: unknown[][] };
         assert.ok(p && p.kernel_ms > 0 && p.dispatches > 0, `${name}.profile: ${JSON.stringify(p)}`);
         assert.ok(p.kernels.length > 0 && p.kernels.every((k) => typeof k[0] === "string" && Number(k[2]) >= 0));

@@ -258,10 +258,16 @@ export interface BenchArgs {
   list: boolean;
   /** Also attribute GPU time per kernel with timestamp queries (one extra, profiled iteration). */
   profile: boolean;
+  /**
+   * Per-benchmark hard timeout in seconds; NaN: the default (4× the benchmark's soft budget, at least 60 s);
+   * 0: none (smoke runs on slow adapters, where a timeout says nothing about correctness).
+   */
+  hardTimeoutS: number;
 }
 
 /**
- * Parses `[--small] [--only a,b] [--out FILE] [--budget-s N] [--backend auto|deno|dawn] [--profile] [--list]`
+ * Parses `[--small] [--only a,b] [--out FILE] [--budget-s N] [--hard-timeout-s N] [--backend auto|deno|dawn]
+ * [--profile] [--list]`
  * (`--flag=value` also works). Throws on unknown flags.
  * @param args `Deno.args`
  */
@@ -274,6 +280,7 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
     backend: null,
     list: false,
     profile: false,
+    hardTimeoutS: NaN,
   };
   for (let i = 0; i < args.length; i++) {
     let a = args[i], v: string | undefined;
@@ -304,6 +311,12 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
         const n = Number(value());
         if (!(n > 0)) throw new Error(`--budget-s must be a positive number of seconds`);
         r.budgetS = n;
+        break;
+      }
+      case "--hard-timeout-s": {
+        const n = Number(value());
+        if (!(n >= 0)) throw new Error(`--hard-timeout-s must be a number of seconds ≥ 0 (0: none)`);
+        r.hardTimeoutS = n;
         break;
       }
       case "--backend": {
@@ -378,6 +391,8 @@ export interface SuiteOptions {
   overheadMs: number;
   /** Whole-run budget, ms: later benchmarks are skipped once it is spent. */
   budgetMs: number;
+  /** Per-benchmark hard timeout, ms: undefined/NaN for the default, 0 for none. */
+  hardTimeoutMs?: number;
   /** `now()` at the start of the run. */
   started: number;
   /** Where results go, by benchmark name. */
@@ -390,7 +405,8 @@ export interface SuiteOptions {
 
 /**
  * Runs benchmarks one after another on the engine's runtime. Each runs under its soft budget and a hard
- * timeout (4× the budget, at least 60 s, and at most 60 s past the whole-run budget); an error becomes
+ * timeout (4× the budget, at least 60 s, and at most 60 s past the whole-run budget; `hardTimeoutMs` overrides it,
+ * 0 for none); an error becomes
  * `{error}`; after a timeout the remaining ones are `{skipped}` (the GPU may still be busy). Every entry
  * gets `peak_bytes` (live-tensor high-water mark above what was live before), `pool_bytes` (pool size before
  * trimming) and `wall_s`; the buffer pool is trimmed between benchmarks.
@@ -412,7 +428,11 @@ export async function runSuite(benches: readonly Bench[], o: SuiteOptions): Prom
       continue;
     }
     const capMs = Math.min(b.capS * 1000 * (o.small ? 0.25 : 1), o.budgetMs - spent);
-    const hardMs = Math.min(Math.max(60_000, 4 * capMs), o.budgetMs - spent + 60_000);
+    const hardMs = o.hardTimeoutMs === 0
+      ? Infinity
+      : Number.isFinite(o.hardTimeoutMs)
+      ? o.hardTimeoutMs!
+      : Math.min(Math.max(60_000, 4 * capMs), o.budgetMs - spent + 60_000);
     const t0 = now();
     const ctx: Ctx = {
       small: o.small,
@@ -427,7 +447,7 @@ export async function runSuite(benches: readonly Bench[], o: SuiteOptions): Prom
     o.log(`${b.name}: running`);
     let res: Result;
     try {
-      res = await withTimeout(b.run(ctx), hardMs, b.name);
+      res = hardMs === Infinity ? await b.run(ctx) : await withTimeout(b.run(ctx), hardMs, b.name);
     } catch (e) {
       res = { error: e instanceof Error ? e.message : String(e) };
       if (e instanceof TimeoutError) aborted = `not run: ${b.name} timed out (the GPU may still be busy)`;

@@ -246,6 +246,7 @@ function summary(results: Record<string, Result>): string[] {
 
 async function main(): Promise<void> {
   const args = parseBenchArgs(Deno.args);
+  if (!Number.isNaN(args.hardTimeoutS)) throw new Error("--hard-timeout-s is an option of bench/gpu.ts, not the sweep");
   const z = shapes(args.small);
   const all = [
     ...z.matmul.map((s) => ({ group: "matmul", s })),
