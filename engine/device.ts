@@ -84,32 +84,39 @@ async function workerFindsAdapter(api: GraphicsApi): Promise<boolean> {
   }
 }
 
+/** The graphics API picked for Deno's WebGPU, and whether the user's `DENO_WEBGPU_BACKEND` picked it. */
+interface ApiChoice {
+  api: GraphicsApi;
+  userSet: boolean;
+}
+
 /**
  * Picks the graphics API for Deno's WebGPU before this thread's first adapter request. A user's
  * `DENO_WEBGPU_BACKEND` is kept. Otherwise on Linux Vulkan comes first and wgpu's GL backend only when no Vulkan
- * adapter exists (with both, wgpu may pick GL's llvmpipe, the slow path); macOS has only Metal; elsewhere wgpu chooses.
+ * adapter exists (with both, wgpu may pick GL's llvmpipe, the slow path); macOS has only Metal; elsewhere wgpu
+ * chooses. The choice is written to `DENO_WEBGPU_BACKEND`, so child processes inherit it without probing again.
  */
-async function chooseGraphicsApi(): Promise<GraphicsApi> {
+async function chooseGraphicsApi(): Promise<ApiChoice> {
   const set = Deno.env.get("DENO_WEBGPU_BACKEND")?.trim().toLowerCase();
-  if (set) return WGPU_APIS.includes(set as GraphicsApi) ? set as GraphicsApi : "auto";
-  if (Deno.build.os === "darwin") return "metal";
-  if (Deno.build.os !== "linux") return "auto";
+  if (set) return { api: WGPU_APIS.includes(set as GraphicsApi) ? set as GraphicsApi : "auto", userSet: true };
+  if (Deno.build.os === "darwin") return { api: "metal", userSet: false };
+  if (Deno.build.os !== "linux") return { api: "auto", userSet: false };
   const api: GraphicsApi = await workerFindsAdapter("vulkan") ? "vulkan" : "gl";
   Deno.env.set("DENO_WEBGPU_BACKEND", api);
-  return api;
+  return { api, userSet: false };
 }
 
-async function builtinAdapter(pref: GPUPowerPreference): Promise<{ adapter: GPUAdapter; api: GraphicsApi } | null> {
-  if (typeof navigator === "undefined" || !("gpu" in navigator)) return null;
-  let api: GraphicsApi = "auto";
+async function builtinAdapter(pref: GPUPowerPreference): Promise<{ adapter: GPUAdapter | null } & ApiChoice> {
+  if (typeof navigator === "undefined" || !("gpu" in navigator)) return { adapter: null, api: "auto", userSet: false };
+  let choice: ApiChoice = { api: "auto", userSet: false };
   try {
     // Mesa's Vulkan WSI complains on stderr when XDG_RUNTIME_DIR is unset (headless machines, CI).
     if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", "/tmp");
-    api = await chooseGraphicsApi();
+    choice = await chooseGraphicsApi();
   } catch { /* no env permission: wgpu chooses */ }
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: pref }) ??
     await navigator.gpu.requestAdapter();
-  return adapter ? { adapter, api } : null;
+  return { adapter, ...choice };
 }
 
 async function dawnAdapter(pref: GPUPowerPreference): Promise<GPUAdapter | null> {
@@ -171,19 +178,22 @@ export async function requestGpuDevice(options: DeviceOptions = {}): Promise<Dev
   let adapter: GPUAdapter | null = null;
   let backend: BackendName = "deno";
   let graphicsApi: GraphicsApi = "auto";
+  let where = "";
   if (choice === "dawn") {
     adapter = await dawnAdapter(pref);
     backend = "dawn";
     if (!adapter) throw new Error("Dawn (npm:webgpu) found no WebGPU adapter");
   } else {
     const found = await builtinAdapter(pref);
-    if (found) ({ adapter, api: graphicsApi } = found);
+    ({ adapter, api: graphicsApi } = found);
+    if (found.userSet) {
+      where = ` with DENO_WEBGPU_BACKEND=${Deno.env.get("DENO_WEBGPU_BACKEND")} (from the environment)`;
+    } else if (Deno.build.os === "linux") where = " (neither through Vulkan nor through OpenGL)";
   }
   if (!adapter) {
-    const forced = typeof Deno !== "undefined" ? Deno.env.get("DENO_WEBGPU_BACKEND") : undefined;
     throw new Error(
-      `No WebGPU adapter found${forced ? ` with DENO_WEBGPU_BACKEND=${forced}` : ""}. On a machine without a GPU ` +
-        "install Mesa's Vulkan driver (Debian/Ubuntu: apt-get install mesa-vulkan-drivers), or run `deno task setup`.",
+      `No WebGPU adapter found${where}. On a machine without a GPU install Mesa's Vulkan driver ` +
+        "(Debian/Ubuntu: apt-get install mesa-vulkan-drivers), or run `deno task setup`.",
     );
   }
   const features: GPUFeatureName[] = [];

@@ -52,13 +52,24 @@ Deno.test("engine: with DENO_WEBGPU_BACKEND unset, Vulkan when it has an adapter
 Deno.test("engine: a user's DENO_WEBGPU_BACKEND=gl is kept and, on a software adapter, called the slow path", async () => {
   const r = await engineChoice({ DENO_WEBGPU_BACKEND: "gl" });
   if (r.code !== 0) { // no OpenGL/EGL on this machine: the error names the setting
-    assert.match(r.stderr, /No WebGPU adapter found with DENO_WEBGPU_BACKEND=gl/);
+    assert.match(r.stderr, /No WebGPU adapter found with DENO_WEBGPU_BACKEND=gl \(from the environment\)/);
     return;
   }
   const { api, software } = JSON.parse(r.stdout);
   assert.equal(api, "gl");
   assert.match(r.stderr, /deno WebGPU \(gl\) on /);
   if (software) assert.match(r.stderr, /SLOW path .*mesa-vulkan-drivers/);
+});
+
+Deno.test("engine: a DENO_WEBGPU_BACKEND with no adapter is an error that names it and the fix", async () => {
+  const absent = Deno.build.os === "darwin" ? "dx12" : "metal"; // a backend this OS does not have
+  const r = await engineChoice({ DENO_WEBGPU_BACKEND: absent });
+  assert.notEqual(r.code, 0);
+  assert.match(
+    r.stderr,
+    new RegExp(`No WebGPU adapter found with DENO_WEBGPU_BACKEND=${absent} \\(from the environment\\)`),
+  );
+  assert.match(r.stderr, /mesa-vulkan-drivers/);
 });
 
 Deno.test("startupLine: implementation, API, adapter, and what a software adapter means", () => {
