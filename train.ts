@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 import { loadPrompts } from "./ppo/prompts.ts";
 import { type RLHFOptions, runRLHF } from "./ppo/rlhf.ts";
-import { firstLastMean, type MetricsRow } from "./ppo/report.ts";
+import { firstLastMean } from "./ppo/report.ts";
 import { ppoConfig, type PPOConfigInput } from "./ppo/config.ts";
 
 const HELP = `Usage: deno run -A train.ts [options]
@@ -188,13 +188,10 @@ async function main(): Promise<void> {
   } catch (e) {
     fail((e as Error).message);
   }
-  const rows = result.metrics;
-  const k = Math.max(1, Math.min(Math.floor(rows.length / 5), Math.floor(rows.length / 2) || 1));
-  const fl = firstLastMean(rows, "env/reward_mean", k);
-  const span = (a: MetricsRow[]) => a.length ? `steps ${a[0].step}–${a[a.length - 1].step}` : "no steps";
+  const fl = firstLastMean(result.metrics, "env/reward_mean", Math.max(1, Math.floor(result.metrics.length / 5)));
   console.error(
     `done: ${result.step} steps in ${((performance.now() - t0) / 1000).toFixed(1)} s; reward mean ` +
-      `${fl.first.toFixed(4)} (${span(rows.slice(0, k))}) → ${fl.last.toFixed(4)} (${span(rows.slice(-k))}); ` +
+      `${fl.first.toFixed(4)} (first ${fl.n} steps) → ${fl.last.toFixed(4)} (last ${fl.n} steps); ` +
       `report: ${result.report}`,
   );
 }

@@ -35,6 +35,7 @@ import {
   trainSentimentClassifier,
 } from "./classifier.ts";
 import { type Log, stderrLog } from "./train_loop.ts";
+import { compileNote } from "../ppo/progress.ts";
 
 export * from "./data.ts";
 export * from "./train_loop.ts";
@@ -191,13 +192,7 @@ export async function prepareDefault(options: PrepareDefaultOptions = {}): Promi
 
   log(
     `default models: pretraining GPT-2 (${gpt2Cfg.nLayer} layers, width ${gpt2Cfg.nEmbd}, ${gpt2Cfg.steps} steps); ` +
-      `the first step compiles the GPU kernels${
-        runtime().handle.graphicsApi === "gl"
-          ? " (minutes on wgpu's OpenGL backend until Mesa's shader cache holds them)"
-          : runtime().handle.isFallbackAdapter
-          ? " (seconds on a CPU adapter)"
-          : ""
-      }`,
+      `the first step compiles the GPU kernels (${compileNote(runtime().handle)})`,
   );
   const lm = await pretrainGPT2(lmTrain, lmHeld.slice(0, 256), data.vocab.length, gpt2Cfg, log);
   await savePretrained(lm.model, policyDir);

@@ -5,6 +5,16 @@
  * @module
  */
 
+import type { DeviceHandle } from "../engine/device.ts";
+
+/** How long the first use of the GPU kernels takes on this device, for the line that announces it. */
+export function compileNote(h: Pick<DeviceHandle, "graphicsApi" | "isFallbackAdapter">): string {
+  if (h.graphicsApi === "gl" && h.isFallbackAdapter) {
+    return "minutes on wgpu's OpenGL backend, until Mesa's shader cache holds them";
+  }
+  return h.isFallbackAdapter ? "seconds on a CPU adapter" : "a few seconds";
+}
+
 /** `83.4` → "1m23s"; `3723` → "1h02m"; under a minute "12.3s". */
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return "?";

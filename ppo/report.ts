@@ -65,12 +65,19 @@ function chart(title: string, rows: MetricsRow[], keys: string[]): string {
     }">${grid}${axis}${lines}${legend}</svg></figure>`;
 }
 
-/** Mean of `key` over the first and last `k` rows. */
-export function firstLastMean(rows: MetricsRow[], key: string, k: number): { first: number; last: number } {
+/**
+ * Mean of `key` over the first and last `n` finite values, `n` being `k` or, with fewer than `2k` values, half of them
+ * (at least 1).
+ */
+export function firstLastMean(
+  rows: MetricsRow[],
+  key: string,
+  k: number,
+): { first: number; last: number; n: number } {
   const vals = rows.map((r) => r[key]).filter(Number.isFinite);
   const n = Math.max(1, Math.min(k, Math.floor(vals.length / 2) || 1));
   const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / Math.max(1, a.length);
-  return { first: mean(vals.slice(0, n)), last: mean(vals.slice(-n)) };
+  return { first: mean(vals.slice(0, n)), last: mean(vals.slice(-n)), n };
 }
 
 /** Renders the report page. */

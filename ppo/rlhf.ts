@@ -16,7 +16,7 @@ import { SeededRng } from "./core.ts";
 import { PPOTrainer } from "./trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { type MetricsRow, type SampleRow, writeReport } from "./report.ts";
-import { formatDuration, StepClock } from "./progress.ts";
+import { compileNote, formatDuration, StepClock } from "./progress.ts";
 
 /** Everything a run needs (train.ts fills it from its flags). */
 export interface RLHFOptions {
@@ -175,11 +175,7 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
     if (start < o.steps) {
       log(
         `step ${start + 1} compiles the GPU kernels for generation, scoring and PPO on first use (${
-          rt.handle.graphicsApi === "gl"
-            ? "minutes on wgpu's OpenGL backend, until Mesa's shader cache holds them"
-            : rt.handle.isFallbackAdapter
-            ? "seconds on a CPU adapter"
-            : "a few seconds"
+          compileNote(rt.handle)
         }); later steps are faster`,
       );
     }

@@ -1,5 +1,5 @@
 import { assert } from "./helpers.ts";
-import { formatDuration, StepClock } from "../ppo/progress.ts";
+import { compileNote, formatDuration, StepClock } from "../ppo/progress.ts";
 
 Deno.test("formatDuration: seconds, minutes, hours", () => {
   assert.deepEqual(
@@ -44,4 +44,10 @@ Deno.test("StepClock: a resumed run counts from its start step", () => {
   assert.equal(clock.tick(21).etaSeconds, 9 * 5);
   t += 2000;
   assert.equal(clock.tick(22).etaSeconds, 8 * 2);
+});
+
+Deno.test("compileNote: minutes on the GL software path, seconds on a CPU adapter, a few seconds on a GPU", () => {
+  assert.match(compileNote({ graphicsApi: "gl", isFallbackAdapter: true }), /^minutes on wgpu's OpenGL backend/);
+  assert.equal(compileNote({ graphicsApi: "vulkan", isFallbackAdapter: true }), "seconds on a CPU adapter");
+  assert.equal(compileNote({ graphicsApi: "vulkan", isFallbackAdapter: false }), "a few seconds");
 });
