@@ -1,7 +1,6 @@
 /**
  * Progress for long runs (PPO steps, the demo's pretraining): the time of the latest step and an ETA from the
- * recent pace. The first step of a run also compiles the GPU kernels it uses, so it is left out of the pace as
- * soon as later steps exist.
+ * recent pace. The first step of a run also compiles the GPU kernels it uses, so it is never part of the pace.
  * @module
  */
 
@@ -29,7 +28,10 @@ export function formatDuration(seconds: number): string {
 export interface StepTiming {
   /** Seconds per step over the steps since the previous tick (the latest step when ticking every step). */
   stepSeconds: number;
-  /** Estimated seconds until `total` steps are done (0 when done). */
+  /**
+   * Estimated seconds until `total` steps are done (0 when done); NaN after the first tick while steps remain, since
+   * that tick's pace includes the kernel compilation.
+   */
   etaSeconds: number;
   /** Seconds since the clock started. */
   elapsedSeconds: number;
@@ -37,15 +39,13 @@ export interface StepTiming {
 
 /**
  * Times steps `start+1 … total`. Call {@linkcode tick} after step `n` completes (every step, or every few steps
- * after a readback). The ETA uses the pace of the last `window` ticked steps, the first step (kernel
- * compilation) excluded once any other step has been timed.
+ * after a readback). The ETA uses the pace of the last `window` ticked steps after the first tick, which holds the
+ * kernel compilation and so is never part of the pace.
  */
 export class StepClock {
   private readonly t0: number;
   private lastTime: number;
   private lastStep: number;
-  /** Seconds per step of the first tick (it includes the kernel compilation). */
-  private firstPace = NaN;
   /** [steps, seconds] of the later ticks, oldest first. */
   private recent: [number, number][] = [];
 
@@ -70,8 +70,7 @@ export class StepClock {
     const now = this.now();
     const steps = Math.max(1, step - this.lastStep);
     const secs = (now - this.lastTime) / 1000;
-    if (this.lastStep === this.start) this.firstPace = secs / steps;
-    else this.recent.push([steps, secs]);
+    if (this.lastStep !== this.start) this.recent.push([steps, secs]); // the first tick holds the compilation
     this.lastStep = step;
     this.lastTime = now;
     let n = 0, t = 0;
@@ -80,10 +79,10 @@ export class StepClock {
       t += this.recent[i][1];
     }
     if (this.recent.length > 64) this.recent.splice(0, this.recent.length - 64);
-    const pace = n > 0 ? t / n : this.firstPace;
+    const left = Math.max(0, this.total - step);
     return {
       stepSeconds: secs / steps,
-      etaSeconds: Math.max(0, this.total - step) * pace,
+      etaSeconds: left === 0 ? 0 : n > 0 ? left * t / n : NaN,
       elapsedSeconds: (now - this.t0) / 1000,
     };
   }

@@ -14,7 +14,7 @@ Deno.test("StepClock: latest step time, ETA from the recent pace without the com
   t += 9000; // step 1: 9 s (kernel compilation)
   let r = clock.tick(1);
   assert.equal(r.stepSeconds, 9);
-  assert.equal(r.etaSeconds, 9 * 9, "only the first step is known: it sets the pace");
+  assert.ok(Number.isNaN(r.etaSeconds), "only the compiling first step is known: no ETA yet");
   t += 1000; // step 2: 1 s
   r = clock.tick(2);
   assert.equal(r.stepSeconds, 1);
@@ -37,11 +37,15 @@ Deno.test("StepClock: latest step time, ETA from the recent pace without the com
   assert.equal(clock.tick(11).etaSeconds, 3);
 });
 
-Deno.test("StepClock: a resumed run counts from its start step", () => {
+Deno.test("StepClock: a one-step run ends with ETA 0; a resumed run counts from its start step", () => {
+  let u = 0;
+  const one = new StepClock(1, 0, 10, () => u);
+  u += 3000;
+  assert.deepEqual(one.tick(1), { stepSeconds: 3, etaSeconds: 0, elapsedSeconds: 3 });
   let t = 0;
   const clock = new StepClock(30, 20, 10, () => t);
   t += 5000;
-  assert.equal(clock.tick(21).etaSeconds, 9 * 5);
+  assert.ok(Number.isNaN(clock.tick(21).etaSeconds));
   t += 2000;
   assert.equal(clock.tick(22).etaSeconds, 8 * 2);
 });
