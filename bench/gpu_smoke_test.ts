@@ -5,9 +5,7 @@
  * own `--budget-s` turns what does not fit into `skipped` entries, and only a hang guard (20 minutes) stops it.
  */
 import assert from "node:assert/strict";
-
-/** Stops a hung subprocess; far above the slowest adapter's time (wgpu's GL backend: about 3 minutes). */
-const HANG_GUARD_MS = 20 * 60_000;
+import { HANG_GUARD_MS } from "./lib.ts";
 
 /** Every key of `results`, with the numeric fields each must carry when it did not fail. */
 const EXPECTED: Record<string, string[]> = {

@@ -381,6 +381,12 @@ export interface Bench {
   run(ctx: Ctx): Promise<Result>;
 }
 
+/**
+ * How long the smoke tests let a benchmark subprocess run before calling it hung: far above the slowest adapter's
+ * time (wgpu's GL backend with a cold shader cache: about 4 minutes for `gpu.ts --small`), so never a speed check.
+ */
+export const HANG_GUARD_MS = 20 * 60_000;
+
 /** Options of {@linkcode runSuite}. */
 export interface SuiteOptions {
   /** Tiny shapes. */

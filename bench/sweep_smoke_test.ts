@@ -9,8 +9,7 @@ import assert from "node:assert/strict";
 const SCRIPT = new URL("../bench/sweep.ts", import.meta.url).pathname;
 const ENV = { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" };
 
-/** Stops a hung subprocess; far above the slowest adapter's time. */
-const HANG_GUARD_MS = 20 * 60_000;
+import { HANG_GUARD_MS } from "./lib.ts";
 
 async function runSweep(args: string[]) {
   const child = new Deno.Command(Deno.execPath(), {

@@ -147,6 +147,11 @@ function pickLimits(adapter: GPUAdapter): Record<string, number> {
   return out;
 }
 
+/** What the software path through wgpu's OpenGL backend costs (the start-up line and `deno task setup` say it). */
+export const GL_SLOW_PATH =
+  "wgpu's OpenGL backend over Mesa's llvmpipe is the SLOW path (one thread, no shader-f16, seconds to compile each " +
+  "GPU kernel until Mesa's shader cache holds it)";
+
 /**
  * The engine's start-up line: implementation, graphics API and adapter, and what a software adapter means —
  * on wgpu's GL backend, that it is the slow path and how to get Vulkan.
@@ -155,9 +160,8 @@ export function startupLine(h: DeviceHandle): string {
   const api = h.graphicsApi === "auto" ? "" : ` (${h.graphicsApi})`;
   let note = "";
   if (h.isFallbackAdapter && h.graphicsApi === "gl") {
-    note = "; software adapter on wgpu's OpenGL backend: the SLOW path (one thread, no shader-f16, seconds per " +
-      "kernel compilation until Mesa's shader cache holds it). For Mesa's faster Vulkan driver run " +
-      "`deno task setup` or install mesa-vulkan-drivers";
+    note = `; ${GL_SLOW_PATH}. For Mesa's faster Vulkan driver run \`deno task setup\` or install ` +
+      "mesa-vulkan-drivers";
   } else if (h.isFallbackAdapter) {
     note = "; software adapter (runs on the CPU): slow, small shapes only";
   }

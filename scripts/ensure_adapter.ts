@@ -14,6 +14,8 @@
  * (`engine/device.ts`) and names the API in its start-up line.
  */
 
+import { GL_SLOW_PATH } from "../engine/device.ts";
+
 interface Found {
   /** Adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
   name: string;
@@ -78,9 +80,7 @@ function describe(found: Found, api: string): string {
   return `${found.name} (${api}${found.f16 ? ", shader-f16" : ""})`;
 }
 
-const SLOW_GL = "wgpu's OpenGL backend over Mesa's llvmpipe is the SLOW path: one thread, no shader-f16, seconds " +
-  "to compile each GPU kernel until Mesa's shader cache holds it; the tests and the demo still pass but take many " +
-  "times longer than on Vulkan";
+const SLOW_GL = `${GL_SLOW_PATH}; the tests and the demo still pass but take many times longer than on Vulkan`;
 
 async function main(): Promise<number> {
   const forced = Deno.env.get("DENO_WEBGPU_BACKEND");
