@@ -1,33 +1,33 @@
 #!/usr/bin/env bash
 # Everything one GPU device call measures, in order of importance, each part under its own timeout so a hang or
-# crash in one leaves the others' results. Run from the project root on the GPU machine, after
-# `../shared/gpu/prepare.sh bench/gpu.ts bench/sweep.ts` here (see bench/README.md):
+# crash in one leaves the others' results, and parts skipped once TOTAL_S seconds have passed. Run from the
+# project root on the GPU machine, after
+# `../shared/gpu/prepare.sh bench/gpu.ts bench/coop_probe.ts bench/mixed_curve.ts tests/matmul_coop_test.ts` here:
 #   OUT=/some/dir bash bench/device_run.sh
-# Writes bench.json (Deno's built-in WebGPU, with per-kernel profiles), torch_gpt2.json, torch_ppo.json (PyTorch
-# anchors, same machine), sweep.json (tile sweep), bench_dawn.json (Dawn) and log.txt into $OUT.
-# SKIP_SWEEP=1 / SKIP_DAWN=1 leave those parts out; BENCH_S, SWEEP_S, DAWN_S are their time budgets in seconds.
+# Writes into $OUT: coop.json (adapter features, raw cooperative-matrix configurations, fp32 vs mixed products, tile
+# sweep), coop_test.txt (the mixed-precision tests), bench.json (bench/gpu.ts with the default precision, profiled),
+# torch_gpt2.json, torch_ppo.json, torch_matmul.json (PyTorch anchors, same machine), curve.json (GPT-2 loss curves
+# fp32 vs mixed), bench_fp32.json (the model benchmarks with fp32 products) and log.txt.
 set -u
 : "${OUT:?set OUT to the output folder}"
-BENCH_S=${BENCH_S:-100} SWEEP_S=${SWEEP_S:-90} DAWN_S=${DAWN_S:-45}
+TOTAL_S=${TOTAL_S:-400}
 export PYTHONUNBUFFERED=1
 log=$OUT/log.txt
-step() { echo "== $(date +%T) $*" | tee -a "$log" >&2; }
-deno_run() { timeout "$1" bash .gpu/remote.sh deno run --cached-only "${@:2}" >/dev/null 2>>"$log"; echo "exit $?" >>"$log"; }
-step "bench (deno)"
-deno_run $((BENCH_S + 60)) -A bench/gpu.ts --profile --budget-s "$BENCH_S" --out "$OUT/bench.json"
-step "torch_gpt2"
-timeout 150 python3 .gpu/anchors/torch_gpt2.py >"$OUT/torch_gpt2.json" 2>>"$log"
-step "torch_ppo"
-timeout 120 python3 .gpu/anchors/torch_ppo.py --iters 3 --out "$OUT/torch_ppo.json" >>"$log" 2>&1
-[ -n "${SKIP_SWEEP:-}" ] || {
-  step "sweep"
-  deno_run $((SWEEP_S + 40)) -A bench/sweep.ts --budget-s "$SWEEP_S" --out "$OUT/sweep.json"
+t0=$(date +%s)
+step() {
+  local el=$(($(date +%s) - t0))
+  if [ "$el" -gt "$TOTAL_S" ]; then echo "== skip $* (${el}s elapsed)" | tee -a "$log" >&2; return 1; fi
+  echo "== $(date +%T) +${el}s $*" | tee -a "$log" >&2
 }
-[ -n "${SKIP_DAWN:-}" ] && { step done; exit 0; }
-step "dawn probe"
-deno_run 60 --no-lock -A bench/dawn_probe.ts --backend dawn
-step "bench (dawn)"
-deno_run $((DAWN_S + 45)) --no-lock -A bench/gpu.ts --backend dawn --budget-s "$DAWN_S" --profile \
-  --only "${DAWN_ONLY:-dispatch_overhead,matmul_4096,attention_B16_H12_T1024_D64,gpt2_train_B16_T64,gpt2_generate,ppo_iteration}" \
-  --out "$OUT/bench_dawn.json"
+deno_run() { timeout "$1" bash .gpu/remote.sh deno run --cached-only "${@:2}" >/dev/null 2>>"$log"; echo "exit $?" >>"$log"; }
+step "coop probe" && deno_run 150 -A bench/coop_probe.ts --sweep --budget-s 80 --out "$OUT/coop.json"
+step "coop tests" && { timeout 90 bash .gpu/remote.sh deno test --cached-only -A tests/matmul_coop_test.ts >"$OUT/coop_test.txt" 2>&1; echo "exit $?" >>"$log"; }
+step "bench (default precision)" && deno_run 150 -A bench/gpu.ts --profile --budget-s 90 --out "$OUT/bench.json"
+step "torch_gpt2" && timeout 150 python3 .gpu/anchors/torch_gpt2.py >"$OUT/torch_gpt2.json" 2>>"$log"
+step "torch_ppo" && timeout 100 python3 .gpu/anchors/torch_ppo.py --iters 3 --out "$OUT/torch_ppo.json" >>"$log" 2>&1
+step "torch_matmul" && timeout 60 python3 bench/torch_matmul.py >"$OUT/torch_matmul.json" 2>>"$log"
+step "loss curves" && deno_run 150 -A bench/mixed_curve.ts --steps 200 --batch 8 --seq 256 --out "$OUT/curve.json"
+step "bench (fp32)" && RLHF_MATMUL_PRECISION=fp32 deno_run 100 -A bench/gpu.ts --budget-s 60 \
+  --only gpt2_train_B8_T1024,gpt2_train_B16_T64,ppo_iteration,bert_forward,gpt2_generate --out "$OUT/bench_fp32.json"
 step done
+exit 0

@@ -93,7 +93,8 @@ function randomWeights(spec: ParamSpec): Map<string, Tensor> {
   return uploadParams(host);
 }
 
-function gpt2Model(config: Record<string, unknown>): GPT2LMHeadModel {
+/** A GPT-2 with the benchmarks' seeded random weights. */
+export function gpt2Model(config: Record<string, unknown>): GPT2LMHeadModel {
   const c = parseGPT2Config(config, "bench config");
   return new GPT2LMHeadModel(c, randomWeights(GPT2LMHeadModel.paramSpec(c)));
 }
@@ -103,7 +104,8 @@ function bertModel(config: Record<string, unknown>): BertForSequenceClassificati
   return new BertForSequenceClassification(c, randomWeights(BertForSequenceClassification.paramSpec(c)));
 }
 
-function disposeModel(m: { parameters(): Tensor[] } | null): void {
+/** Frees a model's parameters. */
+export function disposeModel(m: { parameters(): Tensor[] } | null): void {
   if (m) disposeAll(m.parameters());
 }
 

@@ -46,6 +46,17 @@ export interface DeviceHandle {
   hasF16: boolean;
   /** Whether the device has `timestamp-query`. */
   hasTimestamps: boolean;
+  /**
+   * Whether the device has wgpu's native `wgpu-cooperative-matrix` feature (WGSL `enable wgpu_cooperative_matrix;`:
+   * subgroup-wide 16×16 matrix multiply-adds; on Vulkan VK_KHR_cooperative_matrix, NVIDIA's tensor cores).
+   */
+  hasCoopMatrix: boolean;
+  /** Whether the device has `subgroups`. */
+  hasSubgroups: boolean;
+  /** The adapter's subgroup size when it has only one (NVIDIA: 32), else null. */
+  subgroupSize: number | null;
+  /** The adapter's feature names, sorted (for logs and benchmark records). */
+  adapterFeatures: string[];
 }
 
 const DAWN_SPECIFIER = "npm:webgpu@0.6.2";
@@ -170,7 +181,8 @@ export function startupLine(h: DeviceHandle): string {
 
 /**
  * Requests a WebGPU device with the adapter's full limits and the optional features the engine
- * uses (`shader-f16`, `timestamp-query`). Throws a clear error when no adapter exists.
+ * uses (`shader-f16`, `timestamp-query`, and where the adapter has them wgpu's `subgroups` and
+ * `wgpu-cooperative-matrix`). Throws a clear error when no adapter exists.
  */
 export async function requestGpuDevice(options: DeviceOptions = {}): Promise<DeviceHandle> {
   const pref = options.powerPreference ?? "high-performance";
@@ -202,7 +214,20 @@ export async function requestGpuDevice(options: DeviceOptions = {}): Promise<Dev
   }
   const features: GPUFeatureName[] = [];
   for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) if (adapter.features.has(f)) features.push(f);
-  const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits: pickLimits(adapter) });
+  // Native wgpu features, by name (not in the WebGPU typings); cooperative matrices need f16 here.
+  const extra = ["subgroups", ...(features.includes("shader-f16") ? ["wgpu-cooperative-matrix"] : [])]
+    .filter((f) => adapter.features.has(f as GPUFeatureName)) as GPUFeatureName[];
+  const limits = pickLimits(adapter);
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredFeatures: [...features, ...extra], requiredLimits: limits });
+  } catch (e) {
+    if (extra.length === 0) throw e;
+    console.error(`rlhf-webgpu: device with ${extra.join(", ")} refused (${(e as Error).message}); without them`);
+    device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits: limits });
+  }
+  const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
+  const sgMin = info.subgroupMinSize, sgMax = info.subgroupMaxSize;
   const handle: DeviceHandle = {
     device,
     backend,
@@ -211,6 +236,10 @@ export async function requestGpuDevice(options: DeviceOptions = {}): Promise<Dev
     isFallbackAdapter: isSoftware(adapter),
     hasF16: device.features.has("shader-f16"),
     hasTimestamps: device.features.has("timestamp-query"),
+    hasCoopMatrix: device.features.has("wgpu-cooperative-matrix" as GPUFeatureName),
+    hasSubgroups: device.features.has("subgroups" as GPUFeatureName),
+    subgroupSize: sgMin && sgMin === sgMax ? sgMin : null,
+    adapterFeatures: [...adapter.features].sort(),
   };
   if (options.verbose || handle.isFallbackAdapter && options.verbose !== false) {
     console.error(startupLine(handle));

@@ -10,6 +10,7 @@
 export const SHADER_NAMES: readonly string[] = [
   "activation",
   "adamw",
+  "amax",
   "adamw_common",
   "adamw_flat",
   "attention",
@@ -29,6 +30,7 @@ export const SHADER_NAMES: readonly string[] = [
   "layer_norm",
   "masked_fill",
   "matmul",
+  "matmul_coop",
   "matmul_gemv",
   "permute",
   "ppo_kl",

@@ -44,7 +44,13 @@ export function initEngine(options: DeviceOptions = {}): Promise<Runtime> {
   initializing ??= (async () => {
     if (!shadersAreLocal()) await preloadShaders();
     const h = await requestGpuDevice(options);
-    return current = new Runtime(h);
+    const rt = new Runtime(h);
+    if (h.hasCoopMatrix) {
+      // Mixed-precision products are used only once their kernel has given right results on this device.
+      const { verifyCoopMatmul } = await import("./ops/matmul_coop.ts");
+      await verifyCoopMatmul(rt);
+    }
+    return current = rt;
   })().catch((e) => {
     initializing = null; // a later call may retry (e.g. after installing a driver)
     throw e;

@@ -3,8 +3,13 @@ import assert from "node:assert/strict";
 import { initEngine, noGrad, type Tensor, tensor } from "../engine/tensor.ts";
 import { backward } from "../engine/autograd.ts";
 import { mulberry32 } from "../engine/random.ts";
+import { setMatmulPrecision } from "../engine/ops/matmul_coop.ts";
 
 export { assert };
+
+// Tests compare with float64 references and HF fixtures at fp32 tolerances: exact fp32 products everywhere (on a GPU
+// with cooperative matrices the default would be mixed precision). tests/matmul_coop_test.ts tests that path.
+setMatmulPrecision("fp32");
 
 /** Starts the engine once per test file. */
 export const ready: Promise<unknown> = initEngine({ verbose: false });

@@ -4,8 +4,10 @@
  * store), each with its backward.
  *
  * Kernels (chosen in engine/ops/matmul_gemm.ts): `shaders/matmul.wgsl` (workgroup-memory tiles, a
- * register block of 4×4 to 8×8 outputs per thread, split K for long reductions on small grids) and
- * `shaders/matmul_gemv.wgsl` (matrix–vector style, for few output rows or columns).
+ * register block of 4×4 to 8×8 outputs per thread, split K for long reductions on small grids), its
+ * mixed-precision twin `shaders/matmul_coop.wgsl` (f16 operands, f32 accumulation on cooperative matrices, where
+ * the device has them: see {@linkcode setMatmulPrecision}) and `shaders/matmul_gemv.wgsl` (matrix–vector style,
+ * for few output rows or columns, always fp32). Gradient operands are marked `scaled` for mixed precision.
  * Transposes are index math in the loads, never materialised; backward passes reuse the same
  * kernels with the transpose flags flipped.
  * @module
@@ -18,7 +20,16 @@ import { activationGrad, ones, sumTo } from "./elementwise.ts";
 import { type Epilogue, gemm, NO_EPILOGUE, type Operand } from "./matmul_gemm.ts";
 
 export {
+  getMatmulPrecision,
+  type MatmulCoopTile,
+  type MatmulPrecision,
+  type MatmulPrecisionStatus,
+  matmulPrecisionStatus,
+  setMatmulPrecision,
+} from "./matmul_coop.ts";
+export {
   getMatmulTuning,
+  type MatmulCoopTier,
   type MatmulSplitK,
   type MatmulTileConfig,
   type MatmulTileTier,
@@ -129,7 +140,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   const sb = a.requiresGrad ? saveForBackward(b) : null;
   const gStr = contiguous(batch, M * N);
   return record(out, "matmul", [a, b], (g) => {
-    const G = (trans: boolean, strides = gStr): Operand => ({ s: g.storage, trans, strides });
+    const G = (trans: boolean, strides = gStr): Operand => ({ s: g.storage, trans, strides, scaled: true });
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (sb) {
       // dA = dC · op(B)ᵀ (stored [M, K]) or op(B) · dCᵀ (stored [K, M]), summed where A broadcast.
@@ -258,7 +269,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   return record(out, "linear", inputs, (g) => {
     // dPre = dY · act'(pre); the residual's gradient is dY itself.
     const gp = sp ? activationGrad(ACT_GRAD_NAME[activation!], sp, g) : g;
-    const G = (trans: boolean) => plain(gp.storage, trans);
+    const G = (trans: boolean): Operand => ({ ...plain(gp.storage, trans), scaled: true });
     // dx = dPre · Wᵀ ([rows, out] · [out, in]).
     const dx = sw ? mm(G(false), plain(sw.storage, !outT), rows, inF, outF, xShape) : null;
     // dW = xᵀ · dPre ([in, out]) or dPreᵀ · x ([out, in]): the rows fold into the reduction.

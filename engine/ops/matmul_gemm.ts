@@ -3,12 +3,21 @@
  * knobs ({@linkcode setMatmulTuning}) and {@linkcode gemm}, which routes one product to
  * `shaders/matmul_gemv.wgsl` (few output rows or columns: 4, 8 or 16 rows per workgroup, so each
  * weight is read once per block of rows) or to the tiled `shaders/matmul.wgsl` (optionally splitting a
- * long K into partial products summed by `reduce.wgsl`'s `sum_cols` when the tile grid is small).
+ * long K into partial products summed by `reduce.wgsl`'s `sum_cols` when the tile grid is small), or, in mixed
+ * precision, to its tensor-core twin `shaders/matmul_coop.wgsl` (engine/ops/matmul_coop.ts).
  * @module
  */
 
 import { f32Bits, grid1d, type Runtime, type Storage } from "../runtime.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
+import {
+  coopConstants,
+  coopSubgroup,
+  coopTileDims,
+  coopTileProblem,
+  type MatmulCoopTile,
+  recordAmax,
+} from "./matmul_coop.ts";
 
 // ------------------------------------------------------------------ tuning
 
@@ -59,10 +68,22 @@ export interface MatmulSplitK {
   longTargetWorkgroups: number;
 }
 
+/** A tile of the cooperative-matrix kernel and when to use it (as {@linkcode MatmulTileTier}). */
+export interface MatmulCoopTier {
+  /** The tile. */
+  tile: MatmulCoopTile;
+  /** Use it only if the product needs at least this many workgroups. */
+  minWorkgroups: number;
+  /** Use it only if at least this fraction of the padded tile area is real output (0..1). */
+  minUtilization: number;
+}
+
 /** Kernel selection knobs, for benchmarks to tune (see {@linkcode setMatmulTuning}). */
 export interface MatmulTuning {
   /** Tiles of the tiled kernel, tried in order (the last one is the fallback whatever its conditions). */
   tiers: MatmulTileTier[];
+  /** Tiles of the mixed-precision (cooperative-matrix) kernel, tried in order like `tiers`. */
+  coopTiers: MatmulCoopTier[];
   /** Products with at most this many output rows (or columns) use the matrix–vector kernel. */
   gemvMaxRows: number;
   /**
@@ -99,6 +120,13 @@ const DEFAULT_TUNING: MatmulTuning = {
     { tile: { wgX: 16, wgY: 16, tm: 8, tn: 4, bk: 16 }, minWorkgroups: 264, minUtilization: 0.75 },
     { tile: DEFAULT_TILE, minWorkgroups: 128, minUtilization: 0.5 },
     { tile: { wgX: 8, wgY: 8, tm: 4, tn: 4, bk: 16 }, minWorkgroups: 0, minUtilization: 0 },
+  ],
+  // Not yet timed on a GPU: 128×128 (8 subgroups of 64×32) for big grids, then 64×64, then 32×32.
+  coopTiers: [
+    { tile: { wm: 2, wn: 4, fm: 4, fn: 2, bk: 32 }, minWorkgroups: 264, minUtilization: 0.75 },
+    { tile: { wm: 2, wn: 2, fm: 4, fn: 2, bk: 32 }, minWorkgroups: 264, minUtilization: 0.75 },
+    { tile: { wm: 2, wn: 2, fm: 2, fn: 2, bk: 32 }, minWorkgroups: 128, minUtilization: 0.5 },
+    { tile: { wm: 1, wn: 1, fm: 2, fn: 2, bk: 32 }, minWorkgroups: 0, minUtilization: 0 },
   ],
   gemvMaxRows: 32,
   gemvRows: 16,
@@ -145,6 +173,11 @@ export function setMatmulTuning(t: MatmulTuningPatch): MatmulTuning {
   for (const { tile } of next.tiers) {
     const problem = tileProblem(tile);
     ok(problem === null, `tile ${JSON.stringify(tile)}: ${problem}`);
+  }
+  ok(next.coopTiers.length > 0, "at least one cooperative-matrix tile tier is needed");
+  for (const { tile } of next.coopTiers) {
+    const problem = coopTileProblem(tile);
+    ok(problem === null, `cooperative-matrix tile ${JSON.stringify(tile)}: ${problem}`);
   }
   ok(Number.isInteger(next.gemvMaxRows) && next.gemvMaxRows >= 0, "gemvMaxRows must be an integer ≥ 0");
   ok([4, 8, 16].includes(next.gemvRows), "gemvRows must be 4, 8 or 16");
@@ -198,6 +231,11 @@ export interface Operand {
   trans: boolean;
   /** Element stride per output batch dim (0 where broadcast). */
   strides: number[];
+  /**
+   * A gradient: in mixed precision scaled by a power of two from its largest magnitude before rounding to f16
+   * (see engine/ops/matmul_coop.ts). Ignored by the fp32 kernels.
+   */
+  scaled?: boolean;
 }
 
 /** The fused store: C = act(alpha·A·B + bias) (+ residual), optionally keeping the pre-activation. */
@@ -374,6 +412,75 @@ export type MatmulLimits = Pick<
   | "maxStorageBufferBindingSize"
 >;
 
+/** What the planner needs of a tile: its output block, k depth, threads and workgroup-memory bytes. */
+interface TileDims {
+  bm: number;
+  bn: number;
+  bk: number;
+  threads: number;
+  bytes: number;
+  /** Workgroup size along x and y (checked against the device's per-dimension limits). */
+  wgX: number;
+  wgY: number;
+}
+
+/** Tier selection and split K for any tile kind (see {@linkcode tilePlan}). */
+function planTiles<T>(
+  tiers: { tile: T; minWorkgroups: number; minUtilization: number }[],
+  dims: (t: T) => TileDims,
+  fallback: T,
+  M: number,
+  N: number,
+  K: number,
+  nb: number,
+  plain: boolean,
+  limits: MatmulLimits,
+): { tile: T; splits: number; kchunk: number } {
+  const fits = (t: T) => {
+    const d = dims(t);
+    return d.threads <= limits.maxComputeInvocationsPerWorkgroup && d.bytes <= limits.maxComputeWorkgroupStorageSize &&
+      d.wgX <= limits.maxComputeWorkgroupSizeX && d.wgY <= limits.maxComputeWorkgroupSizeY;
+  };
+  const groups = (t: T) => {
+    const d = dims(t);
+    return Math.ceil(M / d.bm) * Math.ceil(N / d.bn) * nb;
+  };
+  const util = (t: T) => {
+    const { bm, bn } = dims(t);
+    return (M * N) / (Math.ceil(M / bm) * bm * Math.ceil(N / bn) * bn);
+  };
+  const usable = tiers.filter((t) => fits(t.tile));
+  const pick = (splitsOf: (t: T) => number) =>
+    usable.find((t) => groups(t.tile) * splitsOf(t.tile) >= t.minWorkgroups && util(t.tile) >= t.minUtilization)
+      ?.tile ?? usable[usable.length - 1]?.tile ?? fallback;
+  let tile = pick(() => 1);
+  // Split K: S partial products over K ranges of a multiple of bk, into [S, batch, M, N], then summed.
+  const sk = tuning.splitK;
+  const maxSplits = Math.min(
+    sk.maxSplits,
+    Math.floor(Math.min(SPLIT_MAX_BYTES, limits.maxStorageBufferBindingSize) / (4 * nb * M * N)),
+  );
+  const long = K >= sk.longK;
+  const target = long ? sk.longTargetWorkgroups : sk.targetWorkgroups;
+  const splitsOf = (t: T) => {
+    const s = Math.max(1, Math.min(maxSplits, Math.ceil(target / groups(t))));
+    const bk = dims(t).bk;
+    return Math.ceil(K / (Math.ceil(K / s / bk) * bk));
+  };
+  let splits = 1;
+  if (plain && K >= Math.max(sk.minK, 1) && (long || groups(tile) < sk.maxWorkgroups) && maxSplits > 1) {
+    tile = pick(splitsOf);
+    splits = splitsOf(tile);
+  }
+  const bk = dims(tile).bk;
+  return { tile, splits, kchunk: splits > 1 ? Math.ceil(K / splits / bk) * bk : K };
+}
+
+function fp32Dims(c: MatmulTileConfig): TileDims {
+  const { threads, bytes } = tileCost(c);
+  return { bm: c.wgY * c.tm, bn: c.wgX * c.tn, bk: c.bk, threads, bytes, wgX: c.wgX, wgY: c.wgY };
+}
+
 /**
  * The tiled kernel's plan for a product of `nb` batches of M×N over K under the current tuning: the
  * tile, and the K splits (1 = none; `plain` = no bias/activation/residual, which splitting needs).
@@ -386,39 +493,25 @@ export function tilePlan(
   plain: boolean,
   limits: MatmulLimits,
 ): { tile: MatmulTileConfig; splits: number; kchunk: number } {
-  const fits = (c: MatmulTileConfig) => {
-    const { threads, bytes } = tileCost(c);
-    return threads <= limits.maxComputeInvocationsPerWorkgroup && bytes <= limits.maxComputeWorkgroupStorageSize &&
-      c.wgX <= limits.maxComputeWorkgroupSizeX && c.wgY <= limits.maxComputeWorkgroupSizeY;
+  return planTiles(tuning.tiers, fp32Dims, DEFAULT_TILE, M, N, K, nb, plain, limits);
+}
+
+/** {@linkcode tilePlan} for the mixed-precision kernel with subgroups of `sg` invocations. */
+export function coopTilePlan(
+  M: number,
+  N: number,
+  K: number,
+  nb: number,
+  plain: boolean,
+  limits: MatmulLimits,
+  sg: number,
+): { tile: MatmulCoopTile; splits: number; kchunk: number } {
+  const dims = (t: MatmulCoopTile): TileDims => {
+    const d = coopTileDims(t, sg);
+    return { ...d, wgX: d.threads, wgY: 1 };
   };
-  const groups = (c: MatmulTileConfig) => Math.ceil(M / (c.wgY * c.tm)) * Math.ceil(N / (c.wgX * c.tn)) * nb;
-  const util = (c: MatmulTileConfig) => {
-    const bm = c.wgY * c.tm, bn = c.wgX * c.tn;
-    return (M * N) / (Math.ceil(M / bm) * bm * Math.ceil(N / bn) * bn);
-  };
-  const usable = tuning.tiers.filter((t) => fits(t.tile));
-  const pick = (splitsOf: (c: MatmulTileConfig) => number) =>
-    usable.find((t) => groups(t.tile) * splitsOf(t.tile) >= t.minWorkgroups && util(t.tile) >= t.minUtilization)
-      ?.tile ?? usable[usable.length - 1]?.tile ?? DEFAULT_TILE;
-  let tile = pick(() => 1);
-  // Split K: S partial products over K ranges of a multiple of bk, into [S, batch, M, N], then summed.
-  const sk = tuning.splitK;
-  const maxSplits = Math.min(
-    sk.maxSplits,
-    Math.floor(Math.min(SPLIT_MAX_BYTES, limits.maxStorageBufferBindingSize) / (4 * nb * M * N)),
-  );
-  const long = K >= sk.longK;
-  const target = long ? sk.longTargetWorkgroups : sk.targetWorkgroups;
-  const splitsOf = (c: MatmulTileConfig) => {
-    const s = Math.max(1, Math.min(maxSplits, Math.ceil(target / groups(c))));
-    return Math.ceil(K / (Math.ceil(K / s / c.bk) * c.bk));
-  };
-  let splits = 1;
-  if (plain && K >= Math.max(sk.minK, 1) && (long || groups(tile) < sk.maxWorkgroups) && maxSplits > 1) {
-    tile = pick(splitsOf);
-    splits = splitsOf(tile);
-  }
-  return { tile, splits, kchunk: splits > 1 ? Math.ceil(K / splits / tile.bk) * tile.bk : K };
+  const tiers = tuning.coopTiers;
+  return planTiles(tiers, dims, tiers[tiers.length - 1].tile, M, N, K, nb, plain, limits);
 }
 
 /** The tiled kernel, splitting K when the grid is small, K long and there is no epilogue. */
@@ -435,31 +528,52 @@ function tiled(
   const { N, K, a, b } = pr;
   const [dz] = dummy(rt);
   const plain = !pr.bias && pr.epi.act === 0 && !pr.epi.resid && !pr.epi.pre;
-  const { tile: cfg, splits, kchunk } = tilePlan(M, N, K, nb, plain, rt.device.limits);
-  const gx = Math.ceil(N / (cfg.wgX * cfg.tn)), gy = Math.ceil(M / (cfg.wgY * cfg.tm));
-  check(gx <= MAX_GRID && gy <= MAX_GRID, "matmul", `output [${pr.outShape}] is too large for one dispatch`);
-  const vecA = (a.trans ? M : K) % 4 === 0 && sa.every((s) => s % 4 === 0);
-  const vecB = (b.trans ? K : N) % 4 === 0 && sb.every((s) => s % 4 === 0);
-  const epi = epilogueBindings(rt, pr);
-  const spec = {
-    shader: "matmul",
-    bindings: ["read", "read", "read", "read", "read", "rw", "read", "rw"] as ("read" | "rw")[],
-    constants: {
-      WG_X: cfg.wgX,
-      WG_Y: cfg.wgY,
-      TM: cfg.tm,
-      TN: cfg.tn,
-      BK: cfg.bk,
-      TRANS_A: a.trans ? 1 : 0,
-      TRANS_B: b.trans ? 1 : 0,
-      VEC_A: vecA ? 1 : 0,
-      VEC_B: vecB ? 1 : 0,
-      BIAS: pr.bias ? 1 : 0,
-      ...epi.consts,
-    },
+  const lim = rt.device.limits;
+  const sg = coopSubgroup(rt);
+  const flags = {
+    TRANS_A: a.trans ? 1 : 0,
+    TRANS_B: b.trans ? 1 : 0,
+    VEC_A: (a.trans ? M : K) % 4 === 0 && sa.every((s) => s % 4 === 0) ? 1 : 0,
+    VEC_B: (b.trans ? K : N) % 4 === 0 && sb.every((s) => s % 4 === 0) ? 1 : 0,
+    BIAS: pr.bias ? 1 : 0,
+    ...epilogueBindings(rt, pr).consts,
   };
+  let spec, bm: number, bn: number, splits: number, kchunk: number, amax: Storage | null = null;
+  if (sg > 0) {
+    const plan = coopTilePlan(M, N, K, nb, plain, lim, sg);
+    ({ bm, bn } = coopTileDims(plan.tile, sg));
+    ({ splits, kchunk } = plan);
+    const scaleA = a.scaled === true, scaleB = b.scaled === true;
+    spec = {
+      shader: "matmul_coop",
+      bindings: ["read", "read", "read", "read", "read", "rw", "read", "rw", "read"] as ("read" | "rw")[],
+      constants: { ...coopConstants(plan.tile, sg), ...flags, SCALE_A: scaleA ? 1 : 0, SCALE_B: scaleB ? 1 : 0 },
+    };
+    amax = scaleA || scaleB ? recordAmax(rt, scaleA ? a.s : null, scaleB ? b.s : null) : null;
+  } else {
+    const plan = tilePlan(M, N, K, nb, plain, lim);
+    const cfg = plan.tile;
+    [bm, bn] = [cfg.wgY * cfg.tm, cfg.wgX * cfg.tn];
+    ({ splits, kchunk } = plan);
+    spec = {
+      shader: "matmul",
+      bindings: ["read", "read", "read", "read", "read", "rw", "read", "rw"] as ("read" | "rw")[],
+      constants: { WG_X: cfg.wgX, WG_Y: cfg.wgY, TM: cfg.tm, TN: cfg.tn, BK: cfg.bk, ...flags },
+    };
+  }
+  const gx = Math.ceil(N / bn), gy = Math.ceil(M / bm);
+  check(gx <= MAX_GRID && gy <= MAX_GRID, "matmul", `output [${pr.outShape}] is too large for one dispatch`);
   const part = splits > 1 ? empty([splits, out.size]) : out;
-  const storages = [a.s, vecA ? a.s : dz, b.s, vecB ? b.s : dz, pr.bias ?? dz, part.storage, ...epi.storages];
+  const storages = [
+    a.s,
+    flags.VEC_A ? a.s : dz,
+    b.s,
+    flags.VEC_B ? b.s : dz,
+    pr.bias ?? dz,
+    part.storage,
+    ...epilogueBindings(rt, pr).storages,
+    ...(sg > 0 ? [amax ?? dz] : []),
+  ];
   const tail = [...pad4(bshape, 1), ...pad4(sa, 0), ...pad4(sb, 0)];
   const words = [M, N, K, 0, f32Bits(pr.alpha), nb, kchunk, 0, ...tail];
   const nz = nb * splits;
@@ -467,6 +581,7 @@ function tiled(
     words[3] = z0;
     rt.dispatch(spec, storages, words, [gx, gy, Math.min(nz - z0, MAX_GRID)]);
   }
+  amax?.release();
   if (part === out) return;
   // out[i] = Σ_s part[s, i]: reduce.wgsl's column sum over the [1, S, size] view.
   const sumSpec = { shader: "reduce", entry: "sum_cols", bindings: ["read", "rw"] as ("read" | "rw")[] };
