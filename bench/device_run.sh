@@ -21,7 +21,7 @@ step() {
 }
 deno_run() { timeout "$1" bash .gpu/remote.sh deno run --cached-only "${@:2}" >/dev/null 2>>"$log"; echo "exit $?" >>"$log"; }
 step "coop probe" && deno_run 150 -A bench/coop_probe.ts --sweep --budget-s 80 --out "$OUT/coop.json"
-step "coop tests" && { timeout 90 bash .gpu/remote.sh deno test --cached-only -A tests/matmul_coop_test.ts >"$OUT/coop_test.txt" 2>&1; echo "exit $?" >>"$log"; }
+step "coop tests" && { timeout 90 bash .gpu/remote.sh deno test --cached-only -A --filter mixed tests/matmul_coop_test.ts >"$OUT/coop_test.txt" 2>&1; echo "exit $?" >>"$log"; }
 step "bench (default precision)" && deno_run 150 -A bench/gpu.ts --profile --budget-s 90 --out "$OUT/bench.json"
 step "torch_gpt2" && timeout 150 python3 .gpu/anchors/torch_gpt2.py >"$OUT/torch_gpt2.json" 2>>"$log"
 step "torch_ppo" && timeout 100 python3 .gpu/anchors/torch_ppo.py --iters 3 --out "$OUT/torch_ppo.json" >>"$log" 2>&1
