@@ -2,7 +2,7 @@
  * GPU benchmarks of the engine, shaped like the PyTorch anchors in `../shared/gpu/anchors/`.
  *
  *     deno run -A bench/gpu.ts [--small] [--only a,b] [--out FILE] [--budget-s N] [--hard-timeout-s N]
- *       [--backend auto|deno|dawn] [--profile] [--list]
+ *       [--backend auto|deno|dawn] [--profile] [--list] [--tuning JSON]
  *
  * Prints one JSON object to stdout (progress goes to stderr). Every benchmark runs on its own:
  * an error is recorded as `{error}` and the run goes on; GPU memory is freed between benchmarks.
@@ -20,6 +20,7 @@ import {
   matmulPrecisionStatus,
   runtime,
   scaledDotProductAttention,
+  setMatmulTuning,
   softmax,
   tidy,
 } from "../engine/mod.ts";
@@ -305,6 +306,7 @@ async function main(args: BenchArgs): Promise<void> {
   const log = (m: string) => console.error(`[bench] ${m}`);
 
   const rt = await initEngine({ ...(args.backend ? { backend: args.backend } : {}), verbose: true });
+  if (args.tuning) setMatmulTuning(args.tuning);
   const h = rt.handle;
   const lim = h.device.limits;
   const overheadProbe = randTensor([256], 0);
@@ -333,6 +335,7 @@ async function main(args: BenchArgs): Promise<void> {
       max_buffer_size: lim.maxBufferSize,
     },
     matmul_precision: matmulPrecisionStatus(rt),
+    matmul_tuning: args.tuning,
     commit: await gitCommit(),
     small: args.small,
     args: Deno.args,

@@ -9,6 +9,7 @@
  */
 
 import { runtime, type Tensor, tensor } from "../engine/tensor.ts";
+import type { MatmulTuningPatch } from "../engine/ops/matmul_gemm.ts";
 
 /** Milliseconds since an arbitrary origin (high resolution). */
 export function now(): number {
@@ -263,11 +264,13 @@ export interface BenchArgs {
    * 0: none (smoke runs on slow adapters, where a timeout says nothing about correctness).
    */
   hardTimeoutS: number;
+  /** Matmul kernel-selection knobs applied before the run (JSON of a `MatmulTuningPatch`), or null. */
+  tuning: MatmulTuningPatch | null;
 }
 
 /**
  * Parses `[--small] [--only a,b] [--out FILE] [--budget-s N] [--hard-timeout-s N] [--backend auto|deno|dawn]
- * [--profile] [--list]`
+ * [--profile] [--list] [--tuning JSON]`
  * (`--flag=value` also works). Throws on unknown flags.
  * @param args `Deno.args`
  */
@@ -281,6 +284,7 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
     list: false,
     profile: false,
     hardTimeoutS: NaN,
+    tuning: null,
   };
   for (let i = 0; i < args.length; i++) {
     let a = args[i], v: string | undefined;
@@ -319,6 +323,15 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
         r.hardTimeoutS = n;
         break;
       }
+      case "--tuning": {
+        const t = value();
+        try {
+          r.tuning = JSON.parse(t);
+        } catch (e) {
+          throw new Error(`--tuning must be JSON (a MatmulTuningPatch): ${(e as Error).message}`);
+        }
+        break;
+      }
       case "--backend": {
         const b = value();
         if (b !== "auto" && b !== "deno" && b !== "dawn") throw new Error(`--backend must be auto, deno or dawn`);
@@ -327,7 +340,9 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
       }
       default:
         throw new Error(
-          `unknown argument "${args[i]}" (use --small, --only, --out, --budget-s, --backend, --profile, --list)`,
+          `unknown argument "${
+            args[i]
+          }" (use --small, --only, --out, --budget-s, --backend, --profile, --list, --tuning)`,
         );
     }
   }

@@ -1,6 +1,6 @@
 # cuBLAS anchors for bench/coop_probe.ts: the same product shapes in fp32, TF32, bf16 and fp16 (PyTorch eager),
 # on the same GPU in the same device call.   usage: python3 bench/torch_matmul.py > torch_matmul.json
-import json, time, torch
+import json, sys, time, torch
 dev = "cuda"
 SHAPES = [  # key, M, N, K, transA, transB (as bench/coop_probe.ts)
     ("square_4096", 4096, 4096, 4096, False, False), ("square_2048", 2048, 2048, 2048, False, False),
@@ -13,11 +13,11 @@ SHAPES = [  # key, M, N, K, transA, transB (as bench/coop_probe.ts)
 ]
 def bench(f):
     f(); torch.cuda.synchronize()
-    t = time.perf_counter(); n = 0
-    while time.perf_counter() - t < 0.05: f(); n += 1
+    t = time.perf_counter(); f(); torch.cuda.synchronize(); one = time.perf_counter() - t
+    n = max(3, min(200, int(0.05 / max(one, 1e-6))))  # ~50 ms of work, synced
     torch.cuda.synchronize(); t0 = time.perf_counter()
-    for _ in range(max(3, n)): f()
-    torch.cuda.synchronize(); return (time.perf_counter() - t0) / max(3, n) * 1000
+    for _ in range(n): f()
+    torch.cuda.synchronize(); return (time.perf_counter() - t0) / n * 1000
 res = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "products": {}}
 for key, M, N, K, tA, tB in SHAPES:
     a = torch.randn(K, M, device=dev) if tA else torch.randn(M, K, device=dev)
@@ -30,4 +30,5 @@ for key, M, N, K, tA, tB in SHAPES:
         ms = bench(f)
         row[f"{name}_ms"] = round(ms, 4); row[f"{name}_tflops"] = round(2 * M * N * K / ms / 1e9, 2)
     res["products"][key] = row
+    print(json.dumps({key: row}), file=sys.stderr, flush=True)
 print(json.dumps(res, indent=1))

@@ -32,6 +32,7 @@ export const SHADER_NAMES: readonly string[] = [
   "matmul",
   "matmul_coop",
   "matmul_gemv",
+  "matmul_splitk",
   "permute",
   "ppo_kl",
   "ppo_loss",

@@ -11,7 +11,7 @@ import { embedding } from "../engine/ops/index_ops.ts";
 import { mergeHeads, splitHeads } from "../engine/ops/heads.ts";
 import { scaledDotProductAttention } from "../engine/ops/attention.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";
-import { refEpilogue } from "./matmul_ref.ts";
+import { ACT64, refEpilogue } from "./matmul_ref.ts";
 
 const numel = (s: readonly number[]) => s.reduce((x, y) => x * y, 1);
 const t32 = (d: Float64Array, shape: number[]) => tensor(Float32Array.from(d), shape);
@@ -175,6 +175,59 @@ Deno.test("GPT-2 blocks: fused layers equal the unfused composition, with 3 fewe
       });
       assertClose(await got.toArray(), await want.toArray(), 1e-5, 1e-4, `hidden T=${T} grad=${grad}`);
       for (const t of [got, want, h0]) t.dispose();
+    }
+  }
+});
+
+Deno.test("split K with an epilogue: plain partial products, then bias, activation, residual and pre-activation in the sum", async () => {
+  await ready;
+  let seed = 900;
+  const tile = { wgX: 8, wgY: 8, tm: 4 as const, tn: 4 as const, bk: 16 };
+  for (const act of ACTS) {
+    for (const withResidual of [false, true]) {
+      const [rows, inF, outF] = [40, 70, 36];
+      const d = [randArray(rows * inF, seed++), randArray(inF * outF, seed++), randArray(outF, seed++)];
+      d.push(randArray(rows * outF, seed++));
+      const ref = refEpilogue(d, inF, outF, false, act, withResidual);
+      setMatmulTuning({
+        tiers: [{ tile, minWorkgroups: 0, minUtilization: 0 }],
+        gemvMaxRows: 0,
+        splitK: { withEpilogue: true, minK: 0, maxWorkgroups: 1e9, targetWorkgroups: 24, maxSplits: 8 },
+      });
+      try {
+        for (const grad of [false, true]) {
+          const [x, w, b, r] = d.map((v, i) => t32(v, [[rows, inF], [inF, outF], [outF], [rows, outF]][i]));
+          w.requireGrad(grad);
+          const run = () => linear(x, w, b, withResidual ? { activation: act, residual: r } : { activation: act });
+          // 3 × 2 tiles of 32 × 32, K = 70 in 5 splits of 16: the partial products, then the epilogue's sum.
+          assert.equal(dispatches(run), 2, "split into partial products and one epilogue sum");
+          const y = run();
+          const what = `split-K linear ${act ?? "none"} residual=${withResidual} grad=${grad}`;
+          assertClose(await y.toArray(), ref, 1e-5, 1e-4, what);
+          if (grad && act) {
+            // The pre-activation written by the sum feeds the backward pass: dW matches float64.
+            const ones = tensor(new Float32Array(rows * outF).fill(1), [rows, outF]);
+            backward(y, ones);
+            ones.dispose();
+            const dy = new Float64Array(rows * outF).fill(1);
+            const pre = refEpilogue(d.slice(0, 3), inF, outF, false);
+            const f = ACT64[act], h = 1e-5;
+            const g = pre.map((v) => (f(v + h) - f(v - h)) / (2 * h) * dy[0]);
+            const dw = new Float64Array(inF * outF);
+            for (let i = 0; i < inF; i++) {
+              for (let j = 0; j < outF; j++) {
+                let s = 0;
+                for (let n = 0; n < rows; n++) s += d[0][n * inF + i] * g[n * outF + j];
+                dw[i * outF + j] = s;
+              }
+            }
+            assertClose(await w.grad!.toArray(), dw, 1e-4, 1e-4, `${what} dW`);
+          }
+          [x, w, b, r, y].forEach((t) => t.dispose());
+        }
+      } finally {
+        resetMatmulTuning();
+      }
     }
   }
 });

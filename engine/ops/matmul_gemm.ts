@@ -66,6 +66,11 @@ export interface MatmulSplitK {
   longK: number;
   /** Workgroups the split grid aims for when K ≥ `longK`. */
   longTargetWorkgroups: number;
+  /**
+   * Also split products with a bias, activation or residual: the partial products are plain and
+   * `shaders/matmul_splitk.wgsl` applies the epilogue while summing them.
+   */
+  withEpilogue: boolean;
 }
 
 /** A tile of the cooperative-matrix kernel and when to use it (as {@linkcode MatmulTileTier}). */
@@ -139,6 +144,7 @@ const DEFAULT_TUNING: MatmulTuning = {
     maxSplits: 64,
     longK: 32768,
     longTargetWorkgroups: 2112,
+    withEpilogue: false,
   },
 };
 
@@ -528,6 +534,7 @@ function tiled(
   const { N, K, a, b } = pr;
   const [dz] = dummy(rt);
   const plain = !pr.bias && pr.epi.act === 0 && !pr.epi.resid && !pr.epi.pre;
+  const splittable = plain || tuning.splitK.withEpilogue;
   const lim = rt.device.limits;
   const sg = coopSubgroup(rt);
   const flags = {
@@ -540,7 +547,7 @@ function tiled(
   };
   let spec, bm: number, bn: number, splits: number, kchunk: number, amax: Storage | null = null;
   if (sg > 0) {
-    const plan = coopTilePlan(M, N, K, nb, plain, lim, sg);
+    const plan = coopTilePlan(M, N, K, nb, splittable, lim, sg);
     ({ bm, bn } = coopTileDims(plan.tile, sg));
     ({ splits, kchunk } = plan);
     const scaleA = a.scaled === true, scaleB = b.scaled === true;
@@ -551,7 +558,7 @@ function tiled(
     };
     amax = scaleA || scaleB ? recordAmax(rt, scaleA ? a.s : null, scaleB ? b.s : null) : null;
   } else {
-    const plan = tilePlan(M, N, K, nb, plain, lim);
+    const plan = tilePlan(M, N, K, nb, splittable, lim);
     const cfg = plan.tile;
     [bm, bn] = [cfg.wgY * cfg.tm, cfg.wgX * cfg.tn];
     ({ splits, kchunk } = plan);
@@ -564,6 +571,8 @@ function tiled(
   const gx = Math.ceil(N / bn), gy = Math.ceil(M / bm);
   check(gx <= MAX_GRID && gy <= MAX_GRID, "matmul", `output [${pr.outShape}] is too large for one dispatch`);
   const part = splits > 1 ? empty([splits, out.size]) : out;
+  // Split with an epilogue: plain partial products here, the epilogue in the sum (matmul_splitk.wgsl).
+  if (splits > 1 && !plain) spec.constants = { ...spec.constants, BIAS: 0, ACT: 0, RESID: 0, PRE: 0 };
   const storages = [
     a.s,
     flags.VEC_A ? a.s : dz,
@@ -583,6 +592,18 @@ function tiled(
   }
   amax?.release();
   if (part === out) return;
+  if (!plain) {
+    const e = epilogueBindings(rt, pr);
+    const sumSpec = {
+      shader: "matmul_splitk",
+      bindings: ["read", "read", "rw", "read", "rw"] as ("read" | "rw")[],
+      constants: { BIAS: pr.bias ? 1 : 0, ...e.consts },
+    };
+    const storages = [part.storage, pr.bias ?? dz, out.storage, ...e.storages];
+    rt.dispatch(sumSpec, storages, [out.size, splits, N, 0], grid1d(out.size));
+    part.dispose();
+    return;
+  }
   // out[i] = Σ_s part[s, i]: reduce.wgsl's column sum over the [1, S, size] view.
   const sumSpec = { shader: "reduce", entry: "sum_cols", bindings: ["read", "rw"] as ("read" | "rw")[] };
   const sumWords = [1, splits, out.size, f32Bits(1), splits * out.size, 0, 0, 0];
