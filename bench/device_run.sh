@@ -31,7 +31,7 @@ step torch_matmul "torch_matmul" && timeout 120 python3 bench/torch_matmul.py >"
 step curve "loss curves" && deno_run 150 -A bench/mixed_curve.ts --steps 200 --batch 8 --seq 256 --out "$OUT/curve.json"
 step fp32 "bench (fp32)" && RLHF_MATMUL_PRECISION=fp32 deno_run 100 -A bench/gpu.ts --budget-s 60 \
   --only gpt2_train_B8_T1024,gpt2_train_B16_T64,ppo_iteration,bert_forward,gpt2_generate --out "$OUT/bench_fp32.json"
-step dawn "dawn matrix probe" && deno_run 150 --no-lock -A bench/dawn_matrix_probe.ts --out "$OUT/dawn_matrix.json"
+step dawn "dawn matrix probe" && deno_run 150 --no-config --no-lock -A bench/dawn_matrix_probe.ts --out "$OUT/dawn_matrix.json"
 i=0
 for t in '{"splitK":{"withEpilogue":true,"minK":512}}' '{"splitK":{"withEpilogue":true,"minK":512,"maxWorkgroups":528,"targetWorkgroups":1056}}' '{}'; do
   i=$((i + 1))
