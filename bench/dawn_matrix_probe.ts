@@ -35,6 +35,22 @@ if (!adapter) throw new Error("Dawn found no adapter");
 const info = adapter.info as unknown as Record<string, unknown>;
 const infoOut: Record<string, unknown> = {};
 for (const k in info) infoOut[k] = info[k];
+// The configurations are objects with getters: copy their fields by name.
+interface MatrixConfig {
+  componentType: string;
+  resultComponentType: string;
+  M: number;
+  N: number;
+  K: number;
+}
+const configs: MatrixConfig[] = ((info.subgroupMatrixConfigs ?? []) as Record<string, unknown>[]).map((c) => ({
+  componentType: String(c.componentType),
+  resultComponentType: String(c.resultComponentType),
+  M: Number(c.M),
+  N: Number(c.N),
+  K: Number(c.K),
+}));
+infoOut.subgroupMatrixConfigs = configs;
 report.adapter = infoOut;
 report.features = [...adapter.features].sort();
 log(`${info.description}: ${(report.features as string[]).join(" ")}`);
@@ -129,22 +145,40 @@ report.tiles = tiles;
 let syntaxOk: Syntax | null = null;
 let enableSubgroups = false;
 if (hasMatrix) {
-  for (const [n, ab, acc] of [[16, "f16", "f32"], [16, "f16", "f16"], [8, "f16", "f32"], [8, "f32", "f32"]] as const) {
+  // Every configuration the adapter lists whose types WGSL can name here (f16 needs shader-f16), plus square ones.
+  const cands: [number, number, number, string, string][] = configs.map((
+    c,
+  ) => [c.M, c.N, c.K, c.componentType, c.resultComponentType]);
+  for (const [ab, acc] of [["f16", "f32"], ["f32", "f32"]]) cands.push([16, 16, 16, ab, acc], [8, 8, 8, ab, acc]);
+  const f16ok = device.features.has("shader-f16" as GPUFeatureName);
+  for (
+    const [M, N, K, ab, acc] of cands.filter(([, , , ab, acc]) =>
+      ["f16", "f32"].includes(ab) && ["f16", "f32"].includes(acc) && (f16ok || (ab !== "f16" && acc !== "f16"))
+    )
+  ) {
+    const n = M;
     for (const syntax of ["bool", "template"] as Syntax[]) {
       for (const sgEnable of [false, true]) {
-        const key = `${n}x${n} ${ab}*${ab}+${acc} ${syntax}${sgEnable ? " +subgroups" : ""}`;
-        const T = (role: string, t: string) => `subgroup_matrix_${role}<${t}, ${n}, ${n}>`;
-        const code = `enable f16;\n${sgEnable ? "enable subgroups;\n" : ""}enable chromium_experimental_subgroup_matrix;
+        const key = `M${M} N${N} K${K} ${ab}*${ab}+${acc} ${syntax}${sgEnable ? " +subgroups" : ""}`;
+        if (tiles[key]) continue;
+        // Dawn's template arguments are (type, columns, rows): left is M×K, right K×N, result M×N.
+        const T = (role: string, t: string) =>
+          `subgroup_matrix_${role}<${t}, ${
+            role === "left" ? `${K}, ${M}` : role === "right" ? `${N}, ${K}` : `${N}, ${M}`
+          }>`;
+        const code = `${ab === "f16" || acc === "f16" ? "enable f16;\n" : ""}${
+          sgEnable ? "enable subgroups;\n" : ""
+        }enable chromium_experimental_subgroup_matrix;
 @group(0) @binding(0) var<storage, read> a: array<${ab}>;
 @group(0) @binding(1) var<storage, read> b: array<${ab}>;
 @group(0) @binding(2) var<storage, read_write> c: array<${acc}>;
 @compute @workgroup_size(${sg})
 fn main() {
-  let ma = ${load(syntax, T("left", ab), "&a", "0u", false, `${n}u`)};
-  let mb = ${load(syntax, T("right", ab), "&b", "0u", false, `${n}u`)};
+  let ma = ${load(syntax, T("left", ab), "&a", "0u", false, `${K}u`)};
+  let mb = ${load(syntax, T("right", ab), "&b", "0u", false, `${N}u`)};
   var mc = ${T("result", acc)}();
   mc = subgroupMatrixMultiplyAccumulate(ma, mb, mc);
-  ${store(syntax, "&c", "0u", "mc", false, `${n}u`)};
+  ${store(syntax, "&c", "0u", "mc", false, `${N}u`)};
 }`;
         const p = await build(code, {}, "auto");
         if (typeof p === "string") {
@@ -152,20 +186,20 @@ fn main() {
           log(`${key}: ${p.slice(0, 200)}`);
           continue;
         }
-        const A = Array.from({ length: n * n }, (_, i) => ((i * 7) % 11) - 5);
-        const B = Array.from({ length: n * n }, (_, i) => ((i * 5) % 13) / 2 - 3);
+        const A = Array.from({ length: M * K }, (_, i) => ((i * 7) % 11) - 5);
+        const B = Array.from({ length: K * N }, (_, i) => ((i * 5) % 13) / 2 - 3);
         const ref: number[] = [];
-        for (let r = 0; r < n; r++) {
-          for (let col = 0; col < n; col++) {
+        for (let r = 0; r < M; r++) {
+          for (let col = 0; col < N; col++) {
             let s = 0;
-            for (let k = 0; k < n; k++) s += A[r * n + k] * B[k * n + col];
+            for (let k = 0; k < K; k++) s += A[r * K + k] * B[k * N + col];
             ref.push(s);
           }
         }
         const half = (xs: number[]) => Uint16Array.from(xs, f16Bits);
         const ba = buffer(ab === "f16" ? half(A) : new Float32Array(A));
         const bb = buffer(ab === "f16" ? half(B) : new Float32Array(B));
-        const bc = buffer(n * n * 4);
+        const bc = buffer(M * N * 4);
         const e = device.createCommandEncoder();
         const pass = e.beginComputePass();
         pass.setPipeline(p);
@@ -179,12 +213,12 @@ fn main() {
         pass.dispatchWorkgroups(1);
         pass.end();
         device.queue.submit([e.finish()]);
-        const raw = await readF32(bc, acc === "f16" ? n * n / 2 : n * n);
+        const raw = await readF32(bc, acc === "f16" ? M * N / 2 : M * N);
         const got = acc === "f16" ? Array.from(new Uint16Array(raw.buffer), fromF16) : Array.from(raw);
         const err = maxError(got, ref);
         tiles[key] = { compiles: true, correct: err <= 1e-3, max_error: err };
         log(`${key}: ${JSON.stringify(tiles[key])}`);
-        if (err <= 1e-3 && n === 16 && ab === "f16" && acc === "f32" && !syntaxOk) {
+        if (err <= 1e-3 && n === 16 && N === 16 && K === 16 && ab === "f16" && acc === "f32" && !syntaxOk) {
           syntaxOk = syntax;
           enableSubgroups = sgEnable;
         }

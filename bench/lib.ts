@@ -9,7 +9,7 @@
  */
 
 import { runtime, type Tensor, tensor } from "../engine/tensor.ts";
-import type { MatmulTuningPatch } from "../engine/ops/matmul_gemm.ts";
+import type { MatmulTuningPatch } from "../engine/ops/matmul_tuning.ts";
 
 /** Milliseconds since an arbitrary origin (high resolution). */
 export function now(): number {

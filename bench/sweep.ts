@@ -28,7 +28,7 @@ import {
 import { gitCommit, measureSyncOverhead, now, parseBenchArgs, randTensor, type Result, sig } from "./lib.ts";
 import { attentionShape, type AttnShape } from "./sweep_attention.ts";
 import { type Candidate, errMsg, log, type Run, sweepKernel } from "./sweep_kernel.ts";
-import { tilePlan } from "../engine/ops/matmul_gemm.ts";
+import { tilePlan } from "../engine/ops/matmul_tuning.ts";
 
 // ------------------------------------------------------------------ matmul
 

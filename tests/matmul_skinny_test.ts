@@ -178,14 +178,16 @@ Deno.test("split-K products (odd K, every transpose, batches, alpha) match float
   });
 });
 
-Deno.test("split-K is skipped for epilogues, short K and big grids", async () => {
+Deno.test("split-K: epilogues split only with withEpilogue, short K and big grids never", async () => {
   await ready;
-  await withTuning({ gemvMaxRows: 0, splitK: FORCE_SPLIT }, () => {
+  await withTuning({ gemvMaxRows: 0, splitK: { ...FORCE_SPLIT, withEpilogue: false } }, () => {
     const x = t32(randArray(33 * 40, 1), [33, 40]), w = t32(randArray(40 * 35, 2), [40, 35]);
     const b = t32(randArray(35, 3), [35]);
     assert.deepEqual(kernels(() => noGrad(() => linear(x, w, b))), ["matmul"]);
     assert.deepEqual(kernels(() => noGrad(() => linear(x, w, null, { activation: "relu" }))), ["matmul"]);
     assert.equal(kernels(() => noGrad(() => linear(x, w))).length, 2);
+    setMatmulTuning({ splitK: { withEpilogue: true } });
+    assert.deepEqual(kernels(() => noGrad(() => linear(x, w, b))), ["matmul", "matmul_splitk"]);
     setMatmulTuning({ splitK: { minK: 41 } });
     assert.deepEqual(kernels(() => noGrad(() => matmul(x, w))), ["matmul"]);
     setMatmulTuning({ splitK: { minK: 0, maxWorkgroups: 1 } });

@@ -37,7 +37,7 @@ export {
   type MatmulTuningPatch,
   resetMatmulTuning,
   setMatmulTuning,
-} from "./matmul_gemm.ts";
+} from "./matmul_tuning.ts";
 
 /** Activation codes of shaders/activation.wgsl. */
 const ACT_CODES = { gelu: 1, gelu_new: 2, relu: 3 } as const;
