@@ -44,6 +44,11 @@ export interface RLHFOptions {
   outDir: string;
   /** Continue from the newest checkpoint in outDir. */
   resume?: boolean;
+  /**
+   * Start afresh in an outDir that already holds a run (its checkpoints, metrics and samples are replaced).
+   * Without it (and without `resume`) such an outDir is refused, so nothing a user saved is lost by accident.
+   */
+  overwrite?: boolean;
   /** Checkpoint every N steps (and at the end, and on Ctrl-C). */
   saveEvery?: number;
   /** Checkpoints to keep. */
