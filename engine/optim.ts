@@ -251,6 +251,18 @@ export abstract class Optimizer<H extends BaseHyper> {
     return this.#state.get(param)?.step ?? 0;
   }
 
+  /**
+   * The GPU state buffers (e.g. AdamW's `m` and `v`) with the index of their parameter in {@linkcode params}
+   * order and the buffer's name: for checks such as non-finite counts before a checkpoint is written.
+   */
+  stateTensors(): { param: number; name: string; tensor: Tensor }[] {
+    const out: { param: number; name: string; tensor: Tensor }[] = [];
+    this.params.forEach((p, i) => {
+      for (const [name, tensor] of this.#state.get(p)?.buffers ?? []) out.push({ param: i, name, tensor });
+    });
+    return out;
+  }
+
   /** Disposes every parameter's gradient and sets it to null (`zero_grad(set_to_none=True)`). */
   zeroGrad(): void {
     for (const p of this.params) {

@@ -29,6 +29,7 @@ export const SHADER_NAMES: readonly string[] = [
   "index_sort",
   "layer_norm",
   "masked_fill",
+  "nonfinite",
   "matmul",
   "matmul_coop",
   "matmul_gemv",

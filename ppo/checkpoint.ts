@@ -3,11 +3,14 @@
  * file synced, and only then renamed to `checkpoint-<step>`; `latest.json` (also replaced
  * atomically) names the newest complete one. A crash at any point leaves the previous checkpoint
  * intact. Contents: the policy in Hugging Face format plus its value head, the optimiser moments
- * (`optimizer.safetensors`), and `trainer_state.json` (KL controller, score moments, RNG and step
- * counters, and the pipeline's own state). Nothing in a checkpoint is executed when loading.
+ * (`optimizer.safetensors`), `trainer_state.json` (KL controller, score moments, RNG and step
+ * counters, and the pipeline's own state) and, written last, `manifest.json`: every other file's size
+ * and SHA-256. Loading verifies the manifest and falls back to the newest intact checkpoint when the
+ * newest is damaged. Nothing in a checkpoint is executed when loading.
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "../engine/safetensors.ts";
 import { writeJsonAtomic } from "../engine/fs_atomic.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
@@ -30,6 +33,68 @@ export interface LoadedCheckpoint {
 
 async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then(() => true).catch(() => false);
+}
+
+const MANIFEST = "manifest.json";
+const MANIFEST_FORMAT = "rlhf-webgpu-manifest-1";
+/** Files every checkpoint has besides the policy's weights (the manifest lists them all). */
+const REQUIRED = ["config.json", "value_head.safetensors", "optimizer.safetensors", "trainer_state.json"];
+
+/** SHA-256 (hex) and size of a file, read in chunks (checkpoints can be gigabytes). */
+async function fileDigest(path: string): Promise<{ bytes: number; sha256: string }> {
+  const h = createHash("sha256");
+  let bytes = 0;
+  using f = await Deno.open(path, { read: true });
+  const buf = new Uint8Array(1 << 22);
+  for (;;) {
+    const n = await f.read(buf);
+    if (n === null) break;
+    h.update(buf.subarray(0, n));
+    bytes += n;
+  }
+  return { bytes, sha256: h.digest("hex") };
+}
+
+/** Writes `manifest.json` for the files of `dir` (all but the manifest itself). */
+async function writeManifest(dir: string): Promise<void> {
+  const files: Record<string, { bytes: number; sha256: string }> = {};
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) if (e.isFile && e.name !== MANIFEST) names.push(e.name);
+  for (const name of names.sort()) files[name] = await fileDigest(`${dir}/${name}`);
+  await writeJsonAtomic(`${dir}/${MANIFEST}`, { format: MANIFEST_FORMAT, files });
+}
+
+/**
+ * What is wrong with the checkpoint folder `dir`, or null when its manifest matches every file (size and SHA-256)
+ * and the required files are there. A checkpoint from before manifests were written is checked for its required
+ * files only.
+ */
+export async function checkpointDamage(dir: string): Promise<string | null> {
+  const mf = `${dir}/${MANIFEST}`;
+  if (!(await exists(mf))) {
+    if (await exists(`${dir}/trainer_state.json`)) {
+      // Written before manifests existed: require its files to be present.
+      for (const f of REQUIRED) if (!(await exists(`${dir}/${f}`))) return `${f} is missing`;
+      return null;
+    }
+    return `${MANIFEST} is missing`;
+  }
+  let m: { format?: unknown; files?: Record<string, { bytes?: unknown; sha256?: unknown }> };
+  try {
+    m = JSON.parse(await Deno.readTextFile(mf));
+  } catch (e) {
+    return `${MANIFEST} is unreadable (${(e as Error).message})`;
+  }
+  if (m.format !== MANIFEST_FORMAT || !m.files || typeof m.files !== "object") return `${MANIFEST} is not a manifest`;
+  for (const f of REQUIRED) if (!(f in m.files)) return `${MANIFEST} does not list ${f}`;
+  for (const [name, want] of Object.entries(m.files)) {
+    if (!/^[\w.-]+$/.test(name)) return `${MANIFEST} names an invalid file "${name.slice(0, 60)}"`;
+    const st = await Deno.stat(`${dir}/${name}`).catch(() => null);
+    if (!st?.isFile) return `${name} is missing`;
+    if (st.size !== want.bytes) return `${name} has ${st.size} bytes, the manifest says ${want.bytes}`;
+    if ((await fileDigest(`${dir}/${name}`)).sha256 !== want.sha256) return `${name} does not match its SHA-256`;
+  }
+  return null;
 }
 
 /** Saves a checkpoint of step `step` under `outDir` and points `latest.json` at it; returns its folder. */
@@ -64,6 +129,7 @@ export async function saveCheckpoint(
       trainer: { ...rest, optimizer: { paramGroups: optimizer.paramGroups, steps } },
       run,
     });
+    await writeManifest(tmp);
     if (await exists(final)) await Deno.remove(final, { recursive: true });
     await Deno.rename(tmp, final);
   } catch (e) {
@@ -84,20 +150,67 @@ export async function saveCheckpoint(
   return final;
 }
 
-/** Loads the checkpoint `latest.json` names (or null when `outDir` has none). Clear errors for damaged files. */
-export async function loadCheckpoint(outDir: string): Promise<LoadedCheckpoint | null> {
+/**
+ * Loads the newest intact checkpoint of `outDir`, or null when it has none: the one `latest.json` names, then the
+ * other `checkpoint-N` folders newest first. A checkpoint whose manifest does not match its files (missing,
+ * truncated or altered) or whose state cannot be read is skipped with a warning to `log` naming what was wrong;
+ * when every checkpoint is damaged the error lists them all.
+ */
+export async function loadCheckpoint(
+  outDir: string,
+  log: (line: string) => void = () => {},
+): Promise<LoadedCheckpoint | null> {
+  const candidates: string[] = [];
   const latestFile = `${outDir}/latest.json`;
-  if (!(await exists(latestFile))) return null;
-  let latest: { checkpoint?: unknown; step?: unknown };
-  try {
-    latest = JSON.parse(await Deno.readTextFile(latestFile));
-  } catch (e) {
-    throw new Error(`${latestFile}: unreadable (${(e as Error).message})`);
+  if (await exists(latestFile)) {
+    try {
+      const latest = JSON.parse(await Deno.readTextFile(latestFile));
+      if (typeof latest?.checkpoint === "string" && /^checkpoint-\d+$/.test(latest.checkpoint)) {
+        candidates.push(latest.checkpoint);
+      } else log(`${latestFile}: "checkpoint" does not name a checkpoint-N folder; looking for checkpoints`);
+    } catch (e) {
+      log(`${latestFile}: unreadable (${(e as Error).message}); looking for checkpoints`);
+    }
   }
-  if (typeof latest.checkpoint !== "string" || !/^checkpoint-\d+$/.test(latest.checkpoint)) {
-    throw new Error(`${latestFile}: "checkpoint" must name a checkpoint-N folder`);
+  const found: number[] = [];
+  if (!(await exists(outDir))) return null;
+  for await (const e of Deno.readDir(outDir)) {
+    const m = /^checkpoint-(\d+)$/.exec(e.name);
+    if (e.isDirectory && m) found.push(Number(m[1]));
   }
-  const dir = `${outDir}/${latest.checkpoint}`;
+  for (const s of found.sort((a, b) => b - a)) {
+    if (!candidates.includes(`checkpoint-${s}`)) candidates.push(`checkpoint-${s}`);
+  }
+  const problems: string[] = [];
+  for (const name of candidates) {
+    const dir = `${outDir}/${name}`;
+    if (!(await exists(dir))) {
+      problems.push(`${dir}: missing`);
+      continue;
+    }
+    const damage = await checkpointDamage(dir);
+    let loaded: LoadedCheckpoint | null = null;
+    let why = damage;
+    if (!damage) {
+      try {
+        loaded = await loadCheckpointDir(dir);
+      } catch (e) {
+        why = (e as Error).message;
+      }
+    }
+    if (loaded) {
+      if (problems.length) log(`resume: using ${dir} instead (${problems.length} newer checkpoint(s) damaged)`);
+      return loaded;
+    }
+    problems.push(`${dir}: ${why}`);
+    log(`resume: skipping damaged checkpoint ${dir}: ${why}`);
+  }
+  if (problems.length) throw new Error(`no intact checkpoint in ${outDir}: ${problems.join("; ")}`);
+  return null;
+}
+
+/** Loads one checkpoint folder (assumed verified). Clear errors for damaged files. */
+async function loadCheckpointDir(dir: string): Promise<LoadedCheckpoint> {
   const stateFile = `${dir}/trainer_state.json`;
   let state: {
     format?: string;

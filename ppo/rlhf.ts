@@ -1,7 +1,8 @@
 /**
  * The RLHF run behind `train.ts`: TRL's generate → score → step loop over a prompt set, with a
  * sequence classifier as the reward model, `metrics.jsonl` per step, atomic checkpoints every N
- * steps, exact resumption, clean Ctrl-C handling and a final `report.html`.
+ * steps (never of a diverged state), exact resumption (from the newest intact checkpoint, logs cut
+ * back to it), one run per output folder (locked), clean Ctrl-C handling and a final `report.html`.
  * @module
  */
 
@@ -15,6 +16,8 @@ import { ppoConfig, type PPOConfigInput } from "./config.ts";
 import { SeededRng } from "./core.ts";
 import { PPOTrainer } from "./trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { divergence, nonFiniteState } from "./health.ts";
+import { lockOutDir, prepareOutDir } from "./outdir.ts";
 import { type MetricsRow, type SampleRow, writeReport } from "./report.ts";
 import { compileNote, formatDuration, StepClock } from "./progress.ts";
 
@@ -75,9 +78,40 @@ export interface RLHFResult {
   interrupted: boolean;
 }
 
-async function readJsonl<T>(path: string): Promise<T[]> {
-  const text = await Deno.readTextFile(path).catch(() => "");
-  return text.split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l) as T);
+/**
+ * The rows of a run's JSONL log (`metrics.jsonl`, `samples.jsonl`; none when the file is missing). A last line
+ * without its newline that does not parse — torn when a crash or a full disk stopped the append — is dropped with a
+ * line to `log`; any other bad line (not JSON, or without an integer "step") is an error naming file and line.
+ */
+export async function readRunLog<T extends { step: number }>(
+  path: string,
+  log: (line: string) => void = () => {},
+): Promise<T[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw new Error(`${path}: unreadable (${(e as Error).message})`);
+  }
+  const lines = text.split("\n");
+  const rows: T[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    if (!line.trim()) continue;
+    try {
+      const v = JSON.parse(line);
+      if (!v || typeof v !== "object" || !Number.isInteger(v.step)) throw new Error('no integer "step"');
+      rows.push(v as T);
+    } catch (e) {
+      if (i === lines.length - 1) {
+        log(`${path}: dropped a torn last line (line ${i + 1}, ${line.length} characters without a newline)`);
+        continue;
+      }
+      throw new Error(`${path}:${i + 1}: bad line (${(e as Error).message}); remove or repair it to resume`);
+    }
+  }
+  return rows;
 }
 
 /** Prompt indices of step `step` (1-based): consecutive slices of seeded per-epoch permutations. */
@@ -98,13 +132,31 @@ function bar(frac: number, width = 24): string {
   return "█".repeat(k) + "░".repeat(width - k);
 }
 
-/** Runs PPO; see {@linkcode RLHFOptions}. */
+/**
+ * Runs PPO; see {@linkcode RLHFOptions}. Holds the output folder's lock for the whole run; refuses a folder that
+ * already holds a run unless `resume` or `overwrite` is set.
+ */
 export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
   const log = o.log ?? ((l: string) => console.error(l));
   const cfg = ppoConfig(o.ppo);
   if (!Number.isInteger(o.steps) || o.steps < 1) throw new Error("steps must be a positive integer");
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new Error("max new tokens must be ≥ 1");
   if (o.prompts.length === 0) throw new Error("no prompts");
+  if (o.resume && o.overwrite) throw new Error("resume and overwrite exclude each other");
+  const lock = await lockOutDir(o.outDir, log);
+  try {
+    if (!o.overwrite) await prepareOutDir(o.outDir, o, log); // refuses a folder holding a run (unless resuming)
+    return await runLocked(o, cfg, log);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function runLocked(
+  o: RLHFOptions,
+  cfg: ReturnType<typeof ppoConfig>,
+  log: (line: string) => void,
+): Promise<RLHFResult> {
   // Load and check everything before any training.
   const [policyTok, rewardTok] = await Promise.all([loadTokenizer(o.policyDir), loadTokenizer(o.rewardDir)]);
   await initEngine({ verbose: false });
@@ -116,7 +168,7 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
       `${o.rewardDir}: reward label "${o.rewardLabel}" not among the model's labels (${labels.join(", ")})`,
     );
   }
-  const ckpt = o.resume ? await loadCheckpoint(o.outDir) : null;
+  const ckpt = o.resume ? await loadCheckpoint(o.outDir, log) : null;
   if (o.resume && !ckpt) log(`resume: no checkpoint in ${o.outDir}; starting from step 0`);
   const policy = await CausalLMWithValueHead.fromPretrained(ckpt ? ckpt.dir : o.policyDir, cfg.seed);
   const ref = ckpt ? (await loadGPT2(o.policyDir)).eval() : null;
@@ -137,15 +189,23 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
   if (encoded.length === 0) throw new Error("no prompt fits the policy's context");
   const trainer = new PPOTrainer(cfg, policy, ref, fmt);
   let start = 0;
-  await Deno.mkdir(o.outDir, { recursive: true });
+  if (o.overwrite) await prepareOutDir(o.outDir, o, log); // everything loaded: now replace the previous run
   const metricsFile = `${o.outDir}/metrics.jsonl`, samplesFile = `${o.outDir}/samples.jsonl`;
   let metrics: MetricsRow[] = [];
   let samples: SampleRow[] = [];
   if (ckpt) {
     trainer.loadStateDict(ckpt.trainer);
     start = ckpt.step;
-    metrics = (await readJsonl<MetricsRow>(metricsFile)).filter((r) => r.step <= start);
-    samples = (await readJsonl<SampleRow>(samplesFile)).filter((r) => r.step <= start);
+    const allMetrics = await readRunLog<MetricsRow>(metricsFile, log);
+    metrics = allMetrics.filter((r) => r.step <= start);
+    samples = (await readRunLog<SampleRow>(samplesFile, log)).filter((r) => r.step <= start);
+    if (allMetrics.length > metrics.length) {
+      log(
+        `${metricsFile}: dropped ${
+          allMetrics.length - metrics.length
+        } rows after step ${start} (not in the checkpoint)`,
+      );
+    }
     log(`resumed from ${ckpt.dir} (step ${start})`);
   }
   const toJsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r) + "\n").join("");
@@ -170,6 +230,16 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
   let step = start;
   let tokens = 0;
   const save = async () => {
+    // Never save a diverged state: every weight, the value head and the optimiser moments, checked on the GPU.
+    const bad = await nonFiniteState(policy, trainer.optimizer);
+    if (bad.length) {
+      throw new Error(
+        `step ${step}: training diverged — ${bad.length} tensor(s) of the checkpoint hold non-finite values (${
+          bad.slice(0, 3).join("; ")
+        }${bad.length > 3 ? "; …" : ""}); not saved, the last good checkpoint in ${o.outDir} stays (try a lower ` +
+          "--lr or --kl-coef)",
+      );
+    }
     const run = { step, prompts: encoded.length };
     const dir = await saveCheckpoint(o.outDir, step, policy, await trainer.stateDict(), run, o.keepCheckpoints ?? 2);
     return dir;
@@ -201,13 +271,12 @@ export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
         throw new Error(`step ${step}: the reward model returned a non-finite score; stopping before training on it`);
       }
       const stats = await trainer.step(queries, gen.responses, scores);
-      for (const key of ["ppo/loss/total", "objective/kl", "ppo/policy/approxkl"]) {
-        if (!Number.isFinite(stats[key])) {
-          throw new Error(
-            `step ${step}: ${key} is ${stats[key]} — training diverged (try a lower --lr or --kl-coef); ` +
-              `the last checkpoint in ${o.outDir} is from before this step`,
-          );
-        }
+      const wrong = divergence(stats);
+      if (wrong) {
+        throw new Error(
+          `step ${step}: ${wrong} — training diverged (try a lower --lr or --kl-coef); ` +
+            `the last checkpoint in ${o.outDir} is from before this step`,
+        );
       }
       tokens += gen.responses.reduce((s, r) => s + r.length, 0);
       const row: MetricsRow = { step, ...stats, "time/step": (performance.now() - ts) / 1000 };

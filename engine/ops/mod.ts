@@ -15,3 +15,4 @@ export * from "./dropout.ts";
 export * from "./shape.ts";
 export * from "./index_ops.ts";
 export * from "./heads.ts";
+export * from "./finite.ts";

@@ -1,0 +1,32 @@
+/**
+ * Non-finite checks on the GPU: how many ±Inf/NaN values each of many tensors holds, counted by
+ * `shaders/nonfinite.wgsl` and read back in one round trip (for checks before a checkpoint is written).
+ * @module
+ */
+
+import { runtime, type Tensor } from "../tensor.ts";
+
+const COUNT_SPEC = { shader: "nonfinite", bindings: ["read", "rw"] as ("read" | "rw")[] };
+const FILL_SPEC = { shader: "fill", bindings: ["rw"] as ("read" | "rw")[] };
+
+/**
+ * The number of non-finite values (±Inf, NaN) in each tensor, in order: one dispatch per tensor, one readback
+ * for all. i32 tensors are not floats and count 0.
+ */
+export async function countNonFinite(tensors: readonly Tensor[]): Promise<number[]> {
+  if (tensors.length === 0) return [];
+  const rt = runtime();
+  const out = rt.alloc(4 * tensors.length);
+  try {
+    rt.dispatch(FILL_SPEC, [out], [tensors.length, 0, 0, 0], [Math.ceil(tensors.length / 256)]);
+    tensors.forEach((t, slot) => {
+      if (t.dtype !== "f32" || t.size === 0) return;
+      const groups = Math.max(1, Math.min(1024, Math.ceil(t.size / 2048)));
+      rt.dispatch(COUNT_SPEC, [t.storage, out], [t.size, slot, 0, 0], [groups]);
+    });
+    const [raw] = await rt.read([{ storage: out, bytes: 4 * tensors.length }]);
+    return Array.from(new Uint32Array(raw));
+  } finally {
+    out.release();
+  }
+}
