@@ -97,6 +97,29 @@ export async function checkpointDamage(dir: string): Promise<string | null> {
   return null;
 }
 
+/**
+ * Files of a Hugging Face model folder besides the weights and config that a checkpoint copies from the policy's
+ * folder, so that each checkpoint is a complete model folder (tokenizer included) that loads on its own.
+ */
+export const MODEL_SIDE_FILES: readonly string[] = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "added_tokens.json",
+  "vocab.txt",
+  "vocab.json",
+  "merges.txt",
+  "generation_config.json",
+];
+
+/** Options of {@linkcode saveCheckpoint}. */
+export interface SaveCheckpointOptions {
+  /** Keep at most this many checkpoints, deleting the oldest (never the new one); 0 or absent: keep all. */
+  totalLimit?: number;
+  /** A model folder (the policy's) whose tokenizer and generation files are copied in ({@linkcode MODEL_SIDE_FILES}). */
+  sideFilesFrom?: string;
+}
+
 /** Saves a checkpoint of step `step` under `outDir` and points `latest.json` at it; returns its folder. */
 export async function saveCheckpoint(
   outDir: string,
@@ -104,7 +127,7 @@ export async function saveCheckpoint(
   policy: CausalLMWithValueHead,
   trainer: PPOTrainerState,
   run: RunState,
-  keep = 2,
+  options: SaveCheckpointOptions = {},
 ): Promise<string> {
   await Deno.mkdir(outDir, { recursive: true });
   const name = `checkpoint-${step}`;
@@ -113,6 +136,13 @@ export async function saveCheckpoint(
   await Deno.mkdir(tmp, { recursive: true });
   try {
     await policy.savePretrained(tmp);
+    if (options.sideFilesFrom) {
+      for (const f of MODEL_SIDE_FILES) {
+        const from = `${options.sideFilesFrom}/${f}`;
+        if (await exists(`${tmp}/${f}`) || !(await exists(from))) continue;
+        await Deno.copyFile(from, `${tmp}/${f}`);
+      }
+    }
     const tensors: Record<string, SafetensorsWriteTensor> = {};
     const steps: Record<string, number> = {};
     for (const [idx, st] of Object.entries(trainer.optimizer.state)) {
@@ -144,6 +174,7 @@ export async function saveCheckpoint(
     if (e.isDirectory && m) all.push(Number(m[1]));
   }
   all.sort((a, b) => b - a);
+  const keep = options.totalLimit && options.totalLimit > 0 ? options.totalLimit : Infinity;
   for (const s of all.slice(Math.max(1, keep))) {
     if (s !== step) await Deno.remove(`${outDir}/checkpoint-${s}`, { recursive: true }).catch(() => {});
   }

@@ -54,8 +54,11 @@ export interface RLHFOptions {
   overwrite?: boolean;
   /** Checkpoint every N steps (and at the end, and on Ctrl-C). */
   saveEvery?: number;
-  /** Checkpoints to keep. */
-  keepCheckpoints?: number;
+  /**
+   * Checkpoints to keep, the oldest deleted first (transformers' `save_total_limit`); absent or 0: keep all. Each
+   * checkpoint is a complete model folder (the policy's tokenizer files copied in) plus the training state.
+   */
+  saveTotalLimit?: number;
   /** Record sample responses every N steps (default: about 10 times per run). */
   sampleEvery?: number;
   /** Progress output (default stderr). */
@@ -241,7 +244,10 @@ async function runLocked(
       );
     }
     const run = { step, prompts: encoded.length };
-    const dir = await saveCheckpoint(o.outDir, step, policy, await trainer.stateDict(), run, o.keepCheckpoints ?? 2);
+    const dir = await saveCheckpoint(o.outDir, step, policy, await trainer.stateDict(), run, {
+      totalLimit: o.saveTotalLimit,
+      sideFilesFrom: o.policyDir,
+    });
     return dir;
   };
   try {
