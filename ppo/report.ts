@@ -1,7 +1,7 @@
 /**
  * `report.html`: one self-contained page (inline SVG, no scripts or external files) showing a run's
- * reward, KL, entropy and loss curves, the first-vs-last reward comparison, and sample responses
- * at several steps.
+ * reward, KL, per-token entropy and loss curves (labelled axes with values), the first-vs-last reward comparison,
+ * and sample responses at several steps beside the reference model's reply to the same prompt.
  * @module
  */
 
@@ -20,6 +20,10 @@ export interface SampleRow {
   response: string;
   /** Reward model score. */
   score: number;
+  /** The frozen reference model's reply to the same prompt (same sampling settings), when recorded. */
+  refResponse?: string;
+  /** Its reward model score. */
+  refScore?: number;
 }
 
 const esc = (s: string) =>
@@ -31,9 +35,20 @@ function fmt(x: number): string {
   return a !== 0 && (a < 1e-3 || a >= 1e5) ? x.toExponential(2) : x.toFixed(a < 1 ? 4 : 2);
 }
 
-/** An SVG line chart of one or more series over steps. */
-function chart(title: string, rows: MetricsRow[], keys: string[]): string {
-  const W = 460, H = 220, L = 56, R = 12, T = 28, B = 30;
+/** About `n` round tick values covering [lo, hi]. */
+function ticks(lo: number, hi: number, n: number): number[] {
+  const span = hi - lo;
+  if (!(span > 0)) return [lo];
+  const raw = span / n, mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+/** An SVG line chart of one or more series over steps, with labelled axes and tick values. */
+function chart(title: string, rows: MetricsRow[], keys: string[], yLabel: string): string {
+  const W = 470, H = 240, L = 64, R = 12, T = 28, B = 42;
   const colors = ["#2563eb", "#dc2626", "#16a34a", "#9333ea"];
   const pts = keys.map((k) => rows.filter((r) => Number.isFinite(r[k])).map((r) => [r.step, r[k]] as const));
   const all = pts.flat();
@@ -52,17 +67,24 @@ function chart(title: string, rows: MetricsRow[], keys: string[]): string {
   const legend = keys.map((k, i) =>
     `<text x="${L + 4 + i * 150}" y="16" fill="${colors[i % 4]}" font-size="11">${esc(k)}</text>`
   ).join("");
-  const grid = [0, 0.5, 1].map((f) => {
-    const y = y0 + f * (y1 - y0);
-    return `<line x1="${L}" x2="${W - R}" y1="${sy(y)}" y2="${sy(y)}" stroke="#e5e7eb"/>` +
-      `<text x="${L - 4}" y="${sy(y) + 4}" text-anchor="end" font-size="10">${fmt(y)}</text>`;
-  }).join("");
-  const axis = `<text x="${L}" y="${H - 8}" font-size="10">step ${x0}</text>` +
-    `<text x="${W - R}" y="${H - 8}" text-anchor="end" font-size="10">step ${x1}</text>`;
+  const grid = ticks(y0, y1, 4).map((y) =>
+    `<line x1="${L}" x2="${W - R}" y1="${sy(y).toFixed(1)}" y2="${sy(y).toFixed(1)}" stroke="#e5e7eb"/>` +
+    `<text x="${L - 4}" y="${(sy(y) + 4).toFixed(1)}" text-anchor="end" font-size="10">${fmt(y)}</text>`
+  ).join("");
+  const xt = ticks(x0, x1, 5).filter((x) => Number.isInteger(x)).map((x) =>
+    `<line x1="${sx(x).toFixed(1)}" x2="${sx(x).toFixed(1)}" y1="${H - B}" y2="${H - B + 4}" stroke="#6b7280"/>` +
+    `<text x="${sx(x).toFixed(1)}" y="${H - B + 15}" text-anchor="middle" font-size="10">${x}</text>`
+  ).join("");
+  const axes = `<line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" stroke="#6b7280"/>` +
+    `<line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" stroke="#6b7280"/>${xt}` +
+    `<text x="${(L + W - R) / 2}" y="${H - 6}" text-anchor="middle" font-size="11">PPO step</text>` +
+    `<text transform="translate(12 ${(T + H - B) / 2}) rotate(-90)" text-anchor="middle" font-size="11">${
+      esc(yLabel)
+    }</text>`;
   return `<figure><figcaption>${esc(title)}</figcaption><svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" ` +
     `xmlns="http://www.w3.org/2000/svg" role="img" aria-label="${
       esc(title)
-    }">${grid}${axis}${lines}${legend}</svg></figure>`;
+    }">${grid}${axes}${lines}${legend}</svg></figure>`;
 }
 
 /**
@@ -95,8 +117,15 @@ export function renderReport(
     : [0, 0.25, 0.5, 0.75, 1].map((f) => sampleSteps[Math.round(f * (sampleSteps.length - 1))]);
   const sampleHtml = [...new Set(pick)].map((step) => {
     const rs = samples.filter((s) => s.step === step).slice(0, 6);
-    return `<h3>Step ${step}</h3><table><tr><th>prompt</th><th>response</th><th>score</th></tr>${
-      rs.map((s) => `<tr><td>${esc(s.prompt)}</td><td>${esc(s.response)}</td><td>${fmt(s.score)}</td></tr>`).join("")
+    const withRef = rs.some((s) => s.refResponse !== undefined);
+    const refCells = (s: SampleRow) =>
+      withRef ? `<td>${esc(s.refResponse ?? "")}</td><td>${s.refScore === undefined ? "" : fmt(s.refScore)}</td>` : "";
+    return `<h3>Step ${step}</h3><table><tr><th>prompt</th><th>policy's reply</th><th>score</th>${
+      withRef ? "<th>reference model's reply</th><th>score</th>" : ""
+    }</tr>${
+      rs.map((s) =>
+        `<tr><td>${esc(s.prompt)}</td><td>${esc(s.response)}</td><td>${fmt(s.score)}</td>${refCells(s)}</tr>`
+      ).join("")
     }</table>`;
   }).join("");
   const infoRows = Object.entries(info).map(([a, b]) => `<tr><th>${esc(a)}</th><td>${esc(b)}</td></tr>`).join("");
@@ -109,12 +138,12 @@ table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:
 <h1>${esc(title)}</h1><table>${infoRows}</table>
 <p class="big">Reward mean, first ${k} step(s): <b>${fmt(fl.first)}</b> → last ${k} step(s): <b>${fmt(fl.last)}</b>
 <span class="${delta >= 0 ? "up" : "down"}">(${delta >= 0 ? "+" : ""}${fmt(delta)})</span></p>
-${chart("Reward (env/reward_mean)", rows, ["env/reward_mean"])}
-${chart("KL to the reference (objective/kl)", rows, ["objective/kl"])}
-${chart("Entropy (objective/entropy)", rows, ["objective/entropy"])}
-${chart("Losses", rows, ["ppo/loss/total", "ppo/loss/policy", "ppo/loss/value"])}
-${chart("KL coefficient", rows, ["objective/kl_coef"])}
-${chart("Response length", rows, ["tokens/responses_len_mean"])}
+${chart("Reward (env/reward_mean)", rows, ["env/reward_mean"], "mean reward")}
+${chart("KL to the reference (objective/kl)", rows, ["objective/kl"], "KL per reply (nats)")}
+${chart("Policy entropy per token (ppo/policy/entropy)", rows, ["ppo/policy/entropy"], "nats per token")}
+${chart("Losses", rows, ["ppo/loss/total", "ppo/loss/policy", "ppo/loss/value"], "loss")}
+${chart("KL coefficient", rows, ["objective/kl_coef"], "β")}
+${chart("Response length", rows, ["tokens/responses_len_mean"], "tokens")}
 <h2>Samples</h2>${sampleHtml || "<p>none</p>"}
 </body></html>`;
 }

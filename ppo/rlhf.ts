@@ -63,7 +63,7 @@ export interface RLHFOptions {
   sampleEvery?: number;
   /** Progress output (default stderr). */
   log?: (line: string) => void;
-  /** Title of the report. */
+  /** Title of the report (default: "RLHF: <policy folder> steered by <reward folder> (<label>)"). */
   title?: string;
   /** Stop after this many steps in this process (for tests of resumption). */
   stopAfter?: number;
@@ -116,6 +116,8 @@ export async function readRunLog<T extends { step: number }>(
   }
   return rows;
 }
+
+const baseName = (dir: string) => dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || dir;
 
 /** Prompt indices of step `step` (1-based): consecutive slices of seeded per-epoch permutations. */
 export function batchIndices(n: number, batch: number, step: number, seed: number): number[] {
@@ -289,11 +291,27 @@ async function runLocked(
       metrics.push(row);
       await Deno.writeTextFile(metricsFile, JSON.stringify(row) + "\n", { append: true });
       if (step === 1 || step % sampleEvery === 0 || step === o.steps) {
-        const rows = texts.slice(0, 6).map((response, i) => ({
+        // The reference model's replies to the same prompts, same settings and seed, scored alike (TRL's ref_response).
+        const shown = Math.min(6, texts.length);
+        const refGen = await trainer.generateReference(queries.slice(0, shown), {
+          maxNewTokens: o.maxNewTokens,
+          minNewTokens: o.minNewTokens,
+          seed: (Math.imul(cfg.seed + 1, 0x9e3779b1) + step) >>> 0,
+        });
+        const refTexts = refGen.responses.map((r) => fmt.decode(r));
+        const refCls = await classifyTexts(
+          reward,
+          rewardTok,
+          refTexts.map((t, i) => o.scoreWithQuery ? `${encoded[idx[i]].text} ${t}` : t),
+        );
+        const refScores = (o.rewardKind === "logit" ? refCls.logits : refCls.probabilities).map((p) => p[labelIdx]);
+        const rows = texts.slice(0, shown).map((response, i) => ({
           step,
           prompt: encoded[idx[i]].text,
           response,
           score: scores[i],
+          refResponse: refTexts[i],
+          refScore: refScores[i],
         }));
         samples.push(...rows);
         await Deno.writeTextFile(samplesFile, rows.map((r) => JSON.stringify(r) + "\n").join(""), { append: true });
@@ -332,7 +350,7 @@ async function runLocked(
   const report = `${o.outDir}/report.html`;
   await writeReport(
     report,
-    o.title ?? "RLHF run",
+    o.title ?? `RLHF: ${baseName(o.policyDir)} steered by ${baseName(o.rewardDir)} ("${labels[labelIdx]}")`,
     {
       policy: o.policyDir,
       reward: `${o.rewardDir} (label "${labels[labelIdx]}", ${o.rewardKind ?? "prob"})`,

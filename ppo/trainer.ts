@@ -203,6 +203,23 @@ export class PPOTrainer {
    * Without a seed, one is derived from the config seed and a call counter (saved in the state).
    */
   async generate(queries: number[][], options: PPOGenerateOptions): Promise<GenerateOutput> {
+    return await this.#sample(this.policy.model, queries, options, true);
+  }
+
+  /**
+   * Samples from the frozen reference model with the same settings as {@linkcode generate} (TRL's `ref_response`),
+   * e.g. to show its replies beside the policy's; does not advance the call counter, so training is unaffected.
+   */
+  async generateReference(queries: number[][], options: PPOGenerateOptions): Promise<GenerateOutput> {
+    return await this.#sample(this.ref, queries, options, false);
+  }
+
+  async #sample(
+    model: GPT2LMHeadModel,
+    queries: number[][],
+    options: PPOGenerateOptions,
+    count: boolean,
+  ): Promise<GenerateOutput> {
     const o: GenerateOptions = {
       doSample: true,
       topK: 0,
@@ -219,9 +236,9 @@ export class PPOTrainer {
       );
     }
     if (options.seed === undefined) o.seed = (Math.imul(this.config.seed, 1000003) + this.generateCalls) >>> 0;
-    this.generateCalls++;
-    this.policy.eval();
-    return await generate(this.policy.model, queries, o);
+    if (count) this.generateCalls++;
+    model.eval();
+    return await generate(model, queries, o);
   }
 
   /** Snapshot of everything needed to resume (besides the policy weights). */

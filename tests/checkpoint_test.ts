@@ -51,6 +51,16 @@ Deno.test("every checkpoint is a complete model folder: tokenizer and generation
     assert.deepEqual(await Deno.readFile(`${ck}/${f}`), await Deno.readFile(`${policyDir}/${f}`), f);
   }
   assert.ok((await Deno.stat(`${ck}/config.json`)).isFile);
+  // The samples carry the reference model's reply and score beside the policy's, and the report shows them.
+  const samples = (await Deno.readTextFile(`${out}/samples.jsonl`)).trim().split("\n").map((l) => JSON.parse(l));
+  assert.ok(
+    samples.length > 0 && samples.every((r) => typeof r.refResponse === "string" && Number.isFinite(r.refScore)),
+  );
+  assert.match(await Deno.readTextFile(`${out}/report.html`), /reference model's reply/);
+  assert.match(
+    await Deno.readTextFile(`${out}/report.html`),
+    /<title>RLHF: policy-\w+ steered by bert-cls-tiny \(&quot;positive&quot;\)<\/title>/,
+  );
   const tok = await loadTokenizer(ck);
   assert.ok(tok.encode("你好").length > 0);
   const model = await loadGPT2(ck);
