@@ -1,6 +1,6 @@
 /**
  * Autoregressive generation for GPT-2 with a KV cache. The token loop never reads back from the
- * GPU: sampling (greedy, temperature, top-k, top-p), EOS tracking and padding of finished rows
+ * GPU: sampling (suppressed tokens, greedy, temperature, top-k, top-p), EOS tracking and padding of finished rows
  * run in `shaders/sample.wgsl`; the tokens come back in one readback at the end (plus an
  * optional early-stop check every few steps).
  * @module
@@ -35,6 +35,11 @@ export interface GenerateOptions {
   seed?: number;
   /** Check every N steps whether all rows finished (one readback each; 0 = never, default 16). */
   stopCheckInterval?: number;
+  /**
+   * Token ids never generated (transformers' `suppress_tokens`, or single-token `bad_words_ids`): their logits are
+   * set to −∞ on the GPU before temperature, top-k/top-p and sampling. Default none.
+   */
+  suppressTokens?: readonly number[];
 }
 
 /** Result of {@linkcode generate}. */
@@ -62,6 +67,9 @@ export class TokenSampler {
   readonly tokens: Tensor;
   /** i32 [B, 1]: the tokens chosen by the last step. */
   readonly nextIds: Tensor;
+  /** i32 bit set of the suppressed tokens (one word when none). */
+  readonly suppress: Tensor;
+  #suppressWords: number;
   #params = new Uint32Array(12);
 
   /** Allocates the state buffers for `batch` rows and `maxNew` columns. */
@@ -78,6 +86,17 @@ export class TokenSampler {
     this.finished = keep(zeros([batch], "i32"));
     this.tokens = keep(zeros([batch, maxNew], "i32"));
     this.nextIds = keep(empty([batch, 1], "i32"));
+    const ids = options.suppressTokens ?? [];
+    this.#suppressWords = ids.length ? Math.ceil(vocab / 32) : 0;
+    const bits = new Int32Array(Math.max(1, this.#suppressWords));
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+        throw new Error(`generate: suppressTokens has ${id}, outside the vocabulary (${vocab})`);
+      }
+      bits[id >> 5] |= 1 << (id & 31);
+    }
+    if (new Set(ids).size >= vocab) throw new Error(`generate: suppressTokens covers the whole vocabulary (${vocab})`);
+    this.suppress = keep(tensor(bits, [bits.length], "i32"));
   }
 
   /** Chooses the tokens of column `step` from `logits` [B, vocab]. */
@@ -98,11 +117,11 @@ export class TokenSampler {
       (o.seed ?? 0) >>> 0,
       f32Bits(o.temperature ?? 1),
       f32Bits(o.topP ?? 1),
-      0,
+      this.#suppressWords,
     ]);
     runtime().dispatch(
-      { shader: "sample", bindings: ["read", "rw", "rw", "rw"] },
-      [logits.storage, this.finished.storage, this.tokens.storage, this.nextIds.storage],
+      { shader: "sample", bindings: ["read", "rw", "rw", "rw", "read"] },
+      [logits.storage, this.finished.storage, this.tokens.storage, this.nextIds.storage, this.suppress.storage],
       this.#params,
       [this.batch],
     );
@@ -110,7 +129,7 @@ export class TokenSampler {
 
   /** Frees the GPU buffers. */
   dispose(): void {
-    for (const t of [this.finished, this.tokens, this.nextIds]) t.dispose();
+    for (const t of [this.finished, this.tokens, this.nextIds, this.suppress]) t.dispose();
   }
 }
 

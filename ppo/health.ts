@@ -59,3 +59,17 @@ export async function nonFiniteState(policy: CausalLMWithValueHead, optimizer: A
   const counts = await countNonFinite(named.map(([, t]) => t));
   return named.flatMap(([n, t], i) => counts[i] > 0 ? [`${n}: ${counts[i]} of ${t.size} values non-finite`] : []);
 }
+
+/**
+ * The warning for a negative `objective/kl` (TRL warns likewise), or null when it is ≥ 0. The estimate is a mean of
+ * log π(y)/π_ref(y) over the policy's own samples, so a negative value means the samples are not drawn from the
+ * distribution whose log-probabilities PPO scores: sampling settings are the usual cause.
+ */
+export function negativeKlWarning(stats: Record<string, number>, step: number): string | null {
+  const kl = stats["objective/kl"];
+  if (!(kl < 0)) return null;
+  return `warning: objective/kl is negative at step ${step} (${kl.toPrecision(3)}): the replies are rarer under the ` +
+    "policy than under the reference, which PPO's KL estimate does not expect — check the sampling settings " +
+    "(top-k/top-p, temperature, suppressed tokens, --min-new-tokens) or lower the learning rate; this may precede a " +
+    "failed run (said once per run)";
+}

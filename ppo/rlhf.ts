@@ -16,7 +16,7 @@ import { ppoConfig, type PPOConfigInput } from "./config.ts";
 import { SeededRng } from "./core.ts";
 import { PPOTrainer } from "./trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
-import { divergence, nonFiniteState } from "./health.ts";
+import { divergence, negativeKlWarning, nonFiniteState } from "./health.ts";
 import { lockOutDir, prepareOutDir } from "./outdir.ts";
 import { type MetricsRow, type SampleRow, writeReport } from "./report.ts";
 import { compileNote, formatDuration, StepClock } from "./progress.ts";
@@ -43,6 +43,12 @@ export interface RLHFOptions {
   maxNewTokens: number;
   /** Tokens to generate at least (EOS is forbidden before). */
   minNewTokens?: number;
+  /**
+   * Token ids never sampled (transformers' `suppress_tokens`), for the policy's and the reference's replies. Default:
+   * the tokenizer's unknown token when it has one that is not its EOS (BERT vocabularies' `[UNK]`, as the seed's
+   * rollout bans it); `[]` suppresses nothing.
+   */
+  suppressTokens?: readonly number[];
   /** Output folder: metrics.jsonl, samples.jsonl, checkpoints, report.html. */
   outDir: string;
   /** Continue from the newest checkpoint in outDir. */
@@ -115,6 +121,12 @@ export async function readRunLog<T extends { step: number }>(
     }
   }
   return rows;
+}
+
+/** The tokens suppressed by default: the unknown token, when the tokenizer has one that is not its EOS. */
+export function defaultSuppressTokens(tok: { unkTokenId?: number; eosTokenId?: number | null }): number[] {
+  const unk = tok.unkTokenId;
+  return unk !== undefined && unk !== tok.eosTokenId ? [unk] : [];
 }
 
 const baseName = (dir: string) => dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || dir;
@@ -193,6 +205,15 @@ async function runLocked(
   if (dropped) log(`prompts: ${dropped} skipped (empty after tokenization or longer than ${room} tokens)`);
   if (encoded.length === 0) throw new Error("no prompt fits the policy's context");
   const trainer = new PPOTrainer(cfg, policy, ref, fmt);
+  const suppressTokens = o.suppressTokens ?? defaultSuppressTokens(policyTok);
+  if (suppressTokens.length) {
+    const names = suppressTokens.slice(0, 5).map((id) => `${policyTok.idToToken(id) ?? "?"} (${id})`);
+    log(
+      `sampling: never generating ${names.join(", ")}${suppressTokens.length > 5 ? ", …" : ""}${
+        o.suppressTokens === undefined ? " — the default for this tokenizer; --suppress-tokens none allows it" : ""
+      }`,
+    );
+  }
   let start = 0;
   if (o.overwrite) await prepareOutDir(o.outDir, o, log); // everything loaded: now replace the previous run
   const metricsFile = `${o.outDir}/metrics.jsonl`, samplesFile = `${o.outDir}/samples.jsonl`;
@@ -234,6 +255,7 @@ async function runLocked(
   const clock = new StepClock(o.steps, start);
   let step = start;
   let tokens = 0;
+  let warnedKl = false;
   const save = async () => {
     // Never save a diverged state: every weight, the value head and the optimiser moments, checked on the GPU.
     const bad = await nonFiniteState(policy, trainer.optimizer);
@@ -269,6 +291,7 @@ async function runLocked(
       const gen = await trainer.generate(queries, {
         maxNewTokens: o.maxNewTokens,
         minNewTokens: o.minNewTokens,
+        suppressTokens,
         seed: (Math.imul(cfg.seed + 1, 0x9e3779b1) + step) >>> 0,
       });
       const texts = gen.responses.map((r) => fmt.decode(r));
@@ -286,6 +309,12 @@ async function runLocked(
             `the last checkpoint in ${o.outDir} is from before this step`,
         );
       }
+      const klWarning = warnedKl ? null : negativeKlWarning(stats, step);
+      if (klWarning) {
+        warnedKl = true;
+        if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+        log(klWarning);
+      }
       tokens += gen.responses.reduce((s, r) => s + r.length, 0);
       const row: MetricsRow = { step, ...stats, "time/step": (performance.now() - ts) / 1000 };
       metrics.push(row);
@@ -296,6 +325,7 @@ async function runLocked(
         const refGen = await trainer.generateReference(queries.slice(0, shown), {
           maxNewTokens: o.maxNewTokens,
           minNewTokens: o.minNewTokens,
+          suppressTokens,
           seed: (Math.imul(cfg.seed + 1, 0x9e3779b1) + step) >>> 0,
         });
         const refTexts = refGen.responses.map((r) => fmt.decode(r));

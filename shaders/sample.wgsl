@@ -1,6 +1,7 @@
 // Next-token selection on the GPU, one workgroup per batch row, no readback:
-// temperature, top-k and top-p (nucleus) filtering, greedy or seeded sampling, min-new-tokens
-// (EOS forbidden before it), and EOS/pad bookkeeping for finished rows.
+// suppressed tokens (transformers' suppress_tokens: never chosen), temperature, top-k and top-p
+// (nucleus) filtering, greedy or seeded sampling, min-new-tokens (EOS forbidden before it), and
+// EOS/pad bookkeeping for finished rows.
 // Top-k and top-p thresholds are found by bisection on the logit value (32 rounds of
 // row reductions) instead of sorting: the kept set is {z >= threshold}.
 struct Params {
@@ -15,7 +16,7 @@ struct Params {
   seed: u32,
   temperature: f32,
   top_p: f32,      // >= 1: off
-  _pad: u32,
+  suppress_words: u32, // words of the suppressed-token bit set (0: none)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -23,6 +24,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> finished: array<i32>; // [B]
 @group(0) @binding(3) var<storage, read_write> tokens: array<i32>;   // [B, max_new]
 @group(0) @binding(4) var<storage, read_write> next_ids: array<i32>; // [B]
+@group(0) @binding(5) var<storage, read> suppress: array<u32>;      // bit i set: token i is never chosen
 
 const WG: u32 = 256u;
 var<workgroup> red_f: array<f32, 256>;
@@ -34,6 +36,7 @@ var<workgroup> shared_target: f32;
 fn logit_at(row: u32, i: u32) -> f32 {
   var z = logits[row * p.vocab + i];
   if (i32(i) == p.eos && p.step < p.min_new) { z = -3.0e38; }
+  if ((i >> 5u) < p.suppress_words && ((suppress[i >> 5u] >> (i & 31u)) & 1u) == 1u) { z = -3.0e38; }
   if (p.greedy == 0u) { z = z / p.temperature; }
   return z;
 }
@@ -103,8 +106,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     token = red_u[0];
     workgroupBarrier();
   } else {
+    // The smallest logit still allowed (suppressed tokens and an early EOS sit at -3e38 and would leave the
+    // top-k bisection's 32 halvings far too coarse).
     var gmin_local = 3.4e38;
-    for (var i = lo; i < hi; i++) { gmin_local = min(gmin_local, logit_at(row, i)); }
+    for (var i = lo; i < hi; i++) {
+      let z = logit_at(row, i);
+      if (z > -1.0e38) { gmin_local = min(gmin_local, z); }
+    }
     let gmin = -reduce_max(lid, -gmin_local);
     // Top-k: largest threshold t with count(z >= t) >= k.
     var thresh = gmin;

@@ -2,7 +2,7 @@
 // that loads on its own, and how many are kept follows save_total_limit (default: all, as transformers/TRL).
 import { assert, ready } from "./helpers.ts";
 import { fixtureDir } from "./fixtures.ts";
-import { runRLHF } from "../ppo/rlhf.ts";
+import { defaultSuppressTokens, runRLHF } from "../ppo/rlhf.ts";
 import { loadGPT2 } from "../models/auto.ts";
 import { loadTokenizer } from "../models/tokenizer/mod.ts";
 
@@ -73,5 +73,31 @@ Deno.test("saveTotalLimit keeps the newest N checkpoints", async () => {
   const policyDir = await policyFolder(), out = await Deno.makeTempDir();
   await run(policyDir, out, 2);
   assert.deepEqual(await checkpoints(out), ["checkpoint-2", "checkpoint-3"]);
+  for (const d of [policyDir, out]) await Deno.remove(d, { recursive: true });
+});
+
+Deno.test("sampling suppresses a BERT vocabulary's [UNK] by default (said in the log); [] allows it", async () => {
+  await ready;
+  const tok = await loadTokenizer(fixtureDir("tokenizer-bert-zh"));
+  const unk = tok.unkTokenId!;
+  assert.deepEqual(defaultSuppressTokens(tok), [unk]);
+  assert.deepEqual(defaultSuppressTokens({ unkTokenId: 50256, eosTokenId: 50256 }), [], "GPT-2's unk is its EOS");
+  const policyDir = await policyFolder(), out = await Deno.makeTempDir();
+  const lines: string[] = [];
+  await runRLHF({
+    policyDir,
+    rewardDir: fixtureDir("bert-cls-tiny"),
+    prompts: ["今天天气很好", "我很喜欢这个"],
+    rewardLabel: "positive",
+    steps: 1,
+    ppo: { batch_size: 2, mini_batch_size: 2, ppo_epochs: 1, learning_rate: 1e-3, seed: 2 },
+    maxNewTokens: 3,
+    outDir: out,
+    log: (l) => lines.push(l),
+  });
+  assert.ok(
+    lines.some((l) => l.includes(`never generating [UNK] (${unk}) — the default for this tokenizer`)),
+    lines.join("\n"),
+  );
   for (const d of [policyDir, out]) await Deno.remove(d, { recursive: true });
 });

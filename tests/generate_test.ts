@@ -152,3 +152,23 @@ Deno.test("generate validates its options and prompts", async () => {
   await assert.rejects(generate(m, [[2]], { maxNewTokens: 2, temperature: 0 }), /temperature/);
   await assert.rejects(generate(m, [[2, 3]], { maxNewTokens: 63 }), /exceeds n_positions/);
 });
+
+Deno.test("sampler: suppressed tokens are never drawn; the rest renormalise (also with top-k, greedy, past word 0)", async () => {
+  await ready;
+  // Suppress token 1 (the most likely) and 4: draws follow the softmax of the others.
+  const rest = softmax([1.0, 0.5, -1.0, 0.0]);
+  const want = [rest[0], 0, rest[1], rest[2], 0, rest[3]];
+  assertMatches(await draw(LOGITS, 5000, { seed: 6, suppressTokens: [1, 4] }), want, "suppress 1, 4");
+  // top-k 2 applies after suppression: tokens 0 (1.0) and 2 (0.5).
+  const k2 = softmax([1.0, 0.5]);
+  assertMatches(
+    await draw(LOGITS, 5000, { seed: 7, topK: 2, suppressTokens: [1, 4] }),
+    [k2[0], 0, k2[1], 0, 0, 0],
+    "k2",
+  );
+  // Greedy over a 70-token vocabulary whose best tokens sit in the third bit-set word.
+  const wide = Array.from({ length: 70 }, (_, i) => i === 66 ? 9 : i === 65 ? 8 : i === 3 ? 7 : 0);
+  const greedy = await draw(wide, 4, { doSample: false, suppressTokens: [66, 65] });
+  assert.equal(greedy[3], 4, "the best unsuppressed token");
+  await assert.rejects(draw(LOGITS, 1, { suppressTokens: [6] }), /suppressTokens has 6, outside the vocabulary \(6\)/);
+});

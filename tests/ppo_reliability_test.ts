@@ -8,7 +8,7 @@ import { countNonFinite } from "../engine/ops/finite.ts";
 import { readRunLog, runRLHF } from "../ppo/rlhf.ts";
 import { parsePrompts } from "../ppo/prompts.ts";
 import { checkpointDamage, loadCheckpoint } from "../ppo/checkpoint.ts";
-import { divergence, nonFiniteState } from "../ppo/health.ts";
+import { divergence, negativeKlWarning, nonFiniteState } from "../ppo/health.ts";
 import { LOCK_FILE, lockOutDir, prepareOutDir } from "../ppo/outdir.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
 import { AdamW } from "../engine/optim.ts";
@@ -72,6 +72,14 @@ Deno.test("divergence: non-finite statistics, an exploded loss and a collapsed p
   assert.match(divergence({ ...ok, "ppo/loss/total": 1.8e14 })!, /exploded/);
   assert.match(divergence({ ...ok, "ppo/loss/total": 5e6, "ppo/policy/entropy": 0 })!, /collapsed: entropy/);
   assert.equal(divergence({ ...ok, "ppo/loss/total": 5e6 }), null, "a large loss with a live policy is not collapse");
+});
+
+Deno.test("a negative objective/kl gives one warning naming the step, the value and the usual causes", () => {
+  assert.equal(negativeKlWarning({ "objective/kl": 0.02 }, 3), null);
+  assert.equal(negativeKlWarning({ "objective/kl": 0 }, 3), null);
+  const w = negativeKlWarning({ "objective/kl": -0.0123 }, 7)!;
+  assert.match(w, /objective\/kl is negative at step 7 \(-0\.0123\)/);
+  assert.match(w, /sampling settings/);
 });
 
 Deno.test("nonFiniteState names the weight, value head entry and optimiser buffer holding Inf/NaN", async () => {
