@@ -403,6 +403,23 @@ export function layoutBatch(queries: number[][], responses: number[][], pad: num
   return { B, Tq, R, ids, attn, pos: positionIdsFromMask(attn), resp, mask };
 }
 
+export /** Validates TRL's `response_masks`: one row of 0/1 per response, as long as it, with at least one 1. */
+function checkResponseMasks(masks: readonly (readonly number[])[], responses: number[][]): void {
+  const fail = (m: string) => {
+    throw new Error(`PPOTrainer.step: responseMasks ${m}`);
+  };
+  if (!Array.isArray(masks) || masks.length !== responses.length) {
+    fail(`needs one row per response (${responses.length}), got ${Array.isArray(masks) ? masks.length : typeof masks}`);
+  }
+  masks.forEach((row, b) => {
+    if (!Array.isArray(row) || row.length !== responses[b].length) {
+      fail(`row ${b} must have ${responses[b].length} entries (one per response token)`);
+    }
+    if (!row.every((m) => m === 0 || m === 1)) fail(`row ${b} must hold only 0 and 1`);
+    if (!row.includes(1)) fail(`row ${b} masks every token (the score needs a token marked 1)`);
+  });
+}
+
 /** Inputs of {@linkcode rolloutStats}. */
 export interface RolloutStatsInput {
   /** The step's queries. */

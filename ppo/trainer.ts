@@ -19,6 +19,7 @@ import { generate, type GenerateOptions, type GenerateOutput } from "../models/g
 import { type PPOConfig, ppoConfig, type PPOConfigInput } from "./config.ts";
 import {
   AdaptiveKLController,
+  checkResponseMasks,
   computeAdvantages,
   computeRewards,
   FixedKLController,
@@ -93,6 +94,7 @@ export interface PPORollout {
 export type PPOGenerateOptions = Partial<GenerateOptions> & { maxNewTokens: number };
 
 const now = () => performance.now() / 1000;
+
 const toRows = (flat: ArrayLike<number>, B: number, R: number): Rows =>
   Array.from({ length: B }, (_, b) => Array.from({ length: R }, (_, t) => flat[b * R + t]));
 
@@ -276,12 +278,21 @@ export class PPOTrainer {
    * @param queries prompt token ids per sample (non-empty)
    * @param responses response token ids per sample (non-empty)
    * @param scores one finite reward per sample
+   * @param responseMasks optional 0/1 per response token (TRL's `response_masks`): tokens marked 0 (e.g. text a
+   *   tool inserted) are kept in the context but left out of the KL penalty, the advantages and the losses; the
+   *   score goes to the last token marked 1, so every row needs one
    * @returns the step's stats under TRL's names
    */
-  async step(queries: number[][], responses: number[][], scores: number[]): Promise<PPOStats> {
+  async step(
+    queries: number[][],
+    responses: number[][],
+    scores: number[],
+    responseMasks?: readonly (readonly number[])[],
+  ): Promise<PPOStats> {
     const c = this.config;
     const t0 = now();
     this.#checkInputs(queries, responses, scores);
+    if (responseMasks !== undefined) checkResponseMasks(responseMasks, responses);
     const sc = processScores(scores, this.runningMoments, {
       scaling: c.use_score_scaling,
       norm: c.use_score_norm,
@@ -289,6 +300,7 @@ export class PPOTrainer {
     });
     const batch = layoutBatch(queries, responses, this.padTokenId);
     const { mask } = batch;
+    responseMasks?.forEach((row, b) => row.forEach((m, t) => mask[b][t] *= m));
 
     let t = now();
     const roll = await this.#rollout(batch);

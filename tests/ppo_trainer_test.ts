@@ -230,3 +230,41 @@ Deno.test("generate → score → step, and input errors", async () => {
   assert.throws(() => new PPOTrainer(PPO, trainer.policy, trainer.policy.model, null), /pass null/);
   trainer.dispose();
 });
+
+Deno.test("responseMasks (TRL's response_masks): all ones change nothing; zeros leave tokens out of KL, rewards and mask", async () => {
+  await ready;
+  const run = async (masks?: number[][]) => {
+    const t = new PPOTrainer({ ...PPO, seed: 9 }, policyOf(9), null, null);
+    const stats = withoutTimes(await t.step(QUERIES, RESPONSES, SCORES, masks));
+    const rollout = t.rollout!;
+    t.dispose();
+    return { stats, rollout };
+  };
+  const plain = await run();
+  const ones = await run(RESPONSES.map((r) => r.map(() => 1)));
+  assert.deepEqual(ones.stats, plain.stats);
+  // Mask the first token of row 0 and the last two of row 2.
+  const masks = RESPONSES.map((r) => r.map(() => 1));
+  masks[0][0] = 0;
+  masks[2][4] = masks[2][5] = 0;
+  const m = await run(masks);
+  assert.deepEqual(m.rollout.mask[0].slice(0, 4), [0, 1, 1, 1]);
+  assert.deepEqual(m.rollout.mask[2].slice(0, 6), [1, 1, 1, 1, 0, 0]);
+  // objective/kl sums the KL over unmasked tokens only; the score sits on the last unmasked token of row 2.
+  const kl = m.rollout.kls.map((r, b) => r.reduce((a, v, t) => a + v * m.rollout.mask[b][t], 0));
+  assertClose([m.stats["objective/kl"]], [kl.reduce((a, b) => a + b, 0) / kl.length], 1e-5, 1e-6, "objective/kl");
+  const nsr = m.rollout.nonScoreRewards[2], rw = m.rollout.rewards[2];
+  assertClose([rw[3] - nsr[3]], [m.rollout.scores[2]], 1e-6, 1e-6, "score on token 3 of row 2");
+  assert.equal(rw[5], nsr[5]);
+  assert.notDeepEqual(m.stats, plain.stats);
+  // Malformed masks are refused before any work.
+  const t = new PPOTrainer({ ...PPO, seed: 9 }, policyOf(9), null, null);
+  await assert.rejects(t.step(QUERIES, RESPONSES, SCORES, [[1]]), /responseMasks needs one row per response \(4\)/);
+  const short = RESPONSES.map((r) => r.map(() => 1));
+  short[1] = [];
+  await assert.rejects(t.step(QUERIES, RESPONSES, SCORES, short), /row 1 must have 1 entries/);
+  const none = RESPONSES.map((r) => r.map(() => 1));
+  none[3] = [0, 0];
+  await assert.rejects(t.step(QUERIES, RESPONSES, SCORES, none), /row 3 masks every token/);
+  t.dispose();
+});
