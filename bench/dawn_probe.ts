@@ -8,7 +8,7 @@
  */
 
 import { addScalar, f32Bits, initEngine, matmul, runtime, softmax, tidy } from "../engine/mod.ts";
-import { randTensor } from "./lib.ts";
+import { engineOptions, randTensor } from "./lib.ts";
 
 const enc = new TextEncoder();
 const say = (s: string) => Deno.stderr.writeSync(enc.encode(`[probe] ${s}\n`));
@@ -23,7 +23,7 @@ async function step(name: string, fn: () => unknown): Promise<void> {
 if (import.meta.main) {
   const backend = Deno.args.includes("--backend") ? Deno.args[Deno.args.indexOf("--backend") + 1] : "dawn";
   if (backend !== "deno" && backend !== "dawn") throw new Error("--backend must be deno or dawn");
-  await step(`init (${backend})`, () => initEngine({ backend, verbose: true }));
+  await step(`init (${backend})`, async () => initEngine({ ...(await engineOptions(backend)), verbose: true }));
   const rt = runtime();
   const x = randTensor([64], 10);
   const fill = { shader: "fill", bindings: ["rw" as const] };

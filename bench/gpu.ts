@@ -28,6 +28,7 @@ import {
   type Bench,
   type BenchArgs,
   disposeAll,
+  engineOptions,
   gitCommit,
   knobs,
   measureSyncOverhead,
@@ -305,7 +306,7 @@ async function main(args: BenchArgs): Promise<void> {
   const started = now();
   const log = (m: string) => console.error(`[bench] ${m}`);
 
-  const rt = await initEngine({ ...(args.backend ? { backend: args.backend } : {}), verbose: true });
+  const rt = await initEngine({ ...(await engineOptions(args.backend)), verbose: true });
   if (args.tuning) setMatmulTuning(args.tuning);
   const h = rt.handle;
   const lim = h.device.limits;

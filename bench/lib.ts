@@ -10,6 +10,7 @@
 
 import { runtime, type Tensor, tensor } from "../engine/tensor.ts";
 import type { MatmulTuningPatch } from "../engine/ops/matmul_tuning.ts";
+import type { DawnModule, DeviceOptions } from "../engine/device.ts";
 
 /** Milliseconds since an arbitrary origin (high resolution). */
 export function now(): number {
@@ -347,6 +348,20 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
     }
   }
   return r;
+}
+
+/** Dawn's npm package; imported only when a benchmark asks for Dawn (a variable, so no tool fetches it ahead). */
+const DAWN_PACKAGE = "npm:webgpu@0.6.2";
+
+/**
+ * `initEngine` options for a `--backend` choice (null: the environment's `RLHF_WEBGPU_BACKEND`, else auto); for Dawn
+ * its module is imported here, as the library leaves that to the program.
+ */
+export async function engineOptions(backend: "auto" | "deno" | "dawn" | null): Promise<DeviceOptions> {
+  const choice = backend ?? Deno.env.get("RLHF_WEBGPU_BACKEND") ?? "auto";
+  if (choice !== "dawn") return backend ? { backend } : {};
+  const spec = DAWN_PACKAGE;
+  return { backend: "dawn", dawn: await import(spec) as DawnModule };
 }
 
 // ------------------------------------------------------------------ data helpers

@@ -25,7 +25,16 @@ import {
   runtime,
   setMatmulTuning,
 } from "../engine/mod.ts";
-import { gitCommit, measureSyncOverhead, now, parseBenchArgs, randTensor, type Result, sig } from "./lib.ts";
+import {
+  engineOptions,
+  gitCommit,
+  measureSyncOverhead,
+  now,
+  parseBenchArgs,
+  randTensor,
+  type Result,
+  sig,
+} from "./lib.ts";
 import { attentionShape, type AttnShape } from "./sweep_attention.ts";
 import { type Candidate, errMsg, log, type Run, sweepKernel } from "./sweep_kernel.ts";
 import { tilePlan } from "../engine/ops/matmul_tuning.ts";
@@ -262,7 +271,7 @@ async function main(): Promise<void> {
   const budgetMs = (Number.isFinite(args.budgetS) ? args.budgetS : 240) * 1000;
   const started = now();
 
-  const rt = await initEngine({ ...(args.backend ? { backend: args.backend } : {}), verbose: true });
+  const rt = await initEngine({ ...(await engineOptions(args.backend)), verbose: true });
   const probe = randTensor([256], 0);
   const overheadMs = await measureSyncOverhead(
     () => rt.dispatch({ shader: "fill", bindings: ["rw"] }, [probe.storage], [256, 0, 0, 0], [1]),

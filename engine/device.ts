@@ -15,15 +15,28 @@ export type BackendName = "deno" | "dawn";
  */
 export type GraphicsApi = "vulkan" | "metal" | "dx12" | "gl" | "auto";
 
+/** The npm package `webgpu` (Dawn's Node-API addon), as `await import("npm:webgpu@0.6.2")` returns it. */
+export interface DawnModule {
+  /** Creates Dawn's `GPU` object with Dawn flags (e.g. `enable-dawn-features=allow_unsafe_apis`). */
+  create(flags: string[]): GPU;
+  /** The WebGPU globals (`GPUBufferUsage`, …) to install where missing. */
+  globals: Record<string, unknown>;
+}
+
 /** Options for {@linkcode requestGpuDevice}. */
 export interface DeviceOptions {
   /**
-   * "auto" (default) and "deno": Deno's built-in WebGPU. "dawn": Dawn through the npm package `webgpu`
-   * (loaded only then). Auto does not pick Dawn: on the lent H200 (2026-11-26) Dawn 0.6.2 under Deno 2.9.6
-   * segfaults once more than 256 dispatches are submitted before a wait (bench/dawn_probe.ts), so it stays opt-in.
-   * When not given, the environment variable `RLHF_WEBGPU_BACKEND` (auto | deno | dawn) decides.
+   * "auto" (default) and "deno": Deno's built-in WebGPU. "dawn": Dawn, from the module given as `dawn`. Auto does not
+   * pick Dawn: on the lent H200 (2026-11-26) Dawn 0.6.2 under Deno 2.9.6 segfaults once more than 256 dispatches
+   * are submitted before a wait (bench/dawn_probe.ts), so it stays opt-in. When not given, the environment variable
+   * `RLHF_WEBGPU_BACKEND` (auto | deno | dawn) decides.
    */
   backend?: "auto" | BackendName;
+  /**
+   * Dawn's module for `backend: "dawn"`: `await import("npm:webgpu@0.6.2")`. The library never imports it itself, so
+   * its 130 MB package is fetched only by programs that choose Dawn.
+   */
+  dawn?: DawnModule;
   /** Adapter preference; "high-performance" by default. */
   powerPreference?: GPUPowerPreference;
   /** Print one line naming the backend and adapter (default false). */
@@ -58,8 +71,6 @@ export interface DeviceHandle {
   /** The adapter's feature names, sorted (for logs and benchmark records). */
   adapterFeatures: string[];
 }
-
-const DAWN_SPECIFIER = "npm:webgpu@0.6.2";
 
 function adapterDescription(adapter: GPUAdapter): string {
   const info = adapter.info;
@@ -130,10 +141,12 @@ async function builtinAdapter(pref: GPUPowerPreference): Promise<{ adapter: GPUA
   return { adapter, ...choice };
 }
 
-async function dawnAdapter(pref: GPUPowerPreference): Promise<GPUAdapter | null> {
-  // Loaded lazily (non-literal specifier) so CPU-only users never download or load it.
-  const spec = DAWN_SPECIFIER;
-  const mod = await import(spec) as { create(flags: string[]): GPU; globals: Record<string, unknown> };
+async function dawnAdapter(pref: GPUPowerPreference, mod: DawnModule | undefined): Promise<GPUAdapter | null> {
+  if (!mod || typeof mod.create !== "function" || !mod.globals) {
+    throw new Error(
+      'the Dawn backend needs its module: initEngine({ backend: "dawn", dawn: await import("npm:webgpu@0.6.2") })',
+    );
+  }
   for (const [k, v] of Object.entries(mod.globals)) {
     if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
   }
@@ -196,7 +209,7 @@ export async function requestGpuDevice(options: DeviceOptions = {}): Promise<Dev
   let graphicsApi: GraphicsApi = "auto";
   let where = "";
   if (choice === "dawn") {
-    adapter = await dawnAdapter(pref);
+    adapter = await dawnAdapter(pref, options.dawn);
     backend = "dawn";
     if (!adapter) throw new Error("Dawn (npm:webgpu) found no WebGPU adapter");
   } else {

@@ -5,6 +5,7 @@
 
 export {
   type BackendName,
+  type DawnModule,
   type DeviceHandle,
   type DeviceOptions,
   type GraphicsApi,

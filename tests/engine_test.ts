@@ -12,6 +12,11 @@ Deno.test("device: reports the adapter and rejects an unknown backend name", asy
   assert.equal(h.backend, "deno");
   assert.ok(h.adapterName.length > 0);
   await assert.rejects(requestGpuDevice({ backend: "metal" as "deno" }), /must be auto, deno or dawn/);
+  // The library never imports Dawn's 130 MB package itself: the program passes it.
+  await assert.rejects(
+    requestGpuDevice({ backend: "dawn" }),
+    /needs its module: initEngine\(\{ backend: "dawn", dawn: await import\("npm:webgpu@0\.6\.2"\) \}\)/,
+  );
 });
 
 Deno.test("readAll reads many tensors with one round trip; ops only record until then", async () => {
