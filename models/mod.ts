@@ -24,3 +24,4 @@ export { parseTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from 
 export * from "./tokenizer/mod.ts";
 export * from "./text.ts";
 export * from "./module.ts";
+export * from "./pipelines.ts";
