@@ -1,18 +1,158 @@
 /**
- * rlhf-webgpu: a WebGPU tensor engine for Deno with GPT-2 and BERT/RoBERTa models and PPO
- * fine-tuning (RLHF) on top — no Python, no CUDA.
+ * rlhf-webgpu: a WebGPU tensor engine for Deno with GPT-2 and BERT/RoBERTa models and PPO fine-tuning (RLHF) on
+ * top — no Python, no CUDA. This entry point is the user API: the engine's start-up and tensors, the models with
+ * their loaders, tokenizers and pipelines, generation, and TRL's PPO trainer with the whole RLHF run. The engine's
+ * ops, optimisers and kernel knobs are at `@rlhf/webgpu/engine`, the model internals at `@rlhf/webgpu/models`, the
+ * PPO math at `@rlhf/webgpu/ppo`; the programs are `@rlhf/webgpu/train` and `@rlhf/webgpu/cli`.
  *
  * ```ts
- * import { initEngine, loadGPT2, loadTokenizer, generate } from "./mod.ts";
+ * import { AutoTokenizer, generate, initEngine, loadGPT2 } from "./mod.ts";
  * await initEngine();
  * const model = (await loadGPT2("path/to/gpt2")).eval();
- * const tok = await loadTokenizer("path/to/gpt2");
+ * const tok = await AutoTokenizer.fromPretrained("path/to/gpt2");
  * const out = await generate(model, [tok.encode("Hello")], { maxNewTokens: 20, doSample: true, seed: 1 });
  * console.log(tok.decode(out.responses[0]));
  * ```
  * @module
  */
 
-export * from "./engine/mod.ts";
-export * from "./models/mod.ts";
-export * from "./ppo/mod.ts";
+// Engine: start-up, tensors, autograd, precision, safetensors.
+export {
+  type Access,
+  AdamW,
+  type AdamWHyper,
+  type BackendName,
+  backward,
+  type BackwardOptions,
+  type BaseHyper,
+  type DawnModule,
+  type DeviceHandle,
+  type DeviceOptions,
+  type DType,
+  type FlatChunk,
+  type FlatParameters,
+  type FlatSlot,
+  type FlattenOptions,
+  getMatmulPrecision,
+  type GradNode,
+  type GraphicsApi,
+  type HostTensor,
+  initEngine,
+  type KernelSpec,
+  type KernelTime,
+  loadSafetensors,
+  type MatmulPrecision,
+  type MatmulPrecisionStatus,
+  matmulPrecisionStatus,
+  noGrad,
+  noGradAsync,
+  type Optimizer,
+  type OptimizerStateDict,
+  type ParamGroup,
+  type ParamState,
+  type ParamStateData,
+  type Profile,
+  readAll,
+  readSafetensors,
+  type Runtime,
+  type RuntimeStats,
+  type SafetensorsContents,
+  SafetensorsError,
+  type SafetensorsWriteDtype,
+  type SafetensorsWriteTensor,
+  saveSafetensors,
+  setMatmulPrecision,
+  startupLine,
+  type Storage,
+  Tensor,
+  tensor,
+  type TensorData,
+  tidy,
+  tidyAsync,
+  type UpdateKernel,
+  writeSafetensors,
+} from "./engine/mod.ts";
+
+// Models: GPT-2, BERT/RoBERTa classifiers, the value head, loaders, tokenizers, generation, pipelines.
+export {
+  AutoModelForCausalLM,
+  AutoModelForSequenceClassification,
+  AutoTokenizer,
+  type BatchEncoding,
+  type BertConfig,
+  BertForSequenceClassification,
+  type BertInputs,
+  type BertOutput,
+  CausalLMWithValueHead,
+  type ChatMessage,
+  type ChatTemplateOptions,
+  type ClassificationResult,
+  type ClassifierScores,
+  classifyTexts,
+  type DecodeOptions,
+  type EncodeBatchOptions,
+  type EncodedRow,
+  type EncodeOptions,
+  fromPretrained,
+  generate,
+  type GenerateOptions,
+  type GenerateOutput,
+  type GPT2Config,
+  type GPT2Inputs,
+  GPT2LMHeadModel,
+  type GPT2Output,
+  type KVCache,
+  loadGPT2,
+  loadSequenceClassifier,
+  loadTokenizer,
+  type ModelBase,
+  type PaddingSide,
+  type PaddingStrategy,
+  pipeline,
+  type PretrainedLoader,
+  type PretrainedModel,
+  type PromptFormat,
+  promptFormat,
+  savePretrained,
+  type SpecialTokens,
+  type TextClassificationPipeline,
+  type TextGenerationOptions,
+  type TextGenerationPipeline,
+  type TextGenerationResult,
+  type TextPiece,
+  Tokenizer,
+  type TokenizerSettings,
+  TorchCheckpointError,
+  type TruncationSide,
+  type ValueHeadOutput,
+} from "./models/mod.ts";
+
+// PPO: TRL's classic trainer and the whole RLHF run (generate → score → step, checkpoints, report).
+export {
+  type KLController,
+  type KLControllerState,
+  type KLPenaltyKind,
+  loadCheckpoint,
+  type LoadedCheckpoint,
+  loadPrompts,
+  type MetricsRow,
+  parsePrompts,
+  type PPOConfig,
+  ppoConfig,
+  type PPOConfigInput,
+  type PPOGenerateOptions,
+  type PPORollout,
+  type PPOStats,
+  PPOTrainer,
+  type PPOTrainerState,
+  type PromptSet,
+  type RLHFOptions,
+  type RLHFResult,
+  type Rows,
+  type RunningMoments,
+  type RunningMomentsState,
+  runRLHF,
+  type RunState,
+  type SeededRng,
+  type SkippedLine,
+} from "./ppo/mod.ts";

@@ -21,8 +21,14 @@ import { generate, type GenerateOptions } from "./generate.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer/mod.ts";
 import { classifyTexts, promptFormat } from "./text.ts";
 
+/** A loader of one kind of thing from a Hugging Face model folder. */
+export interface PretrainedLoader<T> {
+  /** Loads it from `dir`. */
+  fromPretrained(dir: string): Promise<T>;
+}
+
 /** `AutoModelForCausalLM.fromPretrained(dir)`: a GPT-2 causal LM from a model folder (eval mode). */
-export const AutoModelForCausalLM = {
+export const AutoModelForCausalLM: PretrainedLoader<GPT2LMHeadModel> = {
   /** Loads the causal LM of `dir` (config.json + safetensors or pytorch_model.bin). */
   async fromPretrained(dir: string): Promise<GPT2LMHeadModel> {
     return (await loadGPT2(dir)).eval();
@@ -30,7 +36,7 @@ export const AutoModelForCausalLM = {
 };
 
 /** `AutoModelForSequenceClassification.fromPretrained(dir)`: a BERT/RoBERTa classifier from a model folder. */
-export const AutoModelForSequenceClassification = {
+export const AutoModelForSequenceClassification: PretrainedLoader<BertForSequenceClassification> = {
   /** Loads the sequence classifier of `dir` (eval mode). */
   async fromPretrained(dir: string): Promise<BertForSequenceClassification> {
     return (await loadSequenceClassifier(dir)).eval();
@@ -38,7 +44,7 @@ export const AutoModelForSequenceClassification = {
 };
 
 /** `AutoTokenizer.fromPretrained(dir)`: the tokenizer of a model folder (tokenizer.json, vocab.txt or BPE files). */
-export const AutoTokenizer = {
+export const AutoTokenizer: PretrainedLoader<Tokenizer> = {
   /** Loads the tokenizer of `dir`. */
   async fromPretrained(dir: string): Promise<Tokenizer> {
     return await loadTokenizer(dir);

@@ -403,8 +403,8 @@ export function layoutBatch(queries: number[][], responses: number[][], pad: num
   return { B, Tq, R, ids, attn, pos: positionIdsFromMask(attn), resp, mask };
 }
 
-export /** Validates TRL's `response_masks`: one row of 0/1 per response, as long as it, with at least one 1. */
-function checkResponseMasks(masks: readonly (readonly number[])[], responses: number[][]): void {
+/** Validates TRL's `response_masks`: one row of 0/1 per response, as long as it, with at least one 1. */
+export function checkResponseMasks(masks: readonly (readonly number[])[], responses: number[][]): void {
   const fail = (m: string) => {
     throw new Error(`PPOTrainer.step: responseMasks ${m}`);
   };

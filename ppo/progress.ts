@@ -50,6 +50,7 @@ export class StepClock {
   private recent: [number, number][] = [];
 
   /**
+   * Starts the clock of a run.
    * @param total step number at which the run ends (may be lowered later, e.g. by a time cap)
    * @param start steps already done before the clock started (a resumed run)
    * @param window how many recent steps set the pace (default 10)
