@@ -16,10 +16,13 @@
  */
 
 import { parseArgs } from "node:util";
-import { initEngine } from "./engine/tensor.ts";
-import { classifyTexts, promptFormat } from "./models/text.ts";
+import { initEngine, noGrad, readAll, tensor, tidy } from "./engine/tensor.ts";
+import { sum } from "./engine/ops/reduce.ts";
+import { classifyTexts, EmptyPromptError, promptFormat } from "./models/text.ts";
 import { loadGPT2, loadSequenceClassifier } from "./models/auto.ts";
+import type { GPT2LMHeadModel } from "./models/gpt2.ts";
 import { generate } from "./models/generate.ts";
+import { show } from "./models/config.ts";
 import { loadTokenizer } from "./models/tokenizer/mod.ts";
 
 /** An error reported to the user as one line; `exitCode` 2 marks bad usage. */
@@ -67,12 +70,12 @@ reply; with GPT-2's BPE it is encoded without special tokens and the model's eos
 Options:
   -m, --model DIR          GPT-2 folder (config.json, weights, tokenizer files)
       --max-new-tokens N   Tokens to generate at most (default: 32, fewer if n_positions is reached)
-      --min-new-tokens N   Do not end before N new tokens (default 0)
+      --min-new-tokens N   Do not end before N new tokens (default 0; at most --max-new-tokens)
       --do-sample          Sample instead of greedy decoding
       --temperature T      Sampling temperature > 0 (default 1)
       --top-k K            Sample among the K most likely tokens (default 0 = all)
       --top-p P            Nucleus sampling mass in (0, 1] (default 1)
-      --seed S             Seed for sampling (default 0)
+      --seed S             Seed for sampling, an integer in [0, 4294967295] (default 0)
       --no-special-tokens  Encode prompts without special tokens ([CLS]/[SEP]) even for a BERT vocabulary
       --json               Print [{"prompt", "text", "ids", "promptIds", "finished"}, ...]`,
   score: `Usage: deno run -A cli.ts score --model DIR [--json] <text>...
@@ -133,6 +136,27 @@ function parseNumber(flags: Flags, name: string, kind: "int" | "float"): number 
   return v;
 }
 
+/** Largest seed: the samplers keep 32 bits, so larger seeds would repeat smaller ones. */
+const MAX_SEED = 2 ** 32 - 1;
+
+/**
+ * Runs each (prompt + reply) once more through the model and returns the 1-based numbers of the rows whose logits
+ * are not all finite (one forward per row, unpadded, so no padding position is involved; one readback in all).
+ */
+async function nonFiniteRows(model: GPT2LMHeadModel, rows: number[][], replies: number[][]): Promise<number[]> {
+  const sums = noGrad(() =>
+    tidy(() =>
+      rows.map((prompt, b) => {
+        const ids = [...prompt, ...replies[b]];
+        return sum(model.forward({ inputIds: tensor(ids, [1, ids.length], "i32") }).logits!);
+      })
+    )
+  );
+  const values = await readAll(sums);
+  for (const t of sums) t.dispose();
+  return values.flatMap((v, b) => Number.isFinite(v[0]) ? [] : [b + 1]);
+}
+
 /** Checks that the model folder exists before anything is loaded from it. */
 async function requireFolder(dir: string | undefined, command: string): Promise<string> {
   if (!dir) throw new CliError(`${command}: --model DIR is required`, 2);
@@ -171,6 +195,12 @@ async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Prom
   const seed = parseNumber(flags, "seed", "int");
   if (maxNewTokens !== undefined && maxNewTokens < 1) throw new CliError("--max-new-tokens must be ≥ 1", 2);
   if (minNewTokens !== undefined && minNewTokens < 0) throw new CliError("--min-new-tokens must be ≥ 0", 2);
+  if (minNewTokens !== undefined && maxNewTokens !== undefined && minNewTokens > maxNewTokens) {
+    throw new CliError(`--min-new-tokens (${minNewTokens}) must not exceed --max-new-tokens (${maxNewTokens})`, 2);
+  }
+  if (seed !== undefined && !(seed >= 0 && seed <= MAX_SEED)) {
+    throw new CliError(`--seed must be an integer in [0, ${MAX_SEED}] (got ${seed})`, 2);
+  }
   if (temperature !== undefined && !(temperature > 0)) throw new CliError("--temperature must be > 0", 2);
   if (topK !== undefined && topK < 0) throw new CliError("--top-k must be ≥ 0", 2);
   if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new CliError("--top-p must be in (0, 1]", 2);
@@ -183,8 +213,9 @@ async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Prom
   const rows = prompts.map((p, i) => {
     try {
       return fmt.encode(p);
-    } catch {
-      throw new CliError(`prompt ${i + 1} is empty`, 2);
+    } catch (e) {
+      if (e instanceof EmptyPromptError) throw new CliError(`prompt ${i + 1} is empty`, 2);
+      throw new CliError(`prompt ${i + 1}: ${(e as Error).message}`);
     }
   });
   const eos = fmt.eosTokenId ?? undefined;
@@ -194,8 +225,15 @@ async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Prom
   if (room < 1) {
     throw new CliError(`a prompt has ${longest} tokens; the model's n_positions (${cfg.n_positions}) leaves no room`);
   }
+  const maxNew = maxNewTokens ?? Math.min(32, room);
+  if (minNewTokens !== undefined && minNewTokens > maxNew) {
+    throw new CliError(
+      `--min-new-tokens (${minNewTokens}) exceeds the default --max-new-tokens (${maxNew}); give --max-new-tokens`,
+      2,
+    );
+  }
   const out = await generate(model, rows, {
-    maxNewTokens: maxNewTokens ?? Math.min(32, room),
+    maxNewTokens: maxNew,
     minNewTokens,
     doSample: Boolean(flags["do-sample"]),
     temperature,
@@ -205,6 +243,14 @@ async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Prom
     eosTokenId: eos ?? null,
     padTokenId: pad,
   });
+  const broken = await nonFiniteRows(model, rows, out.responses);
+  if (broken.length > 0) {
+    for (const p of model.parameters()) p.dispose();
+    throw new CliError(
+      `the GPT-2 model in ${dir} produced non-finite logits (NaN or Inf) for prompt ${broken.join(", ")}: ` +
+        `its weights (model.safetensors or pytorch_model.bin) are broken`,
+    );
+  }
   const results = prompts.map((prompt, i) => {
     const ids = out.responses[i];
     const finished = eos !== undefined && ids[ids.length - 1] === eos;
@@ -269,7 +315,7 @@ export async function main(args: string[], io: CliIO = STD_IO): Promise<number> 
       return 0;
     }
     if (!Object.hasOwn(OPTIONS, command)) {
-      throw new CliError(`unknown command "${command}" (commands: ${Object.keys(OPTIONS).join(", ")})`, 2);
+      throw new CliError(`unknown command ${show(command)} (commands: ${Object.keys(OPTIONS).join(", ")})`, 2);
     }
     const cmd = command as Command;
     let parsed;

@@ -14,7 +14,8 @@ import { parseArgs } from "node:util";
 import { loadPrompts } from "./ppo/prompts.ts";
 import { type RLHFOptions, runRLHF } from "./ppo/rlhf.ts";
 import { firstLastMean } from "./ppo/report.ts";
-import { ppoConfig, type PPOConfigInput } from "./ppo/config.ts";
+import { MAX_SEED, ppoConfig, type PPOConfigInput } from "./ppo/config.ts";
+import { printable } from "./engine/safetensors.ts";
 
 const HELP = `Usage: deno run -A train.ts [options]
 
@@ -39,15 +40,17 @@ PPO:
   --kl-coef X            initial KL coefficient (default 0.2)
   --no-adaptive-kl       keep the KL coefficient fixed
   --max-new-tokens N     response length limit (default 24)
-  --min-new-tokens N     no EOS before N tokens (default 1)
+  --min-new-tokens N     no EOS before N tokens (default 1; at most --max-new-tokens)
   --temperature X        sampling temperature (default 1)
-  --seed N               seed for sampling, shuffling and initialisation (default 0)
+  --seed N               seed for sampling, shuffling and initialisation, in [0, 4294967295] (default 0)
   --config FILE          JSON with more PPOConfig fields (TRL names, e.g. {"cliprange": 0.1})
 
 Output:
   --out DIR              output folder (default runs/ppo)
   --save-every N         checkpoint every N steps (default 10)
   --resume               continue from the newest checkpoint in --out
+  --overwrite            start afresh in an --out folder that already holds a run (replaces its checkpoints,
+                         metrics and samples)
   --force-rebuild        embedded default: rebuild the cached small models
   -h, --help             this text
 
@@ -59,11 +62,12 @@ function fail(msg: string): never {
   Deno.exit(1);
 }
 
-function num(v: string | undefined, name: string, int: boolean, min: number): number | undefined {
+function num(v: string | undefined, name: string, int: boolean, min: number, max = Infinity): number | undefined {
   if (v === undefined) return undefined;
   const x = Number(v);
-  if (!Number.isFinite(x) || (int && !Number.isInteger(x)) || x < min) {
-    fail(`--${name} must be ${int ? "an integer" : "a number"} ≥ ${min} (got "${v}")`);
+  if (v.trim() === "" || !Number.isFinite(x) || (int && !Number.isInteger(x)) || x < min || x > max) {
+    const range = max === Infinity ? `≥ ${min}` : `in [${min}, ${max}]`;
+    fail(`--${name} must be ${int ? "an integer" : "a number"} ${range} (got "${printable(v, 40)}")`);
   }
   return x;
 }
@@ -97,6 +101,7 @@ async function main(): Promise<void> {
         out: { type: "string" },
         "save-every": { type: "string" },
         resume: { type: "boolean" },
+        overwrite: { type: "boolean" },
         "force-rebuild": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
@@ -112,17 +117,27 @@ async function main(): Promise<void> {
   if (!embedded && (!flags.policy || !flags.reward || !flags.prompts)) {
     fail("--policy, --reward and --prompts go together (or give none of them for the embedded default)");
   }
+  if (flags.resume && flags.overwrite) {
+    fail(
+      "--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it",
+    );
+  }
   const kind = flags["reward-kind"] ?? "prob";
   if (kind !== "prob" && kind !== "logit") fail(`--reward-kind must be prob or logit (got "${kind}")`);
   let extra: PPOConfigInput = {};
   if (flags.config) {
+    let parsed: unknown;
     try {
-      extra = JSON.parse(await Deno.readTextFile(flags.config));
+      parsed = JSON.parse(await Deno.readTextFile(flags.config));
     } catch (e) {
-      fail(`${flags.config}: ${(e as Error).message}`);
+      fail(`--config ${flags.config}: ${printable((e as Error).message)}`);
     }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      fail(`--config ${flags.config}: must hold a JSON object of PPOConfig fields (got ${printable(String(parsed))})`);
+    }
+    extra = parsed as PPOConfigInput;
   }
-  const seed = num(flags.seed, "seed", true, 0) ?? 0;
+  const seed = num(flags.seed, "seed", true, 0, MAX_SEED) ?? 0;
   const ppo: PPOConfigInput = {
     learning_rate: num(flags.lr, "lr", false, 0) ?? (embedded ? 1e-3 : 1.41e-5),
     batch_size: num(flags["batch-size"], "batch-size", true, 1) ?? 16,
@@ -137,11 +152,15 @@ async function main(): Promise<void> {
   try {
     ppoConfig(ppo); // validate before any data or model work
   } catch (e) {
-    fail((e as Error).message);
+    fail(`${(e as Error).message}${flags.config ? ` (settings from the flags and --config ${flags.config})` : ""}`);
   }
   const steps = num(flags.steps, "steps", true, 1) ?? (embedded ? 30 : 20);
   const maxNewTokens = num(flags["max-new-tokens"], "max-new-tokens", true, 1) ?? (embedded ? 12 : 24);
   const minNewTokens = num(flags["min-new-tokens"], "min-new-tokens", true, 0) ?? 1;
+  if (minNewTokens > maxNewTokens) {
+    const max = flags["max-new-tokens"] === undefined ? "the default --max-new-tokens" : "--max-new-tokens";
+    fail(`--min-new-tokens (${minNewTokens}) must not exceed ${max} (${maxNewTokens})`);
+  }
   const saveEvery = num(flags["save-every"], "save-every", true, 1) ?? 10;
   let policyDir: string, rewardDir: string, prompts: string[];
   if (embedded) {
@@ -178,6 +197,7 @@ async function main(): Promise<void> {
     minNewTokens,
     outDir: flags.out ?? "runs/ppo",
     resume: Boolean(flags.resume),
+    overwrite: Boolean(flags.overwrite),
     saveEvery,
     title: embedded ? "RLHF demo: small GPT-2 steered by a sentiment classifier" : "RLHF run",
   };

@@ -77,25 +77,46 @@ function fail(file: string, reason: string): never {
   throw new SafetensorsError(file, reason);
 }
 
+/**
+ * Makes text from a file safe to quote in a one-line message: control, format (e.g. bidi), private-use, unassigned
+ * and line-separator characters, lone surrogates and U+FFFD (undecodable bytes) become `\xNN` / `\u{N}` escapes,
+ * and text longer than `maxChars` code points is cut, saying how much was left out.
+ * @param text Any text, typically from a file or from a parser's error message about one.
+ * @param maxChars Code points kept before the rest is cut (default 80).
+ * @returns The escaped, possibly shortened text.
+ */
+export function printable(text: string, maxChars = 80): string {
+  const chars = Array.from(String(text));
+  const kept = chars.slice(0, Math.max(0, maxChars)).map((c) => {
+    if (!/[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Cs}\p{Zl}\p{Zp}\uFFFD]/u.test(c)) return c;
+    const cp = c.codePointAt(0)!;
+    return cp < 0x100 ? `\\x${cp.toString(16).padStart(2, "0")}` : `\\u{${cp.toString(16)}}`;
+  }).join("");
+  const cut = chars.length - Math.min(chars.length, Math.max(0, maxChars));
+  return cut > 0 ? `${kept}… (${cut} more characters)` : kept;
+}
+
+/** A name or value from the header, quoted for a message (escaped and shortened). */
+function q(text: string): string {
+  return `"${printable(text, 60)}"`;
+}
+
 function describe(value: unknown): string {
   if (Array.isArray(value)) return "an array";
   if (value === null) return "null";
-  return typeof value === "object" ? "an object" : `${typeof value} ${JSON.stringify(value)?.slice(0, 40)}`;
+  return typeof value === "object" ? "an object" : `${typeof value} ${printable(String(JSON.stringify(value)), 40)}`;
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function isNonNegInt(value: unknown): value is number {
-  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
-}
+const isPlainObject = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value);
+const isNonNegInt = (value: unknown): value is number =>
+  typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
 
 function checkStringMap(file: string, what: string, value: unknown): Record<string, string> {
   if (!isPlainObject(value)) fail(file, `${what} must be an object of strings, got ${describe(value)}`);
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(value)) {
-    if (typeof v !== "string") fail(file, `${what}[${JSON.stringify(k)}] must be a string, got ${describe(v)}`);
+    if (typeof v !== "string") fail(file, `${what}[${q(k)}] must be a string, got ${describe(v)}`);
     out[k] = v;
   }
   return out;
@@ -110,7 +131,7 @@ interface Entry {
 }
 
 function checkEntry(file: string, name: string, info: unknown, dataLength: number): Entry {
-  const where = `tensor ${JSON.stringify(name)}`;
+  const where = `tensor ${q(name)}`;
   if (!isPlainObject(info)) fail(file, `${where}: entry must be an object, got ${describe(info)}`);
   const { dtype, shape, data_offsets: offsets } = info;
   if (dtype === undefined) fail(file, `${where}: missing "dtype"`);
@@ -118,7 +139,7 @@ function checkEntry(file: string, name: string, info: unknown, dataLength: numbe
   if (offsets === undefined) fail(file, `${where}: missing "data_offsets"`);
   if (typeof dtype !== "string") fail(file, `${where}: "dtype" must be a string`);
   const item = ITEM_BYTES.get(dtype);
-  if (item === undefined) fail(file, `${where}: unsupported dtype ${JSON.stringify(dtype)}`);
+  if (item === undefined) fail(file, `${where}: unsupported dtype ${q(dtype)}`);
   if (!Array.isArray(shape) || !shape.every(isNonNegInt)) {
     fail(file, `${where}: "shape" must be an array of non-negative integers`);
   }
@@ -161,7 +182,7 @@ function decode(file: string, e: Entry, data: Uint8Array): HostTensor {
   }
   const out = new Int32Array(n);
   const outOfRange = (i: number, v: bigint | number): never => {
-    fail(file, `tensor ${JSON.stringify(e.name)} (${e.dtype}): value ${v} at index ${i} is outside the int32 range`);
+    fail(file, `tensor ${q(e.name)} (${e.dtype}): value ${v} at index ${i} is outside the int32 range`);
   };
   switch (e.dtype) {
     case "I32":
@@ -207,8 +228,36 @@ function decode(file: string, e: Entry, data: Uint8Array): HostTensor {
 }
 
 /**
+ * The reference implementation's layout rule: sorted by offsets, the tensors tile the data section exactly — the
+ * first starts at byte 0, each starts where the previous one ends (zero-size tensors sit on such a boundary), and
+ * the last one ends at the end of the file. A gap, an overlap or extra bytes (say, bytes inserted after the
+ * header, which would shift every tensor) mean the offsets do not describe the data, so the file is refused.
+ */
+function checkLayout(file: string, entries: readonly Entry[], dataLength: number): void {
+  const byOffset = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
+  const span = (t: Entry) => `${q(t.name)} [${t.begin}, ${t.end}]`;
+  let end = 0;
+  for (let i = 0; i < byOffset.length; i++) {
+    const t = byOffset[i], prev = byOffset[i - 1];
+    if (t.begin < end && t.begin === t.end) {
+      fail(file, `zero-size tensor ${span(t)} lies inside ${span(prev)}; it must sit on a tensor boundary`);
+    }
+    if (t.begin < end) fail(file, `tensors ${span(prev)} and ${span(t)} overlap`);
+    if (t.begin > end) {
+      const where = prev ? `between ${span(prev)} and ${span(t)}` : `before ${span(t)}, the first tensor`;
+      fail(file, `${t.begin - end} bytes of the data section belong to no tensor (${where}); data must be contiguous`);
+    }
+    end = t.end;
+  }
+  if (end === dataLength) return;
+  const why = `${dataLength - end} unexplained bytes (inserted or appended data, or a wrong header length)`;
+  fail(file, `the data section is ${dataLength} bytes but the tensors end at byte ${end}: ${why}`);
+}
+
+/**
  * Parses a complete safetensors file held in memory. Never throws anything but {@linkcode SafetensorsError}
- * for malformed input.
+ * for malformed input. As in the reference implementation, the tensors' `data_offsets` must tile the data section
+ * exactly (no gap, no overlap, nothing after the last tensor).
  *
  * @param bytes The whole file.
  * @param fileName Name used in error messages.
@@ -233,7 +282,8 @@ export function parseSafetensors(bytes: Uint8Array, fileName = "<memory>"): Safe
   try {
     header = JSON.parse(text);
   } catch (err) {
-    throw new SafetensorsError(file, `header is not valid JSON (${(err as Error)?.message ?? err})`, { cause: err });
+    const why = printable(String((err as Error)?.message ?? err));
+    throw new SafetensorsError(file, `header is not valid JSON (${why})`, { cause: err });
   }
   if (!isPlainObject(header)) fail(file, `header must be a JSON object, got ${describe(header)}`);
 
@@ -245,14 +295,7 @@ export function parseSafetensors(bytes: Uint8Array, fileName = "<memory>"): Safe
     else entries.push(checkEntry(file, name, info, data.length));
   }
 
-  const byOffset = entries.filter((e) => e.end > e.begin).sort((a, b) => a.begin - b.begin || a.end - b.end);
-  for (let i = 1; i < byOffset.length; i++) {
-    const prev = byOffset[i - 1], cur = byOffset[i];
-    if (cur.begin < prev.end) {
-      const [a, b] = [prev, cur].map((t) => `${JSON.stringify(t.name)} [${t.begin}, ${t.end}]`);
-      fail(file, `tensors ${a} and ${b} overlap`);
-    }
-  }
+  checkLayout(file, entries, data.length);
 
   const tensors = new Map<string, HostTensor>();
   for (const e of entries) tensors.set(e.name, decode(file, e, data));
@@ -305,7 +348,8 @@ export async function readShardedSafetensors(indexPath: string | URL): Promise<S
   try {
     index = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
   } catch (err) {
-    throw new SafetensorsError(file, `index is not valid JSON (${(err as Error)?.message ?? err})`, { cause: err });
+    const why = printable(String((err as Error)?.message ?? err));
+    throw new SafetensorsError(file, `index is not valid JSON (${why})`, { cause: err });
   }
   if (!isPlainObject(index)) fail(file, `index must be a JSON object, got ${describe(index)}`);
   const weightMap = checkStringMap(file, "weight_map", index.weight_map);
@@ -317,7 +361,7 @@ export async function readShardedSafetensors(indexPath: string | URL): Promise<S
   const byShard = new Map<string, string[]>();
   for (const [name, shard] of Object.entries(weightMap)) {
     if (shard === "" || isAbsolute(shard) || shard.split(/[\\/]/).includes("..")) {
-      fail(file, `weight_map[${JSON.stringify(name)}]: invalid shard file name ${JSON.stringify(shard)}`);
+      fail(file, `weight_map[${q(name)}]: invalid shard file name ${q(shard)}`);
     }
     const list = byShard.get(shard) ?? [];
     list.push(name);
@@ -332,13 +376,13 @@ export async function readShardedSafetensors(indexPath: string | URL): Promise<S
       contents = await readSafetensors(resolveSibling(indexPath, shard));
     } catch (err) {
       const why = err instanceof SafetensorsError ? err.reason : String(err);
-      throw new SafetensorsError(file, `shard ${JSON.stringify(shard)} (${names.length} tensors): ${why}`, {
+      throw new SafetensorsError(file, `shard ${q(shard)} (${names.length} tensors): ${why}`, {
         cause: err,
       });
     }
     for (const name of names) {
       const t = contents.tensors.get(name);
-      if (!t) fail(file, `tensor ${JSON.stringify(name)} is not in its shard ${JSON.stringify(shard)}`);
+      if (!t) fail(file, `tensor ${q(name)} is not in its shard ${q(shard)}`);
       tensors.set(name, t);
     }
     Object.assign(shardMetadata, contents.metadata);

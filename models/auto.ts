@@ -4,7 +4,7 @@
  * @module
  */
 
-import { parseBertConfig, parseGPT2Config, readConfigJson } from "./config.ts";
+import { parseBertConfig, parseGPT2Config, readConfigJson, show } from "./config.ts";
 import { matchWeights, readWeights, saveParams, uploadParams } from "./weights.ts";
 import { GPT2LMHeadModel } from "./gpt2.ts";
 import { BertForSequenceClassification } from "./bert.ts";
@@ -26,14 +26,14 @@ export function architectureOf(raw: Record<string, unknown>, file = "config.json
     if (arch === "BertForSequenceClassification") return "bert";
     if (arch === "RobertaForSequenceClassification") return "roberta";
     throw new Error(
-      `${file}: architecture "${arch}" is not supported (supported: ${[...CAUSAL, ...CLASSIFIERS].join(", ")})`,
+      `${file}: architecture ${show(arch)} is not supported (supported: ${[...CAUSAL, ...CLASSIFIERS].join(", ")})`,
     );
   }
   const mt = raw.model_type;
   if (mt === "gpt2" || mt === "bert" || mt === "roberta") return mt;
   // Very old GPT-2 configs (e.g. GPT2-chitchat) carry neither architectures nor model_type.
   if (mt === undefined && typeof raw.n_embd === "number" && typeof raw.n_layer === "number") return "gpt2";
-  throw new Error(`${file}: unsupported or missing model_type ${JSON.stringify(mt)} (supported: gpt2, bert, roberta)`);
+  throw new Error(`${file}: unsupported or missing model_type ${show(mt)} (supported: gpt2, bert, roberta)`);
 }
 
 /** Loads GPT-2 (causal LM) from a folder. */

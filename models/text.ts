@@ -7,7 +7,7 @@
  */
 
 import type { Tokenizer } from "./tokenizer/mod.ts";
-import type { GPT2Config } from "./config.ts";
+import { configSource, type GPT2Config, show } from "./config.ts";
 import type { BertForSequenceClassification } from "./bert.ts";
 import { noGrad, readAll, tensor, tidy } from "../engine/tensor.ts";
 import { softmax } from "../engine/ops/softmax.ts";
@@ -26,14 +26,55 @@ export interface PromptFormat {
   decode(ids: readonly number[]): string;
 }
 
+/** A prompt that has no tokens once encoded (bad usage rather than a broken model). */
+export class EmptyPromptError extends Error {
+  /** Creates the error for the prompt `text`. */
+  constructor(text: string) {
+    super(`empty prompt ${show(text)}`);
+    this.name = "EmptyPromptError";
+  }
+}
+
+/**
+ * Throws unless every id `tok` can produce is below the model's `vocab_size`: a tokenizer with more ids than the
+ * model has embedding rows does not belong to it. The message names the tokenizer file and the model config.
+ * @param tok The tokenizer.
+ * @param config The model config (its file is named when it was read by `parseGPT2Config` / `parseBertConfig`).
+ */
+export function checkTokenizerFits(tok: Tokenizer, config: { vocab_size: number }): void {
+  const largest = tok.vocabSize - 1;
+  if (largest < config.vocab_size) return;
+  throw new Error(
+    `tokenizer ${tok.vocabFile} has ids up to ${largest} but the model (${modelName(config)}) has vocab_size ` +
+      `${config.vocab_size}: the tokenizer does not belong to this model`,
+  );
+}
+
+function modelName(config: object): string {
+  return configSource(config) ?? "its config";
+}
+
+function checkIdsFit(tok: Tokenizer, config: { vocab_size: number }, ids: readonly number[], what: string): void {
+  const bad = ids.find((i) => !(Number.isInteger(i) && i >= 0 && i < config.vocab_size));
+  if (bad === undefined) return;
+  throw new Error(
+    `tokenizer ${tok.vocabFile} produced id ${bad} for ${what}, outside the vocabulary of the model ` +
+      `(${modelName(config)}: vocab_size ${config.vocab_size})`,
+  );
+}
+
 /** Removes the spaces a WordPiece decode puts between CJK characters and CJK punctuation. */
 export function joinCjk(text: string): string {
   const cjk = "\\p{Script=Han}\\u3000-\\u303f\\uff00-\\uffef";
   return text.replace(new RegExp(`(?<=[${cjk}]) +(?=[${cjk}])`, "gu"), "");
 }
 
-/** Works out the prompt format of a causal LM from its tokenizer and config. */
+/**
+ * Works out the prompt format of a causal LM from its tokenizer and config. Throws (naming both files) when the
+ * tokenizer has ids the model's vocabulary lacks; `encode` throws {@linkcode EmptyPromptError} for an empty prompt.
+ */
 export function promptFormat(tok: Tokenizer, cfg: GPT2Config, options: { plain?: boolean } = {}): PromptFormat {
+  checkTokenizerFits(tok, cfg);
   const inVocab = (id: number | null | undefined) =>
     id !== undefined && id !== null && id >= 0 && id < cfg.vocab_size ? id : null;
   const bertVocab = tok.clsTokenId !== undefined && tok.sepTokenId !== undefined;
@@ -49,11 +90,8 @@ export function promptFormat(tok: Tokenizer, cfg: GPT2Config, options: { plain?:
       if (ids.length === 0 && tok.bosTokenId !== undefined && inVocab(tok.bosTokenId) !== null) {
         ids.push(tok.bosTokenId);
       }
-      if (ids.length === 0 || (dialog && ids.length <= 2)) throw new Error(`empty prompt "${text}"`);
-      const bad = ids.find((i) => i >= cfg.vocab_size);
-      if (bad !== undefined) {
-        throw new Error(`the tokenizer produced id ${bad}, outside the model's vocabulary (${cfg.vocab_size})`);
-      }
+      if (ids.length === 0 || (dialog && ids.length <= 2)) throw new EmptyPromptError(text);
+      checkIdsFit(tok, cfg, ids, `prompt ${show(text, 40)}`);
       return ids;
     },
     decode(ids: readonly number[]): string {
@@ -74,7 +112,8 @@ export interface ClassifierScores {
 
 /**
  * Classifies texts in right-padded batches (truncated to the model's positions), with one readback
- * per batch of `batchSize` texts.
+ * per batch of `batchSize` texts. Throws (naming the model's config file) when the tokenizer does not fit the
+ * model's vocabulary or the model produces a non-finite logit.
  */
 export async function classifyTexts(
   model: BertForSequenceClassification,
@@ -83,6 +122,7 @@ export async function classifyTexts(
   batchSize = 32,
 ): Promise<ClassifierScores> {
   const c = model.config;
+  checkTokenizerFits(tok, c);
   if (tok.padTokenId === undefined) tok.padToken = tok.idToToken(c.pad_token_id) ?? tok.unkToken;
   const offset = c.model_type === "roberta" ? c.pad_token_id + 1 : 0;
   const maxLength = Math.min(tok.modelMaxLength, c.max_position_embeddings - offset);
@@ -92,8 +132,7 @@ export async function classifyTexts(
     const chunk = texts.slice(start, start + batchSize);
     const enc = tok.encodeBatch([...chunk], { padding: "longest", truncation: true, maxLength, paddingSide: "right" });
     const B = chunk.length, T = enc.inputIds[0].length;
-    const bad = enc.inputIds.flat().find((i) => i >= c.vocab_size);
-    if (bad !== undefined) throw new Error(`the tokenizer produced id ${bad}, outside the classifier's vocabulary`);
+    checkIdsFit(tok, c, enc.inputIds.flat(), `text ${start + 1}…${start + B}`);
     const pair = noGrad(() =>
       tidy(() => {
         const types = enc.tokenTypeIds && c.type_vocab_size > 1
@@ -109,6 +148,16 @@ export async function classifyTexts(
     );
     const [lg, pr] = await readAll(pair);
     for (const t of pair) t.dispose();
+    const badLogit = lg.findIndex((x) => !Number.isFinite(x));
+    const at = badLogit >= 0 ? badLogit : pr.findIndex((x) => !Number.isFinite(x));
+    if (at >= 0) {
+      const what = badLogit >= 0 ? `logit (${lg[at]})` : `probability (${pr[at]})`;
+      const text = start + Math.floor(at / K) + 1;
+      throw new Error(
+        `sequence classifier ${modelName(c)} produced a non-finite ${what} for text ${text}: ` +
+          `its weights are broken (NaN/Inf or overflowing)`,
+      );
+    }
     for (let b = 0; b < B; b++) {
       out.logits.push(Array.from(lg.subarray(b * K, (b + 1) * K)));
       out.probabilities.push(Array.from(pr.subarray(b * K, (b + 1) * K)));

@@ -5,6 +5,9 @@
  * @module
  */
 
+import { show } from "../models/config.ts";
+import { printable } from "../engine/safetensors.ts";
+
 /** How the per-token KL penalty is estimated (TRL's `kl_penalty`). */
 export type KLPenaltyKind = "kl" | "abs" | "mse" | "full";
 
@@ -75,6 +78,9 @@ export interface PPOConfig {
   /** Number of training steps, for the caller's loop (TRL's `steps`, default 20000; unused by the trainer). */
   steps: number;
 }
+
+/** Largest `seed`: the PRNGs keep 32 bits, so larger seeds would repeat smaller ones. */
+export const MAX_SEED = 2 ** 32 - 1;
 
 /** Input of {@linkcode ppoConfig}: any subset of the fields, snake_case or camelCase. */
 export type PPOConfigInput = Partial<PPOConfig> & Record<string, unknown>;
@@ -149,12 +155,12 @@ function snake(key: string): string {
 }
 
 function fail(field: string, reason: string): never {
-  throw new Error(`ppoConfig: "${field}" ${reason}`);
+  throw new Error(`ppoConfig: "${printable(field, 60)}" ${reason}`);
 }
 
 function num(c: Record<string, unknown>, k: string, ok: (x: number) => boolean, what: string): void {
   const v = c[k];
-  if (typeof v !== "number" || Number.isNaN(v) || !ok(v)) fail(k, `must be ${what}, got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || Number.isNaN(v) || !ok(v)) fail(k, `must be ${what}, got ${show(v)}`);
 }
 
 const posInt = (x: number) => Number.isInteger(x) && x > 0;
@@ -182,7 +188,8 @@ export function ppoConfig(partial: PPOConfigInput = {}): PPOConfig {
   }
   if (unknown.length) {
     throw new Error(
-      `ppoConfig: unknown key${unknown.length > 1 ? "s" : ""} ${unknown.map((k) => `"${k}"`).join(", ")}`,
+      `ppoConfig: unknown key${unknown.length > 1 ? "s" : ""} ${unknown.slice(0, 10).map((k) => show(k)).join(", ")}` +
+        (unknown.length > 10 ? ` and ${unknown.length - 10} more` : ""),
     );
   }
   const c: Record<string, unknown> = { ...DEFAULTS };
@@ -203,7 +210,7 @@ export function ppoConfig(partial: PPOConfigInput = {}): PPOConfig {
   num(c, "ratio_threshold", (x) => x > 0, "a number > 0");
   num(c, "target_kl", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
   num(c, "temperature", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
-  num(c, "seed", (x) => Number.isInteger(x), "an integer");
+  num(c, "seed", (x) => Number.isInteger(x) && x >= 0 && x <= MAX_SEED, `an integer in [0, ${MAX_SEED}]`);
   num(c, "adam_beta1", (x) => x >= 0 && x < 1, "in [0, 1)");
   num(c, "adam_beta2", (x) => x >= 0 && x < 1, "in [0, 1)");
   num(c, "adam_epsilon", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
@@ -212,13 +219,13 @@ export function ppoConfig(partial: PPOConfigInput = {}): PPOConfig {
     if (c[k] !== null) num(c, k, (x) => x > 0 && Number.isFinite(x), "null or a finite number > 0");
   }
   for (const k of ["adap_kl_ctrl", "early_stopping", "use_score_scaling", "use_score_norm", "whiten_rewards"]) {
-    if (typeof c[k] !== "boolean") fail(k, `must be a boolean, got ${JSON.stringify(c[k])}`);
+    if (typeof c[k] !== "boolean") fail(k, `must be a boolean, got ${show(c[k])}`);
   }
-  if (typeof c.train_dropout !== "boolean") fail("train_dropout", `must be a boolean, got ${c.train_dropout}`);
+  if (typeof c.train_dropout !== "boolean") fail("train_dropout", `must be a boolean, got ${show(c.train_dropout)}`);
   if (!KL_KINDS.includes(c.kl_penalty as KLPenaltyKind)) {
     fail(
       "kl_penalty",
-      `must be one of ${KL_KINDS.map((k) => `"${k}"`).join(", ")}, got ${JSON.stringify(c.kl_penalty)}`,
+      `must be one of ${KL_KINDS.map((k) => `"${k}"`).join(", ")}, got ${show(c.kl_penalty)}`,
     );
   }
   const bbs = (c.mini_batch_size as number) * (c.gradient_accumulation_steps as number);

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { printable } from "../engine/safetensors.ts";
+
 /** A skipped line and why. */
 export interface SkippedLine {
   /** 1-based line number. */
@@ -69,7 +71,7 @@ export function parsePrompts(text: string, name = "prompts"): PromptSet {
       try {
         value = JSON.parse(line);
       } catch (e) {
-        skipped.push({ line: n, reason: `invalid JSON (${(e as Error).message})` });
+        skipped.push({ line: n, reason: `invalid JSON (${printable((e as Error).message)})` });
         return;
       }
       try {

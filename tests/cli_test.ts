@@ -1,7 +1,8 @@
 /**
  * `cli.ts` run as a subprocess against the hf-tiny fixtures: tokenize gives the reference ids, score
  * matches an in-process forward, generate is deterministic and matches in-process generation, and
- * errors name the missing path with exit code 1 (2 for bad usage).
+ * errors name the missing path with exit code 1 (2 for bad usage); a tokenizer that does not fit the model and
+ * non-finite model output are errors naming the files, not misleading messages or printed NaNs.
  */
 import { assert, assertClose, ready } from "./helpers.ts";
 import { fixtureDir } from "./fixtures.ts";
@@ -9,6 +10,7 @@ import { noGrad, readAll, tensor, tidy } from "../engine/tensor.ts";
 import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
 import { generate } from "../models/generate.ts";
 import { loadTokenizer } from "../models/tokenizer/mod.ts";
+import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "../engine/safetensors.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -226,5 +228,102 @@ Deno.test("cli errors: missing folder or file → exit 1 naming the path; bad us
     assert.match(mainHelp.stdout, /tokenize[\s\S]*generate[\s\S]*score/);
   } finally {
     await Deno.remove(empty, { recursive: true });
+  }
+});
+
+/** Rewrites a safetensors file with the first element of `name` set to NaN. */
+async function poisonWeight(path: string, name: string): Promise<void> {
+  const { tensors, metadata } = await readSafetensors(path);
+  assert.ok(tensors.has(name), `${name} in ${path}`);
+  tensors.get(name)!.data[0] = NaN;
+  const out = new Map<string, SafetensorsWriteTensor>();
+  for (const [n, t] of tensors) {
+    out.set(
+      n,
+      t.dtype === "f32"
+        ? { dtype: "F32", shape: t.shape, data: t.data as Float32Array }
+        : { dtype: "I32", shape: t.shape, data: t.data as Int32Array },
+    );
+  }
+  await writeSafetensors(path, out, metadata);
+}
+
+Deno.test("cli: a tokenizer with more ids than the model is a load error naming both files (not 'prompt 1 is empty')", async () => {
+  const gen = await gpt2WithTokenizer();
+  const cls = await Deno.makeTempDir({ prefix: "cli_cls_" });
+  try {
+    for (const f of ["config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"]) {
+      await Deno.copyFile(`${fixtureDir("bert-cls-tiny")}/${f}`, `${cls}/${f}`);
+    }
+    // Four more tokens than the models' 1396 embedding rows.
+    for (const dir of [gen, cls]) {
+      await Deno.writeTextFile(`${dir}/vocab.txt`, "extra1\nextra2\nextra3\nextra4\n", { append: true });
+    }
+    const [g, s] = await Promise.all([cli("generate", "--model", gen, "你好"), cli("score", "--model", cls, "你好")]);
+    for (const [r, dir] of [[g, gen], [s, cls]] as const) {
+      assert.equal(r.code, 1, r.stderr);
+      assert.ok(r.stderr.includes(`tokenizer ${dir}/vocab.txt has ids up to 1399`), r.stderr);
+      assert.ok(r.stderr.includes(`(${dir}/config.json) has vocab_size 1396`), r.stderr);
+      assert.doesNotMatch(r.stderr, /empty/);
+      assert.equal(r.stdout, "");
+    }
+  } finally {
+    for (const d of [gen, cls]) await Deno.remove(d, { recursive: true });
+  }
+});
+
+Deno.test("cli: non-finite logits or probabilities exit 1 naming the model instead of printing NaN", async () => {
+  await ready;
+  const gen = await gpt2WithTokenizer();
+  const cls = await Deno.makeTempDir({ prefix: "cli_cls_" });
+  try {
+    for (const f of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]) {
+      await Deno.copyFile(`${fixtureDir("bert-cls-tiny")}/${f}`, `${cls}/${f}`);
+    }
+    await poisonWeight(`${gen}/model.safetensors`, "transformer.ln_f.weight");
+    await poisonWeight(`${cls}/model.safetensors`, "classifier.bias");
+    const [g, gs, s] = await Promise.all([
+      cli("generate", "--model", gen, "--max-new-tokens", "3", "--json", "你好", "今天"),
+      cli("generate", "--model", gen, "--max-new-tokens", "3", "--do-sample", "你好"),
+      cli("score", "--model", cls, "--json", "今天天气很好"),
+    ]);
+    for (const r of [g, gs]) {
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`the GPT-2 model in ${gen} produced non-finite logits \\(NaN or Inf\\)`));
+      assert.equal(r.stdout, "");
+    }
+    assert.match(g.stderr, /for prompt 1, 2:/);
+    assert.equal(s.code, 1, s.stderr);
+    assert.match(s.stderr, new RegExp(`sequence classifier ${cls}/config.json produced a non-finite logit \\(NaN\\)`));
+    assert.equal(s.stdout, "");
+  } finally {
+    for (const d of [gen, cls]) await Deno.remove(d, { recursive: true });
+  }
+});
+
+Deno.test("cli generate: --min-new-tokens above --max-new-tokens and out-of-range --seed are usage errors", async () => {
+  const dir = fixtureDir("tokenizer-bert-zh"); // never loaded: the flags are checked first
+  const runs = await Promise.all([
+    cli("generate", "--model", dir, "--min-new-tokens", "50", "--max-new-tokens", "4", "hi"),
+    cli("generate", "--model", dir, "--seed", "4294967296", "hi"),
+    cli("generate", "--model", dir, "--seed=-1", "hi"),
+    cli("generate", "--model", dir, "--seed", "", "hi"),
+  ]);
+  for (const r of runs) {
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stdout, "");
+  }
+  assert.match(runs[0].stderr, /--min-new-tokens \(50\) must not exceed --max-new-tokens \(4\)/);
+  assert.match(runs[1].stderr, /--seed must be an integer in \[0, 4294967295\] \(got 4294967296\)/);
+  assert.match(runs[2].stderr, /--seed must be an integer in \[0, 4294967295\] \(got -1\)/);
+  assert.match(runs[3].stderr, /--seed expects an integer, got ""/);
+  // Without --max-new-tokens the default (32, or what n_positions leaves) is the bound.
+  const gen = await gpt2WithTokenizer();
+  try {
+    const r = await cli("generate", "--model", gen, "--min-new-tokens", "40", "你好");
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--min-new-tokens \(40\) exceeds the default --max-new-tokens \(32\)/);
+  } finally {
+    await Deno.remove(gen, { recursive: true });
   }
 });

@@ -267,8 +267,9 @@ Deno.test("reads BF16, F64, I64, U8, BOOL, I16, I8, U16, U32, U64 and unaligned 
     ["u64", "U64", [1], bytesOf(new BigUint64Array([12345n]))],
     ["f32_odd", "F32", [2], bytesOf(new Float32Array([1.25, -7]))],
   ];
-  const header: Record<string, unknown> = {};
-  const chunks: Uint8Array[] = [new Uint8Array(1)]; // one pad byte: every tensor starts unaligned
+  // A one-byte tensor first: every other tensor starts unaligned.
+  const header: Record<string, unknown> = { pad: { dtype: "U8", shape: [1], data_offsets: [0, 1] } };
+  const chunks: Uint8Array[] = [new Uint8Array([7])];
   let at = 1;
   for (const [name, dtype, shape, data] of parts) {
     header[name] = { dtype, shape, data_offsets: [at, at + data.length] };
@@ -292,18 +293,80 @@ Deno.test("reads BF16, F64, I64, U8, BOOL, I16, I8, U16, U32, U64 and unaligned 
   assert.deepEqual([...t.get("u32")!.data], [2 ** 31 - 1]);
   assert.deepEqual([...t.get("u64")!.data], [12345]);
   assert.deepEqual([...t.get("f32_odd")!.data], [1.25, -7]);
+  assert.deepEqual([...t.get("pad")!.data], [7]);
 });
 
-Deno.test("zero-size tensors are valid anywhere", () => {
+Deno.test("zero-size tensors are valid on tensor boundaries, not inside a tensor", () => {
   const header = {
     a: { dtype: "F32", shape: [2], data_offsets: [0, 8] },
-    e1: { dtype: "F32", shape: [0], data_offsets: [4, 4] },
+    e0: { dtype: "F32", shape: [0], data_offsets: [0, 0] },
+    e1: { dtype: "F32", shape: [0], data_offsets: [8, 8] },
     e2: { dtype: "I64", shape: [3, 0, 5], data_offsets: [8, 8] },
   };
   const { tensors } = parseSafetensors(build(header, new Uint8Array(8)));
+  assert.equal(tensors.get("e0")!.data.length, 0);
   assert.equal(tensors.get("e1")!.data.length, 0);
   assert.deepEqual(tensors.get("e2")!.shape, [3, 0, 5]);
   assert.deepEqual(parseSafetensors(build({})).tensors.size, 0);
+  expectError(
+    build({ ...header, e1: { dtype: "F32", shape: [0], data_offsets: [4, 4] } }, new Uint8Array(8)),
+    /zero-size tensor "e1" \[4, 4\] lies inside "a" \[0, 8\]/,
+  );
+});
+
+Deno.test("layout: data shifted by inserted bytes, gaps and trailing bytes are refused (reference rule)", async () => {
+  const file = fixturePath("gpt2-tiny/model.safetensors");
+  const good = await Deno.readFile(file);
+  const parsed = parseSafetensors(good, "model.safetensors");
+  assert.ok(parsed.tensors.size > 10);
+  const headerEnd = 8 + Number(new DataView(good.buffer, good.byteOffset).getBigUint64(0, true));
+  const splice = (at: number, extra: Uint8Array) => {
+    const out = new Uint8Array(good.length + extra.length);
+    out.set(good.subarray(0, at));
+    out.set(extra, at);
+    out.set(good.subarray(at), at + extra.length);
+    return out;
+  };
+  // Four bytes inserted after the header shift every tensor by one f32: the old reader loaded wrong weights.
+  const shifted = splice(headerEnd, new Uint8Array([1, 2, 3, 4]));
+  expectError(shifted, /data section is \d+ bytes but the tensors end at byte \d+: 4 unexplained bytes/, "shift.st");
+  expectError(splice(good.length, new Uint8Array(3)), /3 unexplained bytes/, "tail.st");
+  expectError(splice(headerEnd + 100, new Uint8Array(8)), /8 unexplained bytes/, "mid.st");
+  // Hand-made layouts: a gap between tensors, a first tensor that does not start at 0, missing data.
+  const f = (begin: number) => ({ dtype: "F32", shape: [1], data_offsets: [begin, begin + 4] });
+  expectError(
+    build({ a: f(0), b: f(8) }, new Uint8Array(12)),
+    /4 bytes of the data section belong to no tensor \(between "a" \[0, 4\] and "b" \[8, 12\]\)/,
+  );
+  expectError(build({ a: f(4) }, new Uint8Array(8)), /4 bytes .* no tensor \(before "a" \[4, 8\], the first tensor\)/);
+  expectError(build({ a: f(0) }, new Uint8Array(8)), /data section is 8 bytes but the tensors end at byte 4/);
+  expectError(build({}, new Uint8Array(2)), /data section is 2 bytes but the tensors end at byte 0/);
+  // What the writer produces always satisfies the rule.
+  const written = serializeSafetensors({ b: { dtype: "F16", shape: [3], data: new Float32Array(3) }, a: f32(1, 2) });
+  assert.deepEqual([...parseSafetensors(written).tensors.keys()].sort(), ["a", "b"]);
+});
+
+function f32(...v: number[]): SafetensorsWriteTensor {
+  return { dtype: "F32", shape: [v.length], data: new Float32Array(v) };
+}
+
+Deno.test("messages escape and shorten binary or hostile text from the file", () => {
+  const evil = "w\u0000\u001b[31m\u202e\ufffd" + "x".repeat(500);
+  const check = (bytes: Uint8Array, pattern: RegExp) =>
+    assert.throws(() => parseSafetensors(bytes, "evil.safetensors"), (e: unknown) => {
+      assert.ok(e instanceof SafetensorsError, String(e));
+      const m = e.message;
+      assert.ok(!/[\p{Cc}\p{Cf}\ufffd]/u.test(m), `raw control bytes in ${JSON.stringify(m)}`);
+      assert.ok(m.length < 400, `message is ${m.length} characters`);
+      assert.match(m, pattern);
+      return true;
+    });
+  check(build({ [evil]: { dtype: "F32", shape: [1], data_offsets: [0, 8] } }, new Uint8Array(8)), /\\x1b\[31m/);
+  check(build({ x: { dtype: evil, shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4)), /more characters/);
+  const binary = new Uint8Array(64).map((_, i) => (i * 37) & 0xff);
+  binary[0] = 0x7b;
+  check(build(new TextEncoder().encode("\u0001\u0002" + "\u0007".repeat(300))), /not valid JSON \(.*\\x01/);
+  check(build(binary), /UTF-8|not valid JSON/);
 });
 
 Deno.test("malformed files raise SafetensorsError naming the file and the reason", () => {

@@ -210,3 +210,64 @@ Deno.test("RLHF run stops with a clear error when training diverges (no silent N
   );
   for (const d of [policyDir, out]) await Deno.remove(d, { recursive: true });
 });
+
+async function trainCli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "train.ts", ...args],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { XDG_RUNTIME_DIR: "/tmp" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+Deno.test("train.ts: bad flags are refused before any work, naming the flag (empty --lr, seed range, token bounds, --overwrite with --resume)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "train_flags_" });
+  const bin = `${dir}/binary.json`, arr = `${dir}/array.json`;
+  await Deno.writeFile(bin, new Uint8Array([0x01, 0x1b, 0x5b, 0x32, 0x4a, 0xff, 0xfe, 0x00]));
+  await Deno.writeTextFile(arr, "[1, 2]");
+  // Folders that do not exist: a flag that wrongly passes would stop at "no such folder" instead.
+  const data = ["--policy", `${dir}/none`, "--reward", `${dir}/none`, "--prompts", `${dir}/none.jsonl`];
+  try {
+    const cases: [string[], RegExp][] = [
+      [["--lr", ""], /--lr must be a number ≥ 0 \(got ""\)/],
+      [["--lr", "  "], /--lr must be a number ≥ 0/],
+      [["--kl-coef", ""], /--kl-coef must be a number/],
+      [["--seed", "4294967296"], /--seed must be an integer in \[0, 4294967295\] \(got "4294967296"\)/],
+      [["--seed=-1"], /--seed must be an integer in \[0, 4294967295\]/],
+      [
+        ["--min-new-tokens", "50", "--max-new-tokens", "4"],
+        /--min-new-tokens \(50\) must not exceed --max-new-tokens \(4\)/,
+      ],
+      [["--min-new-tokens", "30"], /--min-new-tokens \(30\) must not exceed the default --max-new-tokens \(24\)/],
+      [["--resume", "--overwrite"], /--resume and --overwrite contradict each other/],
+      [["--config", bin], new RegExp(`--config ${bin}: .*\\\\x01`)],
+      [["--config", arr], new RegExp(`--config ${arr}: must hold a JSON object of PPOConfig fields`)],
+      [["--config", arr.replace("array", "missing")], /--config .*missing\.json: /],
+    ];
+    const runs = await Promise.all(cases.map(([flags]) => trainCli(...data, ...flags)));
+    runs.forEach((r, i) => {
+      assert.equal(r.code, 1, `${cases[i][0].join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, cases[i][1]);
+      assert.doesNotMatch(
+        r.stderr.replaceAll("\n", " "),
+        /no such folder|[\p{Cc}\p{Cf}\ufffd]/u,
+        `${cases[i][0]}: ${r.stderr}`,
+      );
+    });
+    // --overwrite is a known flag (the run then stops at the missing folder), and --help explains it.
+    const ow = await trainCli(...data, "--overwrite");
+    assert.equal(ow.code, 1);
+    assert.match(ow.stderr, /--policy .*none: no such folder/);
+    const help = await trainCli("--help");
+    assert.match(
+      help.stdout,
+      /--overwrite\s+start afresh in an --out folder that already holds a run \(replaces its checkpoints,\s+metrics and samples\)/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

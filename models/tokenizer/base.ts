@@ -7,6 +7,7 @@
  */
 
 import { renderChatTemplate } from "./chat_template.ts";
+import { show } from "../config.ts";
 import type {
   BatchEncoding,
   ChatMessage,
@@ -92,6 +93,15 @@ export abstract class Tokenizer {
 
   /** Number of entries in the vocabulary, added tokens included (like `len(tokenizer)` in transformers). */
   abstract get vocabSize(): number;
+  /** Name of the vocabulary file inside the folder (`tokenizer.json`, `vocab.txt`, `vocab.json`; "" if none). */
+  protected get vocabFileName(): string {
+    return "";
+  }
+  /** The vocabulary file this tokenizer was read from (just `source` for one built in memory); for messages. */
+  get vocabFile(): string {
+    const name = this.vocabFileName;
+    return this.source === "<memory>" || !name ? this.source : `${this.source.replace(/(.)\/+$/, "$1")}/${name}`;
+  }
   /** Whether `encodeBatch` returns `tokenTypeIds` (BERT-style models). */
   abstract get usesTokenTypeIds(): boolean;
   /** Splits text into tokens (no special tokens added). */
@@ -309,7 +319,7 @@ export abstract class Tokenizer {
   convertTokensToIds(tokens: string | string[]): number | number[] {
     const one = (t: string): number => {
       const id = this.tokenToId(t) ?? this.unkTokenId;
-      if (id === undefined) throw new RangeError(`tokenizer: token ${JSON.stringify(t)} is not in the vocabulary`);
+      if (id === undefined) throw new RangeError(`tokenizer: token ${show(t)} is not in the vocabulary`);
       return id;
     };
     return typeof tokens === "string" ? one(tokens) : tokens.map(one);

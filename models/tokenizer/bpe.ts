@@ -6,7 +6,8 @@
 
 import { join } from "node:path";
 import { cleanUpTokenization, type EncodedRow, Tokenizer } from "./base.ts";
-import { configFlag, readTokenizerSettings } from "./config.ts";
+import { checkIds, configFlag, readJsonIfExists, readTokenizerSettings } from "./config.ts";
+import { show } from "../config.ts";
 import type { SpecialTokens, TokenizerSettings } from "./types.ts";
 
 /** GPT-2's defaults: `<|endoftext|>` is bos, eos and unk; there is no padding token. */
@@ -43,7 +44,7 @@ export function parseMerges(text: string): [string, string][] {
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
     if (line === "" || line.startsWith("#version")) continue;
     const space = line.indexOf(" ", 1);
-    if (space < 0) throw new Error(`tokenizer: bad merges.txt line ${JSON.stringify(line)}`);
+    if (space < 0) throw new Error(`tokenizer: bad merges.txt line ${show(line)}`);
     merges.push([line.slice(0, space), line.slice(space + 1)]);
   }
   return merges;
@@ -96,12 +97,16 @@ export class ByteLevelBpeTokenizer extends Tokenizer {
 
   /** Loads `vocab.json` + `merges.txt` (+ tokenizer_config.json / special_tokens_map.json) from a folder. */
   static async fromDir(dir: string): Promise<ByteLevelBpeTokenizer> {
-    const vocab = JSON.parse(await Deno.readTextFile(join(dir, "vocab.json"))) as Record<string, number>;
+    const vocab = checkIds(join(dir, "vocab.json"), await readJsonIfExists(join(dir, "vocab.json")));
     const merges = parseMerges(await Deno.readTextFile(join(dir, "merges.txt")));
     const settings = await readTokenizerSettings(dir, GPT2_DEFAULT_SPECIAL_TOKENS);
     return new ByteLevelBpeTokenizer(vocab, merges, settings, dir);
   }
 
+  /** `vocab.json`. */
+  protected override get vocabFileName(): string {
+    return "vocab.json";
+  }
   /** Number of ids (largest id + 1). */
   get vocabSize(): number {
     return this.#decoder.length;

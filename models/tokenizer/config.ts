@@ -7,6 +7,8 @@
 
 import { join } from "node:path";
 import type { SpecialTokenName, SpecialTokens, TokenizerSettings } from "./types.ts";
+import { printable } from "../../engine/safetensors.ts";
+import { CONFIG_LIMITS, show } from "../config.ts";
 
 /** JSON key in the HF files for each named special token. */
 const SPECIAL_KEYS: [SpecialTokenName, string][] = [
@@ -36,8 +38,32 @@ export async function readJsonIfExists(path: string): Promise<unknown> {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new Error(`tokenizer: cannot parse JSON file ${path}: ${(e as Error).message}`);
+    throw new Error(`tokenizer: cannot parse JSON file ${path}: ${printable((e as Error).message)}`);
   }
+}
+
+/** Largest token id accepted from a tokenizer file (ids must also fit the model's vocab_size). */
+export const MAX_TOKEN_ID: number = CONFIG_LIMITS.vocab - 1;
+
+/**
+ * Checks a token → id object read from `path` (vocab.json, added_tokens.json): every id an integer in
+ * [0, {@linkcode MAX_TOKEN_ID}]. Throws naming the file and the token otherwise.
+ */
+export function checkIds(path: string, value: unknown): Record<string, number> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new Error(`tokenizer: ${path} must hold a JSON object mapping tokens to ids (got ${show(value)})`);
+  }
+  for (const [token, id] of Object.entries(value)) checkId(path, token, id);
+  return value as Record<string, number>;
+}
+
+function checkId(path: string, token: string, id: unknown): number {
+  if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id > MAX_TOKEN_ID) {
+    throw new Error(
+      `tokenizer: ${path}: token ${show(token)} has id ${show(id)}; ids must be integers in [0, ${MAX_TOKEN_ID}]`,
+    );
+  }
+  return id;
 }
 
 /** Whether `path` exists and is a file. */
@@ -107,14 +133,16 @@ export async function readTokenizerSettings(dir: string, defaults: SpecialTokens
 
   const addedTokens = new Map<string, number>();
   const addedSpecial = new Set<string>();
-  const addedJson = asRecord(await readJsonIfExists(join(dir, "added_tokens.json")));
-  for (const [content, id] of Object.entries(addedJson)) {
-    if (typeof id === "number") addedTokens.set(content, id);
+  const addedPath = join(dir, "added_tokens.json");
+  const addedJson = await readJsonIfExists(addedPath);
+  if (addedJson !== undefined) {
+    for (const [content, id] of Object.entries(checkIds(addedPath, addedJson))) addedTokens.set(content, id);
   }
   for (const [id, entry] of Object.entries(asRecord(config.added_tokens_decoder))) {
     const content = tokenContent(entry);
-    if (content === undefined || !Number.isInteger(Number(id))) continue;
-    addedTokens.set(content, Number(id));
+    if (content === undefined) continue;
+    const where = `${join(dir, "tokenizer_config.json")} (added_tokens_decoder)`;
+    addedTokens.set(content, checkId(where, content, /^(0|[1-9][0-9]*)$/.test(id) ? Number(id) : id));
     if (asRecord(entry).special === true) addedSpecial.add(content);
   }
 

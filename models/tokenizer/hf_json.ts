@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { type EncodedRow, Tokenizer } from "./base.ts";
 import { readTokenizerSettings, tokenContent } from "./config.ts";
+import { printable } from "../../engine/safetensors.ts";
 import type { SpecialTokens, TokenizerSettings } from "./types.ts";
 
 /** The parts of tokenizer.json this wrapper reads itself (the npm package reads the rest). */
@@ -83,12 +84,16 @@ export class HfJsonTokenizer extends Tokenizer {
     try {
       json = JSON.parse(await Deno.readTextFile(path));
     } catch (e) {
-      throw new Error(`tokenizer: cannot read ${path}: ${(e as Error).message}`);
+      throw new Error(`tokenizer: cannot read ${path}: ${printable((e as Error).message)}`);
     }
     const settings = await readTokenizerSettings(dir, specialTokensFromJson(json as TokenizerJson));
     return new HfJsonTokenizer(json, settings, dir);
   }
 
+  /** `tokenizer.json`. */
+  protected override get vocabFileName(): string {
+    return "tokenizer.json";
+  }
   /** Largest id + 1, added tokens included. */
   get vocabSize(): number {
     return this.#vocabSize;

@@ -93,6 +93,10 @@ export class WordPieceTokenizer extends Tokenizer {
     return new WordPieceTokenizer(vocab, settings, dir);
   }
 
+  /** `vocab.txt`. */
+  protected override get vocabFileName(): string {
+    return "vocab.txt";
+  }
   /** Number of ids (vocab.txt lines plus added tokens). */
   get vocabSize(): number {
     return this.#idToToken.length;
