@@ -10,7 +10,6 @@
 export const SHADER_NAMES: readonly string[] = [
   "activation",
   "adamw",
-  "amax",
   "adamw_common",
   "adamw_flat",
   "attention",
@@ -29,7 +28,6 @@ export const SHADER_NAMES: readonly string[] = [
   "index_sort",
   "layer_norm",
   "masked_fill",
-  "nonfinite",
   "matmul",
   "matmul_coop",
   "matmul_gemv",
@@ -45,6 +43,7 @@ export const SHADER_NAMES: readonly string[] = [
   "slice",
   "softmax",
   "softmax_common",
+  "tensor_scan",
   "unary",
 ];
 

@@ -6,7 +6,7 @@
 //
 // Operand scaling: with SCALE_A (SCALE_B) each element of A (B) is multiplied by a power of two s_A (s_B) before
 // rounding, and the product by alpha / s_A / s_B after the f32 accumulation (both exact). s is chosen on the GPU from
-// the operand's largest magnitude (amax[0] for A, amax[1] for B, written by amax.wgsl) so that the largest element
+// the operand's largest magnitude (amax[0] for A, amax[1] for B, written by tensor_scan.wgsl's amax) so that the largest element
 // lands in [2^13, 2^14] (below f16's 65504 even if log2 is off by one): gradients far below f16's smallest normal
 // (6.1e-5) keep their precision. Dynamic loss scaling done per product, with no host round trip and no skipped step.
 //
@@ -70,7 +70,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> c: array<f32>;
 @group(0) @binding(7) var<storage, read> resid: array<f32>;
 @group(0) @binding(8) var<storage, read_write> pre: array<f32>;
-@group(0) @binding(9) var<storage, read> amax: array<f32>; // [largest |A|, largest |B|] (amax.wgsl)
+@group(0) @binding(9) var<storage, read> amax: array<f32>; // [largest |A|, largest |B|] (tensor_scan.wgsl amax)
 
 //!include activation
 
@@ -78,42 +78,12 @@ var<workgroup> As: array<f16, (BM + 8u) * (BK + 8u)>;
 var<workgroup> Bs: array<f16, (BN + 8u) * (BK + 8u)>;
 var<workgroup> Cs: array<f32, WM * WN * 256u>;
 
-// Four consecutive elements of A starting at `base`; element j is read only when j < lim.
-fn readA(base: u32, lim: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  if (VEC_A) {
-    if (lim > 0u) { v = aV[base / 4u]; }
-  } else {
-    if (lim > 0u) { v.x = aS[base]; }
-    if (lim > 1u) { v.y = aS[base + 1u]; }
-    if (lim > 2u) { v.z = aS[base + 2u]; }
-    if (lim > 3u) { v.w = aS[base + 3u]; }
-  }
-  return v;
-}
-
-fn readB(base: u32, lim: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  if (VEC_B) {
-    if (lim > 0u) { v = bV[base / 4u]; }
-  } else {
-    if (lim > 0u) { v.x = bS[base]; }
-    if (lim > 1u) { v.y = bS[base + 1u]; }
-    if (lim > 2u) { v.z = bS[base + 2u]; }
-    if (lim > 3u) { v.w = bS[base + 3u]; }
-  }
-  return v;
-}
+//!include matmul_io
 
 // The power of two s with amax · s in [2^13, 2^14] (1 for a zero, infinite or NaN amax).
 fn scaleFor(m: f32) -> f32 {
   if (!(m > 0.0) || m > 3.0e38) { return 1.0; }
   return ldexp(1.0, clamp(i32(floor(14.0 - log2(m))), -126, 126));
-}
-
-// Number of valid elements among i, i+1, i+2, i+3 below n.
-fn avail(i: u32, n: u32) -> u32 {
-  return select(0u, min(n - i, 4u), i < n);
 }
 
 // Four values rounded to f16, stored at `at`, at + 1, at + 2, at + 3 of As or Bs.

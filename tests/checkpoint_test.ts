@@ -1,24 +1,10 @@
 // Checkpoints as users meet them: each checkpoint-N is a complete Hugging Face folder (tokenizer files included)
 // that loads on its own, and how many are kept follows save_total_limit (default: all, as transformers/TRL).
 import { assert, ready } from "./helpers.ts";
-import { fixtureDir } from "./fixtures.ts";
+import { fixtureDir, seedLikePolicyDir } from "./fixtures.ts";
 import { defaultSuppressTokens, runRLHF } from "../ppo/rlhf.ts";
 import { loadGPT2 } from "../models/auto.ts";
 import { loadTokenizer } from "../models/tokenizer/mod.ts";
-
-async function policyFolder(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "policy-" });
-  const g = fixtureDir("gpt2-tiny"), t = fixtureDir("tokenizer-bert-zh");
-  for (
-    const [from, name] of [[g, "config.json"], [g, "pytorch_model.bin"], [g, "generation_config.json"], [
-      t,
-      "vocab.txt",
-    ], [t, "tokenizer_config.json"]]
-  ) {
-    await Deno.copyFile(`${from}/${name}`, `${dir}/${name}`);
-  }
-  return dir;
-}
 
 const run = (policyDir: string, outDir: string, saveTotalLimit?: number) =>
   runRLHF({
@@ -43,7 +29,7 @@ async function checkpoints(dir: string): Promise<string[]> {
 
 Deno.test("every checkpoint is a complete model folder: tokenizer and generation files copied in, loads alone", async () => {
   await ready;
-  const policyDir = await policyFolder(), out = await Deno.makeTempDir();
+  const policyDir = await seedLikePolicyDir({ extra: ["generation_config.json"] }), out = await Deno.makeTempDir();
   await run(policyDir, out);
   assert.deepEqual(await checkpoints(out), ["checkpoint-1", "checkpoint-2", "checkpoint-3"], "all kept by default");
   const ck = `${out}/checkpoint-2`;
@@ -70,7 +56,7 @@ Deno.test("every checkpoint is a complete model folder: tokenizer and generation
 
 Deno.test("saveTotalLimit keeps the newest N checkpoints", async () => {
   await ready;
-  const policyDir = await policyFolder(), out = await Deno.makeTempDir();
+  const policyDir = await seedLikePolicyDir({ extra: ["generation_config.json"] }), out = await Deno.makeTempDir();
   await run(policyDir, out, 2);
   assert.deepEqual(await checkpoints(out), ["checkpoint-2", "checkpoint-3"]);
   for (const d of [policyDir, out]) await Deno.remove(d, { recursive: true });
@@ -82,7 +68,7 @@ Deno.test("sampling suppresses a BERT vocabulary's [UNK] by default (said in the
   const unk = tok.unkTokenId!;
   assert.deepEqual(defaultSuppressTokens(tok), [unk]);
   assert.deepEqual(defaultSuppressTokens({ unkTokenId: 50256, eosTokenId: 50256 }), [], "GPT-2's unk is its EOS");
-  const policyDir = await policyFolder(), out = await Deno.makeTempDir();
+  const policyDir = await seedLikePolicyDir({ extra: ["generation_config.json"] }), out = await Deno.makeTempDir();
   const lines: string[] = [];
   await runRLHF({
     policyDir,

@@ -35,3 +35,24 @@ export function rows(t: HostTensor): number[][] {
   const [r, c] = t.shape;
   return Array.from({ length: r }, (_, i) => Array.from(t.data.subarray(i * c, (i + 1) * c)));
 }
+
+/**
+ * A policy folder in the seed's layout, made in a new temporary folder the caller removes: the tiny GPT-2's
+ * `config.json` and weights (`pytorch_model.bin` by default) with the tiny Chinese BERT tokenizer (`vocab.txt`,
+ * `tokenizer_config.json`), plus any other files of the GPT-2 fixture named in `extra`.
+ */
+export async function seedLikePolicyDir(
+  o: { weights?: "pytorch_model.bin" | "model.safetensors"; extra?: string[] } = {},
+): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "policy-" });
+  const g = fixtureDir("gpt2-tiny"), t = fixtureDir("tokenizer-bert-zh");
+  const files: [string, string][] = [
+    [g, "config.json"],
+    [g, o.weights ?? "pytorch_model.bin"],
+    [t, "vocab.txt"],
+    [t, "tokenizer_config.json"],
+    ...(o.extra ?? []).map((f): [string, string] => [g, f]),
+  ];
+  for (const [from, name] of files) await Deno.copyFile(`${from}/${name}`, `${dir}/${name}`);
+  return dir;
+}

@@ -1,6 +1,6 @@
 // transformers-style entry points: Auto*.fromPretrained and pipeline(), checked against the loaders they wrap.
 import { assert, ready } from "./helpers.ts";
-import { fixtureDir } from "./fixtures.ts";
+import { fixtureDir, seedLikePolicyDir } from "./fixtures.ts";
 import {
   AutoModelForCausalLM,
   AutoModelForSequenceClassification,
@@ -10,20 +10,9 @@ import {
 import { classifyTexts, promptFormat } from "../models/text.ts";
 import { generate } from "../models/generate.ts";
 
-async function chineseGpt2(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "gpt2-" });
-  const g = fixtureDir("gpt2-tiny"), t = fixtureDir("tokenizer-bert-zh");
-  for (
-    const [from, name] of [[g, "config.json"], [g, "model.safetensors"], [t, "vocab.txt"], [t, "tokenizer_config.json"]]
-  ) {
-    await Deno.copyFile(`${from}/${name}`, `${dir}/${name}`);
-  }
-  return dir;
-}
-
 Deno.test("Auto*.fromPretrained load the folder's model (eval mode) and tokenizer", async () => {
   await ready;
-  const dir = await chineseGpt2();
+  const dir = await seedLikePolicyDir({ weights: "model.safetensors" });
   const lm = await AutoModelForCausalLM.fromPretrained(dir);
   assert.equal(lm.training, false);
   assert.equal(lm.config.model_type ?? "gpt2", "gpt2");
@@ -55,7 +44,7 @@ Deno.test("pipeline('sentiment-analysis'): top label per text, all labels with t
 
 Deno.test("pipeline('text-generation'): the prompt plus the same reply generate() gives; returnFullText false", async () => {
   await ready;
-  const dir = await chineseGpt2();
+  const dir = await seedLikePolicyDir({ weights: "model.safetensors" });
   const gen = await pipeline("text-generation", dir);
   const [full] = await gen("今天天气", { maxNewTokens: 5, doSample: true, seed: 4 });
   const fmt = promptFormat(gen.tokenizer, gen.model.config);

@@ -2,7 +2,7 @@
 // detection on the GPU, divergence stops, torn log lines on resume, the folder lock, the reuse guard, checkpoint
 // manifests and the fallback to the newest intact checkpoint.
 import { assert, ready } from "./helpers.ts";
-import { fixtureDir } from "./fixtures.ts";
+import { fixtureDir, seedLikePolicyDir } from "./fixtures.ts";
 import { runtime, tensor } from "../engine/tensor.ts";
 import { countNonFinite } from "../engine/ops/finite.ts";
 import { readRunLog, runRLHF } from "../ppo/rlhf.ts";
@@ -13,18 +13,6 @@ import { LOCK_FILE, lockOutDir, prepareOutDir } from "../ppo/outdir.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
 import { AdamW } from "../engine/optim.ts";
 import { readSafetensors } from "../engine/safetensors.ts";
-
-/** A policy folder: the tiny GPT-2 fixture with the tiny Chinese BERT tokenizer (as the seed's layout). */
-async function policyFolder(): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "policy-" });
-  const g = fixtureDir("gpt2-tiny"), t = fixtureDir("tokenizer-bert-zh");
-  for (
-    const [from, name] of [[g, "config.json"], [g, "pytorch_model.bin"], [t, "vocab.txt"], [t, "tokenizer_config.json"]]
-  ) {
-    await Deno.copyFile(`${from}/${name}`, `${dir}/${name}`);
-  }
-  return dir;
-}
 
 const PROMPTS = parsePrompts("今天天气很好\n我很喜欢这个\n这家店很差\n你好\n", "p.txt").prompts;
 
@@ -101,7 +89,7 @@ Deno.test("nonFiniteState names the weight, value head entry and optimiser buffe
 
 Deno.test("a run that diverges (lr 10) stops with an error; the last good checkpoint stays newest and intact", async () => {
   await ready;
-  const policyDir = await policyFolder(), out = await Deno.makeTempDir();
+  const policyDir = await seedLikePolicyDir(), out = await Deno.makeTempDir();
   // With lr 10 the tiny policy's entropy drops to 0 at step 2 while its loss runs to ~1e6 (before: exit 0, "done").
   const { o, lines } = options(policyDir, out, {
     steps: 8,
@@ -139,7 +127,7 @@ Deno.test("readRunLog drops a torn last line and names file and line of any othe
 
 Deno.test("resume after a torn metrics line (disk full mid-write): cut back to the checkpoint, said so", async () => {
   await ready;
-  const policyDir = await policyFolder(), out = await Deno.makeTempDir();
+  const policyDir = await seedLikePolicyDir(), out = await Deno.makeTempDir();
   const first = options(policyDir, out, { stopAfter: 2 });
   assert.equal((await runRLHF(first.o)).step, 2);
   await Deno.writeTextFile(`${out}/metrics.jsonl`, '{"step":3,"ppo/loss/total":0.1,"objective', { append: true });
@@ -212,7 +200,7 @@ Deno.test("an output folder holding a run is refused without --resume/--overwrit
 
 Deno.test("checkpoint manifests: damage is named, resume falls back to the newest intact checkpoint", async () => {
   await ready;
-  const policyDir = await policyFolder(), out = await Deno.makeTempDir();
+  const policyDir = await seedLikePolicyDir(), out = await Deno.makeTempDir();
   assert.equal((await runRLHF(options(policyDir, out, { stopAfter: 2 }).o)).step, 2);
   for (const s of [1, 2]) assert.equal(await checkpointDamage(`${out}/checkpoint-${s}`), null);
   const manifest = JSON.parse(await Deno.readTextFile(`${out}/checkpoint-2/manifest.json`));
@@ -248,7 +236,7 @@ Deno.test("checkpoint manifests: damage is named, resume falls back to the newes
 
 Deno.test("a second run into the same folder is refused; --overwrite replaces the first", async () => {
   await ready;
-  const policyDir = await policyFolder(), out = await Deno.makeTempDir();
+  const policyDir = await seedLikePolicyDir(), out = await Deno.makeTempDir();
   await runRLHF(options(policyDir, out, { steps: 1 }).o);
   await assert.rejects(runRLHF(options(policyDir, out, { steps: 1 }).o), /already holds a run/);
   const again = options(policyDir, out, { steps: 1, overwrite: true });

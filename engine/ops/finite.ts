@@ -1,12 +1,12 @@
 /**
  * Non-finite checks on the GPU: how many ±Inf/NaN values each of many tensors holds, counted by
- * `shaders/nonfinite.wgsl` and read back in one round trip (for checks before a checkpoint is written).
+ * `shaders/tensor_scan.wgsl` and read back in one round trip (for checks before a checkpoint is written).
  * @module
  */
 
 import { runtime, type Tensor } from "../tensor.ts";
 
-const COUNT_SPEC = { shader: "nonfinite", bindings: ["read", "rw"] as ("read" | "rw")[] };
+const COUNT_SPEC = { shader: "tensor_scan", entry: "nonfinite", bindings: ["read", "rw"] as ("read" | "rw")[] };
 const FILL_SPEC = { shader: "fill", bindings: ["rw"] as ("read" | "rw")[] };
 
 /**

@@ -7,7 +7,7 @@
  *
  * Parameters, optimiser state and every other op stay f32 (as PyTorch AMP keeps master weights): only the inputs
  * of a product are rounded. Gradient operands are scaled per product by a power of two chosen on the GPU from their
- * largest magnitude (`shaders/amax.wgsl`), so tiny gradients do not flush to zero in f16.
+ * largest magnitude (`shaders/tensor_scan.wgsl`), so tiny gradients do not flush to zero in f16.
  * @module
  */
 
@@ -138,7 +138,7 @@ export function coopConstants(t: MatmulCoopTile, sg: number): Record<string, num
 
 // ------------------------------------------------------------------ operand scaling
 
-const AMAX_SPEC = { shader: "amax", bindings: ["read", "rw"] as ("read" | "rw")[] };
+const AMAX_SPEC = { shader: "tensor_scan", entry: "amax", bindings: ["read", "rw"] as ("read" | "rw")[] };
 const FILL_SPEC = { shader: "fill", bindings: ["rw"] as ("read" | "rw")[] };
 
 /**
