@@ -7,11 +7,13 @@
  * deno run -A cli.ts tokenize --model DIR "text" ...
  * deno run -A cli.ts generate --model DIR [--max-new-tokens N --do-sample --temperature T --top-k K --top-p P --seed S] "prompt" ...
  * deno run -A cli.ts score --model DIR "text" ...
+ * deno run -A cli.ts init-model --like gpt2 --vocab vocab.txt --n-layer 2 --n-embd 64 --n-head 4 --out DIR
  * ```
  *
  * `--json` prints machine-readable JSON (an array with one object per input); `--help` explains each
- * command. Errors print one line `error: …` to stderr: exit code 1 for failures (such as a missing
- * folder or file, named in the message), 2 for bad usage.
+ * command. Relative paths are taken from the directory the command was run in (`INIT_CWD` under `deno task`).
+ * Errors print one line `error: …` to stderr: exit code 1 for failures (such as a missing folder or file, named
+ * in the message by its absolute path), 2 for bad usage.
  * @module
  */
 
@@ -24,6 +26,9 @@ import type { GPT2LMHeadModel } from "./models/gpt2.ts";
 import { generate } from "./models/generate.ts";
 import { show } from "./models/config.ts";
 import { loadTokenizer } from "./models/tokenizer/mod.ts";
+import { defaultSuppressTokens } from "./ppo/rlhf.ts";
+import { describeTokens, parseSuppressTokens, resolveSuppressTokens, resolveUserPath } from "./models/cli_args.ts";
+import { initModel, InitModelUsageError } from "./models/init_model.ts";
 
 /** An error reported to the user as one line; `exitCode` 2 marks bad usage. */
 export class CliError extends Error {
@@ -40,13 +45,15 @@ Commands:
   tokenize   Show token ids and tokens of each text
   generate   Continue each prompt with a GPT-2 model
   score      Classify each text with a BERT/RoBERTa sequence classifier
+  init-model Write a randomly initialised GPT-2 or BERT classifier folder (no hub access needed)
 
 Common options:
-  -m, --model DIR   Hugging Face model folder (config.json, weights, tokenizer files)
+  -m, --model DIR   Hugging Face model folder (config.json, weights, tokenizer files; not for init-model)
       --json        Print JSON (an array with one object per input)
   -h, --help        Show help (also: cli.ts <command> --help)
       --verbose     Name the WebGPU adapter; print stack traces on errors
 
+Relative paths are taken from the directory the command was run in (also under deno task).
 Exit codes: 0 success, 1 failure (missing folder or file, bad model, ...), 2 bad usage.`;
 
 const HELP: Record<string, string> = {
@@ -77,6 +84,9 @@ Options:
       --top-p P            Nucleus sampling mass in (0, 1] (default 1)
       --seed S             Seed for sampling, an integer in [0, 4294967295] (default 0)
       --no-special-tokens  Encode prompts without special tokens ([CLS]/[SEP]) even for a BERT vocabulary
+      --suppress-tokens L  Never generate these: comma-separated token ids (numbers) or tokens ([UNK], Ġthe),
+                           or "none". Default: the tokenizer's unknown token unless it is its EOS (BERT's
+                           [UNK]; said on stderr), as train.ts does
       --json               Print [{"prompt", "text", "ids", "promptIds", "finished"}, ...]`,
   score: `Usage: deno run -A cli.ts score --model DIR [--json] <text>...
 
@@ -87,6 +97,30 @@ Texts longer than the model allows are truncated.
 Options:
   -m, --model DIR   Classifier folder (config.json, weights, tokenizer files)
       --json        Print [{"text", "label", "score", "probabilities": {label: p}, "logits"}, ...]`,
+  "init-model":
+    `Usage: deno run -A cli.ts init-model --like gpt2|bert (--vocab FILE | --tokenizer DIR) [sizes] --out DIR
+
+Writes a Hugging Face folder with a randomly initialised model (N(0, 0.02²), seeded): config.json,
+model.safetensors and the tokenizer files. It loads with loadGPT2 / loadSequenceClassifier and loadTokenizer,
+and works with generate, score and train.ts (--like gpt2 as --policy, --like bert as --reward). vocab_size is
+the tokenizer's. Made on the CPU; no GPU and no hub access needed.
+
+Options:
+      --like KIND          gpt2: GPT2LMHeadModel (causal LM); bert: BertForSequenceClassification
+      --vocab FILE         A BERT WordPiece vocab.txt (tokenizer_config.json, special_tokens_map.json and
+                           added_tokens.json beside it are copied; else a BertTokenizer config is written,
+                           lower-casing, with [CLS] as BOS and [SEP] as EOS for gpt2)
+      --tokenizer DIR      A folder whose tokenizer files are copied (tokenizer.json, vocab.json + merges.txt, ...)
+      --n-layer N          Blocks (GPT-2 n_layer / BERT num_hidden_layers; default 12)
+      --n-embd N           Hidden size (n_embd / hidden_size; default 768)
+      --n-head N           Attention heads, dividing --n-embd (n_head / num_attention_heads; default 12)
+      --n-positions N      Positions (n_positions, default 1024 / max_position_embeddings, default 512)
+      --n-inner N          MLP width (n_inner / intermediate_size; default 4 × --n-embd)
+      --labels A,B,...     Class names of a bert classifier, in id order (default negative,positive)
+      --seed S             Seed of the initialisation, in [0, 4294967295] (default 0)
+      --out DIR            Folder to write (created)
+      --force              Write into a non-empty --out (its model and tokenizer files are replaced)
+      --json               Print {"outDir", "like", "parameters", "files", "replaced", "config"}`,
 };
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -110,8 +144,26 @@ const OPTIONS = {
     "top-k": { type: "string" },
     "top-p": { type: "string" },
     seed: { type: "string" },
+    "suppress-tokens": { type: "string" },
   },
   score: { ...COMMON },
+  "init-model": {
+    json: COMMON.json,
+    help: COMMON.help,
+    verbose: COMMON.verbose,
+    like: { type: "string" },
+    vocab: { type: "string" },
+    tokenizer: { type: "string" },
+    out: { type: "string" },
+    "n-layer": { type: "string" },
+    "n-embd": { type: "string" },
+    "n-head": { type: "string" },
+    "n-positions": { type: "string" },
+    "n-inner": { type: "string" },
+    labels: { type: "string" },
+    seed: { type: "string" },
+    force: { type: "boolean" },
+  },
 } as const;
 
 type Command = keyof typeof OPTIONS;
@@ -158,8 +210,9 @@ async function nonFiniteRows(model: GPT2LMHeadModel, rows: number[][], replies: 
 }
 
 /** Checks that the model folder exists before anything is loaded from it. */
-async function requireFolder(dir: string | undefined, command: string): Promise<string> {
-  if (!dir) throw new CliError(`${command}: --model DIR is required`, 2);
+async function requireFolder(given: string | undefined, command: string): Promise<string> {
+  if (!given) throw new CliError(`${command}: --model DIR is required`, 2);
+  const dir = resolveUserPath(given);
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(dir);
@@ -168,7 +221,7 @@ async function requireFolder(dir: string | undefined, command: string): Promise<
     throw new CliError(`cannot read model folder ${dir}: ${(e as Error).message}`);
   }
   if (!info.isDirectory) throw new CliError(`${dir} is not a folder (--model expects a model folder)`);
-  return dir.replace(/(.)\/+$/, "$1");
+  return dir;
 }
 
 async function tokenizeCommand(flags: Flags, texts: string[], io: CliIO): Promise<void> {
@@ -204,8 +257,30 @@ async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Prom
   if (temperature !== undefined && !(temperature > 0)) throw new CliError("--temperature must be > 0", 2);
   if (topK !== undefined && topK < 0) throw new CliError("--top-k must be ≥ 0", 2);
   if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new CliError("--top-p must be in (0, 1]", 2);
+  let suppressItems: string[] | undefined;
+  try {
+    suppressItems = parseSuppressTokens(flags["suppress-tokens"] as string | undefined);
+  } catch (e) {
+    throw new CliError((e as Error).message, 2);
+  }
   const dir = await requireFolder(flags.model as string | undefined, "generate");
   const tok = await loadTokenizer(dir);
+  let suppressTokens: number[];
+  if (suppressItems === undefined) {
+    suppressTokens = defaultSuppressTokens(tok);
+    if (suppressTokens.length) {
+      io.err(
+        `generate: never generating ${describeTokens(suppressTokens, tok)} — the default for this tokenizer; ` +
+          "--suppress-tokens none allows it",
+      );
+    }
+  } else {
+    try {
+      suppressTokens = resolveSuppressTokens(suppressItems, tok);
+    } catch (e) {
+      throw new CliError((e as Error).message, 2);
+    }
+  }
   await initEngine({ verbose: Boolean(flags.verbose) });
   const model = (await loadGPT2(dir)).eval();
   const cfg = model.config;
@@ -242,6 +317,7 @@ async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Prom
     seed,
     eosTokenId: eos ?? null,
     padTokenId: pad,
+    suppressTokens,
   });
   const broken = await nonFiniteRows(model, rows, out.responses);
   if (broken.length > 0) {
@@ -291,6 +367,49 @@ async function scoreCommand(flags: Flags, texts: string[], io: CliIO): Promise<v
   }
 }
 
+async function initModelCommand(flags: Flags, io: CliIO): Promise<void> {
+  const sizes: Record<string, number | undefined> = {};
+  for (const name of ["n-layer", "n-embd", "n-head", "n-positions", "n-inner", "seed"]) {
+    sizes[name] = parseNumber(flags, name, "int");
+  }
+  const like = flags.like as "gpt2" | "bert";
+  const path = (v: unknown) => v === undefined ? undefined : resolveUserPath(String(v));
+  let r;
+  try {
+    r = await initModel({
+      like,
+      vocab: path(flags.vocab),
+      tokenizer: path(flags.tokenizer),
+      outDir: path(flags.out) ?? "",
+      nLayer: sizes["n-layer"],
+      nEmbd: sizes["n-embd"],
+      nHead: sizes["n-head"],
+      nPositions: sizes["n-positions"],
+      nInner: sizes["n-inner"],
+      labels: flags.labels === undefined ? undefined : String(flags.labels).split(",").map((l) => l.trim()),
+      seed: sizes.seed,
+      force: Boolean(flags.force),
+    });
+  } catch (e) {
+    throw e instanceof InitModelUsageError ? new CliError(e.message, 2) : e;
+  }
+  if (r.replaced.length) io.err(`init-model: replaced ${r.replaced.join(", ")} in ${r.outDir}`);
+  if (flags.json) return io.out(JSON.stringify({ ...r, like }));
+  const c = r.config as Record<string, unknown>;
+  const layers = (n: unknown) => `${n} layer${n === 1 ? "" : "s"}`;
+  const shape = like === "gpt2"
+    ? `GPT2LMHeadModel, ${layers(c.n_layer)}, n_embd ${c.n_embd}, ${c.n_head} heads, ${c.n_positions} positions`
+    : `BertForSequenceClassification, ${layers(c.num_hidden_layers)}, hidden ${c.hidden_size}, ` +
+      `${c.num_attention_heads} heads, ${c.max_position_embeddings} positions, labels ${
+        Object.values(c.id2label as Record<string, string>).join("/")
+      }`;
+  io.out(
+    `wrote ${r.outDir}: ${shape}, vocabulary ${c.vocab_size}; ${(r.parameters / 1e6).toFixed(2)} M parameters, ` +
+      `seed ${sizes.seed ?? 0}`,
+  );
+  io.out(`files: ${r.files.join(" ")}`);
+}
+
 /**
  * Runs the CLI with `args` (without the script name) and returns the exit code; errors are printed
  * as one line, never thrown.
@@ -330,6 +449,11 @@ export async function main(args: string[], io: CliIO = STD_IO): Promise<number> 
       return 0;
     }
     const texts = parsed.positionals;
+    if (cmd === "init-model") {
+      if (texts.length) throw new CliError(`init-model takes no texts (got ${show(texts[0])})`, 2);
+      await initModelCommand(flags, io);
+      return 0;
+    }
     if (texts.length === 0) throw new CliError(`${cmd}: no input text given`, 2);
     if (cmd === "tokenize") await tokenizeCommand(flags, texts, io);
     else if (cmd === "generate") await generateCommand(flags, texts, io);

@@ -2,6 +2,12 @@
  * PPO hyper-parameters with the classic TRL `PPOConfig` names and defaults (snake_case, so TRL configs can be
  * copied as they are; camelCase spellings of the same keys are accepted too), validated with errors that name
  * the field.
+ *
+ * The defaults are those of TRL v0.11.4, the last release with the classic `PPOConfig`/`PPOTrainer`. Three of them
+ * differ from TRL v0.7.10 and earlier (they changed in v0.8.0): `learning_rate` (v0.7.10: 1e-5), `batch_size`
+ * (v0.7.10: 256) and `mini_batch_size` (v0.7.10: 1). The fields TRL's `PPOConfig` lacks (`temperature`, the Adam
+ * settings, `weight_decay`, `train_dropout`) default to what TRL's trainer does
+ * (temperature 1, torch's Adam without weight decay, forward passes in eval mode).
  * @module
  */
 
@@ -11,13 +17,19 @@ import { printable } from "../engine/safetensors.ts";
 /** How the per-token KL penalty is estimated (TRL's `kl_penalty`). */
 export type KLPenaltyKind = "kl" | "abs" | "mse" | "full";
 
-/** The validated PPO configuration ({@linkcode ppoConfig} fills in the defaults). */
+/**
+ * The validated PPO configuration ({@linkcode ppoConfig} fills in the defaults: TRL v0.11.4's; where a default
+ * differs from TRL v0.7.10's, both are named).
+ */
 export interface PPOConfig {
-  /** Adam learning rate (default 1.41e-5). */
+  /** Adam learning rate (default 1.41e-5, TRL v0.8.0 to v0.11.4; TRL v0.7.10: 1e-5). */
   learning_rate: number;
-  /** Samples per `step()` (default 256). */
+  /** Samples per `step()` (default 128, TRL v0.8.0 to v0.11.4; TRL v0.7.10: 256). */
   batch_size: number;
-  /** Samples per optimisation micro-batch (default 1). */
+  /**
+   * Samples per optimisation micro-batch, also the chunk size of the rollout forward passes (default 128, TRL v0.8.0
+   * to v0.11.4; TRL v0.7.10: 1). TRL's deprecated `forward_batch_size` is accepted as another name for it.
+   */
   mini_batch_size: number;
   /** Micro-batches whose gradients are accumulated before each optimiser step (default 1). */
   gradient_accumulation_steps: number;
@@ -63,13 +75,16 @@ export interface PPOConfig {
   whiten_rewards: boolean;
   /** Seed of the trainer's shuffling RNG (default 0). */
   seed: number;
-  /** Softmax temperature of the log-probabilities; must equal the sampling temperature (default 1). */
+  /**
+   * Softmax temperature of the log-probabilities; must equal the sampling temperature (default 1; not a TRL
+   * `PPOConfig` field).
+   */
   temperature: number;
-  /** Adam β1 (default 0.9). */
+  /** Adam β1 (default 0.9, torch's; not a TRL `PPOConfig` field). */
   adam_beta1: number;
-  /** Adam β2 (default 0.999). */
+  /** Adam β2 (default 0.999, torch's; not a TRL `PPOConfig` field). */
   adam_beta2: number;
-  /** Adam ε (default 1e-8). */
+  /** Adam ε (default 1e-8, torch's; not a TRL `PPOConfig` field). */
   adam_epsilon: number;
   /** Decoupled (AdamW) weight decay (default 0, i.e. plain Adam as in TRL). */
   weight_decay: number;
@@ -87,8 +102,8 @@ export type PPOConfigInput = Partial<PPOConfig> & Record<string, unknown>;
 
 const DEFAULTS: Omit<PPOConfig, "backward_batch_size"> = {
   learning_rate: 1.41e-5,
-  batch_size: 256,
-  mini_batch_size: 1,
+  batch_size: 128,
+  mini_batch_size: 128,
   gradient_accumulation_steps: 1,
   ppo_epochs: 4,
   gamma: 1,
@@ -145,6 +160,8 @@ export const IGNORED_TRL_KEYS: readonly string[] = [
   "is_peft_model",
   "global_backward_batch_size",
   "global_batch_size",
+  "dataset_num_proc",
+  "total_ppo_epochs",
 ];
 
 const KL_KINDS: readonly KLPenaltyKind[] = ["kl", "abs", "mse", "full"];
@@ -165,14 +182,34 @@ function num(c: Record<string, unknown>, k: string, ok: (x: number) => boolean, 
 
 const posInt = (x: number) => Number.isInteger(x) && x > 0;
 
+/** Options of {@linkcode ppoConfig}. */
+export interface PPOConfigOptions {
+  /**
+   * Receives deprecation warnings (such as for TRL's `forward_batch_size`). Default: `console.warn`, each distinct
+   * warning once per process (the configuration is validated more than once on the way to a run).
+   */
+  onWarning?: (message: string) => void;
+}
+
+const warned = new Set<string>();
+
+function warnOnce(message: string): void {
+  if (warned.has(message)) return;
+  warned.add(message);
+  console.warn(`warning: ${message}`);
+}
+
 /**
  * Fills in TRL's defaults and validates a PPO configuration. Keys may be snake_case (TRL) or camelCase;
  * unknown keys (typos) throw an error listing them, as do out-of-range values, a `batch_size` that is not a
- * multiple of `mini_batch_size × gradient_accumulation_steps`, and an unknown `kl_penalty`.
+ * multiple of `mini_batch_size × gradient_accumulation_steps`, and an unknown `kl_penalty`. TRL's deprecated
+ * `forward_batch_size` is accepted as TRL accepts it: it sets `mini_batch_size`, with a warning (given together with a
+ * different `mini_batch_size`, it is an error rather than TRL's silent override).
  * @param partial any subset of {@linkcode PPOConfig}'s fields
+ * @param options where warnings go
  * @returns a complete, validated configuration (a new object)
  */
-export function ppoConfig(partial: PPOConfigInput = {}): PPOConfig {
+export function ppoConfig(partial: PPOConfigInput = {}, options: PPOConfigOptions = {}): PPOConfig {
   if (partial === null || typeof partial !== "object" || Array.isArray(partial)) {
     throw new Error("ppoConfig: expected an object of settings");
   }
@@ -181,10 +218,8 @@ export function ppoConfig(partial: PPOConfigInput = {}): PPOConfig {
   for (const [raw, v] of Object.entries(partial)) {
     const k = snake(raw);
     if (Object.hasOwn(given, k)) fail(k, `is given twice (as "${raw}" and in another spelling)`);
-    if (Object.hasOwn(DEFAULTS, k) || k === "backward_batch_size") given[k] = v;
-    else if (k === "forward_batch_size") {
-      fail(k, "is deprecated in TRL and not supported: use mini_batch_size");
-    } else if (!IGNORED_TRL_KEYS.includes(k)) unknown.push(raw);
+    if (Object.hasOwn(DEFAULTS, k) || k === "backward_batch_size" || k === "forward_batch_size") given[k] = v;
+    else if (!IGNORED_TRL_KEYS.includes(k)) unknown.push(raw);
   }
   if (unknown.length) {
     throw new Error(
@@ -192,8 +227,28 @@ export function ppoConfig(partial: PPOConfigInput = {}): PPOConfig {
         (unknown.length > 10 ? ` and ${unknown.length - 10} more` : ""),
     );
   }
+  const fbs = given.forward_batch_size;
+  if (fbs !== undefined && fbs !== null) {
+    if (typeof fbs !== "number" || !posInt(fbs)) {
+      fail("forward_batch_size", `must be a positive integer, got ${show(fbs)}`);
+    }
+    const mbs = given.mini_batch_size;
+    if (mbs !== undefined && mbs !== fbs) {
+      fail(
+        "forward_batch_size",
+        `(${fbs}) is TRL's deprecated name for mini_batch_size, which is given as well (${show(mbs)}): give only one`,
+      );
+    }
+    const message = `ppoConfig: "forward_batch_size" is deprecated in TRL; using it as mini_batch_size (${fbs}) — ` +
+      "rename it to mini_batch_size";
+    if (options.onWarning) options.onWarning(message);
+    else warnOnce(message);
+    given.mini_batch_size = fbs;
+  }
   const c: Record<string, unknown> = { ...DEFAULTS };
-  for (const [k, v] of Object.entries(given)) if (v !== undefined && k !== "backward_batch_size") c[k] = v;
+  for (const [k, v] of Object.entries(given)) {
+    if (v !== undefined && k !== "backward_batch_size" && k !== "forward_batch_size") c[k] = v;
+  }
 
   for (const k of ["batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "steps"]) {
     num(c, k, posInt, "a positive integer");
@@ -239,7 +294,10 @@ export function ppoConfig(partial: PPOConfigInput = {}): PPOConfig {
     fail(
       "batch_size",
       `(${c.batch_size}) must be a multiple of backward_batch_size = mini_batch_size (${c.mini_batch_size}) × ` +
-        `gradient_accumulation_steps (${c.gradient_accumulation_steps}) = ${bbs}`,
+        `gradient_accumulation_steps (${c.gradient_accumulation_steps}) = ${bbs}` +
+        (given.mini_batch_size === undefined
+          ? `; mini_batch_size was not given and defaults to ${DEFAULTS.mini_batch_size} (TRL v0.11.4's default)`
+          : ""),
     );
   }
   return { ...(c as unknown as PPOConfig), backward_batch_size: bbs };

@@ -159,7 +159,13 @@ Deno.test("cli generate: gpt2-tiny + BERT vocab, greedy is deterministic and equ
     const tok = await loadTokenizer(dir);
     const model = (await loadGPT2(dir)).eval();
     const rows = prompts.map((p) => tok.encode(p));
-    const ref = await generate(model, rows, { maxNewTokens: 6, eosTokenId: tok.sepTokenId, padTokenId: 0 });
+    // As the CLI does by default: [UNK] is never generated.
+    const ref = await generate(model, rows, {
+      maxNewTokens: 6,
+      eosTokenId: tok.sepTokenId,
+      padTokenId: 0,
+      suppressTokens: [tok.unkTokenId!],
+    });
     got.forEach((r, i) => {
       assert.equal(r.prompt, prompts[i]);
       assert.deepEqual(r.promptIds, rows[i], "[CLS] prompt [SEP]");
@@ -325,5 +331,137 @@ Deno.test("cli generate: --min-new-tokens above --max-new-tokens and out-of-rang
     assert.match(r.stderr, /--min-new-tokens \(40\) exceeds the default --max-new-tokens \(32\)/);
   } finally {
     await Deno.remove(gen, { recursive: true });
+  }
+});
+
+/** Rewrites `model.safetensors` so that greedy decoding always picks token `id`: the final LayerNorm outputs the
+ * (enlarged) embedding row of `id` whatever the input, and the tied head scores that row highest. */
+async function alwaysPick(dir: string, id: number): Promise<void> {
+  const path = `${dir}/model.safetensors`;
+  const { tensors, metadata } = await readSafetensors(path);
+  const wte = tensors.get("transformer.wte.weight")!;
+  const C = wte.shape[1];
+  const row = (wte.data as Float32Array).subarray(id * C, (id + 1) * C);
+  for (let i = 0; i < C; i++) row[i] *= 100;
+  (tensors.get("transformer.ln_f.weight")!.data as Float32Array).fill(0);
+  (tensors.get("transformer.ln_f.bias")!.data as Float32Array).set(row);
+  const out = new Map<string, SafetensorsWriteTensor>();
+  for (const [n, t] of tensors) out.set(n, { dtype: "F32", shape: t.shape, data: t.data as Float32Array });
+  await writeSafetensors(path, out, metadata);
+}
+
+Deno.test("cli generate --suppress-tokens: a suppressed token never appears (by id or token); none turns the [UNK] default off", async () => {
+  await ready;
+  const dir = await gpt2WithTokenizer();
+  const unkModel = await gpt2WithTokenizer();
+  try {
+    const tok = await loadTokenizer(dir);
+    const unk = tok.unkTokenId!;
+    const base = ["generate", "--model", dir, "--max-new-tokens", "6", "--min-new-tokens", "6", "--json", "你好"];
+    const plain = await cli(...base);
+    const ids = JSON.parse(ok(plain, "generate"))[0].ids as number[];
+    const first = ids[0];
+    const token = tok.idToToken(first)!;
+    const [byId, byToken] = await Promise.all([
+      cli(...base, "--suppress-tokens", String(first)),
+      cli(...base, "--suppress-tokens", token),
+    ]);
+    const suppressed = JSON.parse(ok(byId, "--suppress-tokens id"))[0].ids as number[];
+    assert.equal(suppressed.length, 6);
+    assert.ok(!suppressed.includes(first), `${first} (${token}) suppressed: ${suppressed}`);
+    assert.notEqual(suppressed[0], first);
+    assert.deepEqual(JSON.parse(ok(byToken, "--suppress-tokens token"))[0].ids, suppressed, "a token = its id");
+    // The default ([UNK] of a BERT vocabulary) is said on stderr; an explicit list replaces it.
+    assert.match(plain.stderr, new RegExp(`never generating \\[UNK\\] \\(${unk}\\) — the default for this tokenizer`));
+    assert.doesNotMatch(byId.stderr, /the default for this tokenizer/);
+
+    // A model whose greedy choice is always [UNK]: suppressed by default, generated with "none".
+    await alwaysPick(unkModel, unk);
+    const unkArgs = [
+      "generate",
+      "--model",
+      unkModel,
+      "--max-new-tokens",
+      "4",
+      "--min-new-tokens",
+      "4",
+      "--json",
+      "你好",
+    ];
+    const [byDefault, none, explicit] = await Promise.all([
+      cli(...unkArgs),
+      cli(...unkArgs, "--suppress-tokens", "none"),
+      cli(...unkArgs, "--suppress-tokens", "[UNK]"),
+    ]);
+    assert.deepEqual(JSON.parse(ok(none, "--suppress-tokens none"))[0].ids, [unk, unk, unk, unk]);
+    assert.doesNotMatch(none.stderr, /never generating/);
+    for (const r of [byDefault, explicit]) {
+      const got = JSON.parse(ok(r, "[UNK] suppressed"))[0].ids as number[];
+      assert.equal(got.length, 4);
+      assert.ok(!got.includes(unk), String(got));
+    }
+
+    const bad = await Promise.all([
+      cli(...base, "--suppress-tokens", "no-such-token-here"),
+      cli(...base, "--suppress-tokens", "none,5"),
+      cli(...base, "--suppress-tokens", "99999"),
+    ]);
+    for (const r of bad) {
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /^error: --suppress-tokens/);
+      assert.equal(r.stdout, "");
+    }
+    assert.match(bad[0].stderr, new RegExp(`"no-such-token-here" is not a token of ${dir}/vocab.txt`));
+    assert.match(bad[2].stderr, /id 99999 is not in the vocabulary/);
+    assert.match(ok(await cli("generate", "--help"), "help"), /--suppress-tokens L/);
+  } finally {
+    for (const d of [dir, unkModel]) await Deno.remove(d, { recursive: true });
+  }
+});
+
+Deno.test("cli: relative paths resolve against INIT_CWD (where `deno task` was started), errors print absolute paths", async () => {
+  const home = await Deno.makeTempDir({ prefix: "cli_init_cwd_" });
+  try {
+    await Deno.mkdir(`${home}/tok`);
+    await Deno.copyFile(`${fixtureDir("tokenizer-bert-zh")}/vocab.txt`, `${home}/tok/vocab.txt`);
+    const run = async (...args: string[]) => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "cli.ts", ...args],
+        cwd: ROOT, // as deno task runs it: in the project root, with INIT_CWD naming the user's directory
+        env: { XDG_RUNTIME_DIR: "/tmp", INIT_CWD: home },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const dec = new TextDecoder();
+      return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+    };
+    const [tokenized, missing, made] = await Promise.all([
+      run("tokenize", "--model", "tok", "--json", "你好"),
+      run("score", "--model", "no-such-model", "hi"),
+      run(
+        "init-model",
+        "--like",
+        "bert",
+        "--vocab",
+        "tok/vocab.txt",
+        "--n-layer",
+        "1",
+        "--n-embd",
+        "8",
+        "--n-head",
+        "2",
+        "--out",
+        "made",
+      ),
+    ]);
+    assert.equal(JSON.parse(ok(tokenized, "tokenize tok")).length, 1);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, new RegExp(`^error: model folder ${home}/no-such-model does not exist`));
+    assert.match(ok(made, "init-model"), new RegExp(`^wrote ${home}/made: `));
+    assert.ok((await Deno.stat(`${home}/made/config.json`)).isFile);
+    assert.equal(await Deno.stat(`${ROOT}/made`).catch(() => null), null, "nothing written in the project root");
+  } finally {
+    await Deno.remove(home, { recursive: true });
   }
 });

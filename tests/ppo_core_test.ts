@@ -134,11 +134,25 @@ Deno.test("SeededRng: permutations, determinism and resumable state", () => {
   assert.notDeepEqual(new SeededRng(8).permutation(10), p);
 });
 
-Deno.test("ppoConfig: TRL defaults, camelCase aliases, derived backward_batch_size", () => {
+Deno.test("ppoConfig: TRL v0.11.4 defaults, camelCase aliases, derived backward_batch_size", () => {
   const c = ppoConfig();
+  // TRL v0.11.4's values (v0.7.10 had learning_rate 1e-5, batch_size 256, mini_batch_size 1).
   assert.equal(c.learning_rate, 1.41e-5);
-  assert.equal(c.batch_size, 256);
-  assert.equal(c.mini_batch_size, 1);
+  assert.equal(c.batch_size, 128);
+  assert.equal(c.mini_batch_size, 128);
+  assert.equal(c.gradient_accumulation_steps, 1);
+  assert.equal(c.steps, 20000);
+  assert.equal(c.init_kl_coef, 0.2);
+  assert.equal(c.adap_kl_ctrl, true);
+  assert.equal(c.gamma, 1);
+  assert.equal(c.cliprange, 0.2);
+  assert.equal(c.cliprange_value, 0.2);
+  assert.equal(c.ratio_threshold, 10);
+  assert.equal(c.target_kl, 1);
+  assert.equal(c.early_stopping, false);
+  assert.equal(c.whiten_rewards, false);
+  assert.equal(c.score_clip, null);
+  assert.equal(c.seed, 0);
   assert.equal(c.ppo_epochs, 4);
   assert.equal(c.lam, 0.95);
   assert.equal(c.vf_coef, 0.1);
@@ -147,7 +161,7 @@ Deno.test("ppoConfig: TRL defaults, camelCase aliases, derived backward_batch_si
   assert.equal(c.horizon, 10000);
   assert.equal(c.max_grad_norm, null);
   assert.equal(c.adam_epsilon, 1e-8);
-  assert.equal(c.backward_batch_size, 1);
+  assert.equal(c.backward_batch_size, 128);
   const d = ppoConfig({ batchSize: 8, miniBatchSize: 2, gradient_accumulation_steps: 2, log_with: "wandb" });
   assert.equal(d.batch_size, 8);
   assert.equal(d.backward_batch_size, 4);
@@ -170,7 +184,40 @@ Deno.test("ppoConfig errors name the field", () => {
     [{ temperature: 0 }, /"temperature"/],
     [{ learning_rate: 1e-5, learningRate: 2e-5 }, /"learning_rate" is given twice/],
     [{ backward_batch_size: 3 }, /"backward_batch_size" is derived/],
-    [{ forward_batch_size: 4 }, /use mini_batch_size/],
+    [{ forward_batch_size: 0 }, /"forward_batch_size" must be a positive integer, got 0/],
+    [{ forward_batch_size: 4, mini_batch_size: 2 }, /"forward_batch_size" \(4\) is TRL's deprecated name .* \(2\)/],
+    [{ batch_size: 8 }, /mini_batch_size \(128\).*mini_batch_size was not given and defaults to 128/],
   ];
-  for (const [cfg, re] of bad) assert.throws(() => ppoConfig(cfg), re, JSON.stringify(cfg));
+  for (const [cfg, re] of bad) assert.throws(() => ppoConfig(cfg, { onWarning: () => {} }), re, JSON.stringify(cfg));
+});
+
+Deno.test("ppoConfig: TRL's deprecated forward_batch_size sets mini_batch_size, with one warning", () => {
+  const warnings: string[] = [];
+  const c = ppoConfig({ batch_size: 8, forward_batch_size: 4 }, { onWarning: (m) => warnings.push(m) });
+  assert.equal(c.mini_batch_size, 4);
+  assert.equal(c.backward_batch_size, 4);
+  assert.ok(!("forward_batch_size" in c), "not a field of the result");
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /"forward_batch_size" is deprecated .* mini_batch_size \(4\)/);
+  // camelCase, and the same value given under both names, are accepted; null (a TRL dump) is "not given".
+  assert.equal(ppoConfig({ batchSize: 6, forwardBatchSize: 3 }, { onWarning: () => {} }).mini_batch_size, 3);
+  assert.equal(
+    ppoConfig({ batch_size: 6, forward_batch_size: 2, mini_batch_size: 2 }, { onWarning: () => {} })
+      .mini_batch_size,
+    2,
+  );
+  const quiet: string[] = [];
+  assert.equal(ppoConfig({ forward_batch_size: null }, { onWarning: (m) => quiet.push(m) }).mini_batch_size, 128);
+  assert.equal(quiet.length, 0);
+  // Without onWarning: console.warn, once per process however often the config is validated.
+  const seen: unknown[][] = [];
+  const original = console.warn;
+  console.warn = (...args: unknown[]) => void seen.push(args);
+  try {
+    for (let i = 0; i < 3; i++) assert.equal(ppoConfig({ batch_size: 10, forward_batch_size: 5 }).mini_batch_size, 5);
+  } finally {
+    console.warn = original;
+  }
+  assert.equal(seen.length, 1);
+  assert.match(String(seen[0][0]), /^warning: .*forward_batch_size/);
 });

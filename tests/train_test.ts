@@ -4,6 +4,7 @@ import { runRLHF } from "../ppo/rlhf.ts";
 import { parsePrompts } from "../ppo/prompts.ts";
 import { loadCheckpoint } from "../ppo/checkpoint.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
+import { EMBEDDED_TITLE, replacesDemoRun } from "../ppo/demo_run.ts";
 
 /** A policy folder in the seed's layout: GPT-2 weights as pytorch_model.bin plus a BERT vocab.txt. */
 async function seedLikePolicy(): Promise<string> {
@@ -106,6 +107,21 @@ Deno.test("train.ts: a wrong folder stops with a clear message before training",
   }).output();
   assert.equal(out.code, 1);
   assert.match(new TextDecoder().decode(out.stderr), /--policy \/nonexistent\/policy: no such folder/);
+  // Relative paths are relative to INIT_CWD (where `deno task train` was started), and named absolute.
+  const home = await Deno.makeTempDir({ prefix: "train_init_cwd_" });
+  try {
+    const rel = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "train.ts", "--policy", "my-policy", "--reward", "my-reward", "--prompts", "p.jsonl"],
+      cwd: new URL("..", import.meta.url).pathname,
+      env: { XDG_RUNTIME_DIR: "/tmp", INIT_CWD: home },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(rel.code, 1);
+    assert.match(new TextDecoder().decode(rel.stderr), new RegExp(`--policy ${home}/my-policy: no such folder`));
+  } finally {
+    await Deno.remove(home, { recursive: true });
+  }
   const help = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "train.ts", "--help"],
     cwd: new URL("..", import.meta.url).pathname,
@@ -114,7 +130,7 @@ Deno.test("train.ts: a wrong folder stops with a clear message before training",
   assert.match(new TextDecoder().decode(help.stdout), /--reward-label NAME/);
 });
 
-Deno.test("train.ts: Ctrl-C finishes the step, saves a checkpoint and exits cleanly; --resume continues", async () => {
+Deno.test("train.ts: Ctrl-C finishes the step, saves a checkpoint and exits with 130; --resume continues", async () => {
   await ready;
   const policyDir = await seedLikePolicy();
   const out = await Deno.makeTempDir();
@@ -162,8 +178,9 @@ Deno.test("train.ts: Ctrl-C finishes the step, saves a checkpoint and exits clea
   child.kill("SIGINT");
   const { code, stderr } = await child.output();
   const err = new TextDecoder().decode(stderr);
-  assert.equal(code, 0, err);
+  assert.equal(code, 130, err);
   assert.match(err, /interrupted after step (\d+); continue with --resume/);
+  assert.match(err, /\nstopped: \d+ steps in /);
   const step = Number(/interrupted after step (\d+)/.exec(err)![1]);
   const ck = await loadCheckpoint(`${out}/run`);
   assert.equal(ck?.step, step);
@@ -229,6 +246,10 @@ Deno.test("train.ts: bad flags are refused before any work, naming the flag (emp
   const bin = `${dir}/binary.json`, arr = `${dir}/array.json`;
   await Deno.writeFile(bin, new Uint8Array([0x01, 0x1b, 0x5b, 0x32, 0x4a, 0xff, 0xfe, 0x00]));
   await Deno.writeTextFile(arr, "[1, 2]");
+  const batch10 = `${dir}/batch10.json`, forward8 = `${dir}/forward8.json`, forward5 = `${dir}/forward5.json`;
+  await Deno.writeTextFile(batch10, '{"batchSize": 10}');
+  await Deno.writeTextFile(forward8, '{"forward_batch_size": 8}');
+  await Deno.writeTextFile(forward5, '{"forward_batch_size": 5}');
   // Folders that do not exist: a flag that wrongly passes would stop at "no such folder" instead.
   const data = ["--policy", `${dir}/none`, "--reward", `${dir}/none`, "--prompts", `${dir}/none.jsonl`];
   try {
@@ -247,6 +268,20 @@ Deno.test("train.ts: bad flags are refused before any work, naming the flag (emp
       [["--config", bin], new RegExp(`--config ${bin}: .*\\\\x01`)],
       [["--config", arr], new RegExp(`--config ${arr}: must hold a JSON object of PPOConfig fields`)],
       [["--config", arr.replace("array", "missing")], /--config .*missing\.json: /],
+      // PPOConfig's checks name the flags that set the fields (their defaults included), --config's keys as there.
+      [
+        ["--batch-size", "10", "--mini-batch-size", "4"],
+        /error: --batch-size \(10\) must be a multiple of backward_batch_size = --mini-batch-size \(4\) × /,
+      ],
+      [["--mini-batch-size", "3"], /--batch-size \(16\) must be a multiple of .* --mini-batch-size \(3\)/],
+      [["--config", batch10], /"batch_size" \(10\) must be a multiple of .* --mini-batch-size \(4\).* --config /],
+      [
+        ["--config", forward8, "--mini-batch-size", "4"],
+        /"forward_batch_size" \(8\) is TRL's deprecated name for --mini-batch-size, which is given as well \(4\)/,
+      ],
+      [["--config", forward5], /--batch-size \(16\) must be a multiple of .* mini_batch_size \(5\)/],
+      [["--suppress-tokens", "none,1"], /--suppress-tokens: "none" .* cannot be combined/],
+      [["--save-total-limit=-1"], /--save-total-limit must be an integer ≥ 0/],
     ];
     const runs = await Promise.all(cases.map(([flags]) => trainCli(...data, ...flags)));
     runs.forEach((r, i) => {
@@ -254,7 +289,7 @@ Deno.test("train.ts: bad flags are refused before any work, naming the flag (emp
       assert.match(r.stderr, cases[i][1]);
       assert.doesNotMatch(
         r.stderr.replaceAll("\n", " "),
-        /no such folder|[\p{Cc}\p{Cf}\ufffd]/u,
+        /no such folder|mini_batch_size \(4\)|"mini_batch_size"|[\p{Cc}\p{Cf}\ufffd]/u,
         `${cases[i][0]}: ${r.stderr}`,
       );
     });
@@ -267,6 +302,79 @@ Deno.test("train.ts: bad flags are refused before any work, naming the flag (emp
       help.stdout,
       /--overwrite\s+start afresh in an --out folder that already holds a run \(replaces its checkpoints,\s+metrics and samples\)/,
     );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("train.ts: --save-total-limit keeps the newest checkpoints, --suppress-tokens is resolved with the policy's tokenizer, the report is titled after the folders", async () => {
+  await ready;
+  const policyDir = await seedLikePolicy();
+  const out = await Deno.makeTempDir({ prefix: "train_limit_" });
+  try {
+    const promptFile = `${out}/prompts.jsonl`;
+    await Deno.writeTextFile(promptFile, PROMPTS);
+    const common = ["--policy", policyDir, "--reward", fixtureDir("bert-cls-tiny"), "--prompts", promptFile];
+    const run = await trainCli(
+      ...common,
+      ...["--steps", "3", "--batch-size", "4", "--mini-batch-size", "2", "--ppo-epochs", "1", "--max-new-tokens", "3"],
+      ...["--save-every", "1", "--save-total-limit", "2", "--suppress-tokens", "[UNK],[MASK],7", "--out", `${out}/run`],
+    );
+    assert.equal(run.code, 0, run.stderr);
+    const names = [...Deno.readDirSync(`${out}/run`)].map((e) => e.name).filter((n) => n.startsWith("checkpoint-"));
+    assert.deepEqual(names.sort(), ["checkpoint-2", "checkpoint-3"]);
+    assert.match(run.stderr, /sampling: never generating \[UNK\] \(1\), \[MASK\] \(4\), [^ ]+ \(7\)\n/);
+    assert.doesNotMatch(run.stderr, /the default for this tokenizer/);
+    const runJson = JSON.parse(await Deno.readTextFile(`${out}/run/run.json`));
+    assert.deepEqual(runJson.suppressTokens, [1, 4, 7]);
+    assert.equal(runJson.saveTotalLimit, 2);
+    assert.equal(runJson.title, undefined, "a user's run is titled by runRLHF");
+    const policyName = policyDir.split("/").pop();
+    assert.match(
+      await Deno.readTextFile(`${out}/run/report.html`),
+      new RegExp(`${policyName} steered by bert-cls-tiny`),
+    );
+    // A token the policy's vocabulary lacks stops the run before the prompts are read, naming the flag and vocabulary.
+    const bad = await trainCli(
+      ...common.slice(0, 4),
+      ...["--prompts", `${out}/missing.jsonl`, "--suppress-tokens", "no-such-token-x", "--out", `${out}/run2`],
+    );
+    assert.equal(bad.code, 1);
+    assert.match(
+      bad.stderr,
+      new RegExp(`--suppress-tokens: "no-such-token-x" is not a token of ${policyDir}/vocab.txt`),
+    );
+    const help = await trainCli("--help");
+    assert.match(help.stdout, /--save-total-limit N\s+keep only the newest N checkpoints \(default 0: keep all/);
+    assert.match(help.stdout, /--suppress-tokens LIST/);
+    assert.match(help.stdout, /smaller than PPOConfig's defaults, TRL v0\.11\.4's\s+128 and 128/);
+    assert.match(help.stdout, /130 stopped by Ctrl-C/);
+  } finally {
+    for (const d of [policyDir, out]) await Deno.remove(d, { recursive: true });
+  }
+});
+
+Deno.test("train.ts reruns of the embedded default replace only a previous embedded-default run, and only when not told otherwise", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "train_demo_rerun_" });
+  try {
+    const plain = { embedded: true, outGiven: false, resume: false, overwrite: false };
+    assert.equal(await replacesDemoRun(dir, plain), false, "no run.json: nothing to replace");
+    await Deno.writeTextFile(`${dir}/run.json`, JSON.stringify({ title: EMBEDDED_TITLE, steps: 30 }));
+    assert.equal(await replacesDemoRun(dir, plain), true);
+    for (
+      const given of [
+        { ...plain, embedded: false },
+        { ...plain, outGiven: true },
+        { ...plain, resume: true },
+        { ...plain, overwrite: true },
+      ]
+    ) assert.equal(await replacesDemoRun(dir, given), false, JSON.stringify(given));
+    for (
+      const text of [JSON.stringify({ policyDir: "mine", steps: 30 }), JSON.stringify({ title: "RLHF run" }), "{torn"]
+    ) {
+      await Deno.writeTextFile(`${dir}/run.json`, text);
+      assert.equal(await replacesDemoRun(dir, plain), false, text);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

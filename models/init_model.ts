@@ -1,0 +1,322 @@
+/**
+ * Randomly initialised model folders for experiments without hub access (`cli.ts init-model`): a GPT-2 causal LM or a
+ * BERT sequence classifier of any size, with a tokenizer from a `vocab.txt` or from a tokenizer folder, written as a
+ * Hugging Face folder that `loadGPT2` / `loadSequenceClassifier`, `loadTokenizer`, `cli.ts` and `train.ts` load.
+ * The weights are those of `GPT2LMHeadModel.random` / `BertForSequenceClassification.random` with the same config and
+ * seed, drawn and written on the host (no GPU needed).
+ *
+ * ```ts
+ * await initModel({ like: "gpt2", vocab: "vocab.txt", nLayer: 2, nEmbd: 64, nHead: 4, nPositions: 128, outDir: "tiny" });
+ * ```
+ * @module
+ */
+
+import { basename, dirname, join } from "node:path";
+import { type BertConfig, type GPT2Config, parseBertConfig, parseGPT2Config, show } from "./config.ts";
+import { GPT2LMHeadModel } from "./gpt2.ts";
+import { BertForSequenceClassification } from "./bert.ts";
+import { randomParams } from "./weights.ts";
+import { loadTokenizer } from "./tokenizer/load.ts";
+import type { Tokenizer } from "./tokenizer/base.ts";
+import { writeSafetensors } from "../engine/safetensors.ts";
+import { writeJsonAtomic } from "../engine/fs_atomic.ts";
+
+export type { BertConfig, GPT2Config };
+import { withFlagNames } from "./cli_args.ts";
+
+/** Largest seed (the PRNG keeps 32 bits). */
+const MAX_SEED = 2 ** 32 - 1;
+
+/** Options of {@linkcode initModel} (the `cli.ts init-model` flags in camelCase). */
+export interface InitModelOptions {
+  /** "gpt2": a `GPT2LMHeadModel` (a policy); "bert": a `BertForSequenceClassification` (a reward model). */
+  like: "gpt2" | "bert";
+  /**
+   * A BERT WordPiece `vocab.txt`. A `tokenizer_config.json`, `special_tokens_map.json` and `added_tokens.json` beside
+   * it are copied too; without a `tokenizer_config.json` one is written (BertTokenizer, lower-casing, the special
+   * tokens the vocabulary has; for "gpt2" `[CLS]` is BOS and `[SEP]` EOS).
+   */
+  vocab?: string;
+  /** A folder with tokenizer files (`tokenizer.json`, or `vocab.json` + `merges.txt`, or `vocab.txt`, …), all copied. */
+  tokenizer?: string;
+  /** Output folder (created). */
+  outDir: string;
+  /** Transformer blocks (GPT-2 `n_layer`, BERT `num_hidden_layers`; default 12). */
+  nLayer?: number;
+  /** Hidden size (GPT-2 `n_embd`, BERT `hidden_size`; default 768). */
+  nEmbd?: number;
+  /** Attention heads (GPT-2 `n_head`, BERT `num_attention_heads`; default 12); must divide nEmbd. */
+  nHead?: number;
+  /** Positions (GPT-2 `n_positions`, default 1024; BERT `max_position_embeddings`, default 512). */
+  nPositions?: number;
+  /** MLP width (GPT-2 `n_inner`, BERT `intermediate_size`; default 4 × nEmbd). */
+  nInner?: number;
+  /** Class names of a "bert" classifier, in id order (default ["negative", "positive"]). */
+  labels?: readonly string[];
+  /** Seed of the N(0, 0.02²) initialisation (default 0). */
+  seed?: number;
+  /** Write into a non-empty outDir (its model and tokenizer files are replaced, other files stay). */
+  force?: boolean;
+}
+
+/** A problem with the options themselves (bad usage), as opposed to a missing file or a full disk. */
+export class InitModelUsageError extends Error {
+  /** Creates the error with its message. */
+  constructor(message: string) {
+    super(message);
+    this.name = "InitModelUsageError";
+  }
+}
+
+/** What {@linkcode initModel} wrote. */
+export interface InitModelResult {
+  /** The folder. */
+  outDir: string;
+  /** The config written to config.json. */
+  config: GPT2Config | BertConfig;
+  /** Number of weights. */
+  parameters: number;
+  /** Names of the files written, sorted. */
+  files: string[];
+  /** Files of an earlier model removed from outDir (with force). */
+  replaced: string[];
+}
+
+/** Tokenizer files copied from a tokenizer folder. */
+const TOKENIZER_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "added_tokens.json",
+  "vocab.txt",
+  "vocab.json",
+  "merges.txt",
+  "chat_template.jinja",
+  "chat_template.json",
+];
+/** Files beside a vocab.txt that are copied with it. */
+const VOCAB_SIDE_FILES = ["tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"];
+/** Files of a model folder that would shadow or contradict the new ones (removed from outDir with force). */
+const MODEL_FILES = [
+  ...TOKENIZER_FILES,
+  "config.json",
+  "model.safetensors",
+  "model.safetensors.index.json",
+  "pytorch_model.bin",
+  "pytorch_model.bin.index.json",
+  "generation_config.json",
+];
+
+/** Option → flag, for messages. */
+const FLAGS: Record<string, string> = {
+  n_layer: "--n-layer",
+  num_hidden_layers: "--n-layer",
+  n_embd: "--n-embd",
+  hidden_size: "--n-embd",
+  n_head: "--n-head",
+  num_attention_heads: "--n-head",
+  n_positions: "--n-positions",
+  max_position_embeddings: "--n-positions",
+  n_inner: "--n-inner",
+  intermediate_size: "--n-inner",
+  num_labels: "--labels",
+};
+
+async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw new Error(`${path}: cannot read (${(e as Error).message})`);
+  }
+}
+
+function checkSize(name: string, value: number | undefined): void {
+  if (value !== undefined && !(Number.isInteger(value) && value >= 1)) {
+    throw new InitModelUsageError(`${name} must be a positive integer (got ${show(value)})`);
+  }
+}
+
+/** The tokenizer files for the new folder (name → bytes) and the loaded tokenizer. */
+async function stageTokenizer(o: InitModelOptions, staging: string): Promise<Tokenizer> {
+  if (o.vocab !== undefined) {
+    const info = await statOrNull(o.vocab);
+    if (!info) throw new Error(`--vocab ${o.vocab}: no such file`);
+    if (!info.isFile) {
+      throw new Error(`--vocab ${o.vocab}: not a file (a BERT vocab.txt; for a folder use --tokenizer)`);
+    }
+    await Deno.copyFile(o.vocab, join(staging, "vocab.txt"));
+    const from = dirname(o.vocab);
+    let copiedConfig = false;
+    if (basename(o.vocab) === "vocab.txt") {
+      for (const f of VOCAB_SIDE_FILES) {
+        if ((await statOrNull(join(from, f)))?.isFile) {
+          await Deno.copyFile(join(from, f), join(staging, f));
+          copiedConfig ||= f === "tokenizer_config.json";
+        }
+      }
+    }
+    if (!copiedConfig) await writeBertTokenizerConfig(staging, o);
+  } else {
+    const dir = o.tokenizer!;
+    const info = await statOrNull(dir);
+    if (!info) throw new Error(`--tokenizer ${dir}: no such folder`);
+    if (!info.isDirectory) throw new Error(`--tokenizer ${dir}: not a folder (for a vocab.txt file use --vocab)`);
+    for (const f of TOKENIZER_FILES) {
+      if ((await statOrNull(join(dir, f)))?.isFile) await Deno.copyFile(join(dir, f), join(staging, f));
+    }
+  }
+  try {
+    return await loadTokenizer(staging);
+  } catch (e) {
+    const source = o.vocab !== undefined ? `--vocab ${o.vocab}` : `--tokenizer ${o.tokenizer}`;
+    throw new Error(`${source}: ${(e as Error).message.replaceAll(staging, "(copied files)")}`);
+  }
+}
+
+/** A BertTokenizer `tokenizer_config.json` naming the BERT special tokens the vocabulary has. */
+async function writeBertTokenizerConfig(dir: string, o: InitModelOptions): Promise<void> {
+  const vocab = new Set((await Deno.readTextFile(join(dir, "vocab.txt"))).split(/\r?\n/));
+  const config: Record<string, unknown> = { tokenizer_class: "BertTokenizer", do_lower_case: true };
+  const named = {
+    unk_token: "[UNK]",
+    sep_token: "[SEP]",
+    pad_token: "[PAD]",
+    cls_token: "[CLS]",
+    mask_token: "[MASK]",
+  };
+  for (const [key, token] of Object.entries(named)) if (vocab.has(token)) config[key] = token;
+  if (o.like === "gpt2" && vocab.has("[CLS]") && vocab.has("[SEP]")) {
+    Object.assign(config, { bos_token: "[CLS]", eos_token: "[SEP]", padding_side: "left" });
+  }
+  if (o.nPositions !== undefined) config.model_max_length = o.nPositions;
+  await writeJsonAtomic(join(dir, "tokenizer_config.json"), config);
+}
+
+/** config.json fields of the new model. */
+function modelConfig(o: InitModelOptions, tok: Tokenizer): GPT2Config | BertConfig {
+  const bertVocab = tok.clsTokenId !== undefined && tok.sepTokenId !== undefined;
+  try {
+    if (o.like === "gpt2") {
+      const eos = bertVocab ? tok.sepTokenId : tok.eosTokenId;
+      const bos = bertVocab ? tok.clsTokenId : tok.bosTokenId ?? eos;
+      return parseGPT2Config({
+        architectures: ["GPT2LMHeadModel"],
+        model_type: "gpt2",
+        vocab_size: tok.vocabSize,
+        n_layer: o.nLayer,
+        n_embd: o.nEmbd,
+        n_head: o.nHead,
+        n_positions: o.nPositions,
+        n_inner: o.nInner ?? null,
+        bos_token_id: bos ?? null,
+        eos_token_id: eos ?? null,
+        ...(tok.padTokenId !== undefined ? { pad_token_id: tok.padTokenId } : {}),
+      }, "init-model");
+    }
+    const labels = o.labels ?? ["negative", "positive"];
+    const id2label = Object.fromEntries(labels.map((l, i) => [String(i), l]));
+    const hidden = o.nEmbd ?? 768;
+    return parseBertConfig({
+      architectures: ["BertForSequenceClassification"],
+      model_type: "bert",
+      vocab_size: tok.vocabSize,
+      num_hidden_layers: o.nLayer,
+      hidden_size: hidden,
+      num_attention_heads: o.nHead,
+      max_position_embeddings: o.nPositions,
+      intermediate_size: o.nInner ?? 4 * hidden,
+      pad_token_id: tok.padTokenId ?? 0,
+      num_labels: labels.length,
+      id2label,
+      label2id: Object.fromEntries(labels.map((l, i) => [l, i])),
+    }, "init-model");
+  } catch (e) {
+    // `init-model: field "n_head" (3) must divide n_embd (16)` → `init-model: --n-head (3) must divide --n-embd (16)`
+    throw new Error(withFlagNames((e as Error).message.replace(/: field "/, ': "'), FLAGS));
+  }
+}
+
+/**
+ * Writes a randomly initialised model folder: `config.json`, `model.safetensors` (HF names, tied weights once,
+ * metadata `{"format":"pt"}`) and the tokenizer files; `vocab_size` is the tokenizer's. Nothing is written when a
+ * check fails (sizes, labels, tokenizer, a non-empty outDir without `force`); problems with the options themselves
+ * throw {@linkcode InitModelUsageError}. Messages name the `cli.ts init-model` flags.
+ * @param o what to make
+ * @returns what was written
+ */
+export async function initModel(o: InitModelOptions): Promise<InitModelResult> {
+  const usage = (message: string) => new InitModelUsageError(message);
+  if (o.like === undefined) throw usage("init-model: --like gpt2|bert is required");
+  if (o.like !== "gpt2" && o.like !== "bert") throw usage(`--like must be gpt2 or bert (got ${show(o.like)})`);
+  if ((o.vocab === undefined) === (o.tokenizer === undefined)) {
+    throw usage("init-model: give exactly one of --vocab FILE (a BERT vocab.txt) and --tokenizer DIR");
+  }
+  for (const [flag, v] of [["--n-layer", o.nLayer], ["--n-embd", o.nEmbd], ["--n-head", o.nHead]] as const) {
+    checkSize(flag, v);
+  }
+  checkSize("--n-positions", o.nPositions);
+  checkSize("--n-inner", o.nInner);
+  const embd = o.nEmbd ?? 768, heads = o.nHead ?? 12;
+  if (embd % heads !== 0) {
+    const what = (flag: string, v: number, given: unknown) =>
+      `${flag} (${v}${given === undefined ? ", the default" : ""})`;
+    throw usage(`${what("--n-head", heads, o.nHead)} must divide ${what("--n-embd", embd, o.nEmbd)}`);
+  }
+  const seed = o.seed ?? 0;
+  if (!(Number.isInteger(seed) && seed >= 0 && seed <= MAX_SEED)) {
+    throw usage(`--seed must be an integer in [0, ${MAX_SEED}] (got ${show(seed)})`);
+  }
+  if (o.labels !== undefined) {
+    if (o.like !== "bert") throw usage("--labels is for --like bert (a sequence classifier)");
+    if (o.labels.length === 0 || o.labels.some((l) => l.trim() === "")) {
+      throw usage(`--labels needs comma-separated class names (got ${show(o.labels.join(","))})`);
+    }
+    const dup = o.labels.find((l, i) => o.labels!.indexOf(l) !== i);
+    if (dup !== undefined) throw usage(`--labels names ${show(dup)} twice`);
+  }
+  if (!o.outDir) throw usage("init-model: --out DIR is required");
+  const out = o.outDir.replace(/(.)\/+$/, "$1");
+  const existing = await statOrNull(out);
+  const present: string[] = [];
+  if (existing) {
+    if (!existing.isDirectory) throw new Error(`--out ${out}: exists and is not a folder`);
+    for await (const e of Deno.readDir(out)) present.push(e.name);
+    present.sort();
+    if (present.length && !o.force) {
+      throw new Error(
+        `--out ${out} is not empty (${present.slice(0, 4).join(", ")}${present.length > 4 ? ", …" : ""}): ` +
+          "give --force to write the model there (its model and tokenizer files are replaced), or another --out",
+      );
+    }
+  }
+  await Deno.mkdir(dirname(out), { recursive: true });
+  // Everything is made in a staging folder beside outDir and moved in at the end.
+  const staging = await Deno.makeTempDir({ dir: dirname(out), prefix: `.${basename(out)}.init-` });
+  try {
+    const tok = await stageTokenizer(o, staging);
+    const config = modelConfig(o, tok);
+    const spec = o.like === "gpt2"
+      ? GPT2LMHeadModel.paramSpec(config as GPT2Config)
+      : BertForSequenceClassification.paramSpec(config as BertConfig);
+    const host = randomParams(spec, seed);
+    let parameters = 0;
+    const tensors = new Map<string, { dtype: "F32"; shape: number[]; data: Float32Array }>();
+    for (const [name, t] of host) {
+      parameters += t.data.length;
+      tensors.set(name, { dtype: "F32", shape: t.shape, data: t.data as Float32Array });
+    }
+    await writeSafetensors(join(staging, "model.safetensors"), tensors, { format: "pt" });
+    await writeJsonAtomic(join(staging, "config.json"), config);
+    await Deno.mkdir(out, { recursive: true });
+    const replaced = present.filter((f) => MODEL_FILES.includes(f));
+    for (const f of replaced) await Deno.remove(join(out, f), { recursive: true });
+    const files: string[] = [];
+    for await (const e of Deno.readDir(staging)) files.push(e.name);
+    files.sort();
+    for (const f of files) await Deno.rename(join(staging, f), join(out, f));
+    return { outDir: out, config, parameters, files, replaced };
+  } finally {
+    await Deno.remove(staging, { recursive: true }).catch(() => {});
+  }
+}
