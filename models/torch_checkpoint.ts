@@ -2,15 +2,32 @@
  * Reads PyTorch `pytorch_model.bin` checkpoints (the zip format of torch ≥ 1.6 and the legacy format before it)
  * without Python and without executing anything from the file: pickles run in a restricted interpreter whose
  * globals come from a fixed allow-list of torch rebuild functions, storage types and dtypes.
+ *
+ * Memory is bounded by what the file really holds: every tensor is checked against its storage (and against the
+ * model's expected shape, when given) before anything is read or allocated; each storage is read once and shared,
+ * contiguous `float32`/`int32` tensors are views into it; DEFLATE entries inflate into one buffer of their declared
+ * size; and the total allocated is capped ({@link TorchCheckpointOptions.maxBytes}).
  * @module
  */
 
 import type { DType, HostTensor } from "../engine/host_tensor.ts";
-import { describe, PickleError, PyDict, PyGlobal, PyList, PyTuple, unpickle } from "./pickle.ts";
+import { describe, PickleError, printable, PyDict, PyGlobal, PyList, PyTuple, unpickle } from "./pickle.ts";
 import type { PickleHooks } from "./pickle.ts";
 import { isZipArchive, ZipError, ZipReader } from "./zip.ts";
+import {
+  buildTensors,
+  FILE_FACTOR,
+  FormatError,
+  int,
+  type Kind,
+  KIND_SIZE,
+  SLACK_BYTES,
+  StorageRef,
+  TensorRef,
+  type TorchCheckpointOptions,
+} from "./torch_tensors.ts";
 
-export type { DType, HostTensor };
+export type { DType, HostTensor, TorchCheckpointOptions };
 
 /** Thrown for any checkpoint that cannot be read safely; the message names the file and the reason. */
 export class TorchCheckpointError extends Error {
@@ -20,9 +37,6 @@ export class TorchCheckpointError extends Error {
     this.name = "TorchCheckpointError";
   }
 }
-
-/** Element kinds of torch storages. */
-type Kind = "f32" | "f64" | "f16" | "bf16" | "i64" | "i32" | "i16" | "i8" | "u8" | "bool";
 
 const STORAGE_KINDS: Record<string, Kind> = {
   FloatStorage: "f32",
@@ -35,18 +49,6 @@ const STORAGE_KINDS: Record<string, Kind> = {
   CharStorage: "i8",
   ByteStorage: "u8",
   BoolStorage: "bool",
-};
-const KIND_SIZE: Record<Kind, number> = {
-  f32: 4,
-  f64: 8,
-  f16: 2,
-  bf16: 2,
-  i64: 8,
-  i32: 4,
-  i16: 2,
-  i8: 1,
-  u8: 1,
-  bool: 1,
 };
 const DTYPES = new Set(
   "float32 float float64 double float16 half bfloat16 int64 long int32 int int16 short int8 uint8 bool".split(" "),
@@ -64,53 +66,11 @@ const CALLABLES = new Set([
 ]);
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 const LEGACY_PROTOCOL = 1001;
-/** Largest element count accepted for a view that reads storage elements more than once (stride 0). */
-const MAX_EXPANDED = 1 << 24;
-
-/** Reason for rejecting a checkpoint; wrapped into a {@link TorchCheckpointError} with the file name. */
-class FormatError extends Error {}
-
-/** A storage reference from a persistent id. */
-class StorageRef {
-  constructor(
-    readonly type: PyGlobal,
-    readonly kind: Kind,
-    readonly key: string,
-    readonly view?: { key: string; offset: number; size: number },
-  ) {}
-}
-
-/** A tensor as described by `_rebuild_tensor_v2`; materialised after unpickling. */
-class TensorRef {
-  constructor(
-    readonly storage: StorageRef,
-    readonly offset: unknown,
-    readonly size: unknown,
-    readonly stride: unknown,
-  ) {}
-}
-
 function str(v: unknown, what: string): string {
   if (typeof v === "string") return v;
-  if (v instanceof Uint8Array) return String.fromCharCode(...v.subarray(0, 1024));
+  if (v instanceof Uint8Array) return String.fromCharCode(...v.subarray(0, 256));
   if (typeof v === "number" && Number.isSafeInteger(v)) return String(v);
   throw new FormatError(`${what} is ${describe(v)}, expected a string`);
-}
-
-function int(v: unknown, what: string): number {
-  if (typeof v === "boolean") return v ? 1 : 0;
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
-    throw new FormatError(`${what} is ${typeof v === "number" ? v : describe(v)}, expected a non-negative integer`);
-  }
-  return v;
-}
-
-function ints(v: unknown, what: string): number[] {
-  if (!(v instanceof PyTuple || v instanceof PyList)) {
-    throw new FormatError(`${what} is ${describe(v)}, expected a tuple`);
-  }
-  if (v.items.length > 64) throw new FormatError(`${what} has ${v.items.length} dimensions`);
-  return v.items.map((x, i) => int(x, `${what}[${i}]`));
 }
 
 /** Pickle hooks for torch checkpoints; `legacy` selects the 6-field persistent ids of the pre-1.6 format. */
@@ -213,7 +173,7 @@ function collectTensors(root: unknown): Map<string, TensorRef> {
       if (typeof k !== "string" && typeof k !== "number") continue;
       const name = prefix + String(k);
       if (v instanceof TensorRef) {
-        if (out.has(name)) throw new FormatError(`duplicate tensor name ${name}`);
+        if (out.has(name)) throw new FormatError(`duplicate tensor name ${printable(name)}`);
         out.set(name, v);
       } else if (v instanceof PyDict) walk(v, `${name}.`, depth + 1);
     }
@@ -222,177 +182,46 @@ function collectTensors(root: unknown): Map<string, TensorRef> {
   return out;
 }
 
-let f16Table: Float32Array | undefined;
-function halfToFloat(): Float32Array {
-  if (f16Table) return f16Table;
-  f16Table = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    f16Table[h] = sign *
-      (exp === 0 ? frac * 2 ** -24 : exp === 31 ? (frac ? NaN : Infinity) : (1 + frac / 1024) * 2 ** (exp - 15));
-  }
-  return f16Table;
-}
-
-/** Gathers and converts one tensor out of its storage bytes. */
-function materialize(name: string, t: TensorRef, bytes: Uint8Array, bigEndian: boolean): HostTensor {
-  const { kind, key, view, type } = t.storage;
-  const size = ints(t.size, `size of ${name}`);
-  const stride = ints(t.stride, `stride of ${name}`);
-  if (stride.length !== size.length) throw new FormatError(`tensor ${name}: size and stride lengths differ`);
-  const es = KIND_SIZE[kind];
-  let base = int(t.offset, `storage offset of ${name}`);
-  let limit = Math.floor(bytes.length / es);
-  if (view) {
-    if (view.offset + view.size > limit) throw new FormatError(`view ${view.key} exceeds storage ${key}`);
-    base += view.offset;
-    limit = view.offset + view.size;
-  }
-  const numel = size.reduce((a, b) => a * b, 1);
-  if (!Number.isSafeInteger(numel)) throw new FormatError(`tensor ${name} is too large`);
-  const dtype = kind === "f32" || kind === "f64" || kind === "f16" || kind === "bf16" ? "f32" : "i32";
-  const result = (data: Float32Array | Int32Array): HostTensor => ({
-    dtype,
-    shape: size,
-    data,
-    sourceDtype: type.qualifiedName,
-  });
-  if (numel === 0) return result(dtype === "f32" ? new Float32Array(0) : new Int32Array(0));
-  let span = 1;
-  for (let d = 0; d < size.length; d++) span += (size[d] - 1) * stride[d];
-  if (!Number.isSafeInteger(span) || base + span > limit) {
-    throw new FormatError(
-      `storage ${key} too small for tensor ${name}: needs ${span} elements from offset ${base}, has ${limit}`,
-    );
-  }
-  if (numel > span && numel > MAX_EXPANDED) throw new FormatError(`tensor ${name}: expanded view is too large`);
-  const buf = bytes.slice(base * es, (base + span) * es).buffer;
-  if (bigEndian && es > 1) {
-    const b = new Uint8Array(buf);
-    for (let i = 0; i < b.length; i += es) b.subarray(i, i + es).reverse();
-  }
-  // Source element index for each output element (row-major), or null when the view is contiguous.
-  let idx: Float64Array | null = null;
-  let expected = 1;
-  for (let d = size.length - 1; d >= 0; d--) {
-    if (size[d] !== 1 && stride[d] !== expected) idx = new Float64Array(numel);
-    expected *= size[d];
-  }
-  if (idx) {
-    const pos = new Array<number>(size.length).fill(0);
-    let src = 0;
-    for (let i = 0; i < numel; i++) {
-      idx[i] = src;
-      for (let d = size.length - 1; d >= 0; d--) {
-        if (++pos[d] < size[d]) {
-          src += stride[d];
-          break;
-        }
-        src -= (size[d] - 1) * stride[d];
-        pos[d] = 0;
-      }
-    }
-  }
-  const at = (i: number) => idx ? idx[i] : i;
-  switch (kind) {
-    case "f32": {
-      const src = new Float32Array(buf);
-      if (!idx) return result(src);
-      const out = new Uint32Array(numel); // copy bits so NaN payloads survive
-      const bits = new Uint32Array(buf);
-      for (let i = 0; i < numel; i++) out[i] = bits[idx[i]];
-      return result(new Float32Array(out.buffer));
-    }
-    case "f64":
-    case "f16": {
-      const src = kind === "f64" ? new Float64Array(buf) : new Uint16Array(buf);
-      const table = kind === "f16" ? halfToFloat() : null;
-      const out = new Float32Array(numel);
-      for (let i = 0; i < numel; i++) out[i] = table ? table[src[at(i)]] : src[at(i)];
-      return result(out);
-    }
-    case "bf16": {
-      const src = new Uint16Array(buf);
-      const out = new Uint32Array(numel);
-      for (let i = 0; i < numel; i++) out[i] = src[at(i)] << 16;
-      return result(new Float32Array(out.buffer));
-    }
-    case "i64": {
-      const src = new Int32Array(buf);
-      const out = new Int32Array(numel);
-      for (let i = 0; i < numel; i++) {
-        const j = at(i) * 2;
-        if (src[j + 1] !== src[j] >> 31) {
-          const v = BigInt.asIntN(64, (BigInt(src[j + 1]) << 32n) | BigInt(src[j] >>> 0));
-          throw new FormatError(`tensor ${name}: int64 value ${v} at element ${i} is outside the int32 range`);
-        }
-        out[i] = src[j];
-      }
-      return result(out);
-    }
-    default: {
-      const src = kind === "i32"
-        ? new Int32Array(buf)
-        : kind === "i16"
-        ? new Int16Array(buf)
-        : kind === "i8"
-        ? new Int8Array(buf)
-        : new Uint8Array(buf);
-      if (kind === "i32" && !idx) return result(src as Int32Array);
-      const out = new Int32Array(numel);
-      for (let i = 0; i < numel; i++) out[i] = kind === "bool" ? (src[at(i)] ? 1 : 0) : src[at(i)];
-      return result(out);
-    }
-  }
-}
-
-/** Materialises every tensor; tensors that are one object in the checkpoint (tied weights) share `data`. */
-async function buildTensors(
-  tensors: Map<string, TensorRef>,
-  storageBytes: (key: string) => Promise<Uint8Array> | Uint8Array,
-  bigEndian: boolean,
-): Promise<Map<string, HostTensor>> {
-  const out = new Map<string, HostTensor>();
-  const done = new Map<TensorRef, HostTensor>();
-  for (const [name, t] of tensors) {
-    const prev = done.get(t);
-    if (prev) {
-      out.set(name, { ...prev, shape: [...prev.shape] });
-      continue;
-    }
-    const h = materialize(name, t, await storageBytes(t.storage.key), bigEndian);
-    done.set(t, h);
-    out.set(name, h);
-  }
-  return out;
-}
-
-async function parseZip(bytes: Uint8Array): Promise<Map<string, HostTensor>> {
+async function parseZip(bytes: Uint8Array, options: TorchCheckpointOptions): Promise<Map<string, HostTensor>> {
   const zip = new ZipReader(bytes);
   const pkls = [...zip.entries.keys()].filter((n) => /^[^/]+\/data\.pkl$/.test(n));
   if (pkls.length !== 1) throw new FormatError(`expected one <folder>/data.pkl entry, found ${pkls.length}`);
   const prefix = pkls[0].slice(0, -"data.pkl".length);
   let bigEndian = false;
   if (zip.entries.has(`${prefix}byteorder`)) {
-    const order = new TextDecoder().decode(await zip.read(`${prefix}byteorder`)).trim();
-    if (order !== "little" && order !== "big") throw new FormatError(`unknown byteorder "${order.slice(0, 20)}"`);
+    const order = new TextDecoder().decode(await zip.read(`${prefix}byteorder`, { maxBytes: 64 })).trim();
+    if (order !== "little" && order !== "big") throw new FormatError(`unknown byteorder "${printable(order)}"`);
     bigEndian = order === "big";
   }
   const storages = new Map<string, StorageRef>();
-  const pkl = await zip.read(pkls[0]);
+  const pkl = await zip.read(pkls[0], { maxBytes: options.maxBytes ?? SLACK_BYTES + FILE_FACTOR * bytes.length });
   const { value } = unpickle(pkl, 0, torchHooks(false, storages));
-  const cache = new Map<string, Promise<Uint8Array>>();
-  return await buildTensors(collectTensors(value), (key) => {
-    const entry = `${prefix}data/${key}`;
-    if (!zip.entries.has(entry)) throw new FormatError(`storage ${key} is missing from the archive (no ${entry})`);
-    if (!cache.has(key)) cache.set(key, zip.read(entry));
-    return cache.get(key)!;
-  }, bigEndian);
+  const entry = (key: string) => {
+    const name = `${prefix}data/${key}`;
+    const e = zip.entries.get(name);
+    if (!e) throw new FormatError(`storage ${printable(key)} is missing from the archive (no ${printable(name)})`);
+    zip.checkSize(e);
+    return e;
+  };
+  return await buildTensors(
+    collectTensors(value),
+    {
+      bytes: (key) => entry(key).uncompressedSize,
+      cost: (key) => {
+        const e = entry(key);
+        const what = `storage ${printable(key)} (${e.method === 0 ? "" : "DEFLATE "}entry ${printable(e.name)})`;
+        return { bytes: e.method === 0 ? 0 : e.uncompressedSize, what };
+      },
+      align: (key) => entry(key).method === 0 ? bytes.byteOffset + entry(key).dataOffset : 0,
+      read: (key) => zip.read(entry(key).name),
+    },
+    bigEndian,
+    bytes.length,
+    options,
+  );
 }
 
-async function parseLegacy(bytes: Uint8Array): Promise<Map<string, HostTensor>> {
+async function parseLegacy(bytes: Uint8Array, options: TorchCheckpointOptions): Promise<Map<string, HostTensor>> {
   const plain: PickleHooks = { allowGlobal: () => false, reduce: () => null };
   let pos = 0;
   const next = (hooks: PickleHooks): unknown => {
@@ -420,42 +249,86 @@ async function parseLegacy(bytes: Uint8Array): Promise<Map<string, HostTensor>> 
   for (const k of keys.items) {
     const key = str(k, "storage key");
     const s = storages.get(key);
-    if (!s) throw new FormatError(`storage ${key} is listed but never referenced`);
-    if (pos + 8 > bytes.length) throw new FormatError(`truncated before storage ${key}`);
+    if (!s) throw new FormatError(`storage ${printable(key)} is listed but never referenced`);
+    if (pos + 8 > bytes.length) throw new FormatError(`truncated before storage ${printable(key)}`);
     const first = view.getUint32(pos, !bigEndian);
     const second = view.getUint32(pos + 4, !bigEndian);
     const count = bigEndian ? first * 2 ** 32 + second : second * 2 ** 32 + first; // 8-byte element count
     const nbytes = count * KIND_SIZE[s.kind];
-    if (nbytes > bytes.length - pos - 8) throw new FormatError(`storage ${key} is truncated (${count} elements)`);
+    if (nbytes > bytes.length - pos - 8) {
+      throw new FormatError(`storage ${printable(key)} is truncated (${count} elements)`);
+    }
     data.set(key, bytes.subarray(pos + 8, pos + 8 + nbytes));
     pos += 8 + nbytes;
   }
-  return await buildTensors(tensors, (key) => {
+  const get = (key: string) => {
     const d = data.get(key);
-    if (!d) throw new FormatError(`storage ${key} has no data in the file`);
+    if (!d) throw new FormatError(`storage ${printable(key)} has no data in the file`);
     return d;
-  }, bigEndian);
+  };
+  return await buildTensors(
+    tensors,
+    {
+      bytes: (key) => get(key).length,
+      cost: (key) => ({ bytes: 0, what: `storage ${printable(key)}` }),
+      align: (key) => get(key).byteOffset,
+      read: get,
+    },
+    bigEndian,
+    bytes.length,
+    options,
+  );
 }
 
 /**
  * Parses a PyTorch checkpoint held in memory. `fileName` is used in error messages only.
  * Floating-point tensors become `f32`, integer and bool tensors `i32`; `sourceDtype` names the torch storage type
- * (e.g. `"torch.HalfStorage"`). Tensors that are the same object in the checkpoint (tied weights such as GPT-2's
- * `lm_head.weight`) appear under every name and share their `data` array. The pickled object must be a dict of
- * tensors; nested dicts (e.g. `{"model": {...}}`) are flattened with dot-joined names and non-tensor values are ignored.
- * @throws {TorchCheckpointError} for malformed, truncated, unsupported or unsafe content.
+ * (e.g. `"torch.HalfStorage"`). Each storage is read once: contiguous little-endian `float32`/`int32` tensors are
+ * views into it (into `bytes` itself for uncompressed storages, so `bytes` must not be modified afterwards) and
+ * tensors over the same storage share its memory, as in torch. Tensors that are the same object in the checkpoint
+ * (tied weights such as GPT-2's `lm_head.weight`) appear under every name and share their `data` array. The pickled
+ * object must be a dict of tensors; nested dicts (e.g. `{"model": {...}}`) are flattened with dot-joined names and
+ * non-tensor values are ignored. See {@link TorchCheckpointOptions} for expected shapes and the memory limit.
+ * @throws {TorchCheckpointError} for malformed, truncated, unsupported or unsafe content, for tensors that do not
+ * have their expected shape, and for content that would take more memory than the limit.
  */
-export async function parseTorchCheckpoint(bytes: Uint8Array, fileName: string): Promise<Map<string, HostTensor>> {
+export async function parseTorchCheckpoint(
+  bytes: Uint8Array,
+  fileName: string,
+  options: TorchCheckpointOptions = {},
+): Promise<Map<string, HostTensor>> {
+  const { maxBytes } = options;
+  if (maxBytes !== undefined && !(maxBytes >= 0)) throw new RangeError(`maxBytes is ${maxBytes}, expected bytes ≥ 0`);
   try {
-    if (isZipArchive(bytes)) return await parseZip(bytes);
-    if (bytes.length > 0 && bytes[0] === 0x80) return await parseLegacy(bytes);
+    if (isZipArchive(bytes)) return await parseZip(bytes, options);
+    if (bytes.length > 0 && bytes[0] === 0x80) return await parseLegacy(bytes, options);
     throw new FormatError("not a PyTorch checkpoint (neither a zip archive nor a legacy pickle)");
   } catch (e) {
     if (e instanceof FormatError || e instanceof PickleError || e instanceof ZipError) {
       throw new TorchCheckpointError(fileName, e.message, { cause: e });
     }
-    const why = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+    const why = e instanceof Error ? `${e.name}: ${printable(e.message)}` : printable(String(e));
     throw new TorchCheckpointError(fileName, `internal error while parsing: ${why}`, { cause: e });
+  }
+}
+
+/** The bytes of file `path`, read into one buffer of the file's size (`Deno.readFile` peaks at twice that). */
+async function readWhole(path: string | URL): Promise<Uint8Array> {
+  const file = await Deno.open(path);
+  try {
+    const info = await file.stat();
+    if (!info.isFile) throw new Error("not a regular file");
+    const bytes = new Uint8Array(info.size);
+    let n = 0;
+    while (n < bytes.length) {
+      const got = await file.read(bytes.subarray(n));
+      if (got === null) break;
+      n += got;
+    }
+    if (n !== bytes.length) throw new Error(`the file shrank while being read (${n} of ${bytes.length} bytes)`);
+    return bytes;
+  } finally {
+    file.close();
   }
 }
 
@@ -463,13 +336,16 @@ export async function parseTorchCheckpoint(bytes: Uint8Array, fileName: string):
  * Reads and parses the PyTorch checkpoint at `path` (see {@link parseTorchCheckpoint}).
  * @throws {TorchCheckpointError} when the file cannot be read or is not a valid checkpoint.
  */
-export async function readTorchCheckpoint(path: string | URL): Promise<Map<string, HostTensor>> {
+export async function readTorchCheckpoint(
+  path: string | URL,
+  options: TorchCheckpointOptions = {},
+): Promise<Map<string, HostTensor>> {
   const fileName = path instanceof URL && path.protocol === "file:" ? decodeURIComponent(path.pathname) : String(path);
   let bytes: Uint8Array;
   try {
-    bytes = await Deno.readFile(path);
+    bytes = await readWhole(path);
   } catch (e) {
     throw new TorchCheckpointError(fileName, `cannot read file: ${e instanceof Error ? e.message : e}`, { cause: e });
   }
-  return await parseTorchCheckpoint(bytes, fileName);
+  return await parseTorchCheckpoint(bytes, fileName, options);
 }

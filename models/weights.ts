@@ -23,8 +23,17 @@ async function exists(path: string): Promise<boolean> {
   return await Deno.stat(path).then((s) => s.isFile).catch(() => false);
 }
 
-/** Reads the weights of a model folder, trying the formats in transformers' order of preference. */
-export async function readWeights(dir: string): Promise<LoadedWeights> {
+/**
+ * Reads the weights of a model folder, trying the formats in transformers' order of preference. Given the
+ * model's `spec` (and the `options` later given to {@link matchWeights}), a `pytorch_model.bin` is checked
+ * against it before any tensor data is allocated: wrong shapes are reported at once, ignored buffers are not read,
+ * and the memory the load may take is bounded by the expected parameters.
+ */
+export async function readWeights(
+  dir: string,
+  spec?: ParamSpec,
+  options: { prefix?: string; ignore?: RegExp } = {},
+): Promise<LoadedWeights> {
   const d = dir.replace(/\/$/, "");
   const candidates = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"];
   for (const name of candidates) {
@@ -32,7 +41,12 @@ export async function readWeights(dir: string): Promise<LoadedWeights> {
     if (!(await exists(file))) continue;
     if (name === "model.safetensors") return { tensors: (await readSafetensors(file)).tensors, file };
     if (name.endsWith(".index.json")) return { tensors: (await readShardedSafetensors(file)).tensors, file };
-    return { tensors: await readTorchCheckpoint(file), file };
+    const expectedShape = spec && ((raw: string) => {
+      const name = normaliseName(raw);
+      if (options.ignore?.test(name)) return null;
+      return spec.get(name) ?? (options.prefix ? spec.get(options.prefix + name) : undefined);
+    });
+    return { tensors: await readTorchCheckpoint(file, { expectedShape }), file };
   }
   if (await exists(`${d}/pytorch_model.bin.index.json`)) {
     throw new Error(`${d}: sharded pytorch_model.bin checkpoints are not supported; convert to safetensors`);

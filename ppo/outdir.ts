@@ -140,5 +140,5 @@ export async function prepareOutDir(
     );
   }
   for (const name of found) await Deno.remove(`${dir}/${name}`, { recursive: true });
-  log(`${dir}: --overwrite: removed the previous run (${found.length} files and folders)`);
+  log(`${dir}: overwrite: removed the previous run (${found.length} files and folders)`);
 }

@@ -241,7 +241,7 @@ Deno.test("a second run into the same folder is refused; --overwrite replaces th
   await assert.rejects(runRLHF(options(policyDir, out, { steps: 1 }).o), /already holds a run/);
   const again = options(policyDir, out, { steps: 1, overwrite: true });
   assert.equal((await runRLHF(again.o)).step, 1);
-  assert.ok(again.lines.some((l) => /--overwrite: removed the previous run/.test(l)));
+  assert.ok(again.lines.some((l) => /overwrite: removed the previous run/.test(l)));
   await assert.rejects(runRLHF(options(policyDir, out, { resume: true, overwrite: true }).o), /exclude each other/);
   for (const d of [policyDir, out]) await Deno.remove(d, { recursive: true });
 });

@@ -6,7 +6,9 @@
  * (uncompressed) zip entries aligned to 64 bytes like PyTorch's writer, with real CRC-32s.
  *
  * Tied tensors (GPT-2's `lm_head.weight`) are written the way `torch.save` writes them: a separate
- * tensor that references the storage of the tensor it is tied to.
+ * tensor that references the storage of the tensor it is tied to. For hostile-input tests, a tensor can also be
+ * any view (size, stride, offset) of an earlier tensor's storage, any entry can be replaced by raw (e.g. DEFLATE)
+ * bytes, and {@link deflateZeros} makes a tiny DEFLATE stream that inflates to gigabytes.
  * @module
  */
 
@@ -27,10 +29,35 @@ export interface TorchWriterTie {
   tiedTo: string;
 }
 
+/** A tensor over the storage of the tensor named `viewOf` (written earlier) with its own size, stride and offset. */
+export interface TorchWriterView {
+  /** Name of the tensor whose storage is viewed. */
+  viewOf: string;
+  /** Declared size. */
+  shape: number[];
+  /** Declared stride (in elements). */
+  stride: number[];
+  /** Storage offset (in elements, default 0). */
+  offset?: number;
+}
+
+/** One value of a state dict. */
+export type TorchWriterValue = TorchWriterTensor | TorchWriterTie | TorchWriterView;
+
 /** A state dict in write order. */
-export type TorchWriterState =
-  | Map<string, TorchWriterTensor | TorchWriterTie>
-  | Record<string, TorchWriterTensor | TorchWriterTie>;
+export type TorchWriterState = Map<string, TorchWriterValue> | Record<string, TorchWriterValue>;
+
+/** A zip entry written as given: `stored` bytes with `method` (0 STORED, 8 DEFLATE), declared `size` and `crc`. */
+export interface TorchWriterRawEntry {
+  /** The bytes stored in the archive. */
+  stored: Uint8Array;
+  /** Compression method recorded for the entry. */
+  method: 0 | 8;
+  /** Declared uncompressed size (below 4 GiB). */
+  size: number;
+  /** Declared CRC-32 of the uncompressed bytes. */
+  crc: number;
+}
 
 /** Options of {@link torchCheckpointBytes} and {@link writeTorchCheckpoint}. */
 export interface TorchWriterOptions {
@@ -38,6 +65,8 @@ export interface TorchWriterOptions {
   archiveName?: string;
   /** Also set the OrderedDict's `_metadata` attribute (via BUILD), as `state_dict()` does (default true). */
   metadata?: boolean;
+  /** Entries to write as given, by path inside the archive folder (`"data.pkl"`, `"data/0"`). */
+  raw?: Record<string, TorchWriterRawEntry>;
 }
 
 const enc = new TextEncoder();
@@ -167,11 +196,13 @@ function pickleState(state: TorchWriterState, metadata: boolean): { pkl: Uint8Ar
   if (entries.length > 0) p.u8(OP.MARK);
   for (const [name, value] of entries) {
     if (written.has(name)) throw new Error(`torch_writer: duplicate tensor name ${name}`);
-    let storage: Storage, shape: number[];
-    if ("tiedTo" in value) {
-      const src = written.get(value.tiedTo);
-      if (!src) throw new Error(`torch_writer: ${name} is tied to ${value.tiedTo}, which is not written before it`);
+    let storage: Storage, shape: number[], stride: number[] | undefined, offset = 0;
+    if ("tiedTo" in value || "viewOf" in value) {
+      const of = "tiedTo" in value ? value.tiedTo : value.viewOf;
+      const src = written.get(of);
+      if (!src) throw new Error(`torch_writer: ${name} refers to ${of}, which is not written before it`);
       ({ storage, shape } = src);
+      if ("viewOf" in value) ({ shape, stride, offset = 0 } = value);
     } else {
       shape = [...value.shape];
       const numel = shape.reduce((a, b) => a * b, 1);
@@ -191,7 +222,7 @@ function pickleState(state: TorchWriterState, metadata: boolean): { pkl: Uint8Ar
     written.set(name, { storage, shape });
     p.str(name).global("torch._utils", "_rebuild_tensor_v2").u8(OP.MARK);
     p.u8(OP.MARK).str("storage").global("torch", storage.type).str(storage.key).str("cpu").int(storage.numel);
-    p.u8(OP.TUPLE, OP.BINPERSID).int(0).tuple(shape).tuple(contiguousStride(shape)).u8(OP.NEWFALSE);
+    p.u8(OP.TUPLE, OP.BINPERSID).int(offset).tuple(shape).tuple(stride ?? contiguousStride(shape)).u8(OP.NEWFALSE);
     p.emptyOrderedDict().u8(OP.TUPLE, OP.REDUCE);
   }
   if (entries.length > 0) p.u8(OP.SETITEMS);
@@ -234,27 +265,30 @@ export function crc32Fast(bytes: Uint8Array): number {
   return (c ^ 0xffffffff) >>> 0;
 }
 
+type ZipFile = { name: string; data: Uint8Array; raw?: TorchWriterRawEntry };
+
 /** Yields the zip file as a sequence of chunks (storage data is yielded as views, never copied). */
-function* zipChunks(files: { name: string; data: Uint8Array }[]): Generator<Uint8Array> {
+function* zipChunks(files: ZipFile[]): Generator<Uint8Array> {
   const central = new Bytes();
   let offset = 0;
   for (const f of files) {
     const name = enc.encode(f.name);
-    const crc = crc32Fast(f.data);
+    const stored = f.raw?.stored ?? f.data;
+    const { method = 0, size = stored.length, crc = crc32Fast(stored) } = f.raw ?? {};
     // Pad the local header with an extra field so the data starts on a 64-byte boundary (as PyTorch does).
     const pad = (ALIGN - ((offset + 30 + name.length + 4) % ALIGN)) % ALIGN;
-    const local = new Bytes().u32(0x04034b50).u16(20).u16(0).u16(0).u16(0).u16(0x21).u32(crc);
-    local.u32(f.data.length).u32(f.data.length).u16(name.length).u16(4 + pad).raw(name);
+    const local = new Bytes().u32(0x04034b50).u16(20).u16(0).u16(method).u16(0).u16(0x21).u32(crc);
+    local.u32(stored.length).u32(size).u16(name.length).u16(4 + pad).raw(name);
     local.u16(0x4246).u16(pad).raw(new Uint8Array(pad).fill(0x5a)); // "FB" extra field, 'Z' padding
-    if (offset + local.length + f.data.length > 0xffffffff) {
+    if (offset + local.length + stored.length > 0xffffffff || size > 0xfffffffe) {
       throw new Error("torch_writer: checkpoints of 4 GiB or more need ZIP64, which this writer does not write");
     }
-    central.u32(0x02014b50).u16(20).u16(20).u16(0).u16(0).u16(0).u16(0x21).u32(crc);
-    central.u32(f.data.length).u32(f.data.length).u16(name.length).u16(0).u16(0).u16(0).u16(0).u32(0);
+    central.u32(0x02014b50).u16(20).u16(20).u16(0).u16(method).u16(0).u16(0x21).u32(crc);
+    central.u32(stored.length).u32(size).u16(name.length).u16(0).u16(0).u16(0).u16(0).u32(0);
     central.u32(offset).raw(name);
     yield local.bytes();
-    yield f.data;
-    offset += local.length + f.data.length;
+    yield stored;
+    offset += local.length + stored.length;
   }
   const eocd = new Bytes().u32(0x06054b50).u16(0).u16(0).u16(files.length).u16(files.length);
   eocd.u32(central.length).u32(offset).u16(0);
@@ -262,15 +296,46 @@ function* zipChunks(files: { name: string; data: Uint8Array }[]): Generator<Uint
   yield eocd.bytes();
 }
 
-function archiveFiles(state: TorchWriterState, options: TorchWriterOptions): { name: string; data: Uint8Array }[] {
+function archiveFiles(state: TorchWriterState, options: TorchWriterOptions): ZipFile[] {
   const dir = options.archiveName ?? "archive";
   const { pkl, storages } = pickleState(state, options.metadata ?? true);
-  return [
-    { name: `${dir}/data.pkl`, data: pkl },
-    { name: `${dir}/byteorder`, data: enc.encode("little") },
-    ...storages.map((s) => ({ name: `${dir}/data/${s.key}`, data: s.bytes })),
-    { name: `${dir}/version`, data: enc.encode("3\n") },
+  const files = [
+    { name: "data.pkl", data: pkl },
+    { name: "byteorder", data: enc.encode("little") },
+    ...storages.map((s) => ({ name: `data/${s.key}`, data: s.bytes })),
+    { name: "version", data: enc.encode("3\n") },
   ];
+  return files.map((f) => ({ name: `${dir}/${f.name}`, data: f.data, raw: options.raw?.[f.name] }));
+}
+
+/**
+ * A raw DEFLATE stream (one dynamic-Huffman block) that inflates to `n` zero bytes, about `n / 1032` bytes long:
+ * a literal 0, then 258-byte copies at distance 1 that take two bits each, then literals for the rest.
+ */
+export function deflateZeros(n: number): Uint8Array {
+  if (!Number.isSafeInteger(n) || n < 1) throw new Error(`deflateZeros: bad length ${n}`);
+  const matches = Math.floor((n - 1) / 258), literals = 1 + (n - 1) % 258;
+  const out = new Uint8Array(Math.ceil((200 + 2 * matches + 2 * literals) / 8) + 1);
+  let bit = 0;
+  const put = (v: number, len: number) => { // fields, least significant bit first
+    for (let i = 0; i < len; i++, bit++) if ((v >> i) & 1) out[bit >> 3] |= 1 << (bit & 7);
+  };
+  const code = (v: number, len: number) => { // Huffman codes, most significant bit first
+    for (let i = len - 1; i >= 0; i--, bit++) if ((v >> i) & 1) out[bit >> 3] |= 1 << (bit & 7);
+  };
+  put(1, 1), put(2, 2); // final block, dynamic Huffman
+  put(29, 5), put(1, 5), put(14, 4); // 286 literal/length codes, 2 distance codes, 18 code-length codes
+  // Code-length code lengths in the format's order 16 17 18 0 8 7 9 6 10 5 11 4 12 3 13 2 14 1: 18→1, 2→2, 1→2,
+  // so 18 is "0", 1 is "10" and 2 is "11".
+  for (const len of [0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 2]) put(len, 3);
+  const zeros = (k: number) => (code(0, 1), put(k - 11, 7)); // code 18: a run of 11..138 zero lengths
+  // Literal 0 and end-of-block get 2 bits ("10", "11"), length 285 (258 bytes) 1 bit ("0"); distances 0, 1: 1 bit.
+  code(3, 2), zeros(138), zeros(117), code(3, 2), zeros(28), code(2, 2), code(2, 2), code(2, 2);
+  code(2, 2); // literal 0
+  bit += 2 * matches; // each copy is length code "0" plus distance code "0" (distance 1): all zero bits
+  for (let i = 1; i < literals; i++) code(2, 2);
+  code(3, 2); // end of block
+  return out.subarray(0, (bit + 7) >> 3);
 }
 
 /**
