@@ -31,6 +31,7 @@ export const SHADER_NAMES: readonly string[] = [
   "matmul",
   "matmul_coop",
   "matmul_gemv",
+  "matmul_io",
   "matmul_splitk",
   "permute",
   "ppo_kl",

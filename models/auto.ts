@@ -42,13 +42,14 @@ export async function loadGPT2(dir: string): Promise<GPT2LMHeadModel> {
   const file = `${dir}/config.json`;
   if (architectureOf(raw, file) !== "gpt2") throw new Error(`${file}: not a GPT-2 causal language model`);
   const config = parseGPT2Config(raw, file);
-  const loaded = await readWeights(dir);
   const spec = GPT2LMHeadModel.paramSpec(config);
-  const host = matchWeights(loaded, spec, {
+  const match = {
     prefix: "transformer.",
     // Causal-mask buffers of older checkpoints; the tied head when the config ties it.
     ignore: new RegExp(`\\.attn\\.(bias|masked_bias)$${config.tie_word_embeddings ? "|^lm_head\\.weight$" : ""}`),
-  });
+  };
+  // The spec goes to the reader too: a pytorch_model.bin's shapes are checked before its data is read.
+  const host = matchWeights(await readWeights(dir, spec, match), spec, match);
   return new GPT2LMHeadModel(config, uploadParams(host));
 }
 
@@ -61,10 +62,9 @@ export async function loadSequenceClassifier(dir: string): Promise<BertForSequen
     throw new Error(`${file}: GPT-2 is not a sequence classifier (need ${CLASSIFIERS.join(" or ")})`);
   }
   const config = parseBertConfig({ ...raw, model_type: arch }, file);
-  const loaded = await readWeights(dir);
-  const host = matchWeights(loaded, BertForSequenceClassification.paramSpec(config), {
-    ignore: /(embeddings\.position_ids|^cls\.|lm_head\.)/,
-  });
+  const spec = BertForSequenceClassification.paramSpec(config);
+  const match = { ignore: /(embeddings\.position_ids|^cls\.|lm_head\.)/ };
+  const host = matchWeights(await readWeights(dir, spec, match), spec, match);
   return new BertForSequenceClassification(config, uploadParams(host));
 }
 

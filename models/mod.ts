@@ -20,7 +20,12 @@ export {
   saveParams,
   uploadParams,
 } from "./weights.ts";
-export { parseTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "./torch_checkpoint.ts";
+export {
+  parseTorchCheckpoint,
+  readTorchCheckpoint,
+  TorchCheckpointError,
+  type TorchCheckpointOptions,
+} from "./torch_checkpoint.ts";
 export * from "./tokenizer/mod.ts";
 export * from "./text.ts";
 export * from "./module.ts";
