@@ -16,7 +16,7 @@ import { type BertConfig, type GPT2Config, parseBertConfig, parseGPT2Config, sho
 import { GPT2LMHeadModel } from "./gpt2.ts";
 import { BertForSequenceClassification } from "./bert.ts";
 import { randomParams } from "./weights.ts";
-import { loadTokenizer } from "./tokenizer/load.ts";
+import { loadTokenizer, TOKENIZER_FOLDER_FILES } from "./tokenizer/load.ts";
 import type { Tokenizer } from "./tokenizer/base.ts";
 import { writeSafetensors } from "../engine/safetensors.ts";
 import { writeJsonAtomic } from "../engine/fs_atomic.ts";
@@ -82,23 +82,11 @@ export interface InitModelResult {
   replaced: string[];
 }
 
-/** Tokenizer files copied from a tokenizer folder. */
-const TOKENIZER_FILES = [
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "added_tokens.json",
-  "vocab.txt",
-  "vocab.json",
-  "merges.txt",
-  "chat_template.jinja",
-  "chat_template.json",
-];
 /** Files beside a vocab.txt that are copied with it. */
 const VOCAB_SIDE_FILES = ["tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"];
 /** Files of a model folder that would shadow or contradict the new ones (removed from outDir with force). */
 const MODEL_FILES = [
-  ...TOKENIZER_FILES,
+  ...TOKENIZER_FOLDER_FILES,
   "config.json",
   "model.safetensors",
   "model.safetensors.index.json",
@@ -162,7 +150,7 @@ async function stageTokenizer(o: InitModelOptions, staging: string): Promise<Tok
     const info = await statOrNull(dir);
     if (!info) throw new Error(`--tokenizer ${dir}: no such folder`);
     if (!info.isDirectory) throw new Error(`--tokenizer ${dir}: not a folder (for a vocab.txt file use --vocab)`);
-    for (const f of TOKENIZER_FILES) {
+    for (const f of TOKENIZER_FOLDER_FILES) {
       if ((await statOrNull(join(dir, f)))?.isFile) await Deno.copyFile(join(dir, f), join(staging, f));
     }
   }

@@ -13,6 +13,7 @@
 import { createHash } from "node:crypto";
 import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "../engine/safetensors.ts";
 import { writeJsonAtomic } from "../engine/fs_atomic.ts";
+import { TOKENIZER_FOLDER_FILES } from "../models/tokenizer/load.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
 import type { PPOTrainerState } from "./trainer.ts";
 
@@ -101,16 +102,7 @@ export async function checkpointDamage(dir: string): Promise<string | null> {
  * Files of a Hugging Face model folder besides the weights and config that a checkpoint copies from the policy's
  * folder, so that each checkpoint is a complete model folder (tokenizer included) that loads on its own.
  */
-export const MODEL_SIDE_FILES: readonly string[] = [
-  "tokenizer.json",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "added_tokens.json",
-  "vocab.txt",
-  "vocab.json",
-  "merges.txt",
-  "generation_config.json",
-];
+export const MODEL_SIDE_FILES: readonly string[] = [...TOKENIZER_FOLDER_FILES, "generation_config.json"];
 
 /** Options of {@linkcode saveCheckpoint}. */
 export interface SaveCheckpointOptions {

@@ -40,36 +40,12 @@ override BM: u32 = WG_Y * TM;
 override BN: u32 = WG_X * TN;
 override NT: u32 = WG_X * WG_Y;
 
-struct Params {
-  M: u32,
-  N: u32,
-  K: u32,
-  batch0: u32, // batch index of this dispatch's z = 0 (grids over 65535 batches are split)
-  alpha: f32,
-  nbatch: u32, // batches per split (z = split · nbatch + batch)
-  kchunk: u32, // k range of one split (a multiple of BK)
-  _p2: u32,
-  bshape: vec4<u32>, // output batch dims, innermost last, padded with 1s in front
-  astride: vec4<u32>, // A's element stride per batch dim (0 = broadcast)
-  bstride: vec4<u32>,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> aS: array<f32>;
-@group(0) @binding(2) var<storage, read> aV: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bS: array<f32>;
-@group(0) @binding(4) var<storage, read> bV: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> bias: array<f32>;
-@group(0) @binding(6) var<storage, read_write> c: array<f32>;
-@group(0) @binding(7) var<storage, read> resid: array<f32>;
-@group(0) @binding(8) var<storage, read_write> pre: array<f32>;
+//!include matmul_io
 
 //!include activation
 
 var<workgroup> As: array<vec4<f32>, BK * BM / 4u>; // As[k·BM/4 + m/4][m % 4]
 var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>; // Bs[k·BN/4 + n/4][n % 4]
-
-//!include matmul_io
 
 // Loads vec4 group g of the A tile at (m0, k0) into workgroup memory.
 fn loadA(offA: u32, m0: u32, k0: u32, kEnd: u32, g: u32) {

@@ -47,29 +47,7 @@ override SAT: u32 = BM + 8u; // row stride of As stored [k][m] (TRANS_A)
 override SB: u32 = BN + 8u; // row stride of Bs stored [k][n] (B not transposed)
 override SBT: u32 = BK + 8u; // row stride of Bs stored [n][k] (TRANS_B)
 
-struct Params {
-  M: u32,
-  N: u32,
-  K: u32,
-  batch0: u32, // batch index of this dispatch's z = 0 (grids over 65535 batches are split)
-  alpha: f32,
-  nbatch: u32, // batches per split (z = split · nbatch + batch)
-  kchunk: u32, // k range of one split (a multiple of BK)
-  _p2: u32,
-  bshape: vec4<u32>, // output batch dims, innermost last, padded with 1s in front
-  astride: vec4<u32>, // A's element stride per batch dim (0 = broadcast)
-  bstride: vec4<u32>,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> aS: array<f32>;
-@group(0) @binding(2) var<storage, read> aV: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bS: array<f32>;
-@group(0) @binding(4) var<storage, read> bV: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> bias: array<f32>;
-@group(0) @binding(6) var<storage, read_write> c: array<f32>;
-@group(0) @binding(7) var<storage, read> resid: array<f32>;
-@group(0) @binding(8) var<storage, read_write> pre: array<f32>;
+//!include matmul_io
 @group(0) @binding(9) var<storage, read> amax: array<f32>; // [largest |A|, largest |B|] (tensor_scan.wgsl amax)
 
 //!include activation
@@ -78,7 +56,6 @@ var<workgroup> As: array<f16, (BM + 8u) * (BK + 8u)>;
 var<workgroup> Bs: array<f16, (BN + 8u) * (BK + 8u)>;
 var<workgroup> Cs: array<f32, WM * WN * 256u>;
 
-//!include matmul_io
 
 // The power of two s with amax · s in [2^13, 2^14] (1 for a zero, infinite or NaN amax).
 fn scaleFor(m: f32) -> f32 {

@@ -1,5 +1,29 @@
-// Operand reads shared by the tiled matrix kernels (matmul.wgsl, matmul_coop.wgsl), which declare the bindings
-// aS/aV (A as f32 and as vec4) and bS/bV (B) and the pipeline constants VEC_A/VEC_B before including this file.
+// What the tiled matrix kernels (matmul.wgsl, matmul_coop.wgsl) share: their Params, bindings 0–8 and the operand
+// reads. The including kernel declares the pipeline constants VEC_A/VEC_B first (A, B contiguous in vec4s).
+
+struct Params {
+  M: u32,
+  N: u32,
+  K: u32,
+  batch0: u32, // batch index of this dispatch's z = 0 (grids over 65535 batches are split)
+  alpha: f32,
+  nbatch: u32, // batches per split (z = split · nbatch + batch)
+  kchunk: u32, // k range of one split (a multiple of BK)
+  _p2: u32,
+  bshape: vec4<u32>, // output batch dims, innermost last, padded with 1s in front
+  astride: vec4<u32>, // A's element stride per batch dim (0 = broadcast)
+  bstride: vec4<u32>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> aS: array<f32>;
+@group(0) @binding(2) var<storage, read> aV: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bS: array<f32>;
+@group(0) @binding(4) var<storage, read> bV: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+@group(0) @binding(6) var<storage, read_write> c: array<f32>;
+@group(0) @binding(7) var<storage, read> resid: array<f32>;
+@group(0) @binding(8) var<storage, read_write> pre: array<f32>;
 
 // Four consecutive elements of A starting at `base`; element j is read only when j < lim.
 fn readA(base: u32, lim: u32) -> vec4<f32> {

@@ -15,6 +15,19 @@ import { WordPieceTokenizer } from "./wordpiece.ts";
 /** The files {@link loadTokenizer} looks for, in order of preference. */
 export const TOKENIZER_FILES: readonly string[] = ["tokenizer.json", "vocab.txt", "vocab.json + merges.txt"];
 
+/** Every file of a model folder that belongs to its tokenizer (what copying a tokenizer to another folder copies). */
+export const TOKENIZER_FOLDER_FILES: readonly string[] = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "added_tokens.json",
+  "vocab.txt",
+  "vocab.json",
+  "merges.txt",
+  "chat_template.jinja",
+  "chat_template.json",
+];
+
 /**
  * Loads the tokenizer of a Hugging Face model folder:
  * 1. `tokenizer.json` → {@link HfJsonTokenizer} (npm `@huggingface/tokenizers`);

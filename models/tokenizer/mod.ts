@@ -15,7 +15,7 @@
  */
 
 export { cleanUpTokenization, type EncodedRow, type TextPiece, Tokenizer } from "./base.ts";
-export { loadTokenizer, TOKENIZER_FILES } from "./load.ts";
+export { loadTokenizer, TOKENIZER_FILES, TOKENIZER_FOLDER_FILES } from "./load.ts";
 export { BERT_DEFAULT_SPECIAL_TOKENS, parseVocabTxt, wordPiece, WordPieceTokenizer } from "./wordpiece.ts";
 export { basicTokenize, type BasicTokenizerOptions } from "./bert_basic.ts";
 export {
