@@ -129,22 +129,12 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
   let ty = lid3.y;
   let lid = ty * WG_X + tx;
 
-  // Batch offsets.
-  let z = wid.z + p.batch0;
-  let split = z / p.nbatch;
-  let kBegin = split * p.kchunk;
-  let kEnd = min(p.K, kBegin + p.kchunk);
-  var rem = z - split * p.nbatch;
-  var offA = 0u;
-  var offB = 0u;
-  for (var d = 3; d >= 0; d--) {
-    let s = p.bshape[d];
-    let q = rem % s;
-    rem = rem / s;
-    offA += q * p.astride[d];
-    offB += q * p.bstride[d];
-  }
-  let offC = z * p.M * p.N;
+  let at = tileOrigin(wid.z);
+  let offA = at.offA;
+  let offB = at.offB;
+  let offC = at.offC;
+  let kBegin = at.kBegin;
+  let kEnd = at.kEnd;
   let m0 = wid.y * BM;
   let n0 = wid.x * BN;
 

@@ -180,22 +180,12 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
   let wr = (w % WM) * FM * 16u; // this subgroup's first row within the tile
   let wc = (w / WM) * FN * 16u; // and first column
 
-  // Batch offsets.
-  let z = wid.z + p.batch0;
-  let split = z / p.nbatch;
-  let kBegin = split * p.kchunk;
-  let kEnd = min(p.K, kBegin + p.kchunk);
-  var rem = z - split * p.nbatch;
-  var offA = 0u;
-  var offB = 0u;
-  for (var d = 3; d >= 0; d--) {
-    let s = p.bshape[d];
-    let q = rem % s;
-    rem = rem / s;
-    offA += q * p.astride[d];
-    offB += q * p.bstride[d];
-  }
-  let offC = z * p.M * p.N;
+  let at = tileOrigin(wid.z);
+  let offA = at.offA;
+  let offB = at.offB;
+  let offC = at.offC;
+  let kBegin = at.kBegin;
+  let kEnd = at.kEnd;
   let m0 = wid.y * BM;
   let n0 = wid.x * BN;
   var sa = 1.0;

@@ -1,5 +1,5 @@
-// What the tiled matrix kernels (matmul.wgsl, matmul_coop.wgsl) share: their Params, bindings 0–8 and the operand
-// reads. The including kernel declares the pipeline constants VEC_A/VEC_B first (A, B contiguous in vec4s).
+// What the tiled matrix kernels (matmul.wgsl, matmul_coop.wgsl) share: their Params, bindings 0–8, where a grid
+// layer's batch and K range start, and the operand reads. The including kernel declares the pipeline constants VEC_A/VEC_B first (A, B contiguous in vec4s).
 
 struct Params {
   M: u32,
@@ -24,6 +24,32 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> c: array<f32>;
 @group(0) @binding(7) var<storage, read> resid: array<f32>;
 @group(0) @binding(8) var<storage, read_write> pre: array<f32>;
+
+// Where grid layer z works: its operands' batch offsets, its output's offset and its K range (split K).
+struct TileOrigin {
+  offA: u32,
+  offB: u32,
+  offC: u32,
+  kBegin: u32,
+  kEnd: u32,
+}
+
+fn tileOrigin(wz: u32) -> TileOrigin {
+  let z = wz + p.batch0;
+  let split = z / p.nbatch;
+  let kBegin = split * p.kchunk;
+  var rem = z - split * p.nbatch;
+  var offA = 0u;
+  var offB = 0u;
+  for (var d = 3; d >= 0; d--) {
+    let s = p.bshape[d];
+    let q = rem % s;
+    rem = rem / s;
+    offA += q * p.astride[d];
+    offB += q * p.bstride[d];
+  }
+  return TileOrigin(offA, offB, z * p.M * p.N, kBegin, min(p.K, kBegin + p.kchunk));
+}
 
 // Four consecutive elements of A starting at `base`; element j is read only when j < lim.
 fn readA(base: u32, lim: u32) -> vec4<f32> {
