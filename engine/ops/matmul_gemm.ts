@@ -222,13 +222,14 @@ function tiled(
   const splittable = plain || currentTuning().splitK.withEpilogue;
   const lim = rt.device.limits;
   const sg = coopSubgroup(rt);
+  const epi = epilogueBindings(rt, pr);
   const flags = {
     TRANS_A: a.trans ? 1 : 0,
     TRANS_B: b.trans ? 1 : 0,
     VEC_A: (a.trans ? M : K) % 4 === 0 && sa.every((s) => s % 4 === 0) ? 1 : 0,
     VEC_B: (b.trans ? K : N) % 4 === 0 && sb.every((s) => s % 4 === 0) ? 1 : 0,
     BIAS: pr.bias ? 1 : 0,
-    ...epilogueBindings(rt, pr).consts,
+    ...epi.consts,
   };
   let spec, bm: number, bn: number, splits: number, kchunk: number, amax: Storage | null = null;
   if (sg > 0) {
@@ -265,7 +266,7 @@ function tiled(
     flags.VEC_B ? b.s : dz,
     pr.bias ?? dz,
     part.storage,
-    ...epilogueBindings(rt, pr).storages,
+    ...epi.storages,
     ...(sg > 0 ? [amax ?? dz] : []),
   ];
   const tail = [...pad4(bshape, 1), ...pad4(sa, 0), ...pad4(sb, 0)];
@@ -278,13 +279,12 @@ function tiled(
   amax?.release();
   if (part === out) return;
   if (!plain) {
-    const e = epilogueBindings(rt, pr);
     const sumSpec = {
       shader: "matmul_splitk",
       bindings: ["read", "read", "rw", "read", "rw"] as ("read" | "rw")[],
-      constants: { BIAS: pr.bias ? 1 : 0, ...e.consts },
+      constants: { BIAS: pr.bias ? 1 : 0, ...epi.consts },
     };
-    const storages = [part.storage, pr.bias ?? dz, out.storage, ...e.storages];
+    const storages = [part.storage, pr.bias ?? dz, out.storage, ...epi.storages];
     rt.dispatch(sumSpec, storages, [out.size, splits, N, 0], grid1d(out.size));
     part.dispose();
     return;
