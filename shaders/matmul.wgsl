@@ -27,14 +27,6 @@ override WG_Y: u32 = 16u; // threads along M
 override TM: u32 = 4u; // rows per thread: 4 or 8
 override TN: u32 = 4u; // columns per thread: 4 or 8
 override BK: u32 = 16u; // depth of a k tile, a multiple of 4
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override VEC_A: bool = false;
-override VEC_B: bool = false;
-override BIAS: bool = false;
-override ACT: u32 = 0u; // 0 none, 1 gelu (erf), 2 gelu_new (tanh), 3 relu
-override RESID: bool = false;
-override PRE: bool = false;
 
 override BM: u32 = WG_Y * TM;
 override BN: u32 = WG_X * TN;
@@ -102,25 +94,16 @@ fn loadB(offB: u32, n0: u32, k0: u32, kEnd: u32, g: u32) {
   }
 }
 
-// The epilogue of one element: C[o] = act(alpha·v (+ bias[n])) (+ R[o]).
-fn epilogue(o: u32, n: u32, v: f32) {
-  var r = v * p.alpha;
-  if (BIAS) { r += bias[n]; }
-  if (PRE) { pre[o] = r; }
-  r = act(ACT, r);
-  if (RESID) { r += resid[o]; }
-  c[o] = r;
-}
-
 // Writes row m, columns n..n+3 of C through the epilogue, skipping what lies outside.
 fn store(offC: u32, m: u32, n: u32, v: vec4<f32>) {
   if (m >= p.M || n >= p.N) { return; }
   let lim = min(p.N - n, 4u);
   let o = offC + m * p.N + n;
-  epilogue(o, n, v.x);
-  if (lim > 1u) { epilogue(o + 1u, n + 1u, v.y); }
-  if (lim > 2u) { epilogue(o + 2u, n + 2u, v.z); }
-  if (lim > 3u) { epilogue(o + 3u, n + 3u, v.w); }
+  let r = v * p.alpha;
+  epilogue(o, n, r.x);
+  if (lim > 1u) { epilogue(o + 1u, n + 1u, r.y); }
+  if (lim > 2u) { epilogue(o + 2u, n + 2u, r.z); }
+  if (lim > 3u) { epilogue(o + 3u, n + 3u, r.w); }
 }
 
 @compute @workgroup_size(WG_X, WG_Y)

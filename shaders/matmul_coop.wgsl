@@ -28,14 +28,6 @@ override WN: u32 = 2u; // subgroups along N
 override FM: u32 = 2u; // 16-row fragments per subgroup: 1, 2 or 4
 override FN: u32 = 2u; // 16-column fragments per subgroup: 1 or 2
 override BK: u32 = 32u; // depth of a k tile: a multiple of 16
-override TRANS_A: bool = false;
-override TRANS_B: bool = false;
-override VEC_A: bool = false;
-override VEC_B: bool = false;
-override BIAS: bool = false;
-override ACT: u32 = 0u; // 0 none, 1 gelu (erf), 2 gelu_new (tanh), 3 relu
-override RESID: bool = false;
-override PRE: bool = false;
 override SCALE_A: bool = false;
 override SCALE_B: bool = false;
 
@@ -147,16 +139,6 @@ fn fragB(kk: u32, n: u32) -> coop_mat16x16<f16, B> {
   let at = kk * SB + n;
   let st = SB;
   return coopLoadT<coop_mat16x16<f16, B>>(&Bs[at], st);
-}
-
-// The epilogue of one element: C[o] = act(r (+ bias[n])) (+ R[o]), r already scaled by alpha.
-fn epilogue(o: u32, n: u32, v: f32) {
-  var r = v;
-  if (BIAS) { r += bias[n]; }
-  if (PRE) { pre[o] = r; }
-  r = act(ACT, r);
-  if (RESID) { r += resid[o]; }
-  c[o] = r;
 }
 
 // Writes fragment `f` (C rows m..m+15, columns n..n+15) through subgroup w's scratch and the epilogue.

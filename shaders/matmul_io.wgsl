@@ -1,5 +1,15 @@
-// What the tiled matrix kernels (matmul.wgsl, matmul_coop.wgsl) share: their Params, bindings 0–8, where a grid
-// layer's batch and K range start, and the operand reads. The including kernel declares the pipeline constants VEC_A/VEC_B first (A, B contiguous in vec4s).
+// What the tiled matrix kernels (matmul.wgsl, matmul_coop.wgsl) share: the operand-layout and epilogue pipeline
+// constants, Params, bindings 0–8, where a grid layer's batch and K range start, the operand reads and the epilogue
+// (the including kernel also includes activation.wgsl).
+
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override VEC_A: bool = false; // A's contiguous dimension is a multiple of 4 (vec4 reads)
+override VEC_B: bool = false; // likewise B
+override BIAS: bool = false;
+override ACT: u32 = 0u; // 0 none, 1 gelu (erf), 2 gelu_new (tanh), 3 relu
+override RESID: bool = false;
+override PRE: bool = false;
 
 struct Params {
   M: u32,
@@ -81,4 +91,14 @@ fn readB(base: u32, lim: u32) -> vec4<f32> {
 // Number of valid elements among i, i+1, i+2, i+3 below n.
 fn avail(i: u32, n: u32) -> u32 {
   return select(0u, min(n - i, 4u), i < n);
+}
+
+// The epilogue of one element: C[o] = act(r (+ bias[n])) (+ R[o]), r = alpha · (the product) already.
+fn epilogue(o: u32, n: u32, v: f32) {
+  var r = v;
+  if (BIAS) { r += bias[n]; }
+  if (PRE) { pre[o] = r; }
+  r = act(ACT, r);
+  if (RESID) { r += resid[o]; }
+  c[o] = r;
 }
