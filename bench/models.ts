@@ -12,7 +12,7 @@ import { generate } from "../models/generate.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
 import { parseBertConfig, parseGPT2Config } from "../models/config.ts";
 import { type ParamSpec, uploadParams } from "../models/weights.ts";
-import type { HostTensor } from "../engine/host_tensor.ts";
+import type { HostTensor } from "../formats/host_tensor.ts";
 import {
   type Bench,
   type Ctx,

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 
-const SCRIPT = new URL("../bench/sweep.ts", import.meta.url).pathname;
+const SCRIPT = new URL("./sweep.ts", import.meta.url).pathname;
 const ENV = { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp" };
 
 import { HANG_GUARD_MS } from "./lib.ts";

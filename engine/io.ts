@@ -3,7 +3,7 @@
  * @module
  */
 
-import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "./safetensors.ts";
+import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "../formats/safetensors.ts";
 import { readAll, type Tensor, tensor } from "./tensor.ts";
 
 /** Reads a `.safetensors` file into GPU tensors (F16/BF16/F64 become f32; integer types i32). */

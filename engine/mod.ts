@@ -61,7 +61,4 @@ export {
   type FlattenOptions,
   flattenParameters,
 } from "./flat.ts";
-export * from "./safetensors.ts";
-export { writeFileAtomic, writeJsonAtomic } from "./fs_atomic.ts";
-export { type HostTensor, shapeSize } from "./host_tensor.ts";
 export { loadSafetensors, saveSafetensors } from "./io.ts";

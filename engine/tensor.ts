@@ -5,8 +5,8 @@
  * @module
  */
 
-import type { DType } from "./host_tensor.ts";
-import { shapeSize } from "./host_tensor.ts";
+import type { DType } from "../formats/host_tensor.ts";
+import { shapeSize } from "../formats/host_tensor.ts";
 import { Runtime, type Storage } from "./runtime.ts";
 import { type DeviceOptions, requestGpuDevice } from "./device.ts";
 import { preloadShaders, shadersAreLocal } from "./shaders.ts";

@@ -8,7 +8,7 @@ import { parseBertConfig, parseGPT2Config, readConfigJson, show } from "./config
 import { matchWeights, readWeights, saveParams, uploadParams } from "./weights.ts";
 import { GPT2LMHeadModel } from "./gpt2.ts";
 import { BertForSequenceClassification } from "./bert.ts";
-import { writeJsonAtomic } from "../engine/fs_atomic.ts";
+import { writeJsonAtomic } from "../formats/fs_atomic.ts";
 import type { Tensor } from "../engine/tensor.ts";
 
 /** Any model this library loads. */

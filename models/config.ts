@@ -4,7 +4,7 @@
  * @module
  */
 
-import { printable } from "../engine/safetensors.ts";
+import { printable } from "../formats/safetensors.ts";
 
 /** GPT-2 hyper-parameters (HF `GPT2Config` names). */
 export interface GPT2Config {

@@ -20,12 +20,6 @@ export {
   saveParams,
   uploadParams,
 } from "./weights.ts";
-export {
-  parseTorchCheckpoint,
-  readTorchCheckpoint,
-  TorchCheckpointError,
-  type TorchCheckpointOptions,
-} from "./torch_checkpoint.ts";
 export * from "./tokenizer/mod.ts";
 export * from "./text.ts";
 export * from "./module.ts";

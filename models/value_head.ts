@@ -9,7 +9,7 @@ import { keep, type Tensor, tensor } from "../engine/tensor.ts";
 import { linear } from "../engine/ops/matmul.ts";
 import { dropout } from "../engine/ops/dropout.ts";
 import { reshape } from "../engine/ops/shape.ts";
-import { readSafetensors } from "../engine/safetensors.ts";
+import { readSafetensors } from "../formats/safetensors.ts";
 import type { GPT2Inputs, GPT2LMHeadModel, GPT2Output } from "./gpt2.ts";
 import { loadGPT2, savePretrained } from "./auto.ts";
 import { matchWeights, saveParams, uploadParams } from "./weights.ts";

@@ -5,9 +5,9 @@
  * @module
  */
 
-import { type HostTensor, shapeSize } from "../engine/host_tensor.ts";
-import { readSafetensors, readShardedSafetensors, writeSafetensors } from "../engine/safetensors.ts";
-import { readTorchCheckpoint } from "./torch_checkpoint.ts";
+import { type HostTensor, shapeSize } from "../formats/host_tensor.ts";
+import { readSafetensors, readShardedSafetensors, writeSafetensors } from "../formats/safetensors.ts";
+import { readTorchCheckpoint } from "../formats/torch_checkpoint.ts";
 import { keep, readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { mulberry32 } from "../engine/random.ts";
 

@@ -12,7 +12,7 @@
  */
 
 import { show } from "../models/config.ts";
-import { printable } from "../engine/safetensors.ts";
+import { printable } from "../formats/safetensors.ts";
 
 /** How the per-token KL penalty is estimated (TRL's `kl_penalty`). */
 export type KLPenaltyKind = "kl" | "abs" | "mse" | "full";

@@ -2,7 +2,7 @@
 // that loads on its own, and how many are kept follows save_total_limit (default: all, as transformers/TRL).
 import { assert, ready } from "./helpers.ts";
 import { fixtureDir, seedLikePolicyDir } from "./fixtures.ts";
-import { defaultSuppressTokens, runRLHF } from "../ppo/rlhf.ts";
+import { defaultSuppressTokens, runRLHF } from "../app/rlhf.ts";
 import { loadGPT2 } from "../models/auto.ts";
 import { loadTokenizer } from "../models/tokenizer/mod.ts";
 

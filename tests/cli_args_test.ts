@@ -10,7 +10,7 @@ import {
   resolveUserPath,
   userBaseDir,
   withFlagNames,
-} from "../models/cli_args.ts";
+} from "../app/cli_args.ts";
 import { loadTokenizer } from "../models/tokenizer/mod.ts";
 
 Deno.test("resolveUserPath: relative paths against INIT_CWD when set (absolute), else the working directory", () => {

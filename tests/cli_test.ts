@@ -10,7 +10,7 @@ import { noGrad, readAll, tensor, tidy } from "../engine/tensor.ts";
 import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
 import { generate } from "../models/generate.ts";
 import { loadTokenizer } from "../models/tokenizer/mod.ts";
-import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "../engine/safetensors.ts";
+import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "../formats/safetensors.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 

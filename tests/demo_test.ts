@@ -25,7 +25,7 @@ import {
   splitTrainTest,
   UNK_ID,
   writeTokenizerFiles,
-} from "../demo/mod.ts";
+} from "../app/demo/mod.ts";
 import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
 import { loadTokenizer } from "../models/tokenizer/load.ts";
 import { generate } from "../models/generate.ts";

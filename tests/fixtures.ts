@@ -3,8 +3,8 @@
  * one place locates them and reads their references. No test reaches outside the repository.
  */
 import { fileURLToPath } from "node:url";
-import { readSafetensors } from "../engine/safetensors.ts";
-import type { HostTensor } from "../engine/host_tensor.ts";
+import { readSafetensors } from "../formats/safetensors.ts";
+import type { HostTensor } from "../formats/host_tensor.ts";
 
 /** URL of the fixtures folder (`tests/fixtures/hf-tiny/`). */
 export const FIXTURES: URL = new URL("./fixtures/hf-tiny/", import.meta.url);

@@ -74,7 +74,7 @@ Deno.test("GPT-2 save → load gives identical outputs and HF-compatible files",
   assert.deepEqual(Array.from(x), Array.from(y));
   const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
   assert.deepEqual(cfg.architectures, ["GPT2LMHeadModel"]);
-  const { readSafetensors } = await import("../engine/safetensors.ts");
+  const { readSafetensors } = await import("../formats/safetensors.ts");
   const st = await readSafetensors(`${dir}/model.safetensors`);
   assert.equal(st.metadata.format, "pt");
   assert.ok(!st.tensors.has("lm_head.weight"), "tied head written once");

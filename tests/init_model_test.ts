@@ -8,12 +8,12 @@ import { fixtureDir } from "./fixtures.ts";
 import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";
 import { randomParams } from "../models/weights.ts";
-import { readSafetensors } from "../engine/safetensors.ts";
+import { readSafetensors } from "../formats/safetensors.ts";
 import { ByteLevelBpeTokenizer, bytesToUnicode, loadTokenizer } from "../models/tokenizer/mod.ts";
 import { classifyTexts, promptFormat } from "../models/text.ts";
 import { generate } from "../models/generate.ts";
-import { initModel } from "../models/init_model.ts";
-import { runRLHF } from "../ppo/rlhf.ts";
+import { initModel } from "../app/init_model.ts";
+import { runRLHF } from "../app/rlhf.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const VOCAB = `${fixtureDir("tokenizer-bert-zh")}/vocab.txt`;

@@ -11,9 +11,9 @@ import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
 import { BertForSequenceClassification } from "../models/bert.ts";
 import { checkTokenizerFits, EmptyPromptError, promptFormat } from "../models/text.ts";
 import { loadTokenizer } from "../models/tokenizer/mod.ts";
-import { parsePrompts } from "../ppo/prompts.ts";
+import { parsePrompts } from "../app/prompts.ts";
 import { ppoConfig } from "../ppo/config.ts";
-import { printable } from "../engine/safetensors.ts";
+import { printable } from "../formats/safetensors.ts";
 
 /** Control, bidi and replacement characters must never reach a message raw. */
 const RAW = /[\p{Cc}\p{Cf}\ufffd]/u;

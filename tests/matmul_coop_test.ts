@@ -3,7 +3,7 @@
 // WebAssembly) for several pipeline-constant sets, the fallback's status and errors. On a device with cooperative
 // matrices (a lent GPU): the kernel against float64 references of f16-rounded operands, every layout and epilogue.
 import { assert, assertClose, randArray, ready } from "./helpers.ts";
-import { float16BitsToFloat32, float32ToFloat16Bits } from "../engine/float16.ts";
+import { float16BitsToFloat32, float32ToFloat16Bits } from "../formats/float16.ts";
 import { runtime, tensor } from "../engine/tensor.ts";
 import { linear, matmul } from "../engine/ops/matmul.ts";
 import { gemm, NO_EPILOGUE } from "../engine/ops/matmul_gemm.ts";

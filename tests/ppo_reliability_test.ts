@@ -5,14 +5,14 @@ import { assert, ready } from "./helpers.ts";
 import { fixtureDir, seedLikePolicyDir } from "./fixtures.ts";
 import { runtime, tensor } from "../engine/tensor.ts";
 import { countNonFinite } from "../engine/ops/finite.ts";
-import { readRunLog, runRLHF } from "../ppo/rlhf.ts";
-import { parsePrompts } from "../ppo/prompts.ts";
-import { checkpointDamage, loadCheckpoint } from "../ppo/checkpoint.ts";
-import { divergence, negativeKlWarning, nonFiniteState } from "../ppo/health.ts";
-import { LOCK_FILE, lockOutDir, prepareOutDir } from "../ppo/outdir.ts";
+import { readRunLog, runRLHF } from "../app/rlhf.ts";
+import { parsePrompts } from "../app/prompts.ts";
+import { checkpointDamage, loadCheckpoint } from "../app/checkpoint.ts";
+import { divergence, negativeKlWarning, nonFiniteState } from "../app/health.ts";
+import { LOCK_FILE, lockOutDir, prepareOutDir } from "../app/outdir.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
 import { AdamW } from "../engine/optim.ts";
-import { readSafetensors } from "../engine/safetensors.ts";
+import { readSafetensors } from "../formats/safetensors.ts";
 
 const PROMPTS = parsePrompts("今天天气很好\n我很喜欢这个\n这家店很差\n你好\n", "p.txt").prompts;
 
@@ -142,7 +142,7 @@ Deno.test("resume after a torn metrics line (disk full mid-write): cut back to t
 
 Deno.test("one run per output folder: a live lock in another process is refused, a dead one's is replaced", async () => {
   const dir = await Deno.makeTempDir();
-  const url = new URL("../ppo/outdir.ts", import.meta.url).href;
+  const url = new URL("../app/outdir.ts", import.meta.url).href;
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "eval",

@@ -1,5 +1,5 @@
 import { assert } from "./helpers.ts";
-import { compileNote, formatDuration, StepClock } from "../ppo/progress.ts";
+import { compileNote, formatDuration, StepClock } from "../app/progress.ts";
 
 Deno.test("formatDuration: seconds, minutes, hours", () => {
   assert.deepEqual(

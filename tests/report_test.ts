@@ -1,6 +1,6 @@
 // report.html: labelled axes with tick values, per-token entropy, the reference model's reply beside the policy's.
 import { assert } from "./helpers.ts";
-import { type MetricsRow, renderReport, type SampleRow } from "../ppo/report.ts";
+import { type MetricsRow, renderReport, type SampleRow } from "../app/report.ts";
 
 const rows: MetricsRow[] = Array.from({ length: 20 }, (_, i) => ({
   step: i + 1,

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { shapeSize } from "../engine/host_tensor.ts";
+import { shapeSize } from "../formats/host_tensor.ts";
 import {
   float16BitsToFloat32,
   float32ToBfloat16Bits,
@@ -14,8 +14,8 @@ import {
   type SafetensorsWriteTensor,
   serializeSafetensors,
   writeSafetensors,
-} from "../engine/safetensors.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../engine/fs_atomic.ts";
+} from "../formats/safetensors.ts";
+import { writeFileAtomic, writeJsonAtomic } from "../formats/fs_atomic.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { fixturePath } from "./fixtures.ts";
 

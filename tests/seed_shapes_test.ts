@@ -5,12 +5,12 @@
  *   vocab 13,317, with the old `attn.bias` causal-mask buffers and a tied `lm_head.weight`;
  * - a BERT-base Chinese sentiment classifier: 12 layers, hidden 768, vocab 21,128, 2 labels, with the
  *   int64 `bert.embeddings.position_ids` buffer.
- * Also checks that `tests/torch_writer.ts` writes checkpoints that `models/torch_checkpoint.ts` reads back exactly.
+ * Also checks that `tests/torch_writer.ts` writes checkpoints that `formats/torch_checkpoint.ts` reads back exactly.
  */
 import { assert, ready } from "./helpers.ts";
 import { crc32Fast, torchCheckpointBytes, type TorchWriterTensor, writeTorchCheckpoint } from "./torch_writer.ts";
-import { parseTorchCheckpoint } from "../models/torch_checkpoint.ts";
-import { crc32, ZipReader } from "../models/zip.ts";
+import { parseTorchCheckpoint } from "../formats/torch_checkpoint.ts";
+import { crc32, ZipReader } from "../formats/zip.ts";
 import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
 import { generate } from "../models/generate.ts";
 import { loadTokenizer } from "../models/tokenizer/mod.ts";
@@ -133,7 +133,7 @@ Deno.test("torch_writer: checkpoints read back exactly (f32, int64, uint8, scala
   assert.throws(() => torchCheckpointBytes({ x: { shape: [3], data: new Float32Array(2) } }), /shape \[3\] needs 3/);
 });
 
-Deno.test("torch_writer: crc32Fast agrees with models/zip.ts crc32", () => {
+Deno.test("torch_writer: crc32Fast agrees with formats/zip.ts crc32", () => {
   const b = new Uint8Array(fillNormal(new Float32Array(1001), 7, 100).buffer);
   for (const n of [0, 1, 7, 8, 9, 63, 4003, 4004]) assert.equal(crc32Fast(b.subarray(0, n)), crc32(b.subarray(0, n)));
 });

@@ -12,8 +12,8 @@
  * 199 MB → 111 MB.
  */
 import assert from "node:assert/strict";
-import { parseTorchCheckpoint, TorchCheckpointError } from "../models/torch_checkpoint.ts";
-import type { TorchCheckpointOptions } from "../models/torch_checkpoint.ts";
+import { parseTorchCheckpoint, TorchCheckpointError } from "../formats/torch_checkpoint.ts";
+import type { TorchCheckpointOptions } from "../formats/torch_checkpoint.ts";
 import { torchCheckpointBytes } from "./torch_writer.ts";
 import { matchWeights, readWeights } from "../models/weights.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";

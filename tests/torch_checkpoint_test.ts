@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { HostTensor } from "../engine/host_tensor.ts";
-import { parseTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "../models/torch_checkpoint.ts";
-import { crc32, ZipReader } from "../models/zip.ts";
-import { PyList, PySet, PyTuple, unpickle } from "../models/pickle.ts";
+import type { HostTensor } from "../formats/host_tensor.ts";
+import { parseTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "../formats/torch_checkpoint.ts";
+import { crc32, ZipReader } from "../formats/zip.ts";
+import { PyList, PySet, PyTuple, unpickle } from "../formats/pickle.ts";
 import { fixturePath, FIXTURES } from "./fixtures.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { canMeasure, memoryStatus, resetPeak, strideBomb } from "./torch_memory_probe.ts";

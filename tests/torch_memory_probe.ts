@@ -10,7 +10,7 @@
  * @module
  */
 
-import { crc32 } from "../models/zip.ts";
+import { crc32 } from "../formats/zip.ts";
 import { deflateZeros, torchCheckpointBytes, type TorchWriterState } from "./torch_writer.ts";
 
 const MiB = 2 ** 20;
@@ -78,7 +78,7 @@ export interface ProbeOptions {
   maxBytes?: number;
   /** Resident size at which the watchdog kills the child (default 3 GiB). */
   capBytes?: number;
-  /** URL of the loader module to import (default `../models/torch_checkpoint.ts`). */
+  /** URL of the loader module to import (default `../formats/torch_checkpoint.ts`). */
   module?: string;
 }
 
@@ -112,7 +112,7 @@ export async function probe(file: string, options: ProbeOptions = {}): Promise<P
   return { ...JSON.parse(stdout), killed, maxRss };
 }
 
-async function childMain(file: string, optionsJson = "{}", module = "../models/torch_checkpoint.ts") {
+async function childMain(file: string, optionsJson = "{}", module = "../formats/torch_checkpoint.ts") {
   const { parseTorchCheckpoint, readTorchCheckpoint } = await import(module);
   const o = JSON.parse(optionsJson) as { expected?: Record<string, number[]>; maxBytes?: number };
   const expected = o.expected && new Map(Object.entries(o.expected));

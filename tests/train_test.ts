@@ -1,10 +1,10 @@
 import { assert, ready } from "./helpers.ts";
 import { fixtureDir } from "./fixtures.ts";
-import { runRLHF } from "../ppo/rlhf.ts";
-import { parsePrompts } from "../ppo/prompts.ts";
-import { loadCheckpoint } from "../ppo/checkpoint.ts";
+import { runRLHF } from "../app/rlhf.ts";
+import { parsePrompts } from "../app/prompts.ts";
+import { loadCheckpoint } from "../app/checkpoint.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
-import { EMBEDDED_TITLE, replacesDemoRun } from "../ppo/demo_run.ts";
+import { EMBEDDED_TITLE, replacesDemoRun } from "../app/demo_run.ts";
 
 /** A policy folder in the seed's layout: GPT-2 weights as pytorch_model.bin plus a BERT vocab.txt. */
 async function seedLikePolicy(): Promise<string> {

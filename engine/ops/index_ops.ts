@@ -25,7 +25,7 @@ import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 import { broadcastShapes, broadcastStrides, pad8, sumTo, zeros } from "./elementwise.ts";
 import { contiguousStrides, normalizeAxis } from "./shape.ts";
-import { shapeSize } from "../host_tensor.ts";
+import { shapeSize } from "../../formats/host_tensor.ts";
 
 function fmt(shape: readonly number[]): string {
   return `[${shape.join(", ")}]`;

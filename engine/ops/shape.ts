@@ -9,7 +9,7 @@ import { grid1d, type Storage } from "../runtime.ts";
 import { check, empty, runtime, Tensor } from "../tensor.ts";
 import { needsGrad, record } from "../autograd.ts";
 import { pad8, zeros } from "./elementwise.ts";
-import { shapeSize } from "../host_tensor.ts";
+import { shapeSize } from "../../formats/host_tensor.ts";
 
 /** Resolves a possibly negative axis against `ndim` dims (`ndim + 1` slots for insertions). */
 export function normalizeAxis(axis: number, ndim: number, op: string): number {

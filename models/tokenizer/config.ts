@@ -7,7 +7,7 @@
 
 import { join } from "node:path";
 import type { SpecialTokenName, SpecialTokens, TokenizerSettings } from "./types.ts";
-import { printable } from "../../engine/safetensors.ts";
+import { printable } from "../../formats/safetensors.ts";
 import { CONFIG_LIMITS, show } from "../config.ts";
 
 /** JSON key in the HF files for each named special token. */

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { type EncodedRow, Tokenizer } from "./base.ts";
 import { readTokenizerSettings, tokenContent } from "./config.ts";
-import { printable } from "../../engine/safetensors.ts";
+import { printable } from "../../formats/safetensors.ts";
 import type { SpecialTokens, TokenizerSettings } from "./types.ts";
 
 /** The parts of tokenizer.json this wrapper reads itself (the npm package reads the rest). */

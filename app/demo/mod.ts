@@ -1,7 +1,7 @@
 /**
  * The built-in default of `train.ts`: with no model hub reachable, it builds its own small policy
  * (GPT-2) and reward model (BERT sentiment classifier) from openly licensed npm data (see
- * `demo/data.ts`), caches them as Hugging Face folders, and hands back their paths and PPO prompts.
+ * `app/demo/data.ts`), caches them as Hugging Face folders, and hands back their paths and PPO prompts.
  *
  * ```ts
  * const { policyDir, rewardDir, prompts } = await prepareDefault();
@@ -10,13 +10,13 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { initEngine, runtime } from "../engine/tensor.ts";
-import { writeJsonAtomic } from "../engine/fs_atomic.ts";
-import { savePretrained } from "../models/auto.ts";
-import { generate } from "../models/generate.ts";
-import type { GPT2LMHeadModel } from "../models/gpt2.ts";
-import { loadTokenizer } from "../models/tokenizer/load.ts";
-import type { Tokenizer } from "../models/tokenizer/base.ts";
+import { initEngine, runtime } from "../../engine/tensor.ts";
+import { writeJsonAtomic } from "../../formats/fs_atomic.ts";
+import { savePretrained } from "../../models/auto.ts";
+import { generate } from "../../models/generate.ts";
+import type { GPT2LMHeadModel } from "../../models/gpt2.ts";
+import { loadTokenizer } from "../../models/tokenizer/load.ts";
+import type { Tokenizer } from "../../models/tokenizer/base.ts";
 import {
   DATA_SOURCES,
   dataFingerprint,
@@ -35,7 +35,7 @@ import {
   trainSentimentClassifier,
 } from "./classifier.ts";
 import { type Log, stderrLog } from "./train_loop.ts";
-import { compileNote } from "../ppo/progress.ts";
+import { compileNote } from "../progress.ts";
 
 export * from "./data.ts";
 export * from "./train_loop.ts";
@@ -96,7 +96,7 @@ export interface PreparedDefault {
 
 /** The default cache folder: `.cache/default-models` in the project root (or the working directory). */
 export function defaultCacheDir(): string {
-  const url = new URL("../.cache/default-models", import.meta.url);
+  const url = new URL("../../.cache/default-models", import.meta.url);
   return url.protocol === "file:" ? fileURLToPath(url) : ".cache/default-models";
 }
 

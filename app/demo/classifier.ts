@@ -5,9 +5,9 @@
  * @module
  */
 
-import { noGrad, readAll, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
-import { AdamW } from "../engine/optim.ts";
-import { BertForSequenceClassification } from "../models/bert.ts";
+import { noGrad, readAll, runtime, type Tensor, tensor, tidy } from "../../engine/tensor.ts";
+import { AdamW } from "../../engine/optim.ts";
+import { BertForSequenceClassification } from "../../models/bert.ts";
 import { PAD_ID, SEP_ID } from "./data.ts";
 import { batches, type Log, seconds, stderrLog, tailMean, trainLoop } from "./train_loop.ts";
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { writeFileAtomic } from "../engine/fs_atomic.ts";
+import { writeFileAtomic } from "../formats/fs_atomic.ts";
 
 /** One line of metrics.jsonl: the step number plus stats by name. */
 export type MetricsRow = { step: number } & Record<string, number>;

@@ -7,14 +7,14 @@
  */
 
 import { initEngine, runtime } from "../engine/tensor.ts";
-import { writeFileAtomic } from "../engine/fs_atomic.ts";
+import { writeFileAtomic } from "../formats/fs_atomic.ts";
 import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
 import { loadTokenizer } from "../models/tokenizer/mod.ts";
 import { classifyTexts, promptFormat } from "../models/text.ts";
-import { ppoConfig, type PPOConfigInput } from "./config.ts";
-import { SeededRng } from "./core.ts";
-import { PPOTrainer } from "./trainer.ts";
+import { ppoConfig, type PPOConfigInput } from "../ppo/config.ts";
+import { SeededRng } from "../ppo/core.ts";
+import { PPOTrainer } from "../ppo/trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { divergence, negativeKlWarning, nonFiniteState } from "./health.ts";
 import { lockOutDir, prepareOutDir } from "./outdir.ts";

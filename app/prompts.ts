@@ -5,7 +5,7 @@
  * @module
  */
 
-import { printable } from "../engine/safetensors.ts";
+import { printable } from "../formats/safetensors.ts";
 
 /** A skipped line and why. */
 export interface SkippedLine {

@@ -6,7 +6,7 @@
  */
 
 import { isAbsolute, resolve } from "node:path";
-import { show } from "./config.ts";
+import { show } from "../models/config.ts";
 
 /** What {@linkcode resolveSuppressTokens} needs of a tokenizer (any `Tokenizer` has it). */
 export interface TokenLookup {

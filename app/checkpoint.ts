@@ -11,11 +11,11 @@
  */
 
 import { createHash } from "node:crypto";
-import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "../engine/safetensors.ts";
-import { writeJsonAtomic } from "../engine/fs_atomic.ts";
+import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "../formats/safetensors.ts";
+import { writeJsonAtomic } from "../formats/fs_atomic.ts";
 import { TOKENIZER_FOLDER_FILES } from "../models/tokenizer/load.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
-import type { PPOTrainerState } from "./trainer.ts";
+import type { PPOTrainerState } from "../ppo/trainer.ts";
 
 /** Pipeline state stored next to the trainer state (anything JSON-serialisable). */
 export type RunState = Record<string, unknown>;

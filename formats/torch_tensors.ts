@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { HostTensor } from "../engine/host_tensor.ts";
+import type { HostTensor } from "./host_tensor.ts";
 import { describe, printable, type PyGlobal, PyList, PyTuple } from "./pickle.ts";
 import { ZipError } from "./zip.ts";
 

@@ -1,16 +1,16 @@
 /**
- * The optimisation loop shared by the demo's trainers (`demo/pretrain.ts`, `demo/classifier.ts`):
+ * The optimisation loop shared by the demo's trainers (`app/demo/pretrain.ts`, `app/demo/classifier.ts`):
  * AdamW with linear warm-up and cosine decay, every step in `tidy` (GPU memory stays flat), losses
  * read back only every `logEvery` steps (one round trip per window) with the pace and an ETA, and an opt-in
  * wall-clock cap (off by default, so the demo trains the same steps on every machine).
  * @module
  */
 
-import { readAll, runtime, type Tensor, tidy } from "../engine/tensor.ts";
-import { backward } from "../engine/autograd.ts";
-import type { AdamW } from "../engine/optim.ts";
+import { readAll, runtime, type Tensor, tidy } from "../../engine/tensor.ts";
+import { backward } from "../../engine/autograd.ts";
+import type { AdamW } from "../../engine/optim.ts";
 import { shuffled } from "./data.ts";
-import { formatDuration, StepClock } from "../ppo/progress.ts";
+import { formatDuration, StepClock } from "../progress.ts";
 
 /** A progress sink (default: stderr). */
 export type Log = (line: string) => void;

@@ -12,14 +12,14 @@
  */
 
 import { basename, dirname, join } from "node:path";
-import { type BertConfig, type GPT2Config, parseBertConfig, parseGPT2Config, show } from "./config.ts";
-import { GPT2LMHeadModel } from "./gpt2.ts";
-import { BertForSequenceClassification } from "./bert.ts";
-import { randomParams } from "./weights.ts";
-import { loadTokenizer, TOKENIZER_FOLDER_FILES } from "./tokenizer/load.ts";
-import type { Tokenizer } from "./tokenizer/base.ts";
-import { writeSafetensors } from "../engine/safetensors.ts";
-import { writeJsonAtomic } from "../engine/fs_atomic.ts";
+import { type BertConfig, type GPT2Config, parseBertConfig, parseGPT2Config, show } from "../models/config.ts";
+import { GPT2LMHeadModel } from "../models/gpt2.ts";
+import { BertForSequenceClassification } from "../models/bert.ts";
+import { randomParams } from "../models/weights.ts";
+import { loadTokenizer, TOKENIZER_FOLDER_FILES } from "../models/tokenizer/load.ts";
+import type { Tokenizer } from "../models/tokenizer/base.ts";
+import { writeSafetensors } from "../formats/safetensors.ts";
+import { writeJsonAtomic } from "../formats/fs_atomic.ts";
 
 export type { BertConfig, GPT2Config };
 import { withFlagNames } from "./cli_args.ts";

