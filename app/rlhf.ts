@@ -13,7 +13,7 @@ import { CausalLMWithValueHead } from "../models/value_head.ts";
 import { loadTokenizer } from "../models/tokenizer/mod.ts";
 import { classifyTexts, promptFormat } from "../models/text.ts";
 import { ppoConfig, type PPOConfigInput } from "../ppo/config.ts";
-import { SeededRng } from "../ppo/core.ts";
+import { SeededRng } from "../engine/random.ts";
 import { PPOTrainer } from "../ppo/trainer.ts";
 import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { divergence, negativeKlWarning, nonFiniteState } from "./health.ts";

@@ -9,6 +9,7 @@ import { keep, type Tensor, tensor } from "../engine/tensor.ts";
 import { linear } from "../engine/ops/matmul.ts";
 import { dropout } from "../engine/ops/dropout.ts";
 import { reshape } from "../engine/ops/shape.ts";
+import { lcg32 } from "../engine/random.ts";
 import { readSafetensors } from "../formats/safetensors.ts";
 import type { GPT2Inputs, GPT2LMHeadModel, GPT2Output } from "./gpt2.ts";
 import { loadGPT2, savePretrained } from "./auto.ts";
@@ -35,16 +36,12 @@ export class CausalLMWithValueHead {
     this.vHead = vHead ?? CausalLMWithValueHead.initHead(model.config.n_embd, seed);
   }
 
-  /** nn.Linear's default init: U(−1/√C, 1/√C) for weight and bias (seeded). */
+  /** nn.Linear's default init: U(−1/√C, 1/√C) for weight and bias, drawn from the seeded {@linkcode lcg32} stream. */
   static initHead(C: number, seed: number): Map<string, Tensor> {
-    let s = (seed ^ 0x5bd1e995) >>> 0;
-    const r = () => {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      return s / 4294967296;
-    };
+    const uniform = lcg32(seed ^ 0x5bd1e995);
     const bound = 1 / Math.sqrt(C);
-    const w = Float32Array.from({ length: C }, () => (2 * r() - 1) * bound);
-    const b = Float32Array.of((2 * r() - 1) * bound);
+    const w = Float32Array.from({ length: C }, () => (2 * uniform() - 1) * bound);
+    const b = Float32Array.of((2 * uniform() - 1) * bound);
     const head = new Map<string, Tensor>([
       ["v_head.summary.weight", keep(tensor(w, [1, C])).requireGrad()],
       ["v_head.summary.bias", keep(tensor(b, [1])).requireGrad()],

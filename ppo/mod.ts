@@ -6,6 +6,14 @@
  */
 
 export * from "./config.ts";
-export * from "./core.ts";
+export type { Rows } from "./rows.ts";
+export * from "./masked_stats.ts";
+export * from "./rewards.ts";
+export * from "./advantages.ts";
+export * from "./kl_control.ts";
+export * from "./moments.ts";
+export * from "./batch.ts";
+export * from "./stats.ts";
+export { SeededRng } from "../engine/random.ts";
 export * from "./loss.ts";
 export * from "./trainer.ts";

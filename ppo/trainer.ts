@@ -17,24 +17,20 @@ import { GPT2LMHeadModel } from "../models/gpt2.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
 import { generate, type GenerateOptions, type GenerateOutput } from "../models/generate.ts";
 import { type PPOConfig, ppoConfig, type PPOConfigInput } from "./config.ts";
+import { computeAdvantages } from "./advantages.ts";
+import { checkResponseMasks, layoutBatch, type PaddedBatch } from "./batch.ts";
 import {
   AdaptiveKLController,
-  checkResponseMasks,
-  computeAdvantages,
-  computeRewards,
   FixedKLController,
   type KLController,
   klControllerFromJSON,
   type KLControllerState,
-  layoutBatch,
-  type PaddedBatch,
-  processScores,
-  rolloutStats,
-  type Rows,
-  RunningMoments,
-  type RunningMomentsState,
-  SeededRng,
-} from "./core.ts";
+} from "./kl_control.ts";
+import { RunningMoments, type RunningMomentsState } from "./moments.ts";
+import { computeRewards, processScores } from "./rewards.ts";
+import type { Rows } from "./rows.ts";
+import { rolloutStats } from "./stats.ts";
+import { SeededRng } from "../engine/random.ts";
 import { averagePPOStats, fullKl, PPO_STATS, ppoLoss, ppoStatsRecord } from "./loss.ts";
 
 /** What the trainer needs from a tokenizer: its padding and end-of-sequence ids. */

@@ -1,18 +1,11 @@
 import { assert, assertClose } from "./helpers.ts";
 import { ppoConfig } from "../ppo/config.ts";
-import {
-  AdaptiveKLController,
-  computeAdvantages,
-  computeRewards,
-  FixedKLController,
-  klControllerFromJSON,
-  klPenalty,
-  maskedMean,
-  maskedVar,
-  maskedWhiten,
-  RunningMoments,
-  SeededRng,
-} from "../ppo/core.ts";
+import { computeAdvantages } from "../ppo/advantages.ts";
+import { AdaptiveKLController, FixedKLController, klControllerFromJSON } from "../ppo/kl_control.ts";
+import { maskedMean, maskedVar, maskedWhiten } from "../ppo/masked_stats.ts";
+import { RunningMoments } from "../ppo/moments.ts";
+import { computeRewards, klPenalty } from "../ppo/rewards.ts";
+import { SeededRng } from "../engine/random.ts";
 
 const flat = (x: number[][]) => x.flat();
 

@@ -5,7 +5,8 @@ import { CausalLMWithValueHead } from "../models/value_head.ts";
 import { downloadParams, uploadParams } from "../models/weights.ts";
 import { type PPOStats, PPOTrainer } from "../ppo/trainer.ts";
 import type { PPOConfigInput } from "../ppo/config.ts";
-import { maskedMean, maskedVar, SeededRng } from "../ppo/core.ts";
+import { maskedMean, maskedVar } from "../ppo/masked_stats.ts";
+import { SeededRng } from "../engine/random.ts";
 
 const CFG = {
   n_layer: 2,
