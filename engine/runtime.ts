@@ -11,9 +11,17 @@
 import type { DeviceHandle } from "./device.ts";
 import { kernelLabel, type Profile, Profiler } from "./profiler.ts";
 import { shaderSource } from "./shaders.ts";
+import { type Access, type Kernel, overridesKey, packParams, type ParamFields, type ParamValues } from "./kernel.ts";
 
-/** A storage-binding access mode for kernel bindings 1..n (binding 0 is the uniform block). */
-export type Access = "read" | "rw";
+export type { Access } from "./kernel.ts";
+
+/** A built pipeline with its bind-group layout, a small id for bind-group keys and its profile label. */
+interface CompiledKernel {
+  pipeline: GPUComputePipeline;
+  layout: GPUBindGroupLayout;
+  id: number;
+  label: string;
+}
 
 /** Describes one compute kernel: a WGSL file in `shaders/` and its bindings. */
 export interface KernelSpec {
@@ -125,7 +133,7 @@ export class Runtime {
     pooledBytes: 0,
     pipelines: 0,
   };
-  private pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
+  private pipelines = new Map<string, CompiledKernel>();
   private bindGroups = new Map<string, GPUBindGroup>();
   private bufferIds = new WeakMap<GPUBuffer, number>();
   /** Batch id of the last recorded command that used each buffer. */
@@ -136,6 +144,8 @@ export class Runtime {
   private pass: GPUComputePassEncoder | null = null;
   private arena: GPUBuffer;
   private arenaCpu = new Uint32Array(ARENA_BYTES / 4);
+  private arenaF32 = new Float32Array(this.arenaCpu.buffer);
+  private arenaI32 = new Int32Array(this.arenaCpu.buffer);
   private arenaUsed = 0;
   private batch = 0;
   private pendingErrors: Promise<string | null>[] = [];
@@ -224,18 +234,33 @@ export class Runtime {
 
   // ---------------------------------------------------------------- kernels
 
-  #kernel(spec: KernelSpec): { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout } {
-    const key = `${spec.shader}:${spec.entry ?? "main"}:${spec.bindings.join(",")}:${
-      JSON.stringify(spec.constants ?? {})
-    }`;
-    let k = this.pipelines.get(key);
-    if (k) return k;
+  #pipeline(
+    shader: string,
+    entry: string,
+    access: readonly Access[],
+    constants: Readonly<Record<string, number>> | undefined,
+  ): CompiledKernel {
+    const key = `${shader}:${entry}:${access.join(",")}:${overridesKey(constants)}`;
+    let compiled = this.pipelines.get(key);
+    if (!compiled) {
+      compiled = this.#compile(shader, entry, access, constants);
+      this.pipelines.set(key, compiled);
+    }
+    return compiled;
+  }
+
+  #compile(
+    shader: string,
+    entry: string,
+    access: readonly Access[],
+    constants: Readonly<Record<string, number>> | undefined,
+  ): CompiledKernel {
     const entries: GPUBindGroupLayoutEntry[] = [{
       binding: 0,
       visibility: GPUShaderStage.COMPUTE,
       buffer: { type: "uniform", hasDynamicOffset: true, minBindingSize: 0 },
     }];
-    spec.bindings.forEach((a, i) =>
+    access.forEach((a, i) =>
       entries.push({
         binding: i + 1,
         visibility: GPUShaderStage.COMPUTE,
@@ -243,28 +268,26 @@ export class Runtime {
       })
     );
     this.device.pushErrorScope("validation");
-    const layout = this.device.createBindGroupLayout({ entries, label: spec.shader });
-    const module = this.device.createShaderModule({ code: shaderSource(spec.shader), label: spec.shader });
+    const layout = this.device.createBindGroupLayout({ entries, label: shader });
+    const module = this.device.createShaderModule({ code: shaderSource(shader), label: shader });
     const pipeline = this.device.createComputePipeline({
-      label: `${spec.shader}:${spec.entry ?? "main"}`,
+      label: `${shader}:${entry}`,
       layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: { module, entryPoint: spec.entry ?? "main", constants: spec.constants },
+      compute: { module, entryPoint: entry, constants: constants as Record<string, number> | undefined },
     });
-    const compiled = module.getCompilationInfo().then((info) => {
+    const compileErrors = module.getCompilationInfo().then((info) => {
       const errs = info.messages.filter((m) => m.type === "error");
       return errs.length
-        ? `shaders/${spec.shader}.wgsl: ${errs.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ")}`
+        ? `shaders/${shader}.wgsl: ${errs.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ")}`
         : null;
     });
     this.pendingErrors.push(
-      Promise.all([compiled, this.device.popErrorScope()]).then(([c, e]) =>
-        c ?? (e ? `kernel ${spec.shader}:${spec.entry ?? "main"} failed to build: ${e.message}` : null)
+      Promise.all([compileErrors, this.device.popErrorScope()]).then(([c, e]) =>
+        c ?? (e ? `kernel ${shader}:${entry} failed to build: ${e.message}` : null)
       ),
     );
-    k = { pipeline, layout };
-    this.pipelines.set(key, k);
     this.stats.pipelines++;
-    return k;
+    return { pipeline, layout, id: this.pipelines.size + 1, label: kernelLabel(shader, entry, constants) };
   }
 
   #idOf(b: GPUBuffer): number {
@@ -274,8 +297,28 @@ export class Runtime {
   }
 
   /**
-   * Records one dispatch. `uniforms` are 32-bit words (use {@linkcode f32Bits} for floats) laid out as
-   * the shader's `Params` struct; `workgroups` is the grid size.
+   * Records one dispatch of a declared kernel: `params` are its uniform fields by name, `bindings` its storages by
+   * binding name, `grid` the workgroup counts and `overrides` the pipeline constants it sets.
+   */
+  run<F extends ParamFields, B extends string, O extends string>(
+    k: Kernel<F, B, O>,
+    params: ParamValues<F>,
+    bindings: Readonly<Record<B, Storage>>,
+    grid: readonly [number, number?, number?],
+    overrides?: Readonly<Partial<Record<O, number>>>,
+  ): void {
+    const storages = k.bindingNames.map((name) => bindings[name]);
+    const [x, y = 1, z = 1] = grid;
+    if (!this.#gridFits(k.shader, x, y, z)) return;
+    const compiled = this.#pipeline(k.shader, k.entry, k.access, overrides as Record<string, number> | undefined);
+    const offset = this.#reserveUniforms();
+    packParams(k, params as Record<string, number>, this.arenaCpu, this.arenaF32, this.arenaI32, offset / 4);
+    this.#record(compiled, storages, offset, x, y, z);
+  }
+
+  /**
+   * Records one dispatch from an untyped spec: `uniforms` are 32-bit words (use {@linkcode f32Bits} for floats)
+   * laid out as the shader's `Params` struct. Prefer {@linkcode run} with a declared {@linkcode Kernel}.
    */
   dispatch(
     spec: KernelSpec,
@@ -287,25 +330,39 @@ export class Runtime {
       throw new Error(`kernel ${spec.shader}: ${spec.bindings.length} bindings expected, got ${storages.length}`);
     }
     const [x, y = 1, z = 1] = workgroups;
+    if (!this.#gridFits(spec.shader, x, y, z)) return;
+    const compiled = this.#pipeline(spec.shader, spec.entry ?? "main", spec.bindings, spec.constants);
+    if (uniforms.length * 4 > UNIFORM_STRIDE) throw new Error(`kernel ${spec.shader}: too many uniforms`);
+    const offset = this.#reserveUniforms();
+    this.arenaCpu.fill(0, offset / 4, (offset + UNIFORM_STRIDE) / 4);
+    for (let i = 0; i < uniforms.length; i++) this.arenaCpu[offset / 4 + i] = uniforms[i];
+    this.#record(compiled, storages, offset, x, y, z);
+  }
+
+  /** False for an empty grid (nothing to record); throws when a dimension exceeds the device limit. */
+  #gridFits(shader: string, x: number, y: number, z: number): boolean {
     const maxWg = this.device.limits.maxComputeWorkgroupsPerDimension;
     if (x > maxWg || y > maxWg || z > maxWg) {
-      throw new Error(`kernel ${spec.shader}: grid ${x}×${y}×${z} exceeds ${maxWg} workgroups per dimension`);
+      throw new Error(`kernel ${shader}: grid ${x}×${y}×${z} exceeds ${maxWg} workgroups per dimension`);
     }
-    if (x === 0 || y === 0 || z === 0) return;
-    const { pipeline, layout } = this.#kernel(spec);
-    if (uniforms.length * 4 > UNIFORM_STRIDE) throw new Error(`kernel ${spec.shader}: too many uniforms`);
+    return x !== 0 && y !== 0 && z !== 0;
+  }
+
+  /** Reserves one uniform slot in the arena (submitting first when it is full); returns its byte offset. */
+  #reserveUniforms(): number {
     if (this.arenaUsed + this.uniformAlign > ARENA_BYTES) this.flush();
     const offset = this.arenaUsed;
-    const base = offset / 4;
-    for (let i = 0; i < uniforms.length; i++) this.arenaCpu[base + i] = uniforms[i];
     this.arenaUsed += this.uniformAlign;
+    return offset;
+  }
 
-    let key = spec.shader + (spec.entry ?? "") + JSON.stringify(spec.constants ?? "");
+  #bindGroup(compiled: CompiledKernel, storages: readonly Storage[]): GPUBindGroup {
+    let key = `${compiled.id}`;
     for (const s of storages) {
       key += "," + this.#idOf(s.buffer) + (s.byteOffset || s.parent ? `@${s.byteOffset}+${s.bytes}` : "");
     }
-    let bg = this.bindGroups.get(key);
-    if (!bg) {
+    let group = this.bindGroups.get(key);
+    if (!group) {
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, size: UNIFORM_STRIDE } }];
       storages.forEach((s, i) =>
         entries.push({
@@ -315,19 +372,31 @@ export class Runtime {
             : { buffer: s.buffer },
         })
       );
-      bg = this.device.createBindGroup({ layout, entries });
+      group = this.device.createBindGroup({ layout: compiled.layout, entries });
       if (this.bindGroups.size > 20000) this.bindGroups.clear();
-      this.bindGroups.set(key, bg);
+      this.bindGroups.set(key, group);
     }
+    return group;
+  }
+
+  #record(
+    compiled: CompiledKernel,
+    storages: readonly Storage[],
+    uniformOffset: number,
+    x: number,
+    y: number,
+    z: number,
+  ): void {
+    const group = this.#bindGroup(compiled, storages);
     for (const s of storages) this.usedIn.set(s.buffer, this.batch);
     const prof = this.profiler;
     let pass: GPUComputePassEncoder;
     if (prof) {
       if (prof.full) this.flush();
-      pass = prof.beginPass(this.#commandEncoder(), kernelLabel(spec.shader, spec.entry, spec.constants));
+      pass = prof.beginPass(this.#commandEncoder(), compiled.label);
     } else pass = this.#computePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bg, [offset]);
+    pass.setPipeline(compiled.pipeline);
+    pass.setBindGroup(0, group, [uniformOffset]);
     pass.dispatchWorkgroups(x, y, z);
     if (prof) pass.end();
     this.stats.dispatches++;

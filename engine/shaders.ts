@@ -3,6 +3,8 @@
  * @module
  */
 
+import { wgslCodes } from "./kernels/codes.ts";
+
 /**
  * Every kernel file in `shaders/` (a test checks this list against the folder). Needed to fetch them
  * up front when the package is imported from a remote URL (e.g. JSR), where files cannot be read lazily.
@@ -67,13 +69,16 @@ function rawSource(name: string, by?: string): string {
   return src;
 }
 
-/** Replaces `//!include NAME` lines with `shaders/NAME.wgsl` (WGSL has no includes; used for shared helpers). */
+/**
+ * Replaces `//!include NAME` lines with `shaders/NAME.wgsl` (WGSL has no includes; used for shared helpers) and
+ * `//!codes TABLE` lines with the op-code constants declared in `engine/kernels/codes.ts`.
+ */
 function expandIncludes(src: string, name: string, seen: readonly string[]): string {
   if (seen.includes(name)) throw new Error(`shaders: include cycle ${[...seen, name].join(" → ")}`);
   return src.replace(
     /^\/\/!include ([a-z0-9_]+)\s*$/gm,
     (_, inc: string) => expandIncludes(rawSource(inc, name), inc, [...seen, name]),
-  );
+  ).replace(/^\/\/!codes ([a-z0-9_]+)\s*$/gm, (_, table: string) => wgslCodes(table));
 }
 
 /** Returns the WGSL source of `shaders/<name>.wgsl` with its includes expanded (cached). */

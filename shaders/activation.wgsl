@@ -1,7 +1,9 @@
 // Activation functions shared by unary.wgsl (element-wise ops) and the matmul epilogues
 // (matmul.wgsl, matmul_gemv.wgsl) via `//!include activation`, so every kernel computes the same
-// formula. Codes of `act` / `act_grad`: 0 identity, 1 exact GELU (erf), 2 GPT-2's gelu_new (tanh
-// approximation), 3 ReLU. Include-only: no bindings, no entry points.
+// formula. Codes of `act` / `act_grad` (ACT_IDENTITY, ACT_GELU = exact GELU (erf), ACT_GELU_NEW = GPT-2's tanh
+// approximation, ACT_RELU) come from engine/kernels/codes.ts. Include-only: no bindings, no entry points.
+
+//!codes act
 
 const GELU_C: f32 = 0.7978845608028654; // sqrt(2 / pi)
 
@@ -46,9 +48,9 @@ fn relu_grad(v: f32) -> f32 {
 // act(v) for an activation code (a pipeline constant where the caller passes an override).
 fn act(kind: u32, v: f32) -> f32 {
   switch kind {
-    case 1u: { return gelu_erf(v); }
-    case 2u: { return gelu_tanh(v); }
-    case 3u: { return max(v, 0.0); }
+    case ACT_GELU: { return gelu_erf(v); }
+    case ACT_GELU_NEW: { return gelu_tanh(v); }
+    case ACT_RELU: { return max(v, 0.0); }
     default: { return v; }
   }
 }
@@ -56,9 +58,9 @@ fn act(kind: u32, v: f32) -> f32 {
 // act'(v) for an activation code.
 fn act_grad(kind: u32, v: f32) -> f32 {
   switch kind {
-    case 1u: { return gelu_erf_grad(v); }
-    case 2u: { return gelu_tanh_grad(v); }
-    case 3u: { return relu_grad(v); }
+    case ACT_GELU: { return gelu_erf_grad(v); }
+    case ACT_GELU_NEW: { return gelu_tanh_grad(v); }
+    case ACT_RELU: { return relu_grad(v); }
     default: { return 1.0; }
   }
 }

@@ -2,6 +2,9 @@
 // Shapes are padded to 8 dims; a stride of 0 broadcasts that dim.
 override OP: u32 = 0u;
 
+// BINARY_ADD, BINARY_SUB, …: the op codes of engine/kernels/codes.ts.
+//!codes binary
+
 struct Params {
   n: u32,
   ndim: u32,
@@ -23,12 +26,12 @@ fn at(v: array<vec4<u32>, 2>, d: u32) -> u32 {
 
 fn apply(x: f32, y: f32) -> f32 {
   switch OP {
-    case 0u: { return x + y; }
-    case 1u: { return x - y; }
-    case 2u: { return x * y; }
-    case 3u: { return x / y; }
-    case 4u: { return max(x, y); }
-    case 5u: { return min(x, y); }
+    case BINARY_ADD: { return x + y; }
+    case BINARY_SUB: { return x - y; }
+    case BINARY_MUL: { return x * y; }
+    case BINARY_DIV: { return x / y; }
+    case BINARY_MAXIMUM: { return max(x, y); }
+    case BINARY_MINIMUM: { return min(x, y); }
     default: { return x; }
   }
 }

@@ -4,6 +4,9 @@
 // relu: the backward of matmul epilogues, which keep only the pre-activation).
 override OP: u32 = 0u;
 
+// UNARY_NEG, UNARY_EXP, …: the op codes of engine/kernels/codes.ts.
+//!codes unary
+
 struct Params {
   n: u32,
   a: f32,
@@ -20,21 +23,21 @@ struct Params {
 
 fn forward(v: f32) -> f32 {
   switch OP {
-    case 0u: { return -v; }
-    case 1u: { return exp(v); }
-    case 2u: { return log(v); }
-    case 3u: { return safe_tanh(v); }
-    case 4u: { return gelu_tanh(v); }
-    case 5u: { return max(v, 0.0); }
-    case 6u: { return 1.0 / (1.0 + exp(-v)); }
-    case 7u: { return sqrt(v); }
-    case 8u: { return inverseSqrt(v); }
-    case 9u: { return p.a * v + p.b; }
-    case 10u: { return pow(abs(v), p.a) * select(1.0, sign(v), fract(p.a * 0.5) != 0.0 && v < 0.0); }
-    case 11u: { return abs(v); }
-    case 12u: { return clamp(v, p.a, p.b); }
-    case 13u: { return v * v; }
-    case 14u: { return gelu_erf(v); }
+    case UNARY_NEG: { return -v; }
+    case UNARY_EXP: { return exp(v); }
+    case UNARY_LOG: { return log(v); }
+    case UNARY_TANH: { return safe_tanh(v); }
+    case UNARY_GELU_NEW: { return gelu_tanh(v); }
+    case UNARY_RELU: { return max(v, 0.0); }
+    case UNARY_SIGMOID: { return 1.0 / (1.0 + exp(-v)); }
+    case UNARY_SQRT: { return sqrt(v); }
+    case UNARY_RSQRT: { return inverseSqrt(v); }
+    case UNARY_AFFINE: { return p.a * v + p.b; }
+    case UNARY_POW: { return pow(abs(v), p.a) * select(1.0, sign(v), fract(p.a * 0.5) != 0.0 && v < 0.0); }
+    case UNARY_ABS: { return abs(v); }
+    case UNARY_CLAMP: { return clamp(v, p.a, p.b); }
+    case UNARY_SQUARE: { return v * v; }
+    case UNARY_GELU: { return gelu_erf(v); }
     default: { return v; }
   }
 }
@@ -52,21 +55,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 fn derivative(v: f32, out: f32) -> f32 {
   switch OP {
-    case 0u: { return -1.0; }
-    case 1u: { return out; }
-    case 2u: { return 1.0 / v; }
-    case 3u: { return 1.0 - out * out; }
-    case 4u: { return gelu_tanh_grad(v); }
-    case 5u: { return relu_grad(v); }
-    case 6u: { return out * (1.0 - out); }
-    case 7u: { return 0.5 / out; }
-    case 8u: { return -0.5 * out * out * out; }
-    case 9u: { return p.a; }
-    case 10u: { return select(p.a * out / v, 0.0, v == 0.0 && p.a > 1.0); }
-    case 11u: { return sign(v); }
-    case 12u: { return select(0.0, 1.0, v >= p.a && v <= p.b); }
-    case 13u: { return 2.0 * v; }
-    case 14u: { return gelu_erf_grad(v); }
+    case UNARY_NEG: { return -1.0; }
+    case UNARY_EXP: { return out; }
+    case UNARY_LOG: { return 1.0 / v; }
+    case UNARY_TANH: { return 1.0 - out * out; }
+    case UNARY_GELU_NEW: { return gelu_tanh_grad(v); }
+    case UNARY_RELU: { return relu_grad(v); }
+    case UNARY_SIGMOID: { return out * (1.0 - out); }
+    case UNARY_SQRT: { return 0.5 / out; }
+    case UNARY_RSQRT: { return -0.5 * out * out * out; }
+    case UNARY_AFFINE: { return p.a; }
+    case UNARY_POW: { return select(p.a * out / v, 0.0, v == 0.0 && p.a > 1.0); }
+    case UNARY_ABS: { return sign(v); }
+    case UNARY_CLAMP: { return select(0.0, 1.0, v >= p.a && v <= p.b); }
+    case UNARY_SQUARE: { return 2.0 * v; }
+    case UNARY_GELU: { return gelu_erf_grad(v); }
     default: { return 1.0; }
   }
 }

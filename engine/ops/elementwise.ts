@@ -4,7 +4,20 @@
  * @module
  */
 
-import { f32Bits, grid1d, type KernelSpec } from "../runtime.ts";
+import { f32Bits, grid1d } from "../runtime.ts";
+import {
+  ARANGE_F32,
+  ARANGE_I32,
+  BINARY,
+  F32_TO_I32,
+  FILL,
+  I32_TO_F32,
+  REDUCE_TO,
+  UNARY,
+  UNARY_GRAD,
+  UNARY_GRAD_X,
+} from "../kernels/elementwise.ts";
+import { BINARY_OPS, type BinaryOp, UNARY_OPS, type UnaryOp } from "../kernels/codes.ts";
 import { check, type DType, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 
@@ -13,7 +26,7 @@ import { needsGrad, record, saveForBackward } from "../autograd.ts";
 function fillBits(shape: readonly number[], bits: number, dtype: DType): Tensor {
   const out = empty(shape, dtype);
   const n = out.size;
-  runtime().dispatch({ shader: "fill", bindings: ["rw"] }, [out.storage], [n, bits, 0, 0], grid1d(n));
+  runtime().run(FILL, { n, bits, start: 0, step: 0 }, { y: out.storage }, grid1d(n));
   return out;
 }
 
@@ -36,12 +49,8 @@ export function ones(shape: readonly number[], dtype: DType = "f32"): Tensor {
 export function arange(n: number, options: { start?: number; step?: number; dtype?: DType } = {}): Tensor {
   const dtype = options.dtype ?? "i32";
   const out = empty([n], dtype);
-  runtime().dispatch(
-    { shader: "fill", entry: dtype === "f32" ? "arange_f32" : "arange_i32", bindings: ["rw"] },
-    [out.storage],
-    [n, 0, f32Bits(options.start ?? 0), f32Bits(options.step ?? 1)],
-    grid1d(n),
-  );
+  const params = { n, bits: 0, start: options.start ?? 0, step: options.step ?? 1 };
+  runtime().run(dtype === "f32" ? ARANGE_F32 : ARANGE_I32, params, { y: out.storage }, grid1d(n));
   return out;
 }
 
@@ -49,55 +58,28 @@ export function arange(n: number, options: { start?: number; step?: number; dtyp
 export function cast(x: Tensor, dtype: DType): Tensor {
   if (x.dtype === dtype) return x.detach();
   const out = empty(x.shape, dtype);
-  const entry = dtype === "f32" ? "i32_to_f32" : "f32_to_i32";
-  runtime().dispatch(
-    { shader: "fill", entry, bindings: ["rw", "rw"] },
-    [x.storage, out.storage],
-    [x.size, 0, 0, 0],
-    grid1d(x.size),
-  );
+  const convert = dtype === "f32" ? I32_TO_F32 : F32_TO_I32;
+  const params = { n: x.size, bits: 0, start: 0, step: 0 };
+  runtime().run(convert, params, { y: x.storage, dst: out.storage }, grid1d(x.size));
   return out;
 }
 
 // ------------------------------------------------------------------ unary
 
-const UNARY = {
-  neg: 0,
-  exp: 1,
-  log: 2,
-  tanh: 3,
-  geluNew: 4,
-  relu: 5,
-  sigmoid: 6,
-  sqrt: 7,
-  rsqrt: 8,
-  affine: 9,
-  pow: 10,
-  abs: 11,
-  clamp: 12,
-  square: 13,
-  gelu: 14,
-} as const;
-type UnaryName = keyof typeof UNARY;
-
-function unary(name: UnaryName, x: Tensor, a = 0, b = 0): Tensor {
+function unary(name: UnaryOp, x: Tensor, a = 0, b = 0): Tensor {
   check(x.dtype === "f32", name, `expects an f32 tensor, got ${x.dtype}`);
   const out = empty(x.shape);
   const n = x.size;
-  const spec: KernelSpec = { shader: "unary", bindings: ["read", "rw"], constants: { OP: UNARY[name] } };
-  const params = [n, f32Bits(a), f32Bits(b), 0];
-  runtime().dispatch(spec, [x.storage, out.storage], params, grid1d(n));
+  const op = { OP: UNARY_OPS[name] };
+  const params = { n, a, b };
+  runtime().run(UNARY, params, { x: x.storage, y: out.storage }, grid1d(n), op);
   if (!needsGrad(x)) return out;
   const sx = saveForBackward(x);
   const sy = saveForBackward(out);
   return record(out, name, [x], (g) => {
     const dx = empty(x.shape);
-    runtime().dispatch(
-      { shader: "unary", entry: "grad", bindings: ["read", "rw", "read", "rw"], constants: { OP: UNARY[name] } },
-      [sx.storage, sy.storage, g.storage, dx.storage],
-      params,
-      grid1d(n),
-    );
+    const bindings = { x: sx.storage, y: sy.storage, g: g.storage, dx: dx.storage };
+    runtime().run(UNARY_GRAD, params, bindings, grid1d(n), op);
     return [dx];
   }, [sx, sy]);
 }
@@ -110,13 +92,9 @@ export function activationGrad(name: "gelu" | "geluNew" | "relu", x: Tensor, g: 
   check(x.dtype === "f32" && g.dtype === "f32" && x.size === g.size, name, "activationGrad: mismatched tensors");
   const dx = empty(x.shape);
   const n = x.size;
-  // Binding 2 (the forward output) is unused by `grad_x`; x fills it read-only.
-  runtime().dispatch(
-    { shader: "unary", entry: "grad_x", bindings: ["read", "read", "read", "rw"], constants: { OP: UNARY[name] } },
-    [x.storage, x.storage, g.storage, dx.storage],
-    [n, 0, 0, 0],
-    grid1d(n),
-  );
+  // Binding `y` (the forward output) is unused by `grad_x`; x fills it.
+  const bindings = { x: x.storage, y: x.storage, g: g.storage, dx: dx.storage };
+  runtime().run(UNARY_GRAD_X, { n, a: 0, b: 0 }, bindings, grid1d(n), { OP: UNARY_OPS[name] });
   return dx;
 }
 
@@ -188,32 +166,24 @@ export function broadcastStrides(shape: readonly number[], outShape: readonly nu
   return st;
 }
 
-/** Op codes of `shaders/binary.wgsl`. */
-export const BINARY = { add: 0, sub: 1, mul: 2, div: 3, maximum: 4, minimum: 5 } as const;
-
 /** Element-wise binary op without autograd (also used inside backward passes). */
-export function binaryRaw(name: keyof typeof BINARY, a: Tensor, b: Tensor): Tensor {
+export function binaryRaw(name: BinaryOp, a: Tensor, b: Tensor): Tensor {
   check(a.dtype === "f32" && b.dtype === "f32", name, `expects f32 tensors, got ${a.dtype} and ${b.dtype}`);
   const shape = broadcastShapes(a.shape, b.shape, name);
   check(shape.length <= 8, name, "at most 8 dimensions");
   const out = empty(shape);
   const n = out.size;
   const same = a.shape.join() === b.shape.join() ? 1 : 0;
-  const params = [
+  const params = {
     n,
-    shape.length,
+    ndim: shape.length,
     same,
-    0,
-    ...pad8(shape),
-    ...pad8(broadcastStrides(a.shape, shape)),
-    ...pad8(broadcastStrides(b.shape, shape)),
-  ];
-  runtime().dispatch(
-    { shader: "binary", bindings: ["read", "read", "rw"], constants: { OP: BINARY[name] } },
-    [a.storage, b.storage, out.storage],
-    params,
-    grid1d(n),
-  );
+    shape,
+    astride: broadcastStrides(a.shape, shape),
+    bstride: broadcastStrides(b.shape, shape),
+  };
+  const bindings = { a: a.storage, b: b.storage, out: out.storage };
+  runtime().run(BINARY, params, bindings, grid1d(n), { OP: BINARY_OPS[name] });
   return out;
 }
 
@@ -232,12 +202,8 @@ export function sumTo(x: Tensor, shape: readonly number[]): Tensor {
   const out = empty(shape);
   const nout = out.size;
   const nred = nout === 0 ? 0 : x.size / nout;
-  runtime().dispatch(
-    { shader: "reduce_to", bindings: ["read", "rw"] },
-    [x.storage, out.storage],
-    [nout, n, nred, 0, ...pad8([...x.shape]), ...pad8(outShape)],
-    grid1d(nout),
-  );
+  const params = { nout, ndim: n, nred, full: x.shape, outShape };
+  runtime().run(REDUCE_TO, params, { x: x.storage, y: out.storage }, grid1d(nout));
   const full = [...x.shape];
   return record(out, "sumTo", [x], (g) => [expandTo(g, full)]);
 }

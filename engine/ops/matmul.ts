@@ -17,6 +17,7 @@ import type { Storage } from "../runtime.ts";
 import { check, empty, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 import { activationGrad, ones, sumTo } from "./elementwise.ts";
+import { type Activation, ACTIVATIONS } from "../kernels/codes.ts";
 import { type Epilogue, gemm, NO_EPILOGUE, type Operand } from "./matmul_gemm.ts";
 
 export {
@@ -38,9 +39,6 @@ export {
   resetMatmulTuning,
   setMatmulTuning,
 } from "./matmul_tuning.ts";
-
-/** Activation codes of shaders/activation.wgsl. */
-const ACT_CODES = { gelu: 1, gelu_new: 2, relu: 3 } as const;
 
 /** Shorthand for {@linkcode gemm}: C = act(alpha · op(A) · op(B) (+ bias)) (+ residual) of `outShape`. */
 function mm(
@@ -178,7 +176,7 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
 // ------------------------------------------------------------------ linear
 
 /** Activations {@linkcode linear} can fuse (same formulas as `gelu`, `geluNew`, `relu` of elementwise.ts). */
-export type LinearActivation = "gelu" | "gelu_new" | "relu";
+export type LinearActivation = Activation;
 
 /** Options for {@linkcode linear}. */
 export interface LinearOptions {
@@ -189,8 +187,6 @@ export interface LinearOptions {
   /** Added after the activation, in the kernel's store; same shape as the output. */
   residual?: Tensor | null;
 }
-
-const ACT_GRAD_NAME = { gelu: "gelu", gelu_new: "geluNew", relu: "relu" } as const;
 
 /**
  * Affine layer with a fused epilogue: `act(x · W + bias) + residual` in one kernel, where x is
@@ -205,7 +201,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   check(layout === "in_out" || layout === "out_in", "linear", `unknown weightLayout "${layout}"`);
   const activation = options.activation;
   check(
-    activation === undefined || Object.hasOwn(ACT_CODES, activation),
+    activation === undefined || (Object.hasOwn(ACTIVATIONS, activation) && (activation as string) !== "identity"),
     "linear",
     `unknown activation "${activation}" (expected gelu, gelu_new or relu)`,
   );
@@ -244,7 +240,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   // Backward through the activation needs the pre-activation, unless only the residual wants a gradient.
   const pre = activation && grad && needsGrad(...affine) ? empty(outShape) : null;
   const epi: Epilogue = {
-    act: activation ? ACT_CODES[activation] : 0,
+    act: activation ? ACTIVATIONS[activation].code : ACTIVATIONS.identity.code,
     resid: residual?.storage ?? null,
     pre: pre?.storage ?? null,
   };
@@ -268,7 +264,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   const wantBias = bias?.requiresGrad ?? false, wantResid = residual?.requiresGrad ?? false;
   return record(out, "linear", inputs, (g) => {
     // dPre = dY · act'(pre); the residual's gradient is dY itself.
-    const gp = sp ? activationGrad(ACT_GRAD_NAME[activation!], sp, g) : g;
+    const gp = sp ? activationGrad(ACTIVATIONS[activation!].unary, sp, g) : g;
     const G = (trans: boolean): Operand => ({ ...plain(gp.storage, trans), scaled: true });
     // dx = dPre · Wᵀ ([rows, out] · [out, in]).
     const dx = sw ? mm(G(false), plain(sw.storage, !outT), rows, inF, outF, xShape) : null;

@@ -1,0 +1,28 @@
+/**
+ * Every declared kernel, by family (one file each in `engine/kernels/`). Ops import their family's file directly;
+ * this list serves the descriptor test and the shader preload list.
+ * @module
+ */
+
+import type { Kernel } from "../kernel.ts";
+import * as elementwise from "./elementwise.ts";
+
+/** The kernel families: module name → its exported kernels. */
+const FAMILIES: Readonly<Record<string, Readonly<Record<string, unknown>>>> = {
+  elementwise,
+};
+
+/** Every declared kernel with the name it is exported under (`family.NAME`). */
+export function allKernels(): { name: string; kernel: Kernel }[] {
+  const out: { name: string; kernel: Kernel }[] = [];
+  for (const [family, exports] of Object.entries(FAMILIES)) {
+    for (const [name, value] of Object.entries(exports)) {
+      if (isKernel(value)) out.push({ name: `${family}.${name}`, kernel: value });
+    }
+  }
+  return out;
+}
+
+function isKernel(value: unknown): value is Kernel {
+  return typeof value === "object" && value !== null && "shader" in value && "layout" in value;
+}
