@@ -12,7 +12,7 @@
 
 import { createHash } from "node:crypto";
 import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "../formats/safetensors.ts";
-import { writeJsonAtomic } from "../formats/fs_atomic.ts";
+import { exists, writeJsonAtomic } from "../formats/fs_atomic.ts";
 import { TOKENIZER_FOLDER_FILES } from "../models/tokenizer/load.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
 import type { PPOTrainerState } from "../ppo/trainer.ts";
@@ -30,10 +30,6 @@ export interface LoadedCheckpoint {
   trainer: PPOTrainerState;
   /** Pipeline state. */
   run: RunState;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then(() => true).catch(() => false);
 }
 
 const MANIFEST = "manifest.json";

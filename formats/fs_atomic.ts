@@ -1,6 +1,7 @@
 /**
- * Crash-safe file replacement: data goes to a temporary file next to the target, is flushed to disk,
- * and is then renamed over the target, so readers see either the old or the new content, never a mix.
+ * Files on disk: crash-safe file replacement (data goes to a temporary file next to the target, is flushed to disk,
+ * and is then renamed over the target, so readers see either the old or the new content, never a mix), and
+ * {@linkcode exists}.
  * @module
  */
 
@@ -80,4 +81,21 @@ export async function writeJsonAtomic(path: string | URL, value: unknown): Promi
   const text = JSON.stringify(value, null, 2);
   if (text === undefined) throw new TypeError(`writeJsonAtomic(${toPath(path)}): value is not JSON-serializable`);
   await writeFileAtomic(path, text + "\n");
+}
+
+/**
+ * Whether `path` exists, following symbolic links. Never throws: a path that cannot be looked at (no permission,
+ * a broken link) counts as absent.
+ *
+ * @param path File or folder path (or `file:` URL).
+ * @param kind `"any"` (default): anything counts, folders included; `"file"`: only a regular file counts.
+ * @returns True when something of that kind is at `path`.
+ */
+export async function exists(path: string | URL, kind: "any" | "file" = "any"): Promise<boolean> {
+  try {
+    const info = await Deno.stat(path);
+    return kind === "any" || info.isFile;
+  } catch {
+    return false;
+  }
 }

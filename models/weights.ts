@@ -1,13 +1,13 @@
 /**
- * Finding, reading and checking the weights of a Hugging Face model folder: `model.safetensors`,
- * sharded `model.safetensors.index.json`, or PyTorch's `pytorch_model.bin` (read without running
- * any of its code). Uploads checked weights as GPU parameters.
+ * The weights of a Hugging Face model folder as model parameters: read (the files themselves are
+ * `formats/model_folder.ts`'s job), matched against the model's parameter spec, uploaded as GPU parameters,
+ * initialised at random, and saved.
  * @module
  */
 
 import { type HostTensor, shapeSize } from "../formats/host_tensor.ts";
-import { readSafetensors, readShardedSafetensors, writeSafetensors } from "../formats/safetensors.ts";
-import { readTorchCheckpoint } from "../formats/torch_checkpoint.ts";
+import { readModelFolder } from "../formats/model_folder.ts";
+import { saveSafetensors } from "../engine/io.ts";
 import { keep, readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { mulberry32 } from "../engine/random.ts";
 
@@ -19,39 +19,24 @@ export interface LoadedWeights {
   file: string;
 }
 
-async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then((s) => s.isFile).catch(() => false);
-}
-
 /**
- * Reads the weights of a model folder, trying the formats in transformers' order of preference. Given the
- * model's `spec` (and the `options` later given to {@link matchWeights}), a `pytorch_model.bin` is checked
- * against it before any tensor data is allocated: wrong shapes are reported at once, ignored buffers are not read,
- * and the memory the load may take is bounded by the expected parameters.
+ * Reads the weights of a model folder (see {@link readModelFolder}: `model.safetensors`, the sharded index, or
+ * `pytorch_model.bin`). Given the model's `spec` (and the `options` later given to {@link matchWeights}), a
+ * `pytorch_model.bin` is checked against it before any tensor data is allocated: wrong shapes are reported at once,
+ * ignored buffers are not read, and the memory the load may take is bounded by the expected parameters.
  */
 export async function readWeights(
   dir: string,
   spec?: ParamSpec,
   options: { prefix?: string; ignore?: RegExp } = {},
 ): Promise<LoadedWeights> {
-  const d = dir.replace(/\/$/, "");
-  const candidates = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"];
-  for (const name of candidates) {
-    const file = `${d}/${name}`;
-    if (!(await exists(file))) continue;
-    if (name === "model.safetensors") return { tensors: (await readSafetensors(file)).tensors, file };
-    if (name.endsWith(".index.json")) return { tensors: (await readShardedSafetensors(file)).tensors, file };
-    const expectedShape = spec && ((raw: string) => {
-      const name = normaliseName(raw);
-      if (options.ignore?.test(name)) return null;
-      return spec.get(name) ?? (options.prefix ? spec.get(options.prefix + name) : undefined);
-    });
-    return { tensors: await readTorchCheckpoint(file, { expectedShape }), file };
-  }
-  if (await exists(`${d}/pytorch_model.bin.index.json`)) {
-    throw new Error(`${d}: sharded pytorch_model.bin checkpoints are not supported; convert to safetensors`);
-  }
-  throw new Error(`${d}: no weights found (looked for ${candidates.join(", ")})`);
+  const expectedShape = spec && ((raw: string) => {
+    const name = normaliseName(raw);
+    if (options.ignore?.test(name)) return null;
+    return spec.get(name) ?? (options.prefix ? spec.get(options.prefix + name) : undefined);
+  });
+  const { tensors, file } = await readModelFolder(dir, { expectedShape });
+  return { tensors, file };
 }
 
 /** The shape every parameter must have, by HF name. */
@@ -149,10 +134,7 @@ export async function downloadParams(params: Map<string, Tensor>): Promise<Map<s
   return new Map(names.map((n, i) => [n, { dtype: "f32", shape: [...params.get(n)!.shape], data: data[i] }]));
 }
 
-/** Writes parameters as `model.safetensors` with metadata `{"format":"pt"}` (atomically). */
+/** Writes parameters as `model.safetensors` with metadata `{"format":"pt"}` (atomically; one GPU readback). */
 export async function saveParams(file: string, params: Map<string, Tensor>): Promise<void> {
-  const host = await downloadParams(params);
-  const out: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
-  for (const [n, h] of host) out[n] = { dtype: "F32", shape: h.shape, data: h.data as Float32Array };
-  await writeSafetensors(file, out, { format: "pt" });
+  await saveSafetensors(params, file, { metadata: { format: "pt" } });
 }

@@ -6,7 +6,6 @@ import {
   float16BitsToFloat32,
   float32ToBfloat16Bits,
   float32ToFloat16Bits,
-  loadSafetensorsDir,
   parseSafetensors,
   readSafetensors,
   readShardedSafetensors,
@@ -15,6 +14,7 @@ import {
   serializeSafetensors,
   writeSafetensors,
 } from "../formats/safetensors.ts";
+import { loadSafetensorsDir } from "../formats/model_folder.ts";
 import { writeFileAtomic, writeJsonAtomic } from "../formats/fs_atomic.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { fixturePath } from "./fixtures.ts";

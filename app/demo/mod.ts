@@ -11,7 +11,7 @@
 
 import { fileURLToPath } from "node:url";
 import { initEngine, runtime } from "../../engine/tensor.ts";
-import { writeJsonAtomic } from "../../formats/fs_atomic.ts";
+import { exists, writeJsonAtomic } from "../../formats/fs_atomic.ts";
 import { savePretrained } from "../../models/auto.ts";
 import { generate } from "../../models/generate.ts";
 import type { GPT2LMHeadModel } from "../../models/gpt2.ts";
@@ -121,10 +121,6 @@ export async function cacheKey(
   return await sha256Hex(
     JSON.stringify({ format: DEMO_FORMAT_VERSION, data: await dataFingerprint(data), opts: data.options, hyper }),
   );
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.stat(path).then(() => true, () => false);
 }
 
 async function readManifest(file: string): Promise<(PreparedDefault & { format: number }) | null> {
