@@ -1,5 +1,5 @@
-import { assert, assertClose, gradCheck, randArray, ready } from "./helpers.ts";
-import { noGrad, readAll, tensor } from "../engine/tensor.ts";
+import { assert, bindex, checkOp, type CheckOpOptions, coords, ready } from "./helpers.ts";
+import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import * as ew from "../engine/ops/elementwise.ts";
 
 const gelu = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
@@ -19,36 +19,32 @@ function erf(x: number): number {
   return s * (1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / (a + cf));
 }
 
-const unaryCases: [
-  string,
-  (x: import("../engine/tensor.ts").Tensor) => import("../engine/tensor.ts").Tensor,
-  (v: number) => number,
-  number,
-  number,
-][] = [
-  ["neg", ew.neg, (v) => -v, -2, 2],
-  ["exp", ew.exp, Math.exp, -2, 2],
-  ["log", ew.log, Math.log, 0.2, 3],
-  ["tanh", ew.tanh, Math.tanh, -3, 3],
-  ["geluNew", ew.geluNew, gelu, -4, 4],
-  ["gelu", ew.gelu, (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)), -4, 4],
-  ["sigmoid", ew.sigmoid, (v) => 1 / (1 + Math.exp(-v)), -4, 4],
-  ["sqrt", ew.sqrt, Math.sqrt, 0.2, 3],
-  ["rsqrt", ew.rsqrt, (v) => 1 / Math.sqrt(v), 0.2, 3],
-  ["square", ew.square, (v) => v * v, -2, 2],
-  ["powScalar", (x) => ew.powScalar(x, 3), (v) => v ** 3, -2, 2],
-  ["affine", (x) => ew.affine(x, 1.5, -0.25), (v) => 1.5 * v - 0.25, -2, 2],
-  ["clamp", (x) => ew.clamp(x, -0.5, 0.7), (v) => Math.min(0.7, Math.max(-0.5, v)), -2, 2],
+const unaryCases: [string, (x: Tensor) => Tensor, (v: number) => number, CheckOpOptions][] = [
+  ["neg", ew.neg, (v) => -v, { range: [-2, 2] }],
+  ["exp", ew.exp, Math.exp, { range: [-2, 2] }],
+  ["log", ew.log, Math.log, { range: [0.2, 3] }],
+  ["tanh", ew.tanh, Math.tanh, { range: [-3, 3] }],
+  ["geluNew", ew.geluNew, gelu, { range: [-4, 4] }],
+  ["gelu", ew.gelu, (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)), { range: [-4, 4] }],
+  ["relu", ew.relu, (v) => Math.max(0, v), { range: [-2, 2], avoid: [0] }],
+  ["sigmoid", ew.sigmoid, (v) => 1 / (1 + Math.exp(-v)), { range: [-4, 4] }],
+  ["sqrt", ew.sqrt, Math.sqrt, { range: [0.2, 3] }],
+  ["rsqrt", ew.rsqrt, (v) => 1 / Math.sqrt(v), { range: [0.2, 3] }],
+  ["abs", ew.abs, Math.abs, { range: [-2, 2], avoid: [0] }],
+  ["square", ew.square, (v) => v * v, { range: [-2, 2] }],
+  ["powScalar", (x) => ew.powScalar(x, 3), (v) => v ** 3, { range: [-2, 2] }],
+  ["addScalar", (x) => ew.addScalar(x, -0.75), (v) => v - 0.75, { range: [-2, 2] }],
+  ["mulScalar", (x) => ew.mulScalar(x, 2.5), (v) => 2.5 * v, { range: [-2, 2] }],
+  ["affine", (x) => ew.affine(x, 1.5, -0.25), (v) => 1.5 * v - 0.25, { range: [-2, 2] }],
+  ["clamp", (x) => ew.clamp(x, -0.5, 0.7), (v) => Math.min(0.7, Math.max(-0.5, v)), {
+    range: [-2, 2],
+    avoid: [-0.5, 0.7],
+  }],
 ];
 
-for (const [name, f, ref, lo, hi] of unaryCases) {
-  Deno.test(`unary ${name}: forward matches float64 and backward matches finite differences`, async () => {
-    await ready;
-    const x = randArray(37, name.length, lo, hi);
-    const y = noGrad(() => f(tensor(Float32Array.from(x), [37])));
-    assertClose(await y.toArray(), x.map(ref), 1e-5, 1e-5, name);
-    await gradCheck(([t]) => f(t), ([a]) => a.map(ref), [{ data: x, shape: [37] }], { atol: 2e-3 });
-  });
+for (const [name, f, ref, opts] of unaryCases) {
+  Deno.test(`unary ${name}: forward matches float64 and backward matches finite differences`, () =>
+    checkOp(f, (a) => a.map(ref), [[37]], { ...opts, name, seed: name.length, shape: [37], gradAtol: 2e-3 }));
 }
 
 Deno.test("tanh and geluNew stay finite for huge inputs", async () => {
@@ -70,43 +66,48 @@ const shapes: [number[], number[]][] = [[[3, 5], [3, 5]], [[2, 3, 5], [5]], [[4,
   [2, 3],
 ]];
 
+/** float64 reference of a broadcasting binary op on shapes `as` and `bs`. */
 function bref(as: number[], bs: number[], op: (a: number, b: number) => number) {
   const out = ew.broadcastShapes(as, bs);
-  return (a: Float64Array, b: Float64Array) => {
-    const n = out.reduce((x, y) => x * y, 1);
-    const r = new Float64Array(n);
-    const idx = (shape: number[], coords: number[]) => {
-      let k = 0;
-      const off = out.length - shape.length;
-      for (let d = 0; d < shape.length; d++) k = k * shape[d] + (shape[d] === 1 ? 0 : coords[d + off]);
-      return k;
-    };
-    for (let i = 0; i < n; i++) {
-      const c: number[] = [];
-      let rem = i;
-      for (let d = out.length - 1; d >= 0; d--) {
-        c[d] = rem % out[d];
-        rem = Math.floor(rem / out[d]);
-      }
-      r[i] = op(a[idx(as, c)], b[idx(bs, c)]);
-    }
-    return r;
-  };
+  return (a: Float64Array, b: Float64Array) =>
+    Float64Array.from({ length: out.reduce((x, y) => x * y, 1) }, (_, i) => {
+      const c = coords(i, out);
+      return op(a[bindex(c, as, out)], b[bindex(c, bs, out)]);
+    });
 }
 
 for (const [name, f, op] of binCases) {
   for (const [as, bs] of shapes) {
-    Deno.test(`binary ${name} [${as}] with [${bs}]: forward and backward`, async () => {
-      await ready;
-      const na = as.reduce((x, y) => x * y, 1), nb = bs.reduce((x, y) => x * y, 1);
-      const a = randArray(na, 1, 0.5, 2), b = randArray(nb, 2, 0.5, 2);
-      const ref = bref(as, bs, op);
-      const y = noGrad(() => f(tensor(Float32Array.from(a), as), tensor(Float32Array.from(b), bs)));
-      assert.deepEqual([...y.shape], ew.broadcastShapes(as, bs));
-      assertClose(await y.toArray(), ref(a, b), 1e-6, 1e-5, name);
-      await gradCheck(([x, z]) => f(x, z), ([x, z]) => ref(x, z), [{ data: a, shape: as }, { data: b, shape: bs }]);
-    });
+    Deno.test(`binary ${name} [${as}] with [${bs}]: forward and backward`, () =>
+      checkOp(f, bref(as, bs, op), [as, bs], { name, range: [0.5, 2], atol: 1e-6, shape: ew.broadcastShapes(as, bs) }));
   }
+}
+
+for (const [name, f, op] of [["maximum", ew.maximum, Math.max], ["minimum", ew.minimum, Math.min]] as const) {
+  for (const [as, bs] of shapes) {
+    Deno.test(`${name} [${as}] with [${bs}] matches float64`, () =>
+      checkOp(f, bref(as, bs, op), [as, bs], {
+        name,
+        shape: ew.broadcastShapes(as, bs),
+        atol: 0,
+        rtol: 0,
+        grad: false,
+      }));
+  }
+  Deno.test(`${name} handles ties and ±∞, and records no autograd node`, async () => {
+    await ready;
+    const a = tensor([1, -2, 3, Infinity, -Infinity, 0.5]).requireGrad();
+    const b = tensor([1, 5, -3, 0, 7, 0.5]);
+    const y = f(a, b);
+    assert.equal(y.gradFn, null);
+    assert.equal(y.requiresGrad, false);
+    assert.deepEqual(
+      Array.from(await y.toArray()),
+      [1, -2, 3, Infinity, -Infinity, 0.5].map((v, i) => op(v, [1, 5, -3, 0, 7, 0.5][i])),
+    );
+    assert.throws(() => f(a, tensor([1, 2])), new RegExp(`${name}: shapes \\[6\\] and \\[2\\] do not broadcast`));
+    assert.throws(() => f(a, tensor(new Int32Array(6))), new RegExp(`${name}: expects f32 tensors, got f32 and i32`));
+  });
 }
 
 Deno.test("binary ops reject shapes that do not broadcast, naming the op", async () => {
