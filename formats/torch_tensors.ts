@@ -216,10 +216,15 @@ function forEachRow(p: Plan, row: (dst: number, src: number, n: number, step: nu
   }
 }
 
+/** Whether storage elements of `kind` are floating point (they load as f32; the others as i32). */
+function isFloatKind(kind: Kind): boolean {
+  return kind === "f32" || kind === "f64" || kind === "f16" || kind === "bf16";
+}
+
 /** Builds one tensor out of its storage bytes: a view when possible, otherwise one new array. */
 function materialize(p: Plan, bytes: Uint8Array, bigEndian: boolean): HostTensor {
   const { kind, type } = p.ref.storage;
-  const float = kind === "f32" || kind === "f64" || kind === "f16" || kind === "bf16";
+  const float = isFloatKind(kind);
   const result = (data: Float32Array | Int32Array): HostTensor => ({
     dtype: float ? "f32" : "i32",
     shape: p.size,
@@ -227,80 +232,92 @@ function materialize(p: Plan, bytes: Uint8Array, bigEndian: boolean): HostTensor
     sourceDtype: type.qualifiedName,
   });
   if (p.numel === 0) return result(float ? new Float32Array(0) : new Int32Array(0));
-  if (p.view) {
-    const at = bytes.byteOffset + p.base * 4;
-    return result(
-      kind === "f32" ? new Float32Array(bytes.buffer, at, p.numel) : new Int32Array(bytes.buffer, at, p.numel),
-    );
-  }
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const le = !bigEndian;
-  let out: Uint32Array | Float32Array | Int32Array;
-  let get: (i: number) => number;
-  switch (kind) {
-    case "f32": // copied as bits so that NaN payloads survive
-      out = new Uint32Array(p.numel);
-      get = (i) => dv.getUint32(i * 4, le);
-      break;
-    case "f64":
-      out = new Float32Array(p.numel);
-      get = (i) => dv.getFloat64(i * 8, le);
-      break;
-    case "f16": {
-      const table = halfToFloat();
-      out = new Float32Array(p.numel);
-      get = (i) => table[dv.getUint16(i * 2, le)];
-      break;
-    }
-    case "bf16":
-      out = new Uint32Array(p.numel);
-      get = (i) => dv.getUint16(i * 2, le) << 16;
-      break;
-    case "i64":
-      out = new Int32Array(p.numel);
-      get = (i) => {
-        const lo = dv.getInt32(i * 8 + (le ? 0 : 4), le), hi = dv.getInt32(i * 8 + (le ? 4 : 0), le);
-        if (hi !== lo >> 31) {
-          const v = BigInt.asIntN(64, (BigInt(hi) << 32n) | BigInt(lo >>> 0));
-          throw new FormatError(
-            `tensor ${printable(p.name)}: int64 value ${v} at storage element ${i} is outside the int32 range`,
-          );
-        }
-        return lo;
-      };
-      break;
-    default: {
-      out = new Int32Array(p.numel);
-      get = kind === "i32"
-        ? (i) => dv.getInt32(i * 4, le)
-        : kind === "i16"
-        ? (i) => dv.getInt16(i * 2, le)
-        : kind === "i8"
-        ? (i) => dv.getInt8(i)
-        : kind === "bool"
-        ? (i) => dv.getUint8(i) ? 1 : 0
-        : (i) => dv.getUint8(i);
-    }
-  }
-  const o = out;
-  forEachRow(p, (dst, src, n, step) => {
-    for (let k = 0; k < n; k++) o[dst + k] = get(src + k * step);
-  });
-  return result(o instanceof Uint32Array ? new Float32Array(o.buffer) : o);
+  if (p.view) return result(viewIntoStorage(p, bytes));
+  return result(copyElements(p, bytes, bigEndian));
 }
 
-/**
- * Checks every tensor (expected shapes, storage bounds, total allocation) before reading anything, then reads each
- * storage once and materialises the tensors; tensors that are one object in the checkpoint share one result.
- * @throws {FormatError} naming the tensor (or storage) and the reason.
- */
-export async function buildTensors(
+/** The tensor as a zero-copy view of its (float32 or int32, aligned, little-endian) storage bytes. */
+function viewIntoStorage(p: Plan, bytes: Uint8Array): Float32Array | Int32Array {
+  const at = bytes.byteOffset + p.base * 4;
+  return p.ref.storage.kind === "f32"
+    ? new Float32Array(bytes.buffer, at, p.numel)
+    : new Int32Array(bytes.buffer, at, p.numel);
+}
+
+/** The tensor's elements copied (and converted) out of its storage, following its strides, into one new array. */
+function copyElements(p: Plan, bytes: Uint8Array, bigEndian: boolean): Float32Array | Int32Array {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const { out, get } = elementReader(p, dv, !bigEndian);
+  forEachRow(p, (dst, src, n, step) => {
+    for (let k = 0; k < n; k++) out[dst + k] = get(src + k * step);
+  });
+  return out instanceof Uint32Array ? new Float32Array(out.buffer) : out;
+}
+
+/** Output array and element getter of a copy. */
+interface ElementReader {
+  /** Float32 and bfloat16 go through a Uint32Array holding float32 bits (so NaN payloads survive). */
+  out: Uint32Array | Float32Array | Int32Array;
+  /** Storage element `i`, converted to what `out` holds. */
+  get: (i: number) => number;
+}
+
+/** How to read and convert the storage elements of `p` (its kind) from `dv`, in the file's byte order. */
+function elementReader(p: Plan, dv: DataView, le: boolean): ElementReader {
+  const n = p.numel;
+  switch (p.ref.storage.kind) {
+    case "f32": // copied as bits so that NaN payloads survive
+      return { out: new Uint32Array(n), get: (i) => dv.getUint32(i * 4, le) };
+    case "f64":
+      return { out: new Float32Array(n), get: (i) => dv.getFloat64(i * 8, le) };
+    case "f16": {
+      const table = halfToFloat();
+      return { out: new Float32Array(n), get: (i) => table[dv.getUint16(i * 2, le)] };
+    }
+    case "bf16":
+      return { out: new Uint32Array(n), get: (i) => dv.getUint16(i * 2, le) << 16 };
+    case "i64":
+      return { out: new Int32Array(n), get: int64Getter(p.name, dv, le) };
+    default:
+      return { out: new Int32Array(n), get: smallIntGetter(p.ref.storage.kind, dv, le) };
+  }
+}
+
+/** Reads int64 storage element `i` as int32; a value outside the int32 range is an error naming tensor `name`. */
+function int64Getter(name: string, dv: DataView, le: boolean): (i: number) => number {
+  return (i) => {
+    const lo = dv.getInt32(i * 8 + (le ? 0 : 4), le), hi = dv.getInt32(i * 8 + (le ? 4 : 0), le);
+    if (hi !== lo >> 31) {
+      const v = BigInt.asIntN(64, (BigInt(hi) << 32n) | BigInt(lo >>> 0));
+      throw new FormatError(
+        `tensor ${printable(name)}: int64 value ${v} at storage element ${i} is outside the int32 range`,
+      );
+    }
+    return lo;
+  };
+}
+
+/** Reads an int32, int16, int8, bool or uint8 storage element `i` as a number. */
+function smallIntGetter(kind: Kind, dv: DataView, le: boolean): (i: number) => number {
+  switch (kind) {
+    case "i32":
+      return (i) => dv.getInt32(i * 4, le);
+    case "i16":
+      return (i) => dv.getInt16(i * 2, le);
+    case "i8":
+      return (i) => dv.getInt8(i);
+    case "bool":
+      return (i) => dv.getUint8(i) ? 1 : 0;
+    default:
+      return (i) => dv.getUint8(i);
+  }
+}
+
+/** The tensors the model wants (all but those it expects to be `null`), after checking the expected shapes. */
+function checkExpectedShapes(
   tensors: Map<string, TensorRef>,
-  src: StorageSource,
-  bigEndian: boolean,
-  fileBytes: number,
   options: TorchCheckpointOptions,
-): Promise<Map<string, HostTensor>> {
+): { wanted: [string, TensorRef][]; expectedElems: number } {
   const wanted: [string, TensorRef][] = [];
   const wrong: string[] = [];
   let expectedElems = 0;
@@ -319,6 +336,15 @@ export async function buildTensors(
     const more = wrong.length > 20 ? `, … (${wrong.length} in all)` : "";
     throw new FormatError(`weights do not match the model — wrong shape: ${wrong.slice(0, 20).join(", ")}${more}`);
   }
+  return { wanted, expectedElems };
+}
+
+/** A plan per distinct tensor object, and how many non-empty tensors read each storage. */
+function planTensors(
+  wanted: [string, TensorRef][],
+  src: StorageSource,
+  bigEndian: boolean,
+): { plans: Map<TensorRef, Plan>; uses: Map<string, number> } {
   const plans = new Map<TensorRef, Plan>();
   const uses = new Map<string, number>();
   for (const [name, t] of wanted) {
@@ -327,8 +353,21 @@ export async function buildTensors(
     plans.set(t, p);
     if (p.numel > 0) uses.set(t.storage.key, (uses.get(t.storage.key) ?? 0) + 1);
   }
-  // What loading allocates: each storage read once, plus a new array for each tensor that is not a view.
-  const limit = options.maxBytes ?? SLACK_BYTES + Math.max(FILE_FACTOR * fileBytes, EXPECTED_FACTOR * expectedElems);
+  return { plans, uses };
+}
+
+/**
+ * Refuses a load that would allocate more than its limit: each storage read once, plus a new array for each tensor
+ * that is not a view. The limit is `maxBytes`, or the default bound from the file size and the expected elements.
+ */
+function checkAllocation(
+  plans: Map<TensorRef, Plan>,
+  uses: Map<string, number>,
+  src: StorageSource,
+  limits: { maxBytes?: number; fileBytes: number; expectedElems: number },
+): void {
+  const { maxBytes, fileBytes, expectedElems } = limits;
+  const limit = maxBytes ?? SLACK_BYTES + Math.max(FILE_FACTOR * fileBytes, EXPECTED_FACTOR * expectedElems);
   let total = 0, largest = { bytes: -1, what: "" };
   const add = (bytes: number, what: string) => {
     total += bytes;
@@ -336,27 +375,60 @@ export async function buildTensors(
   };
   for (const key of uses.keys()) add(src.cost(key).bytes, src.cost(key).what);
   for (const p of plans.values()) if (!p.view && p.numel > 0) add(p.numel * 4, `tensor ${printable(p.name)}`);
-  if (total > limit) {
-    const why = options.maxBytes === undefined
-      ? "64 MiB + the larger of 32 × the file size and 12 bytes per expected element"
-      : "maxBytes";
-    throw new FormatError(
-      `loading would allocate ${total} bytes, more than the limit of ${limit} (${why}); ` +
-        `the largest part is ${largest.what} (${largest.bytes} bytes)`,
-    );
-  }
-  const cache = new Map<string, Promise<Uint8Array>>();
-  const storage = async (p: Plan): Promise<Uint8Array> => {
+  if (total <= limit) return;
+  const why = maxBytes === undefined
+    ? "64 MiB + the larger of 32 × the file size and 12 bytes per expected element"
+    : "maxBytes";
+  throw new FormatError(
+    `loading would allocate ${total} bytes, more than the limit of ${limit} (${why}); ` +
+      `the largest part is ${largest.what} (${largest.bytes} bytes)`,
+  );
+}
+
+/** Reads each storage at most once while any tensor still needs it; zip errors name the tensor being read. */
+class StorageCache {
+  readonly #cache = new Map<string, Promise<Uint8Array>>();
+  /** Remembers the source and, per storage key, how many non-empty tensors will still read it. */
+  constructor(readonly src: StorageSource, readonly uses: Map<string, number>) {}
+
+  /** The bytes of the storage of `p` (read on first use). */
+  async bytes(p: Plan): Promise<Uint8Array> {
     const key = p.ref.storage.key;
-    let bytes = cache.get(key);
-    if (!bytes) cache.set(key, bytes = Promise.resolve().then(() => src.read(key)));
+    let bytes = this.#cache.get(key);
+    if (!bytes) this.#cache.set(key, bytes = Promise.resolve().then(() => this.src.read(key)));
     try {
       return await bytes;
     } catch (e) {
       if (e instanceof ZipError) throw new FormatError(`tensor ${printable(p.name)}: ${e.message}`, { cause: e });
       throw e;
     }
-  };
+  }
+
+  /** Notes that `p` has been built; a storage no tensor needs any more is dropped (views keep what they need). */
+  done(p: Plan): void {
+    const key = p.ref.storage.key;
+    const left = (this.uses.get(key) ?? 0) - (p.numel > 0 ? 1 : 0);
+    this.uses.set(key, left);
+    if (left === 0) this.#cache.delete(key);
+  }
+}
+
+/**
+ * Checks every tensor (expected shapes, storage bounds, total allocation) before reading anything, then reads each
+ * storage once and materialises the tensors; tensors that are one object in the checkpoint share one result.
+ * @throws {FormatError} naming the tensor (or storage) and the reason.
+ */
+export async function buildTensors(
+  tensors: Map<string, TensorRef>,
+  src: StorageSource,
+  bigEndian: boolean,
+  fileBytes: number,
+  options: TorchCheckpointOptions,
+): Promise<Map<string, HostTensor>> {
+  const { wanted, expectedElems } = checkExpectedShapes(tensors, options);
+  const { plans, uses } = planTensors(wanted, src, bigEndian);
+  checkAllocation(plans, uses, src, { maxBytes: options.maxBytes, fileBytes, expectedElems });
+  const storages = new StorageCache(src, uses);
   const out = new Map<string, HostTensor>();
   const done = new Map<TensorRef, HostTensor>();
   for (const [name, t] of wanted) {
@@ -366,12 +438,10 @@ export async function buildTensors(
       continue;
     }
     const p = plans.get(t)!;
-    const h = materialize(p, p.numel === 0 ? new Uint8Array(0) : await storage(p), bigEndian);
+    const h = materialize(p, p.numel === 0 ? new Uint8Array(0) : await storages.bytes(p), bigEndian);
     done.set(t, h);
     out.set(name, h);
-    const left = (uses.get(t.storage.key) ?? 0) - (p.numel > 0 ? 1 : 0);
-    uses.set(t.storage.key, left);
-    if (left === 0) cache.delete(t.storage.key); // views keep what they need alive
+    storages.done(p);
   }
   return out;
 }
