@@ -97,9 +97,10 @@ export function numericGrad(
   for (let j = 0; j < num.length; j++) {
     const orig = base[k][j];
     base[k][j] = orig + eps;
-    const yp = ref(base);
+    // Copies: a reference may return (a view of) its input.
+    const yp = Float64Array.from(ref(base));
     base[k][j] = orig - eps;
-    const ym = ref(base);
+    const ym = Float64Array.from(ref(base));
     base[k][j] = orig;
     assert.equal(yp.length, w.length, `reference gives ${yp.length} outputs, the op ${w.length}`);
     let s = 0;

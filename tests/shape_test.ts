@@ -1,5 +1,5 @@
-import { assert, assertClose, coords, gradCheck, randArray, ready, strides } from "./helpers.ts";
-import { noGrad, readAll, type Tensor, tensor } from "../engine/tensor.ts";
+import { assert, assertClose, checkOp, coords, randArray, ready, strides } from "./helpers.ts";
+import { readAll, type Tensor, tensor } from "../engine/tensor.ts";
 import { backward } from "../engine/autograd.ts";
 import { mul } from "../engine/ops/elementwise.ts";
 import {
@@ -62,6 +62,8 @@ const f32 = (a: Float64Array) => Float32Array.from(a);
 /** Random data that is exactly representable in f32, so copies compare bit-exactly. */
 const rand32 = (n: number, seed: number) => Float64Array.from(f32(randArray(n, seed)));
 const X357 = rand32(105, 7);
+/** Copies must be bit-exact. */
+const EXACT = { atol: 0, rtol: 0 };
 
 // ------------------------------------------------------------------ views
 
@@ -86,11 +88,11 @@ Deno.test("reshape/flatten/unsqueeze/squeeze share storage and infer -1", async 
     assert.equal(t.storage, x.storage);
   }
   assertClose(await cases[0][0].toArray(), X357, 0, 0);
-  await gradCheck(([t]) => reshape(t, [7, -1, 3]), ([a]) => a.slice(), [{ data: X357, shape: [3, 5, 7] }]);
-  await gradCheck(([t]) => squeeze(unsqueeze(flatten(t, 1), 1)), ([a]) => a.slice(), [{
-    data: X357,
-    shape: [3, 5, 7],
-  }]);
+});
+
+Deno.test("reshape and flatten/unsqueeze/squeeze chains: forward and backward", async () => {
+  await checkOp((t) => reshape(t, [7, -1, 3]), (a) => a, [[3, 5, 7]], { ...EXACT, shape: [7, 5, 3] });
+  await checkOp((t) => squeeze(unsqueeze(flatten(t, 1), 1)), (a) => a, [[3, 5, 7]], { ...EXACT, shape: [3, 35] });
 });
 
 Deno.test("reshape rejects size mismatches and bad -1 usage", async () => {
@@ -107,31 +109,29 @@ Deno.test("reshape rejects size mismatches and bad -1 usage", async () => {
 const PERMS = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
 
 for (const perm of PERMS) {
-  Deno.test(`permute [3,5,7] by [${perm}]: forward and backward`, async () => {
-    await ready;
-    const y = noGrad(() => permute(tensor(f32(X357), [3, 5, 7]), perm));
-    assert.deepEqual([...y.shape], perm.map((d) => [3, 5, 7][d]));
-    assertClose(await y.toArray(), permuteRef(X357, [3, 5, 7], perm), 0, 0);
-    await gradCheck(([t]) => permute(t, perm), ([a]) => permuteRef(a, [3, 5, 7], perm), [{
-      data: X357,
-      shape: [3, 5, 7],
-    }]);
-  });
+  Deno.test(`permute [3,5,7] by [${perm}]: forward and backward`, () =>
+    checkOp((t) => permute(t, perm), (a) => permuteRef(a, [3, 5, 7], perm), [[3, 5, 7]], {
+      ...EXACT,
+      shape: perm.map((d) => [3, 5, 7][d]),
+    }));
 }
 
-Deno.test("permute 4-D/5-D with mergeable and size-1 dims, negative dims, transpose", async () => {
-  await ready;
-  const shape = [2, 3, 1, 4, 5];
-  const x = rand32(prod(shape), 3);
-  for (const perm of [[0, 3, 4, 1, 2], [4, 2, 3, 0, 1], [2, 0, 1, 3, 4], [1, 0, 3, 4, 2]]) {
-    const y = permute(tensor(f32(x), shape), perm.map((d) => d - 5));
-    assertClose(await y.toArray(), permuteRef(x, shape, perm), 0, 0, `perm ${perm}`);
-  }
-  const t = transpose(tensor(f32(x), shape), 1, -1);
-  assert.deepEqual([...t.shape], [2, 5, 1, 4, 3]);
-  assertClose(await t.toArray(), permuteRef(x, shape, [0, 4, 2, 3, 1]), 0, 0);
-  await gradCheck(([a]) => transpose(a, 0, 3), ([a]) => permuteRef(a, shape, [3, 1, 2, 0, 4]), [{ data: x, shape }]);
-});
+// 4-D/5-D with mergeable and size-1 dims, given as negative dims; transpose.
+const S5 = [2, 3, 1, 4, 5];
+for (const perm of [[0, 3, 4, 1, 2], [4, 2, 3, 0, 1], [2, 0, 1, 3, 4], [1, 0, 3, 4, 2]]) {
+  Deno.test(`permute [${S5}] by [${perm.map((d) => d - 5)}]: forward and backward`, () =>
+    checkOp((t) => permute(t, perm.map((d) => d - 5)), (a) => permuteRef(a, S5, perm), [S5], {
+      ...EXACT,
+      shape: perm.map((d) => S5[d]),
+    }));
+}
+for (const [d0, d1, perm] of [[1, -1, [0, 4, 2, 3, 1]], [0, 3, [3, 1, 2, 0, 4]]] as const) {
+  Deno.test(`transpose [${S5}] dims ${d0} and ${d1}: forward and backward`, () =>
+    checkOp((t) => transpose(t, d0, d1), (a) => permuteRef(a, S5, [...perm]), [S5], {
+      ...EXACT,
+      shape: perm.map((d) => S5[d]),
+    }));
+}
 
 Deno.test("permute errors: bad permutation, wrong length, out of range, > 8 strided dims", async () => {
   await ready;
@@ -151,17 +151,14 @@ Deno.test("permute errors: bad permutation, wrong length, out of range, > 8 stri
 const SLICES: [number, number, number | undefined][] = [[0, -2, undefined], [1, 1, -1], [2, -5, 6], [-1, 0, 3]];
 
 for (const [axis, s, e] of SLICES) {
-  Deno.test(`slice [3,5,7] axis ${axis} [${s}, ${e}): forward and backward`, async () => {
-    await ready;
-    const ax = axis < 0 ? axis + 3 : axis;
-    const n = [3, 5, 7][ax];
-    const s0 = s < 0 ? s + n : s, e0 = e === undefined ? n : e < 0 ? e + n : e;
-    const ref = (a: Float64Array) => sliceRef(a, [3, 5, 7], ax, s0, e0);
-    const y = noGrad(() => slice(tensor(f32(X357), [3, 5, 7]), axis, s, e));
-    assert.equal(y.shape[ax], e0 - s0);
-    assertClose(await y.toArray(), ref(X357), 0, 0);
-    await gradCheck(([t]) => slice(t, axis, s, e), ([a]) => ref(a), [{ data: X357, shape: [3, 5, 7] }]);
-  });
+  const ax = axis < 0 ? axis + 3 : axis;
+  const n = [3, 5, 7][ax];
+  const s0 = s < 0 ? s + n : s, e0 = e === undefined ? n : e < 0 ? e + n : e;
+  Deno.test(`slice [3,5,7] axis ${axis} [${s}, ${e}): forward and backward`, () =>
+    checkOp((t) => slice(t, axis, s, e), (a) => sliceRef(a, [3, 5, 7], ax, s0, e0), [[3, 5, 7]], {
+      ...EXACT,
+      shape: [3, 5, 7].map((d, i) => i === ax ? e0 - s0 : d),
+    }));
 }
 
 Deno.test("slice errors and empty slices", async () => {
@@ -175,18 +172,23 @@ Deno.test("slice errors and empty slices", async () => {
   assert.deepEqual([...narrow(x, 2, -3, 2).shape], [3, 5, 2]);
 });
 
-Deno.test("concat of 3 tensors on the middle axis: forward and backward", async () => {
-  await ready;
+Deno.test("concat of 3 tensors on the middle axis (as 1 and -2), and on the last: forward and backward", async () => {
   const shapes = [[3, 2, 4], [3, 5, 4], [3, 1, 4]];
-  const data = shapes.map((s, i) => rand32(prod(s), 20 + i));
-  const y = noGrad(() => concat(data.map((d, i) => tensor(f32(d), shapes[i])), 1));
-  assert.deepEqual([...y.shape], [3, 8, 4]);
-  assertClose(await y.toArray(), concatRef(data, shapes, 1), 0, 0);
-  const inputs = data.map((d, i) => ({ data: d, shape: shapes[i] }));
-  await gradCheck((ts) => concat(ts, -2), (as) => concatRef(as, shapes, 1), inputs);
-  // axis 0 and last, only some inputs needing gradients
-  const z = concat([tensor(f32(data[0]), [3, 2, 4]), tensor(f32(data[0]), [3, 2, 4])], -1);
-  assertClose(await z.toArray(), concatRef([data[0], data[0]], [[3, 2, 4], [3, 2, 4]], 2), 0, 0);
+  for (const axis of [1, -2]) {
+    await checkOp((...ts) => concat(ts, axis), (...as) => concatRef(as, shapes, 1), shapes, {
+      ...EXACT,
+      shape: [3, 8, 4],
+      seed: 20,
+    });
+  }
+  await checkOp((a, b) => concat([a, b], -1), (a, b) => concatRef([a, b], [shapes[0], shapes[0]], 2), [
+    shapes[0],
+    shapes[0],
+  ], { ...EXACT, shape: [3, 2, 8] });
+});
+
+Deno.test("concat on axis 0 with only some inputs needing gradients (one input twice)", async () => {
+  await ready;
   const a = tensor([1, 2, 3, 4], [2, 2]).requireGrad();
   const b = tensor([5, 6], [1, 2]);
   const c = concat([b, a, b], 0);
@@ -220,16 +222,15 @@ Deno.test("split, stack and narrow round trip", async () => {
   assert.deepEqual([...s.shape], [1, 2, 5, 7]);
   const [sv] = await readAll([s]);
   assertClose(sv, [...X357.slice(0, 35), ...X357.slice(70)], 0, 0);
-  await gradCheck(
-    ([a, b]) => mul(stack([a, b], -1), unsqueeze(concat(split(b, 1, 0), 0), -1)),
-    ([a, b]) => {
-      const out = new Float64Array(12);
-      for (let i = 0; i < 6; i++) for (let k = 0; k < 2; k++) out[i * 2 + k] = (k ? b[i] : a[i]) * b[i];
-      return out;
-    },
-    [{ data: randArray(6, 1), shape: [2, 3] }, { data: randArray(6, 2), shape: [2, 3] }],
-  );
 });
+
+Deno.test("stack and split inside a product: forward and backward", () =>
+  checkOp(
+    (a, b) => mul(stack([a, b], -1), unsqueeze(concat(split(b, 1, 0), 0), -1)),
+    (a, b) => Float64Array.from({ length: 12 }, (_, j) => (j % 2 ? b : a)[j >> 1] * b[j >> 1]),
+    [[2, 3], [2, 3]],
+    { shape: [2, 3, 2] },
+  ));
 
 Deno.test("i32 tensors round-trip exactly through reshape/permute/slice/concat", async () => {
   await ready;
