@@ -3,7 +3,8 @@
  * @module
  */
 
-import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "../formats/safetensors.ts";
+import type { HostTensor } from "../formats/host_tensor.ts";
+import { readSafetensors, writeHostTensors } from "../formats/safetensors.ts";
 import { readAll, type Tensor, tensor } from "./tensor.ts";
 
 /** Reads a `.safetensors` file into GPU tensors (F16/BF16/F64 become f32; integer types i32). */
@@ -12,6 +13,15 @@ export async function loadSafetensors(path: string | URL): Promise<Map<string, T
   const out = new Map<string, Tensor>();
   for (const [name, h] of tensors) out.set(name, tensor(h.data, h.shape, h.dtype));
   return out;
+}
+
+/** Copies GPU tensors to host memory, in the given order (one GPU readback). */
+export async function readHostTensors(
+  tensors: Map<string, Tensor> | Record<string, Tensor>,
+): Promise<Map<string, HostTensor>> {
+  const entries = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
+  const data = await readAll(entries.map(([, t]) => t));
+  return new Map(entries.map(([name, t], i) => [name, { dtype: t.dtype, shape: [...t.shape], data: data[i] }]));
 }
 
 /**
@@ -23,15 +33,6 @@ export async function saveSafetensors(
   path: string | URL,
   options: { metadata?: Record<string, string>; dtype?: "F32" | "F16" } = {},
 ): Promise<void> {
-  const entries = tensors instanceof Map ? [...tensors] : Object.entries(tensors);
-  const data = await readAll(entries.map(([, t]) => t));
-  const out: Record<string, SafetensorsWriteTensor> = {};
-  entries.forEach(([name, t], i) => {
-    out[name] = {
-      dtype: t.dtype === "i32" ? "I32" : options.dtype ?? "F32",
-      shape: [...t.shape],
-      data: data[i],
-    };
-  });
-  await writeSafetensors(path, out, options.metadata);
+  const host = await readHostTensors(tensors);
+  await writeHostTensors(path, host, { metadata: options.metadata, floatDtype: options.dtype });
 }

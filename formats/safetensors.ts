@@ -40,6 +40,8 @@ export {
   type SafetensorsWriteDtype,
   type SafetensorsWriteTensor,
   serializeSafetensors,
+  writeHostTensors,
+  type WriteHostTensorsOptions,
   writeSafetensors,
 } from "./safetensors_write.ts";
 

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { shapeSize } from "./host_tensor.ts";
+import { type HostTensor, shapeSize } from "./host_tensor.ts";
 import { writeFileAtomic } from "./fs_atomic.ts";
 import { float32ToBfloat16Bits, float32ToFloat16Bits } from "./float16.ts";
 import {
@@ -151,4 +151,31 @@ export async function writeSafetensors(
   } catch (err) {
     throw new SafetensorsError(file, `cannot write file (${(err as Error)?.message ?? err})`, { cause: err });
   }
+}
+
+/** Options of {@linkcode writeHostTensors}. */
+export interface WriteHostTensorsOptions {
+  /** The `__metadata__` string map. */
+  metadata?: Record<string, string>;
+  /** Dtype f32 tensors are stored as (default F32); i32 tensors are always stored as I32. */
+  floatDtype?: "F32" | "F16" | "BF16";
+}
+
+/**
+ * Writes host tensors as a safetensors file, atomically (see {@linkcode writeSafetensors}): f32 tensors as
+ * `options.floatDtype`, i32 tensors as I32.
+ * @param path Destination file path or `file:` URL.
+ * @param tensors Tensors by name.
+ * @param options Metadata and the stored float dtype.
+ */
+export async function writeHostTensors(
+  path: string | URL,
+  tensors: Map<string, HostTensor>,
+  options: WriteHostTensorsOptions = {},
+): Promise<void> {
+  const out = new Map<string, SafetensorsWriteTensor>();
+  for (const [name, t] of tensors) {
+    out.set(name, { dtype: t.dtype === "i32" ? "I32" : options.floatDtype ?? "F32", shape: t.shape, data: t.data });
+  }
+  await writeSafetensors(path, out, options.metadata);
 }

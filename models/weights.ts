@@ -7,8 +7,8 @@
 
 import { type HostTensor, shapeSize } from "../formats/host_tensor.ts";
 import { readModelFolder } from "../formats/model_folder.ts";
-import { saveSafetensors } from "../engine/io.ts";
-import { keep, readAll, type Tensor, tensor } from "../engine/tensor.ts";
+import { readHostTensors, saveSafetensors } from "../engine/io.ts";
+import { keep, type Tensor, tensor } from "../engine/tensor.ts";
 import { mulberry32 } from "../engine/random.ts";
 
 /** Weights read from a folder, with the file they came from (for error messages). */
@@ -129,9 +129,7 @@ export function randomParams(spec: ParamSpec, seed: number, std = 0.02): Map<str
 
 /** Reads parameters back to the host (one GPU round trip). */
 export async function downloadParams(params: Map<string, Tensor>): Promise<Map<string, HostTensor>> {
-  const names = [...params.keys()];
-  const data = await readAll(names.map((n) => params.get(n)!));
-  return new Map(names.map((n, i) => [n, { dtype: "f32", shape: [...params.get(n)!.shape], data: data[i] }]));
+  return await readHostTensors(params);
 }
 
 /** Writes parameters as `model.safetensors` with metadata `{"format":"pt"}` (atomically; one GPU readback). */
