@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { loadPrompts } from "./app/prompts.ts";
-import { type RLHFOptions, runRLHF } from "./app/rlhf.ts";
+import { type RLHFOptions, type RLHFResult, runRLHF } from "./app/rlhf.ts";
 import { firstLastMean } from "./app/report.ts";
 import { MAX_SEED, ppoConfig, type PPOConfigInput } from "./ppo/config.ts";
 import { EMBEDDED_TITLE, replacesDemoRun } from "./app/demo_run.ts";
@@ -87,59 +87,67 @@ function fail(msg: string): never {
   Deno.exit(1);
 }
 
-function num(v: string | undefined, name: string, int: boolean, min: number, max = Infinity): number | undefined {
-  if (v === undefined) return undefined;
-  const x = Number(v);
-  if (v.trim() === "" || !Number.isFinite(x) || (int && !Number.isInteger(x)) || x < min || x > max) {
+/** A numeric flag's value (undefined when not given); exits unless it is a number (an integer if `int`) in range. */
+function numericFlag(
+  value: string | undefined,
+  name: string,
+  int: boolean,
+  min: number,
+  max = Infinity,
+): number | undefined {
+  if (value === undefined) return undefined;
+  const x = Number(value);
+  if (value.trim() === "" || !Number.isFinite(x) || (int && !Number.isInteger(x)) || x < min || x > max) {
     const range = max === Infinity ? `≥ ${min}` : `in [${min}, ${max}]`;
-    fail(`--${name} must be ${int ? "an integer" : "a number"} ${range} (got "${printable(v, 40)}")`);
+    fail(`--${name} must be ${int ? "an integer" : "a number"} ${range} (got "${printable(value, 40)}")`);
   }
   return x;
 }
 
-async function main(): Promise<void> {
-  let flags;
+/** train.ts's flags, as `parseArgs` takes them. */
+const FLAG_OPTIONS = {
+  policy: { type: "string" },
+  reward: { type: "string" },
+  "reward-label": { type: "string" },
+  "reward-kind": { type: "string" },
+  "score-with-query": { type: "boolean" },
+  prompts: { type: "string" },
+  steps: { type: "string" },
+  "batch-size": { type: "string" },
+  "mini-batch-size": { type: "string" },
+  "ppo-epochs": { type: "string" },
+  lr: { type: "string" },
+  "kl-coef": { type: "string" },
+  "no-adaptive-kl": { type: "boolean" },
+  "max-new-tokens": { type: "string" },
+  "min-new-tokens": { type: "string" },
+  temperature: { type: "string" },
+  seed: { type: "string" },
+  config: { type: "string" },
+  out: { type: "string" },
+  "save-every": { type: "string" },
+  "save-total-limit": { type: "string" },
+  "suppress-tokens": { type: "string" },
+  resume: { type: "boolean" },
+  overwrite: { type: "boolean" },
+  "force-rebuild": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** Parses the command line (exits with the usage line on an unknown flag or a missing value). */
+function parseFlags(args: string[]) {
   try {
-    flags = parseArgs({
-      args: Deno.args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        policy: { type: "string" },
-        reward: { type: "string" },
-        "reward-label": { type: "string" },
-        "reward-kind": { type: "string" },
-        "score-with-query": { type: "boolean" },
-        prompts: { type: "string" },
-        steps: { type: "string" },
-        "batch-size": { type: "string" },
-        "mini-batch-size": { type: "string" },
-        "ppo-epochs": { type: "string" },
-        lr: { type: "string" },
-        "kl-coef": { type: "string" },
-        "no-adaptive-kl": { type: "boolean" },
-        "max-new-tokens": { type: "string" },
-        "min-new-tokens": { type: "string" },
-        temperature: { type: "string" },
-        seed: { type: "string" },
-        config: { type: "string" },
-        out: { type: "string" },
-        "save-every": { type: "string" },
-        "save-total-limit": { type: "string" },
-        "suppress-tokens": { type: "string" },
-        resume: { type: "boolean" },
-        overwrite: { type: "boolean" },
-        "force-rebuild": { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-    }).values;
+    return parseArgs({ args, strict: true, allowPositionals: false, options: FLAG_OPTIONS }).values;
   } catch (e) {
     fail(`${(e as Error).message}\n${HELP.split("\n")[0]} (see --help)`);
   }
-  if (flags.help) {
-    console.log(HELP);
-    return;
-  }
+}
+
+/** The parsed flags. */
+type Flags = ReturnType<typeof parseFlags>;
+
+/** The user's data (policy, reward, prompts), or none of them for the embedded default (returns true then). */
+function checkFlagCombinations(flags: Flags): boolean {
   const embedded = !flags.policy && !flags.reward && !flags.prompts;
   if (!embedded && (!flags.policy || !flags.reward || !flags.prompts)) {
     fail("--policy, --reward and --prompts go together (or give none of them for the embedded default)");
@@ -149,57 +157,76 @@ async function main(): Promise<void> {
       "--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite replaces it",
     );
   }
-  const kind = flags["reward-kind"] ?? "prob";
+  return embedded;
+}
+
+/** --reward-kind: "prob" (default) or "logit". */
+function rewardKindFlag(value: string | undefined): "prob" | "logit" {
+  const kind = value ?? "prob";
   if (kind !== "prob" && kind !== "logit") fail(`--reward-kind must be prob or logit (got "${kind}")`);
-  const path = (flag: string, value: string | undefined) => {
-    if (value === undefined) return undefined;
-    if (value.trim() === "") fail(`--${flag} needs a path (got "")`);
-    return resolveUserPath(value);
-  };
-  const policyFlag = path("policy", flags.policy), rewardFlag = path("reward", flags.reward);
-  const promptsFlag = path("prompts", flags.prompts), configFile = path("config", flags.config);
-  let suppressItems: string[] | undefined;
+  return kind;
+}
+
+/** --suppress-tokens split into its entries ("none": [], not given: undefined); exits on a malformed list. */
+function suppressTokensFlag(value: string | undefined): string[] | undefined {
   try {
-    suppressItems = parseSuppressTokens(flags["suppress-tokens"]);
+    return parseSuppressTokens(value);
   } catch (e) {
     fail((e as Error).message);
   }
-  const extra: PPOConfigInput = {};
-  if (configFile) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(await Deno.readTextFile(configFile));
-    } catch (e) {
-      fail(`--config ${configFile}: ${printable((e as Error).message)}`);
-    }
-    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-      fail(`--config ${configFile}: must hold a JSON object of PPOConfig fields (got ${printable(String(parsed))})`);
-    }
-    // TRL's snake_case names, so that a camelCase key replaces the flag's value rather than doubling it.
-    for (const [key, value] of Object.entries(parsed as Record<string, unknown>)) {
-      const field = key.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
-      if (Object.hasOwn(extra, field)) fail(`--config ${configFile}: "${printable(field, 60)}" is given twice`);
-      Object.defineProperty(extra, field, { value, enumerable: true, writable: true, configurable: true });
-    }
+}
+
+/** A path flag's value made absolute (undefined when not given; exits when empty). */
+function pathFlag(flag: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (value.trim() === "") fail(`--${flag} needs a path (got "")`);
+  return resolveUserPath(value);
+}
+
+/** The PPOConfig fields of a --config file, keyed by TRL's snake_case names. */
+async function readConfigFile(configFile: string): Promise<PPOConfigInput> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await Deno.readTextFile(configFile));
+  } catch (e) {
+    fail(`--config ${configFile}: ${printable((e as Error).message)}`);
   }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    fail(`--config ${configFile}: must hold a JSON object of PPOConfig fields (got ${printable(String(parsed))})`);
+  }
+  const fields: PPOConfigInput = {};
+  // TRL's snake_case names, so that a camelCase key replaces the flag's value rather than doubling it.
+  for (const [key, value] of Object.entries(parsed as Record<string, unknown>)) {
+    const field = key.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
+    if (Object.hasOwn(fields, field)) fail(`--config ${configFile}: "${printable(field, 60)}" is given twice`);
+    Object.defineProperty(fields, field, { value, enumerable: true, writable: true, configurable: true });
+  }
+  return fields;
+}
+
+/**
+ * The PPO configuration from the flags, their defaults (the embedded default's where they differ) and the --config
+ * fields, which win; validated here (exits with a message naming the flag or the --config field).
+ */
+function ppoSettings(flags: Flags, embedded: boolean, fromFile: PPOConfigInput, configFile?: string): PPOConfigInput {
   // Fields --config sets are named as there; the others by the flag that set them (or its default).
-  const fromConfig = new Set(Object.keys(extra));
-  const miniFlag = num(flags["mini-batch-size"], "mini-batch-size", true, 1);
-  const forwardGiven = extra.forward_batch_size !== undefined && extra.forward_batch_size !== null;
-  if (forwardGiven && miniFlag === undefined) fromConfig.add("mini_batch_size");
+  const fromConfig = new Set(Object.keys(fromFile));
+  const miniBatchFlag = numericFlag(flags["mini-batch-size"], "mini-batch-size", true, 1);
+  const forwardGiven = fromFile.forward_batch_size !== undefined && fromFile.forward_batch_size !== null;
+  if (forwardGiven && miniBatchFlag === undefined) fromConfig.add("mini_batch_size");
   const flagNames = Object.fromEntries(Object.entries(PPO_FLAGS).filter(([field]) => !fromConfig.has(field)));
-  const seed = num(flags.seed, "seed", true, 0, MAX_SEED) ?? 0;
+  const seed = numericFlag(flags.seed, "seed", true, 0, MAX_SEED) ?? 0;
   const ppo: PPOConfigInput = {
-    learning_rate: num(flags.lr, "lr", false, 0) ?? (embedded ? 1e-3 : 1.41e-5),
-    batch_size: num(flags["batch-size"], "batch-size", true, 1) ?? 16,
+    learning_rate: numericFlag(flags.lr, "lr", false, 0) ?? (embedded ? 1e-3 : 1.41e-5),
+    batch_size: numericFlag(flags["batch-size"], "batch-size", true, 1) ?? 16,
     // TRL's deprecated forward_batch_size in --config sets the mini-batch size unless --mini-batch-size is given.
-    mini_batch_size: miniFlag ?? (forwardGiven ? undefined : 4),
-    ppo_epochs: num(flags["ppo-epochs"], "ppo-epochs", true, 1) ?? 4,
-    init_kl_coef: num(flags["kl-coef"], "kl-coef", false, 0) ?? (embedded ? 0.05 : 0.2),
+    mini_batch_size: miniBatchFlag ?? (forwardGiven ? undefined : 4),
+    ppo_epochs: numericFlag(flags["ppo-epochs"], "ppo-epochs", true, 1) ?? 4,
+    init_kl_coef: numericFlag(flags["kl-coef"], "kl-coef", false, 0) ?? (embedded ? 0.05 : 0.2),
     adap_kl_ctrl: !flags["no-adaptive-kl"],
-    temperature: num(flags.temperature, "temperature", false, 1e-6) ?? 1,
+    temperature: numericFlag(flags.temperature, "temperature", false, 1e-6) ?? 1,
     seed,
-    ...extra,
+    ...fromFile,
   };
   try {
     ppoConfig(ppo); // validate before any data or model work
@@ -207,82 +234,141 @@ async function main(): Promise<void> {
     const message = withFlagNames((e as Error).message.replace(/^ppoConfig: /, ""), flagNames);
     fail(`${message}${configFile ? ` (settings from the flags and --config ${configFile})` : ""}`);
   }
-  const steps = num(flags.steps, "steps", true, 1) ?? (embedded ? 30 : 20);
-  const maxNewTokens = num(flags["max-new-tokens"], "max-new-tokens", true, 1) ?? (embedded ? 12 : 24);
-  const minNewTokens = num(flags["min-new-tokens"], "min-new-tokens", true, 0) ?? 1;
+  return ppo;
+}
+
+/** Steps, response lengths and checkpointing from the flags (the embedded default's defaults where they differ). */
+function runLengths(flags: Flags, embedded: boolean) {
+  const steps = numericFlag(flags.steps, "steps", true, 1) ?? (embedded ? 30 : 20);
+  const maxNewTokens = numericFlag(flags["max-new-tokens"], "max-new-tokens", true, 1) ?? (embedded ? 12 : 24);
+  const minNewTokens = numericFlag(flags["min-new-tokens"], "min-new-tokens", true, 0) ?? 1;
   if (minNewTokens > maxNewTokens) {
     const max = flags["max-new-tokens"] === undefined ? "the default --max-new-tokens" : "--max-new-tokens";
     fail(`--min-new-tokens (${minNewTokens}) must not exceed ${max} (${maxNewTokens})`);
   }
-  const saveEvery = num(flags["save-every"], "save-every", true, 1) ?? 10;
-  const saveTotalLimit = num(flags["save-total-limit"], "save-total-limit", true, 0) ?? 0;
-  // Not given: runs/ppo in the working directory (the project root under `deno task train`), as an absolute path.
-  const outDir = path("out", flags.out) ?? resolve(Deno.cwd(), "runs/ppo");
-  let policyDir: string, rewardDir: string, prompts: string[];
-  if (embedded) {
-    console.error(
-      "train.ts: no --policy/--reward/--prompts: running the embedded default — builds a small English GPT-2 and " +
-        `a sentiment classifier from npm data (cached for later runs), then ${steps} PPO steps`,
-    );
-    const { prepareDefault } = await import("./app/demo/mod.ts");
-    const d = await prepareDefault({ force: Boolean(flags["force-rebuild"]) });
-    ({ policyDir, rewardDir, prompts } = d);
-  } else {
-    for (const [flag, dir] of [["--policy", policyFlag!], ["--reward", rewardFlag!]]) {
-      const ok = await Deno.stat(dir).then((s) => s.isDirectory).catch(() => false);
-      if (!ok) fail(`${flag} ${dir}: no such folder`);
-    }
-    policyDir = policyFlag!;
-    rewardDir = rewardFlag!;
-    if (suppressItems?.length) await suppressIds(suppressItems, policyDir); // a typo stops before the prompts load
-    const set = await loadPrompts(promptsFlag!).catch((e) => fail((e as Error).message));
-    for (const s of set.skipped.slice(0, 20)) console.error(`${promptsFlag}:${s.line}: skipped: ${s.reason}`);
-    if (set.skipped.length > 20) console.error(`… ${set.skipped.length - 20} more lines skipped`);
-    prompts = set.prompts;
-    console.error(`prompts: ${prompts.length} from ${promptsFlag} (${set.format})`);
+  const saveEvery = numericFlag(flags["save-every"], "save-every", true, 1) ?? 10;
+  const saveTotalLimit = numericFlag(flags["save-total-limit"], "save-total-limit", true, 0) ?? 0;
+  return { steps, maxNewTokens, minNewTokens, saveEvery, saveTotalLimit };
+}
+
+/** Policy and reward folders and the prompt texts of a run. */
+interface RunData {
+  policyDir: string;
+  rewardDir: string;
+  prompts: string[];
+}
+
+/** The embedded default's small models and prompts, built (or taken from the cache) first. */
+async function embeddedData(steps: number, forceRebuild: boolean): Promise<RunData> {
+  console.error(
+    "train.ts: no --policy/--reward/--prompts: running the embedded default — builds a small English GPT-2 and " +
+      `a sentiment classifier from npm data (cached for later runs), then ${steps} PPO steps`,
+  );
+  const { prepareDefault } = await import("./app/demo/mod.ts");
+  const { policyDir, rewardDir, prompts } = await prepareDefault({ force: forceRebuild });
+  return { policyDir, rewardDir, prompts };
+}
+
+/** The user's folders (checked) and prompt file (skipped lines reported); --suppress-tokens checked first. */
+async function userData(
+  policyDir: string,
+  rewardDir: string,
+  promptsFile: string,
+  suppressItems: string[] | undefined,
+): Promise<RunData> {
+  for (const [flag, dir] of [["--policy", policyDir], ["--reward", rewardDir]]) {
+    const ok = await Deno.stat(dir).then((s) => s.isDirectory).catch(() => false);
+    if (!ok) fail(`${flag} ${dir}: no such folder`);
   }
-  // Absent: runRLHF suppresses the tokenizer's default (and says so).
-  const suppressTokens = suppressItems === undefined ? undefined : await suppressIds(suppressItems, policyDir);
-  let overwrite = Boolean(flags.overwrite);
+  if (suppressItems?.length) await suppressIds(suppressItems, policyDir); // a typo stops before the prompts load
+  const set = await loadPrompts(promptsFile).catch((e) => fail((e as Error).message));
+  for (const skipped of set.skipped.slice(0, 20)) {
+    console.error(`${promptsFile}:${skipped.line}: skipped: ${skipped.reason}`);
+  }
+  if (set.skipped.length > 20) console.error(`… ${set.skipped.length - 20} more lines skipped`);
+  console.error(`prompts: ${set.prompts.length} from ${promptsFile} (${set.format})`);
+  return { policyDir, rewardDir, prompts: set.prompts };
+}
+
+/** Whether to replace the run in `outDir`: --overwrite, or the embedded default replacing its own previous run. */
+async function overwriteOutDir(flags: Flags, embedded: boolean, outDir: string): Promise<boolean> {
+  const overwrite = Boolean(flags.overwrite);
   const given = { embedded, outGiven: flags.out !== undefined, resume: Boolean(flags.resume), overwrite };
   if (await replacesDemoRun(outDir, given)) {
     console.error(`train.ts: replacing the previous run of the embedded default in ${outDir}`);
-    overwrite = true;
+    return true;
   }
-  const options: RLHFOptions = {
-    policyDir,
-    rewardDir,
-    prompts,
+  return overwrite;
+}
+
+/** The closing line: steps, time, the reward mean's first and last fifth, and the report's path. */
+function logResult(result: RLHFResult, seconds: number): void {
+  const fifth = Math.max(1, Math.floor(result.metrics.length / 5));
+  const reward = firstLastMean(result.metrics, "env/reward_mean", fifth);
+  console.error(
+    `${result.interrupted ? "stopped" : "done"}: ${result.step} steps in ` +
+      `${seconds.toFixed(1)} s; reward mean ` +
+      `${reward.first.toFixed(4)} (first ${reward.n} steps) → ${reward.last.toFixed(4)} (last ${reward.n} steps); ` +
+      `report: ${result.report}`,
+  );
+}
+
+/** Builds the run's options from the flags (exits with a message on any bad flag or input). */
+async function runOptions(flags: Flags): Promise<RLHFOptions> {
+  const embedded = checkFlagCombinations(flags);
+  const rewardKind = rewardKindFlag(flags["reward-kind"]);
+  const policyFlag = pathFlag("policy", flags.policy), rewardFlag = pathFlag("reward", flags.reward);
+  const promptsFlag = pathFlag("prompts", flags.prompts), configFile = pathFlag("config", flags.config);
+  const suppressItems = suppressTokensFlag(flags["suppress-tokens"]);
+  const fromFile = configFile ? await readConfigFile(configFile) : {};
+  const ppo = ppoSettings(flags, embedded, fromFile, configFile);
+  const lengths = runLengths(flags, embedded);
+  // Not given: runs/ppo in the working directory (the project root under `deno task train`), as an absolute path.
+  const outDir = pathFlag("out", flags.out) ?? resolve(Deno.cwd(), "runs/ppo");
+  const data = embedded
+    ? await embeddedData(lengths.steps, Boolean(flags["force-rebuild"]))
+    : await userData(policyFlag!, rewardFlag!, promptsFlag!, suppressItems);
+  // Absent: runRLHF suppresses the tokenizer's default (and says so).
+  const suppressTokens = suppressItems === undefined ? undefined : await suppressIds(suppressItems, data.policyDir);
+  const overwrite = await overwriteOutDir(flags, embedded, outDir);
+  // In this order (run.json lists them so).
+  return {
+    policyDir: data.policyDir,
+    rewardDir: data.rewardDir,
+    prompts: data.prompts,
     rewardLabel: flags["reward-label"] ?? "positive",
-    rewardKind: kind,
+    rewardKind,
     scoreWithQuery: Boolean(flags["score-with-query"]),
-    steps,
+    steps: lengths.steps,
     ppo,
-    maxNewTokens,
-    minNewTokens,
+    maxNewTokens: lengths.maxNewTokens,
+    minNewTokens: lengths.minNewTokens,
     suppressTokens,
     outDir,
     resume: Boolean(flags.resume),
     overwrite,
-    saveEvery,
-    saveTotalLimit,
+    saveEvery: lengths.saveEvery,
+    saveTotalLimit: lengths.saveTotalLimit,
     // A user's run: runRLHF titles the report after the policy and reward folders.
     title: embedded ? EMBEDDED_TITLE : undefined,
   };
-  const t0 = performance.now();
+}
+
+async function main(): Promise<void> {
+  const flags = parseFlags(Deno.args);
+  if (flags.help) {
+    console.log(HELP);
+    return;
+  }
+  const options = await runOptions(flags);
+  const startedAt = performance.now();
   let result;
   try {
     result = await runRLHF(options);
   } catch (e) {
     fail((e as Error).message);
   }
-  const fl = firstLastMean(result.metrics, "env/reward_mean", Math.max(1, Math.floor(result.metrics.length / 5)));
-  console.error(
-    `${result.interrupted ? "stopped" : "done"}: ${result.step} steps in ` +
-      `${((performance.now() - t0) / 1000).toFixed(1)} s; reward mean ` +
-      `${fl.first.toFixed(4)} (first ${fl.n} steps) → ${fl.last.toFixed(4)} (last ${fl.n} steps); ` +
-      `report: ${result.report}`,
-  );
+  logResult(result, (performance.now() - startedAt) / 1000);
   if (result.interrupted) Deno.exit(130); // 128 + SIGINT, as shells report an interrupted command
 }
 

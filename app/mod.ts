@@ -6,6 +6,7 @@
 
 export * from "./prompts.ts";
 export * from "./rlhf.ts";
+export * from "./run_log.ts";
 export * from "./checkpoint.ts";
 export * from "./health.ts";
 export * from "./outdir.ts";

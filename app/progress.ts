@@ -5,6 +5,7 @@
  */
 
 import type { DeviceHandle } from "../engine/device.ts";
+import { runtime } from "../engine/tensor.ts";
 
 /** How long the first use of the GPU kernels takes on this device, for the line that announces it. */
 export function compileNote(h: Pick<DeviceHandle, "graphicsApi" | "isFallbackAdapter">): string {
@@ -86,5 +87,58 @@ export class StepClock {
       etaSeconds: left === 0 ? 0 : n > 0 ? left * t / n : NaN,
       elapsedSeconds: (now - this.t0) / 1000,
     };
+  }
+}
+
+/** A text progress bar of `width` cells, `frac` of them full. */
+export function progressBar(frac: number, width = 24): string {
+  const k = Math.round(Math.max(0, Math.min(1, frac)) * width);
+  return "█".repeat(k) + "░".repeat(width - k);
+}
+
+/** The per-step progress line of a PPO run (redrawn in place on a terminal) and the first step's compile note. */
+export class ProgressLog {
+  readonly #tty = Deno.stderr.isTerminal();
+  readonly #startedAt = performance.now();
+  readonly #clock: StepClock;
+  readonly #runtime = runtime();
+  readonly #kernelsBefore = this.#runtime.stats.pipelines;
+  #tokens = 0;
+
+  /** Starts timing a run of steps `start + 1 … totalSteps`; lines go to `log` (or in place on a terminal). */
+  constructor(readonly totalSteps: number, readonly start: number, readonly log: (line: string) => void) {
+    this.#clock = new StepClock(totalSteps, start);
+  }
+
+  /** Says that the first step compiles the GPU kernels. */
+  announceCompilation(step: number): void {
+    this.log(
+      `step ${step} compiles the GPU kernels for generation, scoring and PPO on first use (${
+        compileNote(this.#runtime.handle)
+      }); later steps are faster`,
+    );
+  }
+
+  /** Ends the in-place line on a terminal, so that a log line does not overwrite it. */
+  endLine(): void {
+    if (this.#tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+  }
+
+  /** Shows step `step`'s reward, KL, pace, ETA and throughput (and, after the first step, its compile time). */
+  stepDone(step: number, stats: Record<string, number>, responses: number[][]): void {
+    this.#tokens += responses.reduce((s, r) => s + r.length, 0);
+    const elapsed = (performance.now() - this.#startedAt) / 1000;
+    const time = this.#clock.tick(step);
+    const line = `${progressBar(step / this.totalSteps)} step ${step}/${this.totalSteps}  ` +
+      `reward ${stats["env/reward_mean"].toFixed(4)}  kl ${stats["objective/kl"].toFixed(4)}  ` +
+      `${time.stepSeconds.toFixed(2)} s/step  ETA ${formatDuration(time.etaSeconds)}  ` +
+      `${(this.#tokens / elapsed).toFixed(1)} tok/s`;
+    if (this.#tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}\x1b[K`));
+    else this.log(line);
+    if (step - this.start === 1) {
+      this.endLine();
+      const kernels = this.#runtime.stats.pipelines - this.#kernelsBefore;
+      this.log(`step ${step} took ${formatDuration(time.stepSeconds)}, compiling ${kernels} GPU kernels`);
+    }
   }
 }

@@ -6,20 +6,22 @@
  * @module
  */
 
-import { initEngine, runtime } from "../engine/tensor.ts";
+import { initEngine } from "../engine/tensor.ts";
 import { writeFileAtomic } from "../formats/fs_atomic.ts";
 import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
+import type { BertForSequenceClassification } from "../models/bert.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
-import { loadTokenizer } from "../models/tokenizer/mod.ts";
-import { classifyTexts, promptFormat } from "../models/text.ts";
-import { ppoConfig, type PPOConfigInput } from "../ppo/config.ts";
+import { loadTokenizer, type Tokenizer } from "../models/tokenizer/mod.ts";
+import { classifyTexts, type PromptFormat, promptFormat } from "../models/text.ts";
+import { type PPOConfig, ppoConfig, type PPOConfigInput } from "../ppo/config.ts";
 import { SeededRng } from "../engine/random.ts";
-import { PPOTrainer } from "../ppo/trainer.ts";
-import { loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { type PPOGenerateOptions, type PPOStats, PPOTrainer } from "../ppo/trainer.ts";
+import { loadCheckpoint, type LoadedCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { divergence, negativeKlWarning, nonFiniteState } from "./health.ts";
 import { lockOutDir, prepareOutDir } from "./outdir.ts";
-import { type MetricsRow, type SampleRow, writeReport } from "./report.ts";
-import { compileNote, formatDuration, StepClock } from "./progress.ts";
+import { type MetricsRow, writeReport } from "./report.ts";
+import { ProgressLog } from "./progress.ts";
+import { restartRunLogs, type RunLogs, toJsonLines, writeRunLogs } from "./run_log.ts";
 
 /** Everything a run needs (train.ts fills it from its flags). */
 export interface RLHFOptions {
@@ -87,42 +89,6 @@ export interface RLHFResult {
   interrupted: boolean;
 }
 
-/**
- * The rows of a run's JSONL log (`metrics.jsonl`, `samples.jsonl`; none when the file is missing). A last line
- * without its newline that does not parse — torn when a crash or a full disk stopped the append — is dropped with a
- * line to `log`; any other bad line (not JSON, or without an integer "step") is an error naming file and line.
- */
-export async function readRunLog<T extends { step: number }>(
-  path: string,
-  log: (line: string) => void = () => {},
-): Promise<T[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw new Error(`${path}: unreadable (${(e as Error).message})`);
-  }
-  const lines = text.split("\n");
-  const rows: T[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
-    if (!line.trim()) continue;
-    try {
-      const v = JSON.parse(line);
-      if (!v || typeof v !== "object" || !Number.isInteger(v.step)) throw new Error('no integer "step"');
-      rows.push(v as T);
-    } catch (e) {
-      if (i === lines.length - 1) {
-        log(`${path}: dropped a torn last line (line ${i + 1}, ${line.length} characters without a newline)`);
-        continue;
-      }
-      throw new Error(`${path}:${i + 1}: bad line (${(e as Error).message}); remove or repair it to resume`);
-    }
-  }
-  return rows;
-}
-
 /** The tokens suppressed by default: the unknown token, when the tokenizer has one that is not its EOS. */
 export function defaultSuppressTokens(tok: { unkTokenId?: number; eosTokenId?: number | null }): number[] {
   const unk = tok.unkTokenId;
@@ -144,58 +110,134 @@ export function batchIndices(n: number, batch: number, step: number, seed: numbe
   return out;
 }
 
-function bar(frac: number, width = 24): string {
-  const k = Math.round(Math.max(0, Math.min(1, frac)) * width);
-  return "█".repeat(k) + "░".repeat(width - k);
-}
-
 /**
  * Runs PPO; see {@linkcode RLHFOptions}. Holds the output folder's lock for the whole run; refuses a folder that
  * already holds a run unless `resume` or `overwrite` is set.
  */
-export async function runRLHF(o: RLHFOptions): Promise<RLHFResult> {
-  const log = o.log ?? ((l: string) => console.error(l));
-  const cfg = ppoConfig(o.ppo);
-  if (!Number.isInteger(o.steps) || o.steps < 1) throw new Error("steps must be a positive integer");
-  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new Error("max new tokens must be ≥ 1");
-  if (o.prompts.length === 0) throw new Error("no prompts");
-  if (o.resume && o.overwrite) throw new Error("resume and overwrite exclude each other");
-  const lock = await lockOutDir(o.outDir, log);
+export async function runRLHF(options: RLHFOptions): Promise<RLHFResult> {
+  const log = options.log ?? ((line: string) => console.error(line));
+  const config = ppoConfig(options.ppo);
+  checkRunOptions(options);
+  const lock = await lockOutDir(options.outDir, log);
   try {
-    if (!o.overwrite) await prepareOutDir(o.outDir, o, log); // refuses a folder holding a run (unless resuming)
-    return await runLocked(o, cfg, log);
+    // Refuses a folder holding a run (unless resuming); with overwrite the old run goes once everything has loaded.
+    if (!options.overwrite) await prepareOutDir(options.outDir, options, log);
+    return await runLocked(options, config, log);
   } finally {
     await lock.release();
   }
 }
 
-async function runLocked(
-  o: RLHFOptions,
-  cfg: ReturnType<typeof ppoConfig>,
-  log: (line: string) => void,
-): Promise<RLHFResult> {
-  // Load and check everything before any training.
-  const [policyTok, rewardTok] = await Promise.all([loadTokenizer(o.policyDir), loadTokenizer(o.rewardDir)]);
+function checkRunOptions(options: RLHFOptions): void {
+  if (!Number.isInteger(options.steps) || options.steps < 1) throw new Error("steps must be a positive integer");
+  if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1) {
+    throw new Error("max new tokens must be ≥ 1");
+  }
+  if (options.prompts.length === 0) throw new Error("no prompts");
+  if (options.resume && options.overwrite) throw new Error("resume and overwrite exclude each other");
+}
+
+/** A prompt that fits the policy's context, with its token ids. */
+interface EncodedPrompt {
+  text: string;
+  ids: number[];
+}
+
+/** Everything a run holds once loaded and checked, before the first step. */
+interface LoadedRun {
+  options: RLHFOptions;
+  config: PPOConfig;
+  log: (line: string) => void;
+  rewardModel: BertForSequenceClassification;
+  rewardTokenizer: Tokenizer;
+  /** Index of the reward label among the reward model's labels. */
+  labelIndex: number;
+  policy: CausalLMWithValueHead;
+  trainer: PPOTrainer;
+  format: PromptFormat;
+  prompts: EncodedPrompt[];
+  suppressTokens: readonly number[];
+  /** The checkpoint resumed from, if any. */
+  checkpoint: LoadedCheckpoint | null;
+}
+
+async function runLocked(options: RLHFOptions, config: PPOConfig, log: (line: string) => void): Promise<RLHFResult> {
+  const run = await loadRun(options, config, log);
+  if (options.overwrite) await prepareOutDir(options.outDir, options, log); // everything loaded: now replace the run
+  const logs = await restoreRun(run);
+  const interrupts = catchInterrupts(log);
+  let last: number;
+  try {
+    last = await trainSteps(run, logs, interrupts);
+  } finally {
+    interrupts.release();
+  }
+  const report = await writeRunReport(run, last, logs);
+  if (interrupts.interrupted) log(`interrupted after step ${last}; continue with --resume`);
+  run.trainer.dispose();
+  for (const p of [...run.policy.parameters(), ...run.rewardModel.parameters()]) p.dispose();
+  return { step: last, metrics: logs.metrics, report, interrupted: interrupts.interrupted };
+}
+
+/** Loads and checks everything before any training: tokenizers, reward model, policy (or checkpoint), prompts. */
+async function loadRun(options: RLHFOptions, config: PPOConfig, log: (line: string) => void): Promise<LoadedRun> {
+  const [policyTokenizer, rewardTokenizer] = await Promise.all([
+    loadTokenizer(options.policyDir),
+    loadTokenizer(options.rewardDir),
+  ]);
   await initEngine({ verbose: false });
-  const reward = (await loadSequenceClassifier(o.rewardDir)).eval();
-  const labels = reward.labels;
-  const labelIdx = labels.findIndex((l) => l.toLowerCase() === o.rewardLabel.toLowerCase());
-  if (labelIdx < 0) {
+  const rewardModel = (await loadSequenceClassifier(options.rewardDir)).eval();
+  const labelIndex = rewardLabelIndex(options, rewardModel.labels);
+  const checkpoint = options.resume ? await loadCheckpoint(options.outDir, log) : null;
+  if (options.resume && !checkpoint) log(`resume: no checkpoint in ${options.outDir}; starting from step 0`);
+  const policy = await CausalLMWithValueHead.fromPretrained(
+    checkpoint ? checkpoint.dir : options.policyDir,
+    config.seed,
+  );
+  const reference = checkpoint ? (await loadGPT2(options.policyDir)).eval() : null;
+  const format = promptFormat(policyTokenizer, policy.model.config);
+  const prompts = encodePrompts(options.prompts, format, policy.model.config.n_positions - options.maxNewTokens, log);
+  const trainer = new PPOTrainer(config, policy, reference, format);
+  const suppressTokens = options.suppressTokens ?? defaultSuppressTokens(policyTokenizer);
+  logSuppressedTokens(suppressTokens, policyTokenizer, options.suppressTokens === undefined, log);
+  return {
+    options,
+    config,
+    log,
+    rewardModel,
+    rewardTokenizer,
+    labelIndex,
+    policy,
+    trainer,
+    format,
+    prompts,
+    suppressTokens,
+    checkpoint,
+  };
+}
+
+function rewardLabelIndex(options: RLHFOptions, labels: readonly string[]): number {
+  const index = labels.findIndex((label) => label.toLowerCase() === options.rewardLabel.toLowerCase());
+  if (index < 0) {
     throw new Error(
-      `${o.rewardDir}: reward label "${o.rewardLabel}" not among the model's labels (${labels.join(", ")})`,
+      `${options.rewardDir}: reward label "${options.rewardLabel}" not among the model's labels (${labels.join(", ")})`,
     );
   }
-  const ckpt = o.resume ? await loadCheckpoint(o.outDir, log) : null;
-  if (o.resume && !ckpt) log(`resume: no checkpoint in ${o.outDir}; starting from step 0`);
-  const policy = await CausalLMWithValueHead.fromPretrained(ckpt ? ckpt.dir : o.policyDir, cfg.seed);
-  const ref = ckpt ? (await loadGPT2(o.policyDir)).eval() : null;
-  const fmt = promptFormat(policyTok, policy.model.config);
-  const room = policy.model.config.n_positions - o.maxNewTokens;
-  const encoded: { text: string; ids: number[] }[] = [];
+  return index;
+}
+
+/** The prompts that encode to at most `room` tokens; the others are counted in one log line. */
+function encodePrompts(
+  texts: readonly string[],
+  format: PromptFormat,
+  room: number,
+  log: (line: string) => void,
+): EncodedPrompt[] {
+  const encoded: EncodedPrompt[] = [];
   let dropped = 0;
-  for (const text of o.prompts) {
+  for (const text of texts) {
     try {
-      const ids = fmt.encode(text);
+      const ids = format.encode(text);
       if (ids.length <= room) encoded.push({ text, ids });
       else dropped++;
     } catch {
@@ -204,41 +246,49 @@ async function runLocked(
   }
   if (dropped) log(`prompts: ${dropped} skipped (empty after tokenization or longer than ${room} tokens)`);
   if (encoded.length === 0) throw new Error("no prompt fits the policy's context");
-  const trainer = new PPOTrainer(cfg, policy, ref, fmt);
-  const suppressTokens = o.suppressTokens ?? defaultSuppressTokens(policyTok);
-  if (suppressTokens.length) {
-    const names = suppressTokens.slice(0, 5).map((id) => `${policyTok.idToToken(id) ?? "?"} (${id})`);
-    log(
-      `sampling: never generating ${names.join(", ")}${suppressTokens.length > 5 ? ", …" : ""}${
-        o.suppressTokens === undefined ? " — the default for this tokenizer; --suppress-tokens none allows it" : ""
-      }`,
-    );
-  }
-  let start = 0;
-  if (o.overwrite) await prepareOutDir(o.outDir, o, log); // everything loaded: now replace the previous run
-  const metricsFile = `${o.outDir}/metrics.jsonl`, samplesFile = `${o.outDir}/samples.jsonl`;
-  let metrics: MetricsRow[] = [];
-  let samples: SampleRow[] = [];
-  if (ckpt) {
-    trainer.loadStateDict(ckpt.trainer);
-    start = ckpt.step;
-    const allMetrics = await readRunLog<MetricsRow>(metricsFile, log);
-    metrics = allMetrics.filter((r) => r.step <= start);
-    samples = (await readRunLog<SampleRow>(samplesFile, log)).filter((r) => r.step <= start);
-    if (allMetrics.length > metrics.length) {
-      log(
-        `${metricsFile}: dropped ${
-          allMetrics.length - metrics.length
-        } rows after step ${start} (not in the checkpoint)`,
-      );
-    }
-    log(`resumed from ${ckpt.dir} (step ${start})`);
-  }
-  const toJsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r) + "\n").join("");
-  await writeFileAtomic(metricsFile, toJsonl(metrics));
-  await writeFileAtomic(samplesFile, toJsonl(samples));
-  await writeFileAtomic(`${o.outDir}/run.json`, JSON.stringify({ ...o, prompts: undefined, log: undefined }, null, 2));
+  return encoded;
+}
 
+function logSuppressedTokens(
+  suppressTokens: readonly number[],
+  tokenizer: Tokenizer,
+  isDefault: boolean,
+  log: (line: string) => void,
+): void {
+  if (!suppressTokens.length) return;
+  const names = suppressTokens.slice(0, 5).map((id) => `${tokenizer.idToToken(id) ?? "?"} (${id})`);
+  log(
+    `sampling: never generating ${names.join(", ")}${suppressTokens.length > 5 ? ", …" : ""}${
+      isDefault ? " — the default for this tokenizer; --suppress-tokens none allows it" : ""
+    }`,
+  );
+}
+
+/**
+ * Restores the trainer from the checkpoint (if any), rewrites metrics.jsonl and samples.jsonl cut back to its step
+ * (empty for a fresh run), and writes run.json.
+ */
+async function restoreRun(run: LoadedRun): Promise<RunLogs> {
+  const { options, checkpoint, log } = run;
+  if (checkpoint) run.trainer.loadStateDict(checkpoint.trainer);
+  const logs = await restartRunLogs(options.outDir, checkpoint?.step ?? null, log);
+  if (checkpoint) log(`resumed from ${checkpoint.dir} (step ${logs.start})`);
+  await writeRunLogs(logs);
+  const settings = { ...options, prompts: undefined, log: undefined };
+  await writeFileAtomic(`${options.outDir}/run.json`, JSON.stringify(settings, null, 2));
+  return logs;
+}
+
+/** Ctrl-C handling for the run's duration. */
+interface InterruptWatch {
+  /** True once Ctrl-C was pressed. */
+  readonly interrupted: boolean;
+  /** Stops listening. */
+  release(): void;
+}
+
+/** The first Ctrl-C finishes the current step and saves a checkpoint; a second one exits (130) at once. */
+function catchInterrupts(log: (line: string) => void): InterruptWatch {
   let interrupted = false;
   const onSigint = () => {
     if (interrupted) Deno.exit(130);
@@ -248,153 +298,169 @@ async function runLocked(
   try {
     Deno.addSignalListener("SIGINT", onSigint);
   } catch { /* signals unsupported here */ }
-  const saveEvery = o.saveEvery ?? 10;
-  const sampleEvery = o.sampleEvery ?? Math.max(1, Math.floor(o.steps / 10));
-  const tty = Deno.stderr.isTerminal();
-  const t0 = performance.now();
-  const clock = new StepClock(o.steps, start);
-  let step = start;
-  let tokens = 0;
-  let warnedKl = false;
-  const save = async () => {
-    // Never save a diverged state: every weight, the value head and the optimiser moments, checked on the GPU.
-    const bad = await nonFiniteState(policy, trainer.optimizer);
-    if (bad.length) {
-      throw new Error(
-        `step ${step}: training diverged — ${bad.length} tensor(s) of the checkpoint hold non-finite values (${
-          bad.slice(0, 3).join("; ")
-        }${bad.length > 3 ? "; …" : ""}); not saved, the last good checkpoint in ${o.outDir} stays (try a lower ` +
-          "--lr or --kl-coef)",
-      );
-    }
-    const run = { step, prompts: encoded.length };
-    const dir = await saveCheckpoint(o.outDir, step, policy, await trainer.stateDict(), run, {
-      totalLimit: o.saveTotalLimit,
-      sideFilesFrom: o.policyDir,
-    });
-    return dir;
+  return {
+    get interrupted() {
+      return interrupted;
+    },
+    release() {
+      try {
+        Deno.removeSignalListener("SIGINT", onSigint);
+      } catch { /* ignore */ }
+    },
   };
-  try {
-    const rt = runtime();
-    const kernelsBefore = rt.stats.pipelines;
-    if (start < o.steps) {
-      log(
-        `step ${start + 1} compiles the GPU kernels for generation, scoring and PPO on first use (${
-          compileNote(rt.handle)
-        }); later steps are faster`,
-      );
+}
+
+/** Runs steps `start + 1 …` up to `steps` (or an interrupt or `stopAfter`); returns the last step reached. */
+async function trainSteps(run: LoadedRun, logs: RunLogs, interrupts: InterruptWatch): Promise<number> {
+  const { options, log } = run;
+  const saveEvery = options.saveEvery ?? 10;
+  const sampleEvery = options.sampleEvery ?? Math.max(1, Math.floor(options.steps / 10));
+  const progress = new ProgressLog(options.steps, logs.start, log);
+  let warnedKl = false;
+  let step = logs.start + 1;
+  if (logs.start < options.steps) progress.announceCompilation(logs.start + 1);
+  for (; step <= options.steps; step++) {
+    const result = await rolloutAndStep(run, step);
+    const klWarning = warnedKl ? null : negativeKlWarning(result.stats, step);
+    if (klWarning) {
+      warnedKl = true;
+      progress.endLine();
+      log(klWarning);
     }
-    for (step = start + 1; step <= o.steps; step++) {
-      const ts = performance.now();
-      const idx = batchIndices(encoded.length, cfg.batch_size, step, cfg.seed);
-      const queries = idx.map((i) => encoded[i].ids);
-      const gen = await trainer.generate(queries, {
-        maxNewTokens: o.maxNewTokens,
-        minNewTokens: o.minNewTokens,
-        suppressTokens,
-        seed: (Math.imul(cfg.seed + 1, 0x9e3779b1) + step) >>> 0,
-      });
-      const texts = gen.responses.map((r) => fmt.decode(r));
-      const scoreInput = texts.map((t, i) => o.scoreWithQuery ? `${encoded[idx[i]].text} ${t}` : t);
-      const cls = await classifyTexts(reward, rewardTok, scoreInput);
-      const scores = (o.rewardKind === "logit" ? cls.logits : cls.probabilities).map((p) => p[labelIdx]);
-      if (!scores.every(Number.isFinite)) {
-        throw new Error(`step ${step}: the reward model returned a non-finite score; stopping before training on it`);
-      }
-      const stats = await trainer.step(queries, gen.responses, scores);
-      const wrong = divergence(stats);
-      if (wrong) {
-        throw new Error(
-          `step ${step}: ${wrong} — training diverged (try a lower --lr or --kl-coef); ` +
-            `the last checkpoint in ${o.outDir} is from before this step`,
-        );
-      }
-      const klWarning = warnedKl ? null : negativeKlWarning(stats, step);
-      if (klWarning) {
-        warnedKl = true;
-        if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
-        log(klWarning);
-      }
-      tokens += gen.responses.reduce((s, r) => s + r.length, 0);
-      const row: MetricsRow = { step, ...stats, "time/step": (performance.now() - ts) / 1000 };
-      metrics.push(row);
-      await Deno.writeTextFile(metricsFile, JSON.stringify(row) + "\n", { append: true });
-      if (step === 1 || step % sampleEvery === 0 || step === o.steps) {
-        // The reference model's replies to the same prompts, same settings and seed, scored alike (TRL's ref_response).
-        const shown = Math.min(6, texts.length);
-        const refGen = await trainer.generateReference(queries.slice(0, shown), {
-          maxNewTokens: o.maxNewTokens,
-          minNewTokens: o.minNewTokens,
-          suppressTokens,
-          seed: (Math.imul(cfg.seed + 1, 0x9e3779b1) + step) >>> 0,
-        });
-        const refTexts = refGen.responses.map((r) => fmt.decode(r));
-        const refCls = await classifyTexts(
-          reward,
-          rewardTok,
-          refTexts.map((t, i) => o.scoreWithQuery ? `${encoded[idx[i]].text} ${t}` : t),
-        );
-        const refScores = (o.rewardKind === "logit" ? refCls.logits : refCls.probabilities).map((p) => p[labelIdx]);
-        const rows = texts.slice(0, shown).map((response, i) => ({
-          step,
-          prompt: encoded[idx[i]].text,
-          response,
-          score: scores[i],
-          refResponse: refTexts[i],
-          refScore: refScores[i],
-        }));
-        samples.push(...rows);
-        await Deno.writeTextFile(samplesFile, rows.map((r) => JSON.stringify(r) + "\n").join(""), { append: true });
-      }
-      const el = (performance.now() - t0) / 1000;
-      const done = step - start;
-      const time = clock.tick(step);
-      const line = `${bar(step / o.steps)} step ${step}/${o.steps}  reward ${stats["env/reward_mean"].toFixed(4)}  ` +
-        `kl ${stats["objective/kl"].toFixed(4)}  ${time.stepSeconds.toFixed(2)} s/step  ETA ${
-          formatDuration(time.etaSeconds)
-        }  ${(tokens / el).toFixed(1)} tok/s`;
-      if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}\x1b[K`));
-      else log(line);
-      if (done === 1) {
-        if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
-        log(
-          `step ${step} took ${formatDuration(time.stepSeconds)}, compiling ${
-            rt.stats.pipelines - kernelsBefore
-          } GPU kernels`,
-        );
-      }
-      const stopHere = interrupted || (o.stopAfter !== undefined && done >= o.stopAfter);
-      if (step % saveEvery === 0 || step === o.steps || stopHere) {
-        const dir = await save();
-        if (tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
-        log(`saved ${dir}`);
-      }
-      if (stopHere) break;
+    await appendMetrics(logs, { step, ...result.stats, "time/step": (performance.now() - result.startedAt) / 1000 });
+    if (step === 1 || step % sampleEvery === 0 || step === options.steps) await recordSamples(run, logs, step, result);
+    progress.stepDone(step, result.stats, result.responses);
+    const stopHere = interrupts.interrupted ||
+      (options.stopAfter !== undefined && step - logs.start >= options.stopAfter);
+    if (step % saveEvery === 0 || step === options.steps || stopHere) {
+      const dir = await saveHealthyCheckpoint(run, step);
+      progress.endLine();
+      log(`saved ${dir}`);
     }
-  } finally {
-    try {
-      Deno.removeSignalListener("SIGINT", onSigint);
-    } catch { /* ignore */ }
+    if (stopHere) break;
   }
-  const last = Math.min(step, o.steps);
-  const report = `${o.outDir}/report.html`;
+  return Math.min(step, options.steps);
+}
+
+async function appendMetrics(logs: RunLogs, row: MetricsRow): Promise<void> {
+  logs.metrics.push(row);
+  await Deno.writeTextFile(logs.metricsFile, JSON.stringify(row) + "\n", { append: true });
+}
+
+/** One step's batch: its prompts, the policy's responses and their scores, and the trainer's stats. */
+interface StepResult {
+  /** performance.now() at the step's start. */
+  startedAt: number;
+  /** Indices of the step's prompts. */
+  promptIndices: number[];
+  queries: number[][];
+  responses: number[][];
+  /** The responses decoded. */
+  texts: string[];
+  scores: number[];
+  stats: PPOStats;
+}
+
+/** Generates responses to the step's prompts, scores them, and runs one PPO step on them. */
+async function rolloutAndStep(run: LoadedRun, step: number): Promise<StepResult> {
+  const { options, config, trainer } = run;
+  const startedAt = performance.now();
+  const promptIndices = batchIndices(run.prompts.length, config.batch_size, step, config.seed);
+  const queries = promptIndices.map((i) => run.prompts[i].ids);
+  const generated = await trainer.generate(queries, generationOptions(run, step));
+  const texts = generated.responses.map((r) => run.format.decode(r));
+  const scores = await scoreTexts(run, texts, promptIndices);
+  if (!scores.every(Number.isFinite)) {
+    throw new Error(`step ${step}: the reward model returned a non-finite score; stopping before training on it`);
+  }
+  const stats = await trainer.step(queries, generated.responses, scores);
+  const wrong = divergence(stats);
+  if (wrong) {
+    throw new Error(
+      `step ${step}: ${wrong} — training diverged (try a lower --lr or --kl-coef); ` +
+        `the last checkpoint in ${options.outDir} is from before this step`,
+    );
+  }
+  return { startedAt, promptIndices, queries, responses: generated.responses, texts, scores, stats };
+}
+
+/** Sampling settings of a step, for the policy and the reference alike (same seed). */
+function generationOptions(run: LoadedRun, step: number): PPOGenerateOptions {
+  return {
+    maxNewTokens: run.options.maxNewTokens,
+    minNewTokens: run.options.minNewTokens,
+    suppressTokens: run.suppressTokens,
+    seed: (Math.imul(run.config.seed + 1, 0x9e3779b1) + step) >>> 0,
+  };
+}
+
+/** The reward model's score of each response (with its prompt in front when `scoreWithQuery`). */
+async function scoreTexts(run: LoadedRun, texts: string[], promptIndices: number[]): Promise<number[]> {
+  const { options } = run;
+  const inputs = texts.map((t, i) => options.scoreWithQuery ? `${run.prompts[promptIndices[i]].text} ${t}` : t);
+  const classified = await classifyTexts(run.rewardModel, run.rewardTokenizer, inputs);
+  const perLabel = options.rewardKind === "logit" ? classified.logits : classified.probabilities;
+  return perLabel.map((p) => p[run.labelIndex]);
+}
+
+/** Appends up to 6 samples with the reference model's replies to the same prompts (TRL's ref_response). */
+async function recordSamples(run: LoadedRun, logs: RunLogs, step: number, result: StepResult): Promise<void> {
+  // The reference model's replies to the same prompts, same settings and seed, scored alike.
+  const shown = Math.min(6, result.texts.length);
+  const reference = await run.trainer.generateReference(result.queries.slice(0, shown), generationOptions(run, step));
+  const refTexts = reference.responses.map((r) => run.format.decode(r));
+  const refScores = await scoreTexts(run, refTexts, result.promptIndices);
+  const rows = result.texts.slice(0, shown).map((response, i) => ({
+    step,
+    prompt: run.prompts[result.promptIndices[i]].text,
+    response,
+    score: result.scores[i],
+    refResponse: refTexts[i],
+    refScore: refScores[i],
+  }));
+  logs.samples.push(...rows);
+  await Deno.writeTextFile(logs.samplesFile, toJsonLines(rows), { append: true });
+}
+
+/** Saves a checkpoint of step `step`, never of a diverged state; returns its folder. */
+async function saveHealthyCheckpoint(run: LoadedRun, step: number): Promise<string> {
+  const { options, policy, trainer } = run;
+  // Every weight, the value head and the optimiser moments, checked on the GPU.
+  const bad = await nonFiniteState(policy, trainer.optimizer);
+  if (bad.length) {
+    throw new Error(
+      `step ${step}: training diverged — ${bad.length} tensor(s) of the checkpoint hold non-finite values (${
+        bad.slice(0, 3).join("; ")
+      }${bad.length > 3 ? "; …" : ""}); not saved, the last good checkpoint in ${options.outDir} stays (try a lower ` +
+        "--lr or --kl-coef)",
+    );
+  }
+  const runState = { step, prompts: run.prompts.length };
+  return await saveCheckpoint(options.outDir, step, policy, await trainer.stateDict(), runState, {
+    totalLimit: options.saveTotalLimit,
+    sideFilesFrom: options.policyDir,
+  });
+}
+
+/** Writes report.html for a run that reached step `last`; returns its path. */
+async function writeRunReport(run: LoadedRun, last: number, logs: RunLogs): Promise<string> {
+  const { options, config } = run;
+  const label = run.rewardModel.labels[run.labelIndex];
+  const report = `${options.outDir}/report.html`;
   await writeReport(
     report,
-    o.title ?? `RLHF: ${baseName(o.policyDir)} steered by ${baseName(o.rewardDir)} ("${labels[labelIdx]}")`,
+    options.title ?? `RLHF: ${baseName(options.policyDir)} steered by ${baseName(options.rewardDir)} ("${label}")`,
     {
-      policy: o.policyDir,
-      reward: `${o.rewardDir} (label "${labels[labelIdx]}", ${o.rewardKind ?? "prob"})`,
-      steps: `${last} of ${o.steps}`,
-      "batch size / mini-batch": `${cfg.batch_size} / ${cfg.mini_batch_size}`,
-      "learning rate": String(cfg.learning_rate),
-      "max new tokens": String(o.maxNewTokens),
+      policy: options.policyDir,
+      reward: `${options.rewardDir} (label "${label}", ${options.rewardKind ?? "prob"})`,
+      steps: `${last} of ${options.steps}`,
+      "batch size / mini-batch": `${config.batch_size} / ${config.mini_batch_size}`,
+      "learning rate": String(config.learning_rate),
+      "max new tokens": String(options.maxNewTokens),
       date: new Date().toISOString(),
     },
-    metrics,
-    samples,
+    logs.metrics,
+    logs.samples,
   );
-  if (interrupted) log(`interrupted after step ${last}; continue with --resume`);
-  trainer.dispose();
-  for (const p of [...policy.parameters(), ...reward.parameters()]) p.dispose();
-  return { step: last, metrics, report, interrupted };
+  return report;
 }
