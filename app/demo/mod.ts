@@ -136,114 +136,164 @@ async function readManifest(file: string): Promise<(PreparedDefault & { format: 
  * `manifest.json` carries the same key (data + hyper-parameters + format) and both folders are complete.
  */
 export async function prepareDefault(options: PrepareDefaultOptions = {}): Promise<PreparedDefault> {
-  const t0 = performance.now();
+  const startedAt = performance.now();
   const log = options.log ?? stderrLog;
   const cacheDir = options.cacheDir ?? defaultCacheDir();
-  const policyDir = `${cacheDir}/policy`, rewardDir = `${cacheDir}/reward`;
-  const manifestFile = `${cacheDir}/manifest.json`;
-  const secs = (t: number) => (performance.now() - t) / 1000;
+  const build = await loadBuildInputs(options, log, startedAt);
+  const cached = options.force ? null : await reuseCache(cacheDir, build, log, startedAt);
+  return cached ?? await buildDefaultModels(cacheDir, build, options, log, startedAt);
+}
 
+/** Seconds since `startedAt` (a `performance.now()` value). */
+const secondsSince = (startedAt: number) => (performance.now() - startedAt) / 1000;
+
+/** The data and the hyper-parameters of a build, and the cache key they give. */
+interface BuildInputs {
+  data: DemoData;
+  /** Seconds spent loading the data. */
+  dataSeconds: number;
+  gpt2Config: GPT2PretrainConfig;
+  classifierConfig: ClassifierConfig;
+  key: string;
+}
+
+async function loadBuildInputs(options: PrepareDefaultOptions, log: Log, startedAt: number): Promise<BuildInputs> {
   log(`default models: loading data (${DATA_SOURCES.corpus}, ${DATA_SOURCES.sentiment})`);
   const data = await loadDemoData(options.data);
-  const dataSeconds = secs(t0);
-  const gpt2Cfg = { ...GPT2_PRETRAIN_DEFAULTS, ...options.gpt2 };
-  const clsCfg = { ...CLASSIFIER_DEFAULTS, ...options.classifier };
-  const key = await cacheKey(data, gpt2Cfg, clsCfg);
+  const dataSeconds = secondsSince(startedAt);
+  const gpt2Config = { ...GPT2_PRETRAIN_DEFAULTS, ...options.gpt2 };
+  const classifierConfig = { ...CLASSIFIER_DEFAULTS, ...options.classifier };
+  const key = await cacheKey(data, gpt2Config, classifierConfig);
   log(
     `default models: ${data.lmTrain.length} LM sentences, ${data.sentimentTrain.length}+${data.sentimentTest.length} ` +
       `labelled sentences, vocabulary ${data.vocab.length}, ${data.prompts.length} prompts (${
         dataSeconds.toFixed(1)
       }s)`,
   );
+  return { data, dataSeconds, gpt2Config, classifierConfig, key };
+}
 
-  const old = await readManifest(manifestFile);
-  const complete = async (dir: string) =>
-    (await Promise.all(
-      ["config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"].map((f) => exists(`${dir}/${f}`)),
-    )).every(Boolean);
+/** The files a cached model folder must hold. */
+const MODEL_FOLDER_FILES = ["config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"];
+
+async function isCompleteModelFolder(dir: string): Promise<boolean> {
+  return (await Promise.all(MODEL_FOLDER_FILES.map((f) => exists(`${dir}/${f}`)))).every(Boolean);
+}
+
+/** The cached build when its manifest has this build's key and both folders are complete; else null. */
+async function reuseCache(
+  cacheDir: string,
+  build: BuildInputs,
+  log: Log,
+  startedAt: number,
+): Promise<PreparedDefault | null> {
+  const policyDir = `${cacheDir}/policy`, rewardDir = `${cacheDir}/reward`;
+  const manifest = await readManifest(`${cacheDir}/manifest.json`);
   if (
-    !options.force && old?.format === DEMO_FORMAT_VERSION && old.key === key && await complete(policyDir) &&
-    await complete(rewardDir)
-  ) {
-    log(`default models: reusing ${cacheDir} (key ${key.slice(0, 12)})`);
-    const { format: _format, ...built } = old;
-    return {
-      ...built,
-      policyDir,
-      rewardDir,
-      prompts: data.prompts,
-      cached: true,
-      timings: { data: dataSeconds, gpt2: 0, classifier: 0, total: secs(t0) },
-    };
-  }
+    manifest?.format !== DEMO_FORMAT_VERSION || manifest.key !== build.key || !await isCompleteModelFolder(policyDir) ||
+    !await isCompleteModelFolder(rewardDir)
+  ) return null;
+  log(`default models: reusing ${cacheDir} (key ${build.key.slice(0, 12)})`);
+  const { format: _format, ...built } = manifest;
+  return {
+    ...built,
+    policyDir,
+    rewardDir,
+    prompts: build.data.prompts,
+    cached: true,
+    timings: { data: build.dataSeconds, gpt2: 0, classifier: 0, total: secondsSince(startedAt) },
+  };
+}
 
+/** Trains both models into the cache folder and writes its manifest last. */
+async function buildDefaultModels(
+  cacheDir: string,
+  build: BuildInputs,
+  options: PrepareDefaultOptions,
+  log: Log,
+  startedAt: number,
+): Promise<PreparedDefault> {
+  const { data, gpt2Config } = build;
+  const policyDir = `${cacheDir}/policy`, rewardDir = `${cacheDir}/reward`;
+  const manifestFile = `${cacheDir}/manifest.json`;
   await initEngine();
   await Deno.remove(manifestFile).catch(() => {});
-  await writeTokenizerFiles(policyDir, data.vocab, "gpt2", gpt2Cfg.nPositions);
+  await writeTokenizerFiles(policyDir, data.vocab, "gpt2", gpt2Config.nPositions);
   await writeTokenizerFiles(rewardDir, data.vocab, "bert", 64);
-  const tok = await loadTokenizer(policyDir);
-  const encode = (s: string) => tok.encode(s, { addSpecialTokens: false });
-  const lmTrain = data.lmTrain.map(encode), lmHeld = data.lmHeldOut.map(encode);
-  if (lmTrain.some((r) => r.includes(UNK_ID))) throw new Error("prepareDefault: LM sentence with [UNK] (vocab bug)");
-
-  log(
-    `default models: pretraining GPT-2 (${gpt2Cfg.nLayer} layers, width ${gpt2Cfg.nEmbd}, ${gpt2Cfg.steps} steps); ` +
-      `the first step compiles the GPU kernels (${compileNote(runtime().handle)})`,
-  );
-  const lm = await pretrainGPT2(lmTrain, lmHeld.slice(0, 256), data.vocab.length, gpt2Cfg, log);
+  const tokenizer = await loadTokenizer(policyDir);
+  const lm = await pretrainPolicy(build, tokenizer, log);
   await savePretrained(lm.model, policyDir);
-  await logSamples(lm.model, tok, data.prompts, options.samples ?? 3, log);
-
-  const toExample = (x: { text: string; label: number }): ClassifierExample => ({
-    ids: tok.encode(x.text),
-    label: x.label,
-  });
-  log(
-    `default models: training the sentiment classifier (${
-      clsCfg.steps ? `${clsCfg.steps} steps` : `${clsCfg.epochs} epochs`
-    })`,
-  );
-  const wte = lm.model.params.get("transformer.wte.weight")!;
-  const cls = await trainSentimentClassifier(
-    data.sentimentTrain.map(toExample),
-    data.sentimentTest.map(toExample),
-    data.vocab.length,
-    clsCfg,
-    log,
-    clsCfg.hidden === gpt2Cfg.nEmbd ? wte : undefined,
-  );
-  await savePretrained(cls.model, rewardDir);
-  for (const t of [...lm.model.parameters(), ...cls.model.parameters()]) t.dispose();
-
+  await logSamples(lm.model, tokenizer, data.prompts, options.samples ?? 3, log);
+  const classifier = await trainRewardModel(build, tokenizer, lm.model, log);
+  await savePretrained(classifier.model, rewardDir);
+  for (const t of [...lm.model.parameters(), ...classifier.model.parameters()]) t.dispose();
   const result: PreparedDefault = {
     policyDir,
     rewardDir,
     prompts: data.prompts,
     positiveLabel: "positive",
     cached: false,
-    key,
+    key: build.key,
     metrics: {
       lmLoss: lm.finalLoss,
       lmHeldOutLoss: lm.heldOutLoss,
-      classifierAccuracy: cls.testAccuracy,
+      classifierAccuracy: classifier.testAccuracy,
       gpt2Steps: lm.steps,
-      classifierSteps: cls.steps,
+      classifierSteps: classifier.steps,
     },
-    timings: { data: dataSeconds, gpt2: lm.seconds, classifier: cls.seconds, total: secs(t0) },
+    timings: {
+      data: build.dataSeconds,
+      gpt2: lm.seconds,
+      classifier: classifier.seconds,
+      total: secondsSince(startedAt),
+    },
   };
   await writeJsonAtomic(manifestFile, { format: DEMO_FORMAT_VERSION, ...result, prompts: undefined });
   log(`default models: built in ${result.timings.total.toFixed(1)}s → ${cacheDir}`);
   return result;
 }
 
+/** Pretrains the GPT-2 policy on the LM sentences (held-out loss on the first 256 held-out ones). */
+async function pretrainPolicy(build: BuildInputs, tokenizer: Tokenizer, log: Log) {
+  const { data, gpt2Config } = build;
+  const encode = (s: string) => tokenizer.encode(s, { addSpecialTokens: false });
+  const lmTrain = data.lmTrain.map(encode), lmHeldOut = data.lmHeldOut.map(encode);
+  if (lmTrain.some((r) => r.includes(UNK_ID))) throw new Error("prepareDefault: LM sentence with [UNK] (vocab bug)");
+  log(
+    `default models: pretraining GPT-2 (${gpt2Config.nLayer} layers, width ${gpt2Config.nEmbd}, ` +
+      `${gpt2Config.steps} steps); the first step compiles the GPU kernels (${compileNote(runtime().handle)})`,
+  );
+  return await pretrainGPT2(lmTrain, lmHeldOut.slice(0, 256), data.vocab.length, gpt2Config, log);
+}
+
+/** Trains the sentiment classifier (its embeddings start from the policy's when the widths match). */
+async function trainRewardModel(build: BuildInputs, tokenizer: Tokenizer, policy: GPT2LMHeadModel, log: Log) {
+  const { data, gpt2Config, classifierConfig } = build;
+  const toExample = (x: { text: string; label: number }): ClassifierExample => ({
+    ids: tokenizer.encode(x.text),
+    label: x.label,
+  });
+  const schedule = classifierConfig.steps ? `${classifierConfig.steps} steps` : `${classifierConfig.epochs} epochs`;
+  log(`default models: training the sentiment classifier (${schedule})`);
+  const wte = policy.params.get("transformer.wte.weight")!;
+  return await trainSentimentClassifier(
+    data.sentimentTrain.map(toExample),
+    data.sentimentTest.map(toExample),
+    data.vocab.length,
+    classifierConfig,
+    log,
+    classifierConfig.hidden === gpt2Config.nEmbd ? wte : undefined,
+  );
+}
+
 /** Prints a greedy and a sampled response to each of the first `n` prompts. */
-async function logSamples(model: GPT2LMHeadModel, tok: Tokenizer, prompts: string[], n: number, log: Log) {
+async function logSamples(model: GPT2LMHeadModel, tokenizer: Tokenizer, prompts: string[], n: number, log: Log) {
   if (n <= 0 || prompts.length === 0) return;
   const chosen = prompts.slice(0, n);
-  const ids = chosen.map((p) => encodePrompt(tok, p));
+  const ids = chosen.map((p) => encodePrompt(tokenizer, p));
   const greedy = await generate(model, ids, { maxNewTokens: 16 });
   const sampled = await generate(model, ids, { maxNewTokens: 16, doSample: true, seed: 1 });
-  const text = (r: number[]) => tok.decode(r, { skipSpecialTokens: true });
+  const text = (r: number[]) => tokenizer.decode(r, { skipSpecialTokens: true });
   chosen.forEach((p, i) =>
     log(`  sample: ${p} → ${text(greedy.responses[i])} | sampled: ${text(sampled.responses[i])}`)
   );
