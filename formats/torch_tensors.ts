@@ -143,18 +143,12 @@ function sizeOf(name: string, t: TensorRef): number[] {
   return ints(t.size, `size of tensor ${printable(name)}`);
 }
 
-/** Checks tensor `name` against its storage without reading it: sizes, strides, offset, bounds and expansion. */
-function plan(name: string, t: TensorRef, src: StorageSource, bigEndian: boolean): Plan {
+/**
+ * The storage elements tensor `shown` may use: where its (legacy) view starts in the storage (0 without one), the
+ * element its data may not reach, and how many elements the storage or view holds.
+ */
+function storageExtent(t: TensorRef, src: StorageSource, shown: string) {
   const { kind, key, view } = t.storage;
-  const shown = printable(name);
-  const size = sizeOf(name, t);
-  const stride = ints(t.stride, `stride of tensor ${shown}`);
-  if (stride.length !== size.length) throw new FormatError(`tensor ${shown}: size and stride lengths differ`);
-  let base = int(t.offset, `storage offset of tensor ${shown}`);
-  const numel = size.reduce((a, b) => a * b, 1);
-  if (!Number.isSafeInteger(numel) || numel > MAX_NUMEL) {
-    throw new FormatError(`tensor ${shown}: size [${size}] has more than ${MAX_NUMEL} elements`);
-  }
   let available: number;
   try {
     available = Math.floor(src.bytes(key) / KIND_SIZE[kind]);
@@ -162,19 +156,35 @@ function plan(name: string, t: TensorRef, src: StorageSource, bigEndian: boolean
     if (e instanceof FormatError || e instanceof ZipError) throw new FormatError(`tensor ${shown}: ${e.message}`);
     throw e;
   }
-  let limit = available;
-  if (view) {
-    if (view.offset + view.size > limit) {
-      throw new FormatError(`tensor ${shown}: view ${printable(view.key)} exceeds storage ${printable(key)}`);
-    }
-    base += view.offset;
-    limit = view.offset + view.size;
-    available = view.size;
+  if (!view) return { start: 0, limit: available, available };
+  if (view.offset + view.size > available) {
+    throw new FormatError(`tensor ${shown}: view ${printable(view.key)} exceeds storage ${printable(key)}`);
   }
-  let contiguous = true;
+  return { start: view.offset, limit: view.offset + view.size, available: view.size };
+}
+
+/** Whether `stride` lays out `size` row-major without gaps (dimensions of size 1 may have any stride). */
+function isContiguous(size: number[], stride: number[]): boolean {
   for (let d = size.length - 1, expected = 1; d >= 0; expected *= size[d--]) {
-    if (size[d] !== 1 && stride[d] !== expected) contiguous = false;
+    if (size[d] !== 1 && stride[d] !== expected) return false;
   }
+  return true;
+}
+
+/** Checks tensor `name` against its storage without reading it: sizes, strides, offset, bounds and expansion. */
+function plan(name: string, t: TensorRef, src: StorageSource, bigEndian: boolean): Plan {
+  const { kind, key } = t.storage;
+  const shown = printable(name);
+  const size = sizeOf(name, t);
+  const stride = ints(t.stride, `stride of tensor ${shown}`);
+  if (stride.length !== size.length) throw new FormatError(`tensor ${shown}: size and stride lengths differ`);
+  const offset = int(t.offset, `storage offset of tensor ${shown}`);
+  const numel = size.reduce((a, b) => a * b, 1);
+  if (!Number.isSafeInteger(numel) || numel > MAX_NUMEL) {
+    throw new FormatError(`tensor ${shown}: size [${size}] has more than ${MAX_NUMEL} elements`);
+  }
+  const { start, limit, available } = storageExtent(t, src, shown);
+  const base = offset + start, contiguous = isContiguous(size, stride);
   const p: Plan = { name, ref: t, size, stride, base, numel, contiguous, view: false };
   if (numel === 0) return p;
   let span = 1;
