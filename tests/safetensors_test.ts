@@ -14,8 +14,8 @@ import {
   serializeSafetensors,
   writeSafetensors,
 } from "../formats/safetensors.ts";
-import { loadSafetensorsDir } from "../formats/model_folder.ts";
-import { writeFileAtomic, writeJsonAtomic } from "../formats/fs_atomic.ts";
+import { loadSafetensorsDir, readModelFolder } from "../formats/model_folder.ts";
+import { exists, writeFileAtomic, writeJsonAtomic } from "../formats/fs_atomic.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { fixturePath } from "./fixtures.ts";
 
@@ -509,6 +509,31 @@ Deno.test("sharded checkpoints and loadSafetensorsDir", async () => {
       assert.match(e.message, /model\.safetensors and model\.safetensors\.index\.json/);
       return true;
     });
+  });
+});
+
+Deno.test("readModelFolder: first weight file found, the file it read, folders without weights; exists()", async () => {
+  await withTempDir(async (dir) => {
+    assert.equal(await exists(dir), true);
+    assert.equal(await exists(dir, "file"), false);
+    assert.equal(await exists(join(dir, "nope")), false);
+    await assert.rejects(readModelFolder(`${dir}/`), (e: unknown) => {
+      assert.ok(!(e instanceof SafetensorsError));
+      assert.equal(
+        (e as Error).message,
+        `${dir}: no weights found (looked for model.safetensors, model.safetensors.index.json, pytorch_model.bin)`,
+      );
+      return true;
+    });
+    await Deno.writeTextFile(join(dir, "pytorch_model.bin.index.json"), "{}");
+    await assert.rejects(readModelFolder(dir), /sharded pytorch_model\.bin checkpoints are not supported/);
+    const file = join(dir, "model.safetensors");
+    await writeSafetensors(file, { w: { dtype: "F32", shape: [1], data: new Float32Array([2]) } }, { format: "pt" });
+    assert.equal(await exists(file, "file"), true);
+    const loaded = await readModelFolder(pathToFileURL(dir));
+    assert.equal(loaded.file, file);
+    assert.deepEqual(loaded.metadata, { format: "pt" });
+    assert.deepEqual([...loaded.tensors.keys()], ["w"]);
   });
 });
 
