@@ -20,15 +20,15 @@
 import { parseArgs } from "node:util";
 import { initEngine, noGrad, readAll, tensor, tidy } from "./engine/tensor.ts";
 import { sum } from "./engine/ops/reduce.ts";
-import { classifyTexts, EmptyPromptError, promptFormat } from "./models/text.ts";
+import { classifyTexts, EmptyPromptError, type PromptFormat, promptFormat } from "./models/text.ts";
 import { loadGPT2, loadSequenceClassifier } from "./models/auto.ts";
 import type { GPT2LMHeadModel } from "./models/gpt2.ts";
 import { generate } from "./models/generate.ts";
 import { show } from "./models/config.ts";
-import { loadTokenizer } from "./models/tokenizer/mod.ts";
+import { loadTokenizer, type Tokenizer } from "./models/tokenizer/mod.ts";
 import { defaultSuppressTokens } from "./app/rlhf.ts";
 import { describeTokens, parseSuppressTokens, resolveSuppressTokens, resolveUserPath } from "./app/cli_args.ts";
-import { initModel, InitModelUsageError } from "./app/init_model.ts";
+import { describeModelConfig, initModel, InitModelUsageError } from "./app/init_model.ts";
 
 /** An error reported to the user as one line; `exitCode` 2 marks bad usage. */
 export class CliError extends Error {
@@ -239,7 +239,8 @@ async function tokenizeCommand(flags: Flags, texts: string[], io: CliIO): Promis
   }
 }
 
-async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Promise<void> {
+/** The sampling flags of `generate`, checked. */
+function generationFlags(flags: Flags) {
   const maxNewTokens = parseNumber(flags, "max-new-tokens", "int");
   const minNewTokens = parseNumber(flags, "min-new-tokens", "int");
   const temperature = parseNumber(flags, "temperature", "float");
@@ -257,82 +258,103 @@ async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Prom
   if (temperature !== undefined && !(temperature > 0)) throw new CliError("--temperature must be > 0", 2);
   if (topK !== undefined && topK < 0) throw new CliError("--top-k must be ≥ 0", 2);
   if (topP !== undefined && !(topP > 0 && topP <= 1)) throw new CliError("--top-p must be in (0, 1]", 2);
-  let suppressItems: string[] | undefined;
+  return { maxNewTokens, minNewTokens, temperature, topK, topP, seed };
+}
+
+/** --suppress-tokens split into entries (undefined when not given); a malformed list is a usage error. */
+function suppressTokensFlag(flags: Flags): string[] | undefined {
   try {
-    suppressItems = parseSuppressTokens(flags["suppress-tokens"] as string | undefined);
+    return parseSuppressTokens(flags["suppress-tokens"] as string | undefined);
   } catch (e) {
     throw new CliError((e as Error).message, 2);
   }
-  const dir = await requireFolder(flags.model as string | undefined, "generate");
-  const tok = await loadTokenizer(dir);
-  let suppressTokens: number[];
-  if (suppressItems === undefined) {
-    suppressTokens = defaultSuppressTokens(tok);
-    if (suppressTokens.length) {
-      io.err(
-        `generate: never generating ${describeTokens(suppressTokens, tok)} — the default for this tokenizer; ` +
-          "--suppress-tokens none allows it",
-      );
-    }
-  } else {
+}
+
+/** The ids never generated: the flag's entries resolved, or the tokenizer's default (said on `io.err`). */
+function suppressTokenIds(items: string[] | undefined, tokenizer: Tokenizer, io: CliIO): number[] {
+  if (items !== undefined) {
     try {
-      suppressTokens = resolveSuppressTokens(suppressItems, tok);
+      return resolveSuppressTokens(items, tokenizer);
     } catch (e) {
       throw new CliError((e as Error).message, 2);
     }
   }
-  await initEngine({ verbose: Boolean(flags.verbose) });
-  const model = (await loadGPT2(dir)).eval();
-  const cfg = model.config;
-  const fmt = promptFormat(tok, cfg, { plain: Boolean(flags["no-special-tokens"]) });
-  const rows = prompts.map((p, i) => {
+  const suppressTokens = defaultSuppressTokens(tokenizer);
+  if (suppressTokens.length) {
+    io.err(
+      `generate: never generating ${describeTokens(suppressTokens, tokenizer)} — the default for this tokenizer; ` +
+        "--suppress-tokens none allows it",
+    );
+  }
+  return suppressTokens;
+}
+
+/** Each prompt's token ids (an empty prompt is a usage error naming it). */
+function encodePrompts(format: PromptFormat, prompts: string[]): number[][] {
+  return prompts.map((p, i) => {
     try {
-      return fmt.encode(p);
+      return format.encode(p);
     } catch (e) {
       if (e instanceof EmptyPromptError) throw new CliError(`prompt ${i + 1} is empty`, 2);
       throw new CliError(`prompt ${i + 1}: ${(e as Error).message}`);
     }
   });
-  const eos = fmt.eosTokenId ?? undefined;
-  const pad = fmt.padTokenId;
+}
+
+/** --max-new-tokens, or by default as many as fit after the longest prompt (at most 32). */
+function responseLimit(rows: number[][], nPositions: number, sampling: ReturnType<typeof generationFlags>): number {
   const longest = Math.max(...rows.map((r) => r.length));
-  const room = cfg.n_positions - longest;
+  const room = nPositions - longest;
   if (room < 1) {
-    throw new CliError(`a prompt has ${longest} tokens; the model's n_positions (${cfg.n_positions}) leaves no room`);
+    throw new CliError(`a prompt has ${longest} tokens; the model's n_positions (${nPositions}) leaves no room`);
   }
-  const maxNew = maxNewTokens ?? Math.min(32, room);
-  if (minNewTokens !== undefined && minNewTokens > maxNew) {
+  const maxNew = sampling.maxNewTokens ?? Math.min(32, room);
+  if (sampling.minNewTokens !== undefined && sampling.minNewTokens > maxNew) {
     throw new CliError(
-      `--min-new-tokens (${minNewTokens}) exceeds the default --max-new-tokens (${maxNew}); give --max-new-tokens`,
+      `--min-new-tokens (${sampling.minNewTokens}) exceeds the default --max-new-tokens (${maxNew}); ` +
+        "give --max-new-tokens",
       2,
     );
   }
-  const out = await generate(model, rows, {
-    maxNewTokens: maxNew,
-    minNewTokens,
+  return maxNew;
+}
+
+async function generateCommand(flags: Flags, prompts: string[], io: CliIO): Promise<void> {
+  const sampling = generationFlags(flags);
+  const suppressItems = suppressTokensFlag(flags);
+  const dir = await requireFolder(flags.model as string | undefined, "generate");
+  const tokenizer = await loadTokenizer(dir);
+  const suppressTokens = suppressTokenIds(suppressItems, tokenizer, io);
+  await initEngine({ verbose: Boolean(flags.verbose) });
+  const model = (await loadGPT2(dir)).eval();
+  const format = promptFormat(tokenizer, model.config, { plain: Boolean(flags["no-special-tokens"]) });
+  const rows = encodePrompts(format, prompts);
+  const eos = format.eosTokenId ?? undefined;
+  const generated = await generate(model, rows, {
+    maxNewTokens: responseLimit(rows, model.config.n_positions, sampling),
+    minNewTokens: sampling.minNewTokens,
     doSample: Boolean(flags["do-sample"]),
-    temperature,
-    topK,
-    topP,
-    seed,
+    temperature: sampling.temperature,
+    topK: sampling.topK,
+    topP: sampling.topP,
+    seed: sampling.seed,
     eosTokenId: eos ?? null,
-    padTokenId: pad,
+    padTokenId: format.padTokenId,
     suppressTokens,
   });
-  const broken = await nonFiniteRows(model, rows, out.responses);
+  const broken = await nonFiniteRows(model, rows, generated.responses);
+  for (const p of model.parameters()) p.dispose();
   if (broken.length > 0) {
-    for (const p of model.parameters()) p.dispose();
     throw new CliError(
       `the GPT-2 model in ${dir} produced non-finite logits (NaN or Inf) for prompt ${broken.join(", ")}: ` +
         `its weights (model.safetensors or pytorch_model.bin) are broken`,
     );
   }
   const results = prompts.map((prompt, i) => {
-    const ids = out.responses[i];
+    const ids = generated.responses[i];
     const finished = eos !== undefined && ids[ids.length - 1] === eos;
-    return { prompt, text: fmt.decode(ids), ids, promptIds: rows[i], finished };
+    return { prompt, text: format.decode(ids), ids, promptIds: rows[i], finished };
   });
-  for (const p of model.parameters()) p.dispose();
   if (flags.json) return io.out(JSON.stringify(results));
   for (const r of results) {
     io.out(`> ${r.prompt}`);
@@ -374,9 +396,9 @@ async function initModelCommand(flags: Flags, io: CliIO): Promise<void> {
   }
   const like = flags.like as "gpt2" | "bert";
   const path = (v: unknown) => v === undefined ? undefined : resolveUserPath(String(v));
-  let r;
+  let result;
   try {
-    r = await initModel({
+    result = await initModel({
       like,
       vocab: path(flags.vocab),
       tokenizer: path(flags.tokenizer),
@@ -393,21 +415,13 @@ async function initModelCommand(flags: Flags, io: CliIO): Promise<void> {
   } catch (e) {
     throw e instanceof InitModelUsageError ? new CliError(e.message, 2) : e;
   }
-  if (r.replaced.length) io.err(`init-model: replaced ${r.replaced.join(", ")} in ${r.outDir}`);
-  if (flags.json) return io.out(JSON.stringify({ ...r, like }));
-  const c = r.config as Record<string, unknown>;
-  const layers = (n: unknown) => `${n} layer${n === 1 ? "" : "s"}`;
-  const shape = like === "gpt2"
-    ? `GPT2LMHeadModel, ${layers(c.n_layer)}, n_embd ${c.n_embd}, ${c.n_head} heads, ${c.n_positions} positions`
-    : `BertForSequenceClassification, ${layers(c.num_hidden_layers)}, hidden ${c.hidden_size}, ` +
-      `${c.num_attention_heads} heads, ${c.max_position_embeddings} positions, labels ${
-        Object.values(c.id2label as Record<string, string>).join("/")
-      }`;
+  if (result.replaced.length) io.err(`init-model: replaced ${result.replaced.join(", ")} in ${result.outDir}`);
+  if (flags.json) return io.out(JSON.stringify({ ...result, like }));
   io.out(
-    `wrote ${r.outDir}: ${shape}, vocabulary ${c.vocab_size}; ${(r.parameters / 1e6).toFixed(2)} M parameters, ` +
-      `seed ${sizes.seed ?? 0}`,
+    `wrote ${result.outDir}: ${describeModelConfig(like, result.config as Record<string, unknown>)}; ` +
+      `${(result.parameters / 1e6).toFixed(2)} M parameters, seed ${sizes.seed ?? 0}`,
   );
-  io.out(`files: ${r.files.join(" ")}`);
+  io.out(`files: ${result.files.join(" ")}`);
 }
 
 /**
@@ -420,45 +434,7 @@ async function initModelCommand(flags: Flags, io: CliIO): Promise<void> {
 export async function main(args: string[], io: CliIO = STD_IO): Promise<number> {
   const verbose = args.includes("--verbose");
   try {
-    let [command, ...rest] = args;
-    if (command === "help") {
-      command = rest[0] ?? "--help";
-      rest = ["--help"];
-    }
-    if (command === undefined) {
-      io.err(USAGE);
-      return 2;
-    }
-    if (command === "--help" || command === "-h") {
-      io.out(USAGE);
-      return 0;
-    }
-    if (!Object.hasOwn(OPTIONS, command)) {
-      throw new CliError(`unknown command ${show(command)} (commands: ${Object.keys(OPTIONS).join(", ")})`, 2);
-    }
-    const cmd = command as Command;
-    let parsed;
-    try {
-      parsed = parseArgs({ args: rest, options: OPTIONS[cmd], allowPositionals: true, strict: true });
-    } catch (e) {
-      throw new CliError(`${cmd}: ${(e as Error).message}`, 2);
-    }
-    const flags = parsed.values as Flags;
-    if (flags.help) {
-      io.out(HELP[cmd]);
-      return 0;
-    }
-    const texts = parsed.positionals;
-    if (cmd === "init-model") {
-      if (texts.length) throw new CliError(`init-model takes no texts (got ${show(texts[0])})`, 2);
-      await initModelCommand(flags, io);
-      return 0;
-    }
-    if (texts.length === 0) throw new CliError(`${cmd}: no input text given`, 2);
-    if (cmd === "tokenize") await tokenizeCommand(flags, texts, io);
-    else if (cmd === "generate") await generateCommand(flags, texts, io);
-    else await scoreCommand(flags, texts, io);
-    return 0;
+    return await runCommand(args, io);
   } catch (e) {
     const err = e as Error;
     io.err(`error: ${err?.message ?? String(e)}`);
@@ -466,6 +442,52 @@ export async function main(args: string[], io: CliIO = STD_IO): Promise<number> 
     const code = e instanceof CliError ? e.exitCode : 1;
     if (code === 2) io.err("Run `deno run -A cli.ts --help` for usage.");
     return code;
+  }
+}
+
+/** Runs one command line (`help X` reads as `X --help`); returns the exit code or throws. */
+async function runCommand(args: string[], io: CliIO): Promise<number> {
+  let [command, ...rest] = args;
+  if (command === "help") {
+    command = rest[0] ?? "--help";
+    rest = ["--help"];
+  }
+  if (command === undefined) {
+    io.err(USAGE);
+    return 2;
+  }
+  if (command === "--help" || command === "-h") {
+    io.out(USAGE);
+    return 0;
+  }
+  const { cmd, flags, texts } = parseCommand(command, rest);
+  if (flags.help) {
+    io.out(HELP[cmd]);
+    return 0;
+  }
+  if (cmd === "init-model") {
+    if (texts.length) throw new CliError(`init-model takes no texts (got ${show(texts[0])})`, 2);
+    await initModelCommand(flags, io);
+    return 0;
+  }
+  if (texts.length === 0) throw new CliError(`${cmd}: no input text given`, 2);
+  if (cmd === "tokenize") await tokenizeCommand(flags, texts, io);
+  else if (cmd === "generate") await generateCommand(flags, texts, io);
+  else await scoreCommand(flags, texts, io);
+  return 0;
+}
+
+/** A known command's flags and texts (usage errors for an unknown command or flag). */
+function parseCommand(command: string, rest: string[]): { cmd: Command; flags: Flags; texts: string[] } {
+  if (!Object.hasOwn(OPTIONS, command)) {
+    throw new CliError(`unknown command ${show(command)} (commands: ${Object.keys(OPTIONS).join(", ")})`, 2);
+  }
+  const cmd = command as Command;
+  try {
+    const parsed = parseArgs({ args: rest, options: OPTIONS[cmd], allowPositionals: true, strict: true });
+    return { cmd, flags: parsed.values as Flags, texts: parsed.positionals };
+  } catch (e) {
+    throw new CliError(`${cmd}: ${(e as Error).message}`, 2);
   }
 }
 

@@ -308,3 +308,20 @@ export async function initModel(o: InitModelOptions): Promise<InitModelResult> {
     await Deno.remove(staging, { recursive: true }).catch(() => {});
   }
 }
+
+/**
+ * One line on a model made by {@linkcode initModel}: its class, sizes and vocabulary (and labels for a classifier).
+ * @param like "gpt2" or "bert", as given to initModel
+ * @param config the model's config.json fields
+ */
+export function describeModelConfig(like: "gpt2" | "bert", config: Record<string, unknown>): string {
+  const c = config;
+  const layers = (n: unknown) => `${n} layer${n === 1 ? "" : "s"}`;
+  const shape = like === "gpt2"
+    ? `GPT2LMHeadModel, ${layers(c.n_layer)}, n_embd ${c.n_embd}, ${c.n_head} heads, ${c.n_positions} positions`
+    : `BertForSequenceClassification, ${layers(c.num_hidden_layers)}, hidden ${c.hidden_size}, ` +
+      `${c.num_attention_heads} heads, ${c.max_position_embeddings} positions, labels ${
+        Object.values(c.id2label as Record<string, string>).join("/")
+      }`;
+  return `${shape}, vocabulary ${c.vocab_size}`;
+}
