@@ -43,7 +43,6 @@ async function curve(precision: "fp32" | "auto"): Promise<{ losses: number[]; ms
   setMatmulPrecision(precision);
   const cfg = { n_layer: layers, n_embd: embd, n_head: 12, vocab_size: vocab, n_positions: 1024 };
   const model = gpt2Model({ ...cfg, embd_pdrop: 0, attn_pdrop: 0, resid_pdrop: 0 }).train();
-  model.flattenParameters();
   const opt = new AdamW(model.parameters(), { lr: 3e-4, weightDecay: 0 });
   const losses: number[] = [];
   const t0 = now();

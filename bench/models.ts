@@ -118,7 +118,6 @@ export function trainBench(key: string, cfg: GPT2Size, B: number, T: number): Be
       const rt = runtime();
       const t0 = now();
       const model = gpt2Model({ ...cfg }).train();
-      model.flattenParameters(); // one AdamW dispatch per flat chunk instead of one per parameter
       const opt = new AdamW(model.parameters(), { lr: 1e-5 });
       const ids = tensor(randIds(B, T, cfg.vocab_size, 11).flat(), [B, T], "i32");
       ctx.log(`model ready in ${((now() - t0) / 1000).toFixed(1)} s`);

@@ -1,11 +1,13 @@
 /**
  * Reverse-mode autograd: ops record a {@linkcode GradNode} on their output; `backward` walks the
- * tape in reverse topological order and accumulates gradients into leaf tensors' `.grad`.
+ * tape in reverse topological order and accumulates gradients into leaf tensors' `.grad` — for flat parameters,
+ * in place into their slots of the flat gradient buffer.
  * @module
  */
 
 import { empty, type GradNode, isGradEnabled, keep, noGrad, runtime, Tensor } from "./tensor.ts";
 import { f32Bits, grid1d } from "./runtime.ts";
+import { flatSlotOf } from "./flat.ts";
 
 /** A retained view of a tensor that stays valid until the node is released. */
 export function saveForBackward(t: Tensor): Tensor {
@@ -144,11 +146,17 @@ export function backward(root: Tensor, grad?: Tensor, options: BackwardOptions =
   });
 }
 
+/**
+ * Adds `g` into `leaf.grad` (disposing `g`): in place into its slot of the flat gradient buffer for a flat
+ * parameter (engine/flat.ts), else as a new tensor.
+ */
 function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   if (g.shape.join() !== leaf.shape.join()) {
     throw new Error(`backward: gradient shape [${g.shape}] does not match tensor [${leaf.shape}]`);
   }
-  if (leaf.grad) {
+  const slot = flatSlotOf(leaf);
+  if (slot) slot.chunk.accumulateGrad(slot, g);
+  else if (leaf.grad) {
     const sum = addInto(leaf.grad, g);
     leaf.grad = keep(sum);
   } else {

@@ -1,15 +1,15 @@
 /**
  * Gradient clipping by total norm — {@linkcode clipGradNorm} (`torch.nn.utils.clip_grad_norm_`) and its
  * checked variant {@linkcode clipGradNormChecked}. The reduction and scaling run entirely on the GPU: the
- * clipping coefficient never comes back to the CPU. Gradients of flat parameters (`flattenParameters`) are
- * first gathered into their chunk's flat gradient buffer; a chunk whose every parameter is clipped is then
- * reduced and scaled with one dispatch each, whatever its number of parameters.
+ * clipping coefficient never comes back to the CPU. Gradients of flat parameters (engine/flat.ts) live in their
+ * chunk's flat gradient buffer; a chunk whose every parameter is clipped is reduced and scaled with one dispatch
+ * each, whatever its number of parameters.
  * @module
  */
 
 import { f32Bits, grid1d, type KernelSpec, type Storage } from "./runtime.ts";
 import { check, empty, runtime, Tensor, tensor } from "./tensor.ts";
-import { type FlatChunk, type FlatSlot, flatSlotOf } from "./flat.ts";
+import { adoptGrads, type FlatChunk, type FlatSlot, flatSlotOf } from "./flat.ts";
 
 /** Options of {@linkcode clipGradNorm}. */
 export interface ClipGradNormOptions {
@@ -32,47 +32,43 @@ interface Span {
 }
 
 /**
- * The spans to reduce and scale: the gradients of `params`, except that flat parameters' gradients are
- * gathered first and a chunk whose every parameter is in `params` with a gradient becomes one span.
+ * The spans to reduce and scale, after validating the arguments: the gradients of `params`, except that a flat
+ * chunk whose every parameter is in `params` with its gradient in place becomes one span (gradients set by hand
+ * are first copied into the flat gradient buffer).
  */
 function spansOf(params: Tensor | Iterable<Tensor>, maxNorm: number, normType: number): Span[] {
   const list = params instanceof Tensor ? [params] : [...params];
-  const grads = gradsOf(list, maxNorm, normType);
+  checkArgs(list, maxNorm, normType);
   const byChunk = new Map<FlatChunk, FlatSlot[]>();
   for (const p of list) {
     const slot = p.grad ? flatSlotOf(p) : null;
-    if (!slot) continue;
-    const slots = byChunk.get(slot.chunk);
-    if (slots) slots.push(slot);
-    else byChunk.set(slot.chunk, [slot]);
+    if (slot) byChunk.set(slot.chunk, [...byChunk.get(slot.chunk) ?? [], slot]);
   }
   const spans: Span[] = [];
   const covered = new Set<Tensor>();
   const inList = new Set(list);
-  for (const [chunk, slots] of byChunk) {
-    chunk.gatherGrads(slots, true);
+  adoptGrads([...byChunk.values()].flat());
+  for (const chunk of byChunk.keys()) {
     if (!chunk.gradsComplete() || !chunk.slots.every((s) => inList.has(s.param))) continue;
     spans.push({ storage: chunk.grad!, n: chunk.elements });
     for (const s of chunk.slots) covered.add(s.param.grad!);
   }
-  for (const g of grads) if (!covered.has(g)) spans.push({ storage: g.storage, n: g.size });
+  const grads = new Set(list.map((p) => p.grad).filter((g): g is Tensor => g !== null && !covered.has(g)));
+  for (const g of grads) spans.push({ storage: g.storage, n: g.size });
   return spans;
 }
 
-function gradsOf(list: Tensor[], maxNorm: number, normType: number): Tensor[] {
+function checkArgs(list: Tensor[], maxNorm: number, normType: number): void {
   const op = "clipGradNorm";
   check(validNumber(maxNorm) && maxNorm >= 0, op, `maxNorm must be a number ≥ 0, got ${maxNorm}`);
   check(validNumber(normType) && normType > 0, op, `unsupported normType ${normType} (use a finite p > 0 or Infinity)`);
-  const grads: Tensor[] = [];
   for (const p of list) {
     check(p instanceof Tensor, op, `expected tensors, got ${p}`);
     const g = p.grad;
-    if (!g || grads.includes(g)) continue;
+    if (!g) continue;
     check(!g.disposed, op, `gradient of parameter [${p.shape}] was disposed`);
     check(g.dtype === "f32", op, `gradients must be f32, got ${g.dtype}`);
-    grads.push(g);
   }
-  return grads;
 }
 
 // Workgroups per gradient tensor in the partial reduction: one per PARTIAL_CHUNK elements, at most

@@ -1,19 +1,18 @@
 /**
- * Flat parameter buffers. {@linkcode flattenParameters} packs many parameter tensors into one large GPU
- * buffer — a few when their total exceeds the device's largest storage binding — giving each parameter a
- * 256-byte-aligned slot and re-pointing the parameter tensor at a view of its slot (values, names and
- * autograd fields are unchanged). The optimisers then update every flat parameter of a chunk with one
- * dispatch, and {@linkcode clipGradNorm} reduces a chunk's gradients with one: both first copy the
- * gradients into a flat gradient buffer of the same layout ({@linkcode FlatChunk.gatherGrads}).
+ * Flat parameters, as in llm.c: {@linkcode createFlatParameters} allocates a model's parameters as views
+ * into one large GPU buffer — a few when their total exceeds the device's largest storage binding — each
+ * in a 256-byte-aligned slot. Gradients live in a flat buffer of the same layout: backward writes each
+ * parameter's gradient into its slot in place ({@linkcode FlatChunk.accumulateGrad}), so that the
+ * optimisers update a whole chunk with one dispatch and {@linkcode clipGradNorm} reduces it with one.
  *
- * Memory: a chunk lives as long as any of its parameters (the views own it); the flat gradient buffer
- * lives as long as any gathered gradient (`zeroGrad` returns it to the pool).
+ * Memory: a chunk lives as long as any of its parameters (the views own it); the flat gradient buffer is
+ * allocated at the first backward that reaches the chunk and lives as long as any gradient view (`zeroGrad`
+ * returns it to the pool), so a model used without gradients costs only its parameters.
  * @module
  */
 
 import { grid1d, type Storage } from "./runtime.ts";
-import { check, keep, runtime, Tensor } from "./tensor.ts";
-import { zeros } from "./ops/elementwise.ts";
+import { check, empty, keep, runtime, Tensor } from "./tensor.ts";
 
 /** Slot alignment in bytes (the storage-binding offset alignment WebGPU guarantees). */
 export const FLAT_ALIGN = 256;
@@ -34,21 +33,30 @@ function aligned(bytes: number): number {
   return Math.ceil(bytes / FLAT_ALIGN) * FLAT_ALIGN;
 }
 
-/** Records `dst[i] = 0` over a storage. */
-function zeroFill(s: Storage, elements: number): void {
-  runtime().dispatch({ shader: "fill", bindings: ["rw"] }, [s], [elements, 0, 0, 0], grid1d(elements));
+/** Records `dst[i] = 0` for i < elements. */
+export function zeroFill(dst: Storage, elements: number): void {
+  runtime().dispatch({ shader: "fill", bindings: ["rw"] }, [dst], [elements, 0, 0, 0], grid1d(elements));
 }
 
-/** One flat buffer holding several parameters, each in a 256-byte-aligned slot. */
+/** Records `dst[i] += src[i]` for i < elements (shaders/grad_accumulate.wgsl). */
+function addInPlace(dst: Storage, src: Storage, elements: number): void {
+  runtime().dispatch(
+    { shader: "grad_accumulate", bindings: ["rw", "read"] },
+    [dst, src],
+    [elements, 0, 0, 0],
+    grid1d(elements),
+  );
+}
+
+/** One flat buffer holding several parameters, and lazily their gradients, each in a 256-byte-aligned slot. */
 export class FlatChunk {
   /** The parameters' slots, by increasing offset. */
   readonly slots: FlatSlot[] = [];
   #grad: Storage | null = null;
-  #gradZeroed = false;
 
   /** Wraps a buffer of `bytes` bytes (not owned: the parameter views own it). */
   constructor(
-    /** The chunk's buffer (bound whole by the flat optimiser kernels). */
+    /** The chunk's buffer (bound whole by the optimiser kernels). */
     readonly storage: Storage,
     /** Bytes in the chunk (a multiple of {@linkcode FLAT_ALIGN}). */
     readonly bytes: number,
@@ -59,7 +67,7 @@ export class FlatChunk {
     return this.bytes / 4;
   }
 
-  /** The current flat gradient buffer, or null when no gathered gradient is alive. */
+  /** The flat gradient buffer, or null when no gradient view is alive. Padding is zero. */
   get grad(): Storage | null {
     return this.#grad && this.#grad.refs > 0 ? this.#grad : null;
   }
@@ -73,62 +81,70 @@ export class FlatChunk {
     return s.parent === flat && s.byteOffset === flat.byteOffset + slot.offset && s.bytes === slot.param.size * 4;
   }
 
-  /**
-   * True when the flat gradient buffer holds every slot's gradient and zero padding, so that it can be
-   * reduced or scaled as a whole.
-   */
+  /** True when every slot's gradient is its view of the flat gradient buffer, which then is reduced whole. */
   gradsComplete(): boolean {
-    return this.#gradZeroed && this.grad !== null && this.slots.every((s) => this.gradAtSlot(s));
+    return this.grad !== null && this.slots.every((s) => this.gradAtSlot(s));
   }
 
-  /**
-   * Copies the gradients of `which` (slots of this chunk; those without a gradient are skipped) into the
-   * flat gradient buffer and re-points each gradient tensor at its slot (GPU copies, no readback; gradients
-   * already there are left alone). Allocates the buffer when none is alive — zero-filled when
-   * `zeroPadding` (needed to reduce it as a whole). Returns the buffer, or null when no slot has a gradient.
-   */
-  gatherGrads(which: readonly FlatSlot[], zeroPadding: boolean): Storage | null {
-    const todo = [...new Set(which)].filter((s) => s.param.grad && !this.gradAtSlot(s));
-    if (todo.length === 0) return this.grad;
-    const rt = runtime();
+  /** A new tensor viewing `slot` in the gradient buffer, allocated (zero-filled) when none is alive. */
+  gradView(slot: FlatSlot): Tensor {
     let flat = this.grad;
     const fresh = !flat;
     if (!flat) {
-      flat = this.#grad = rt.alloc(this.bytes);
-      this.#gradZeroed = zeroPadding;
-      if (zeroPadding) zeroFill(flat, this.elements);
+      flat = this.#grad = runtime().alloc(this.bytes);
+      zeroFill(flat, this.elements);
     }
-    const claimed = new Set<Tensor>();
-    for (const s of todo) {
-      const p = s.param, g = p.grad!, bytes = p.size * 4;
-      check(!g.disposed, "gatherGrads", `gradient of parameter${p.name ? ` "${p.name}"` : ""} was disposed`);
-      check(g.storage.bytes === bytes, "gatherGrads", `gradient of [${p.shape}] has ${g.storage.bytes} bytes`);
-      if (g.storage.buffer !== flat.buffer) rt.copy(g.storage, 0, flat, s.offset, bytes);
-      else { // already in this buffer (e.g. one gradient tensor shared by two params): through a temporary
-        const tmp = rt.alloc(bytes);
-        rt.copy(g.storage, 0, tmp, 0, bytes);
-        rt.copy(tmp, 0, flat, s.offset, bytes);
-        tmp.release();
-      }
-      const view = flat.view(s.offset, bytes);
-      if (claimed.has(g)) p.grad = keep(new Tensor(view, p.shape)); // one gradient tensor shared by two params
-      else {
-        g.replaceStorage(view);
-        claimed.add(g);
-      }
-    }
+    const view = keep(new Tensor(flat.view(slot.offset, slot.param.size * 4), slot.param.shape));
     if (fresh) flat.release(); // the gradient views own the buffer from now on
-    return flat;
+    return view;
+  }
+
+  /**
+   * Backward's accumulation into a leaf (disposes `g`): adds `g` in place into the slot's gradient view, or —
+   * when the parameter has no gradient there yet — copies it into the slot (plus a gradient set by hand, which
+   * is disposed) and makes the view the parameter's `grad`.
+   */
+  accumulateGrad(slot: FlatSlot, g: Tensor): void {
+    const p = slot.param, current = p.grad;
+    if (current && this.gradAtSlot(slot)) addInPlace(current.storage, g.storage, p.size);
+    else {
+      const view = this.gradView(slot);
+      runtime().copy(g.storage, 0, view.storage, 0, p.size * 4);
+      if (current) addInPlace(view.storage, current.storage, p.size);
+      current?.dispose();
+      p.grad = view;
+    }
+    g.dispose();
   }
 }
 
-/** The result of {@linkcode flattenParameters}: the parameters and the chunks holding them. */
+/**
+ * Moves gradients set by hand (`p.grad = t`, not a view of the flat gradient buffer) into the slots `which`:
+ * copies each (GPU copies), makes the slot's view the parameter's `grad` and disposes the tensor given. Slots
+ * whose parameter has no gradient, or already has it in place, are left alone.
+ */
+export function adoptGrads(which: Iterable<FlatSlot>): void {
+  const todo = [...new Set(which)].filter((s) => s.param.grad && !s.chunk.gradAtSlot(s));
+  const given = new Set<Tensor>();
+  for (const s of todo) {
+    const p = s.param, g = p.grad!, bytes = p.size * 4;
+    check(!g.disposed, "adoptGrads", `gradient of parameter${p.name ? ` "${p.name}"` : ""} was disposed`);
+    check(g.storage.bytes === bytes, "adoptGrads", `gradient of [${p.shape}] has ${g.storage.bytes} bytes`);
+    const view = s.chunk.gradView(s);
+    runtime().copy(g.storage, 0, view.storage, 0, bytes);
+    given.add(g);
+    p.grad = view;
+  }
+  for (const g of given) g.dispose(); // after the copies: one tensor may be the gradient of two parameters
+}
+
+/** The result of {@linkcode createFlatParameters}: the parameters and the chunks holding them. */
 export class FlatParameters {
   /** Wraps the parameters and their chunks. */
   constructor(
-    /** The parameters, in the order given (zero-size ones stay as they are). */
+    /** The parameters, in the order given (zero-size ones are plain tensors, in no chunk). */
     readonly params: readonly Tensor[],
-    /** The chunks holding them: chunks the parameters were already in, then the new ones. */
+    /** The chunks holding them. */
     readonly chunks: readonly FlatChunk[],
   ) {}
 
@@ -138,8 +154,8 @@ export class FlatParameters {
   }
 }
 
-/** Options of {@linkcode flattenParameters}. */
-export interface FlattenOptions {
+/** Options of {@linkcode createFlatParameters}. */
+export interface FlatOptions {
   /**
    * Largest chunk in bytes (default and maximum: the device's `maxStorageBufferBindingSize`); a parameter
    * larger than this gets a chunk of its own.
@@ -147,70 +163,76 @@ export interface FlattenOptions {
   maxChunkBytes?: number;
 }
 
-/**
- * The flat slot of `p`, or null when `p` is not (or no longer) a view of a flat chunk slot — e.g. it was
- * never flattened, was disposed, or had its storage replaced.
- */
-export function flatSlotOf(p: Tensor): FlatSlot | null {
-  const slot = slots.get(p);
-  if (!slot || p.disposed) return null;
-  const s = p.storage;
-  const c = slot.chunk.storage;
-  return s.parent === c && s.byteOffset === c.byteOffset + slot.offset ? slot : null;
+/** One parameter to create: its name, shape and initial values. */
+export interface FlatParameterInit {
+  /** Name (used in messages and as the model's parameter key). */
+  name?: string;
+  /** Dimensions. */
+  shape: readonly number[];
+  /** Initial values (as many as the shape has elements). */
+  data: Float32Array;
 }
 
-/**
- * Packs `params` into flat chunks: allocates one buffer (several when the total exceeds the largest
- * storage binding, or `options.maxChunkBytes`), copies each parameter into a 256-byte-aligned slot on the
- * GPU (no readback) and re-points the parameter tensor at a view of its slot, releasing its old storage.
- * Parameters keep their values, `grad`, `requiresGrad` and names. Idempotent: parameters already flat stay
- * in their chunks (only the others are packed, into new chunks); zero-size parameters are left as they are.
- * Returns the chunks that hold the parameters.
- */
-export function flattenParameters(params: Iterable<Tensor>, options: FlattenOptions = {}): FlatParameters {
-  const rt = runtime();
-  const op = "flattenParameters";
-  const list = [...new Set(params)];
-  for (const p of list) {
-    check(p instanceof Tensor, op, `expected tensors, got ${p}`);
-    check(!p.disposed, op, `parameter${p.name ? ` "${p.name}"` : ""} was disposed`);
-  }
-  const max = Math.floor(rt.maxStorageBindingBytes / FLAT_ALIGN) * FLAT_ALIGN;
-  const limit = Math.min(options.maxChunkBytes ?? max, max);
-  check(Number.isFinite(limit) && limit >= FLAT_ALIGN, op, `maxChunkBytes must be ≥ ${FLAT_ALIGN}, got ${limit}`);
-  const chunks = new Set<FlatChunk>();
-  const groups: Tensor[][] = [];
+/** The flat slot of `p`, or null when `p` is not a flat parameter (or was disposed). */
+export function flatSlotOf(p: Tensor): FlatSlot | null {
+  const slot = slots.get(p);
+  return slot && !p.disposed ? slot : null;
+}
+
+/** Splits `sizes` (bytes) greedily into runs of consecutive indices whose aligned total is ≤ `limit`. */
+function packGreedily(sizes: readonly number[], limit: number): number[][] {
+  const groups: number[][] = [];
   let bytes = Infinity;
-  for (const p of list) {
-    const slot = flatSlotOf(p);
-    if (slot) chunks.add(slot.chunk);
-    if (slot || p.size === 0) continue;
-    const b = aligned(p.size * 4);
-    if (bytes + b > limit) {
+  sizes.forEach((n, i) => {
+    if (n === 0) return;
+    if (bytes + aligned(n) > limit) {
       groups.push([]);
       bytes = 0;
     }
-    groups[groups.length - 1].push(p);
-    bytes += b;
-  }
-  for (const group of groups) {
-    const total = group.reduce((a, p) => a + aligned(p.size * 4), 0);
-    const storage = rt.alloc(total);
-    const chunk = new FlatChunk(storage, total);
+    groups[groups.length - 1].push(i);
+    bytes += aligned(n);
+  });
+  return groups;
+}
+
+/**
+ * Allocates parameters (f32 leaves requiring grad, kept out of `tidy` scopes) as views of flat chunks: one
+ * buffer, or several when the total exceeds the largest storage binding (or `options.maxChunkBytes`), each
+ * parameter in a 256-byte-aligned slot and uploaded from `data`. Zero-size parameters get no slot.
+ */
+export function createFlatParameters(inits: readonly FlatParameterInit[], options: FlatOptions = {}): FlatParameters {
+  const rt = runtime();
+  const op = "createFlatParameters";
+  const max = Math.floor(rt.maxStorageBindingBytes / FLAT_ALIGN) * FLAT_ALIGN;
+  const limit = Math.min(options.maxChunkBytes ?? max, max);
+  check(Number.isFinite(limit) && limit >= FLAT_ALIGN, op, `maxChunkBytes must be ≥ ${FLAT_ALIGN}, got ${limit}`);
+  const sizes = inits.map(({ name, shape, data }) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    check(data.length === n, op, `${name ?? "parameter"}: ${data.length} values for shape [${shape}]`);
+    return n * 4;
+  });
+  const params: Tensor[] = inits.map((init) => init.data.length === 0 ? keep(empty(init.shape)) : null!);
+  const chunks = packGreedily(sizes, limit).map((group) => {
+    const bytes = group.reduce((a, i) => a + aligned(sizes[i]), 0);
+    const chunk = new FlatChunk(rt.alloc(bytes), bytes);
     let offset = 0;
-    for (const p of group) {
-      const n = p.size * 4;
-      rt.copy(p.storage, 0, storage, offset, n);
-      p.replaceStorage(storage.view(offset, n));
-      const slot: FlatSlot = { chunk, offset, param: p };
+    for (const i of group) {
+      const view = chunk.storage.view(offset, sizes[i]);
+      rt.write(view, inits[i].data);
+      params[i] = keep(new Tensor(view, inits[i].shape));
+      const slot: FlatSlot = { chunk, offset, param: params[i] };
       chunk.slots.push(slot);
-      slots.set(p, slot);
-      offset += aligned(n);
+      slots.set(params[i], slot);
+      offset += aligned(sizes[i]);
     }
-    storage.release(); // the parameter views own the chunk from now on
-    chunks.add(chunk);
-  }
-  return new FlatParameters(list, [...chunks]);
+    chunk.storage.release(); // the parameter views own the chunk from now on
+    return chunk;
+  });
+  params.forEach((p, i) => {
+    p.requireGrad();
+    if (inits[i].name !== undefined) p.name = inits[i].name;
+  });
+  return new FlatParameters(params, chunks);
 }
 
 /**
@@ -218,39 +240,37 @@ export function flattenParameters(params: Iterable<Tensor>, options: FlattenOpti
  * as per-parameter views of the parameters' slots, so that one dispatch updates a whole chunk's state.
  */
 export class FlatStateBuffers {
-  #byChunk = new Map<FlatChunk, Map<string, { flat: Tensor; used: Set<number> }>>();
+  #byChunk = new Map<FlatChunk, Map<string, { flat: Storage; used: Set<number> }>>();
 
-  #entry(chunk: FlatChunk, name: string): { flat: Tensor; used: Set<number> } {
+  #entry(chunk: FlatChunk, name: string): { flat: Storage; used: Set<number> } {
     let byName = this.#byChunk.get(chunk);
     if (!byName) this.#byChunk.set(chunk, byName = new Map());
     let e = byName.get(name);
-    if (!e) byName.set(name, e = { flat: keep(zeros([chunk.elements])), used: new Set() });
+    if (!e) {
+      e = { flat: runtime().alloc(chunk.bytes), used: new Set() };
+      zeroFill(e.flat, chunk.elements);
+      byName.set(name, e);
+    }
     return e;
   }
 
-  /** The flat buffer `name` of `chunk` (allocated as zeros on first use; kept out of `tidy` scopes). */
+  /** The flat buffer `name` of `chunk` (allocated as zeros on first use). */
   buffer(chunk: FlatChunk, name: string): Storage {
-    return this.#entry(chunk, name).flat.storage;
+    return this.#entry(chunk, name).flat;
   }
 
   /** A new view of `slot` in buffer `name`; zero-filled when `zero` and a view of the slot was made before. */
   view(slot: FlatSlot, name: string, zero: boolean): Storage {
     const e = this.#entry(slot.chunk, name);
-    const view = e.flat.storage.view(slot.offset, slot.param.size * 4);
-    if (zero && e.used.has(slot.offset) && slot.param.size > 0) zeroFill(view, slot.param.size);
+    const view = e.flat.view(slot.offset, slot.param.size * 4);
+    if (zero && e.used.has(slot.offset)) zeroFill(view, slot.param.size);
     e.used.add(slot.offset);
     return view;
   }
 
-  /** True when `t` is a view of `slot` in buffer `name`. */
-  holds(slot: FlatSlot, name: string, t: Tensor): boolean {
-    const flat = this.buffer(slot.chunk, name);
-    return t.storage.parent === flat && t.storage.byteOffset === flat.byteOffset + slot.offset;
-  }
-
   /** Releases the flat buffers (views handed out keep their memory alive until disposed). */
   dispose(): void {
-    for (const byName of this.#byChunk.values()) for (const e of byName.values()) e.flat.dispose();
+    for (const byName of this.#byChunk.values()) for (const e of byName.values()) e.flat.release();
     this.#byChunk.clear();
   }
 }

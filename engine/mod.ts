@@ -53,12 +53,13 @@ export {
 export * from "./ops/mod.ts";
 export * from "./optim.ts";
 export {
+  createFlatParameters,
   FLAT_ALIGN,
   FlatChunk,
+  type FlatOptions,
+  type FlatParameterInit,
   FlatParameters,
   type FlatSlot,
   flatSlotOf,
-  type FlattenOptions,
-  flattenParameters,
 } from "./flat.ts";
 export { loadSafetensors, saveSafetensors } from "./io.ts";

@@ -2,20 +2,17 @@
  * Optimisers with PyTorch semantics — {@linkcode AdamW} (`torch.optim.AdamW`) and {@linkcode SGD}
  * (`torch.optim.SGD`) — and {@linkcode clipGradNorm} (`torch.nn.utils.clip_grad_norm_`).
  *
- * Each optimiser step updates the parameters that have a gradient and their state in place (other code keeps
- * references to the parameters): one fused kernel per parameter tensor, or — for parameters packed by
- * `flattenParameters` (engine/flat.ts) — one kernel per flat chunk and kernel variant, after the gradients are
- * copied into a flat gradient buffer; each parameter's hyper-parameters and step count then come from a
- * small segment table, and both paths compute identical values. State buffers are allocated lazily as zeros
- * (flat parameters get views of flat per-chunk state buffers) and exempted from `tidy` scopes. Gradient
- * clipping runs entirely on the GPU: the clipping coefficient never comes back to the CPU.
+ * Parameters are flat (engine/flat.ts: views of one buffer per chunk, their gradients views of a flat gradient
+ * buffer written in place by backward). Each step updates the parameters that have a gradient and their state in
+ * place, with one kernel per flat chunk and kernel variant; each parameter's hyper-parameters and step count come
+ * from a small segment table. State buffers are views of flat per-chunk buffers, allocated lazily as zeros.
+ * Gradient clipping runs entirely on the GPU: the clipping coefficient never comes back to the CPU.
  * @module
  */
 
 import { type Access, f32Bits, grid1d, type KernelSpec } from "./runtime.ts";
-import { check, keep, readAll, runtime, Tensor, tensor } from "./tensor.ts";
-import { zeros } from "./ops/elementwise.ts";
-import { type FlatChunk, type FlatSlot, flatSlotOf, FlatStateBuffers } from "./flat.ts";
+import { check, empty, keep, readAll, runtime, Tensor } from "./tensor.ts";
+import { adoptGrads, type FlatChunk, type FlatSlot, flatSlotOf, FlatStateBuffers } from "./flat.ts";
 
 export { clipGradNorm, clipGradNormChecked, type ClipGradNormOptions } from "./clip.ts";
 
@@ -50,31 +47,30 @@ export interface OptimizerStateDict<H> {
 export interface ParamState {
   /** Number of steps taken. */
   step: number;
-  /** State buffers by name (kept out of `tidy` scopes). */
+  /** State buffers by name: views of the flat state buffers (kept out of `tidy` scopes). */
   buffers: Map<string, Tensor>;
 }
 
-/** What one parameter's update runs: a kernel variant and its hyper-parameters (shared by both paths). */
+/** What one parameter's update runs: a kernel variant and its hyper-parameters. */
 export interface UpdateKernel {
-  /** Entry point of shaders/adamw.wgsl and shaders/adamw_flat.wgsl. */
+  /** Entry point of shaders/adamw.wgsl. */
   entry: "adamw" | "adamw_amsgrad" | "sgd" | "sgd_momentum";
-  /** Flag bits (see shaders/adamw_common.wgsl). */
+  /** Flag bits (see shaders/adamw.wgsl). */
   flags: number;
   /** Up to 7 f32 hyper-parameters h0…h6 (computed in float64, rounded to f32 once). */
   h: number[];
 }
 
-/** 32-bit words of a segment-table entry or uniform block: flags then h0…h6 as f32 bits. */
+/** 32-bit words of a segment-table entry: flags then h0…h6 as f32 bits. */
 function hyperWords(k: UpdateKernel): number[] {
   const h = [...k.h, ...new Array(7 - k.h.length).fill(0)];
   return [k.flags, ...h.map((x) => f32Bits(x))];
 }
 const SEGMENT_WORDS = 10; // start, n, flags, h0…h6
 
-/** A flat parameter waiting for its chunk's dispatch. */
-interface FlatItem {
+/** A parameter waiting for its chunk's dispatch. */
+interface UpdateItem {
   slot: FlatSlot;
-  state: ParamState;
   names: string[];
   k: UpdateKernel;
 }
@@ -89,7 +85,8 @@ export abstract class Optimizer<H extends BaseHyper> {
   #flat = new FlatStateBuffers();
 
   /**
-   * Builds the groups and validates hyper-parameters and parameters (f32 leaves requiring grad, no duplicates).
+   * Builds the groups and validates hyper-parameters and parameters (flat f32 leaves requiring grad, no
+   * duplicates).
    * @param name class name used in error messages
    * @param params tensors, or groups of tensors with per-group hyper-parameter overrides
    * @param defaults the class's default hyper-parameters
@@ -113,17 +110,22 @@ export abstract class Optimizer<H extends BaseHyper> {
         if (k !== "params" && v !== undefined) (merged as never)[k] = (Array.isArray(v) ? [...v] : v) as never;
       }
       this.validate(merged);
-      g.params.forEach((p, i) => {
-        const at = `param group ${gi}, parameter ${i}${p?.name ? ` ("${p.name}")` : ""}`;
-        check(p instanceof Tensor, name, `${at} is not a Tensor`);
-        check(p.dtype === "f32", name, `${at} must be an f32 tensor, got ${p.dtype}`);
-        check(p.requiresGrad, name, `${at} does not require grad (call requireGrad())`);
-        check(p.gradFn === null, name, `${at} is not a leaf tensor (it was produced by ${p.gradFn?.name})`);
-        check(!seen.has(p), name, `${at} appears more than once among the parameters`);
-        seen.add(p);
-      });
+      g.params.forEach((p, i) => this.#checkParam(p, `param group ${gi}, parameter ${i}`, seen));
       return { ...merged, params: [...g.params] };
     });
+  }
+
+  /** Throws a clear error unless `p` is a flat f32 leaf requiring grad, not seen before. */
+  #checkParam(p: Tensor, where: string, seen: Set<Tensor>): void {
+    const name = this.name, at = `${where}${p?.name ? ` ("${p.name}")` : ""}`;
+    check(p instanceof Tensor, name, `${at} is not a Tensor`);
+    check(p.dtype === "f32", name, `${at} must be an f32 tensor, got ${p.dtype}`);
+    check(p.requiresGrad, name, `${at} does not require grad (call requireGrad())`);
+    check(p.gradFn === null, name, `${at} is not a leaf tensor (it was produced by ${p.gradFn?.name})`);
+    check(!seen.has(p), name, `${at} appears more than once among the parameters`);
+    const flat = p.size === 0 || flatSlotOf(p) !== null;
+    check(flat, name, `${at} is not a flat parameter (create parameters with createFlatParameters or uploadParams)`);
+    seen.add(p);
   }
 
   /** Throws a clear error for invalid hyper-parameters. */
@@ -137,59 +139,41 @@ export abstract class Optimizer<H extends BaseHyper> {
   protected abstract kernel(state: ParamState, group: ParamGroup<H>, fresh: boolean): UpdateKernel;
 
   /**
-   * Updates every parameter that has a gradient, in place: one kernel dispatch per parameter tensor, except
-   * for flat parameters (`flattenParameters`), which are updated with one dispatch per flat chunk (per
-   * kernel variant, when groups mix AMSGrad or momentum settings) after their gradients are gathered into a
-   * flat gradient buffer. Parameters without a gradient are skipped and their step count does not advance.
+   * Updates every parameter that has a gradient, in place: one dispatch per flat chunk (per kernel variant,
+   * when groups mix AMSGrad or momentum settings). Gradients set by hand are first copied into the flat gradient
+   * buffer. Parameters without a gradient are skipped and their step count does not advance.
    */
   step(): void {
-    const todo: [Tensor, Tensor, ParamGroup<H>][] = []; // everything is checked before anything is updated
+    const todo: [Tensor, ParamGroup<H>][] = []; // everything is checked before anything is updated
     for (const g of this.paramGroups) {
       this.validate(g);
-      for (const p of g.params) {
-        const grad = this.gradOf(p);
-        if (grad) todo.push([p, grad, g]);
-      }
+      for (const p of g.params) if (this.gradOf(p)) todo.push([p, g]);
     }
-    const flat = new Map<FlatChunk, FlatItem[]>();
-    for (const [p, grad, g] of todo) {
+    const byChunk = new Map<FlatChunk, UpdateItem[]>();
+    for (const [p, g] of todo) {
       let s = this.#state.get(p);
       if (!s) this.#state.set(p, s = { step: 0, buffers: new Map() });
-      let fresh = false;
       const names = this.bufferNames(g);
-      for (const b of names) {
-        if (s.buffers.has(b)) continue;
-        s.buffers.set(b, this.#newBuffer(p, b, true));
-        fresh = true;
-      }
+      const fresh = names.filter((b) => !s.buffers.has(b));
+      for (const b of fresh) s.buffers.set(b, this.#newBuffer(p, b, true));
       s.step++;
-      if (p.size === 0) continue;
-      const k = this.kernel(s, g, fresh);
       const slot = flatSlotOf(p);
-      if (slot) {
-        let items = flat.get(slot.chunk);
-        if (!items) flat.set(slot.chunk, items = []);
-        items.push({ slot, state: s, names, k });
-        continue;
-      }
-      const bufs = names.map((b) => s.buffers.get(b)!.storage);
-      const spec: KernelSpec = { shader: "adamw", entry: k.entry, bindings: ["rw", "read", ...bufs.map(rw)] };
-      runtime().dispatch(spec, [p.storage, grad.storage, ...bufs], [p.size, ...hyperWords(k)], grid1d(p.size));
+      if (!slot) continue; // zero-size: nothing to update
+      const items = byChunk.get(slot.chunk) ?? [];
+      byChunk.set(slot.chunk, items);
+      items.push({ slot, names, k: this.kernel(s, g, fresh.length > 0) });
     }
-    for (const [chunk, items] of flat) this.#flatStep(chunk, items);
+    adoptGrads([...byChunk.values()].flat().map((it) => it.slot));
+    for (const [chunk, items] of byChunk) this.#stepChunk(chunk, items);
   }
 
-  /** One dispatch per kernel variant over a flat chunk, after gathering its gradients and placing its state. */
-  #flatStep(chunk: FlatChunk, items: FlatItem[]): void {
+  /** One dispatch per kernel variant over a flat chunk, with a segment table of its parameters. */
+  #stepChunk(chunk: FlatChunk, items: UpdateItem[]): void {
     const rt = runtime();
-    const grad = chunk.gatherGrads(items.map((it) => it.slot), false)!;
-    const variants = new Map<string, FlatItem[]>();
+    const variants = new Map<string, UpdateItem[]>();
     for (const it of items) {
-      this.#placeState(it);
       const key = `${it.k.entry}:${it.names.join()}`;
-      const list = variants.get(key);
-      if (list) list.push(it);
-      else variants.set(key, [it]);
+      variants.set(key, [...variants.get(key) ?? [], it]);
     }
     for (const list of variants.values()) {
       list.sort((a, b) => a.slot.offset - b.slot.offset);
@@ -204,31 +188,20 @@ export abstract class Optimizer<H extends BaseHyper> {
       const n = last.offset / 4 + last.param.size - base;
       const bufs = list[0].names.map((b) => this.#flat.buffer(chunk, b));
       const spec: KernelSpec = {
-        shader: "adamw_flat",
+        shader: "adamw",
         entry: list[0].k.entry,
         bindings: ["read", "rw", "read", ...bufs.map(rw)],
       };
-      rt.dispatch(spec, [table, chunk.storage, grad, ...bufs], [n, base, list.length, 0], grid1d(n));
+      rt.dispatch(spec, [table, chunk.storage, chunk.grad!, ...bufs], [n, base, list.length, 0], grid1d(n));
       table.release();
     }
   }
 
-  /** A new state buffer for `p`: a view of the flat state for flat parameters, else its own tensor. */
+  /** A new state buffer for `p`: a view of its slot in the flat state buffer `name` (zero-size: an empty tensor). */
   #newBuffer(p: Tensor, name: string, zero: boolean): Tensor {
     const slot = flatSlotOf(p);
-    if (!slot) return keep(zero ? zeros(p.shape) : tensor(new Float32Array(p.size), p.shape));
+    if (!slot) return keep(empty(p.shape));
     return keep(new Tensor(this.#flat.view(slot, name, zero), p.shape));
-  }
-
-  /** Moves state created before the parameter was flattened into the flat state buffers (GPU copies). */
-  #placeState(it: FlatItem): void {
-    const { slot, state } = it;
-    for (const [name, t] of state.buffers) {
-      if (this.#flat.holds(slot, name, t)) continue;
-      const view = this.#flat.view(slot, name, false);
-      runtime().copy(t.storage, 0, view, 0, t.size * 4);
-      t.replaceStorage(view);
-    }
   }
 
   /** The learning rate of the first group. */
@@ -291,10 +264,9 @@ export abstract class Optimizer<H extends BaseHyper> {
 
   /** Reads the state back to the host (one GPU round trip). */
   async stateDict(): Promise<OptimizerStateDict<H>> {
-    const params = this.params;
     const todo: { entry: ParamStateData; name: string; t: Tensor }[] = [];
     const state: Record<number, ParamStateData> = {};
-    params.forEach((p, i) => {
+    this.params.forEach((p, i) => {
       const s = this.#state.get(p);
       if (!s) return;
       const entry: ParamStateData = { step: s.step };
@@ -317,6 +289,30 @@ export abstract class Optimizer<H extends BaseHyper> {
 
   /** Restores a snapshot from {@linkcode stateDict} (same group layout and parameter sizes); validates first. */
   loadStateDict(sd: OptimizerStateDict<H>): void {
+    const hypers = this.#checkGroups(sd);
+    const entries = this.#checkState(sd, hypers);
+    // Validated: apply.
+    hypers.forEach((h, gi) => Object.assign(this.paramGroups[gi], h));
+    const old = this.#state;
+    this.#state = new Map();
+    for (const { p, e, names } of entries) {
+      const prev = old.get(p);
+      old.delete(p);
+      const buffers = new Map<string, Tensor>();
+      for (const b of names) {
+        const t = prev?.buffers.get(b) ?? this.#newBuffer(p, b, false);
+        prev?.buffers.delete(b);
+        if (p.size > 0) runtime().write(t.storage, e[b] as Float32Array);
+        buffers.set(b, t);
+      }
+      for (const t of prev?.buffers.values() ?? []) t.dispose();
+      this.#state.set(p, { step: e.step, buffers });
+    }
+    for (const s of old.values()) for (const t of s.buffers.values()) t.dispose();
+  }
+
+  /** The groups' hyper-parameters after loading `sd` (validated; nothing changed yet). */
+  #checkGroups(sd: OptimizerStateDict<H>): H[] {
     const n = this.name;
     check(sd && typeof sd === "object" && Array.isArray(sd.paramGroups), n, "state dict has no paramGroups array");
     check(
@@ -324,7 +320,7 @@ export abstract class Optimizer<H extends BaseHyper> {
       n,
       `state dict has ${sd.paramGroups.length} parameter groups, the optimiser has ${this.paramGroups.length}`,
     );
-    const hypers = sd.paramGroups.map((g, gi) => {
+    return sd.paramGroups.map((g, gi) => {
       const mine = this.paramGroups[gi];
       check(
         Array.isArray(g.params) && g.params.length === mine.params.length,
@@ -337,42 +333,25 @@ export abstract class Optimizer<H extends BaseHyper> {
       this.validate(merged);
       return merged;
     });
-    const params = this.params;
+  }
+
+  /** The per-parameter entries of `sd` with their parameter and buffer names (validated; nothing changed yet). */
+  #checkState(sd: OptimizerStateDict<H>, hypers: H[]): { p: Tensor; e: ParamStateData; names: string[] }[] {
+    const n = this.name, params = this.params;
     const groupOf = this.paramGroups.flatMap((g, gi) => g.params.map(() => gi));
-    const entries = Object.entries(sd.state ?? {}).map(([key, e]) => {
+    return Object.entries(sd.state ?? {}).map(([key, e]) => {
       const i = Number(key);
       check(Number.isInteger(i) && i >= 0 && i < params.length, n, `state dict has state for unknown parameter ${key}`);
       const p = params[i];
       check(Number.isInteger(e?.step) && e.step >= 0, n, `state of parameter ${i}: invalid step ${e?.step}`);
-      for (const b of this.bufferNames(hypers[groupOf[i]])) {
+      const names = this.bufferNames(hypers[groupOf[i]]);
+      for (const b of names) {
         const a = e[b];
         check(a instanceof Float32Array, n, `state of parameter ${i} lacks buffer "${b}" (a Float32Array)`);
         check(a.length === p.size, n, `state of parameter ${i}: "${b}" has ${a.length} values, not ${p.size}`);
       }
-      return { p, e, names: this.bufferNames(hypers[groupOf[i]]) };
+      return { p, e, names };
     });
-    // Validated: apply.
-    hypers.forEach((h, gi) => Object.assign(this.paramGroups[gi], h));
-    const old = this.#state;
-    this.#state = new Map();
-    const rt = runtime();
-    for (const { p, e, names } of entries) {
-      const prev = old.get(p);
-      old.delete(p);
-      const buffers = new Map<string, Tensor>();
-      for (const b of names) {
-        const data = e[b] as Float32Array;
-        let t = prev?.buffers.get(b);
-        prev?.buffers.delete(b);
-        if (!t && flatSlotOf(p)) t = this.#newBuffer(p, b, false);
-        if (t && p.size > 0) rt.write(t.storage, data);
-        else t ??= keep(tensor(Float32Array.from(data), p.shape));
-        buffers.set(b, t);
-      }
-      for (const t of prev?.buffers.values() ?? []) t.dispose();
-      this.#state.set(p, { step: e.step, buffers });
-    }
-    for (const s of old.values()) for (const t of s.buffers.values()) t.dispose();
   }
 }
 

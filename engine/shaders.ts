@@ -12,8 +12,6 @@ import { wgslCodes } from "./kernels/codes.ts";
 export const SHADER_NAMES: readonly string[] = [
   "activation",
   "adamw",
-  "adamw_common",
-  "adamw_flat",
   "attention",
   "attention_backward",
   "attention_common",
@@ -25,6 +23,7 @@ export const SHADER_NAMES: readonly string[] = [
   "dropout",
   "fill",
   "gather",
+  "grad_accumulate",
   "grad_norm",
   "heads",
   "index_sort",

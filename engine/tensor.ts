@@ -229,20 +229,6 @@ export class Tensor {
     for (const s of scopes) s.delete(this);
   }
 
-  /**
-   * Engine-internal: points this tensor at `storage` (taking ownership of one reference; same byte size)
-   * and releases its old storage. Callers copy the contents first (`flattenParameters`, gradient
-   * gathering), so values, shape, `grad`, `requiresGrad` and `gradFn` are unchanged.
-   */
-  replaceStorage(storage: Storage): void {
-    const old = this.storage;
-    if (storage.bytes !== old.bytes) {
-      throw new Error(`replaceStorage: ${storage.bytes} bytes given for a tensor of ${old.bytes} bytes`);
-    }
-    this.#storage = storage;
-    old.release();
-  }
-
   /** `using t = ...` support. */
   [Symbol.dispose](): void {
     this.dispose();

@@ -1,12 +1,12 @@
 /**
  * What every model class shares: its config, its parameters by Hugging Face name, training/eval
- * mode (dropout), the dropout seed counter and packing the parameters into flat buffers.
+ * mode (dropout) and the dropout seed counter. Parameters are flat (engine/flat.ts): `uploadParams` allocates
+ * them as views of one buffer.
  * @module
  */
 
 import type { Tensor } from "../engine/tensor.ts";
 import { dropout } from "../engine/ops/dropout.ts";
-import { type FlatParameters, type FlattenOptions, flattenParameters } from "../engine/flat.ts";
 
 /** Base of the model classes (GPT-2, BERT/RoBERTa). */
 export abstract class ModelBase<C> {
@@ -42,15 +42,6 @@ export abstract class ModelBase<C> {
   /** All trainable parameters (each once). */
   parameters(): Tensor[] {
     return [...this.params.values()];
-  }
-
-  /**
-   * Packs the parameters into flat GPU buffers ({@linkcode flattenParameters}; idempotent), so that an
-   * optimiser updates them with one dispatch per buffer. The `params` map keeps the same tensors, now views
-   * of their slots; values, names and `savePretrained` output are unchanged.
-   */
-  flattenParameters(options: FlattenOptions = {}): FlatParameters {
-    return flattenParameters(this.parameters(), options);
   }
 
   /** The parameter called `name` (throws naming the model when it is missing). */

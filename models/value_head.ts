@@ -5,7 +5,7 @@
  * @module
  */
 
-import { keep, type Tensor, tensor } from "../engine/tensor.ts";
+import type { Tensor } from "../engine/tensor.ts";
 import { linear } from "../engine/ops/matmul.ts";
 import { dropout } from "../engine/ops/dropout.ts";
 import { reshape } from "../engine/ops/shape.ts";
@@ -42,12 +42,12 @@ export class CausalLMWithValueHead {
     const bound = 1 / Math.sqrt(C);
     const w = Float32Array.from({ length: C }, () => (2 * uniform() - 1) * bound);
     const b = Float32Array.of((2 * uniform() - 1) * bound);
-    const head = new Map<string, Tensor>([
-      ["v_head.summary.weight", keep(tensor(w, [1, C])).requireGrad()],
-      ["v_head.summary.bias", keep(tensor(b, [1])).requireGrad()],
-    ]);
-    for (const [n, t] of head) t.name = n;
-    return head;
+    return uploadParams(
+      new Map([
+        ["v_head.summary.weight", { dtype: "f32", shape: [1, C], data: w }],
+        ["v_head.summary.bias", { dtype: "f32", shape: [1], data: b }],
+      ]),
+    );
   }
 
   /** Loads a policy folder; uses `value_head.safetensors` when present, else a fresh head. */

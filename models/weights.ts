@@ -8,8 +8,9 @@
 import { type HostTensor, shapeSize } from "../formats/host_tensor.ts";
 import { readModelFolder } from "../formats/model_folder.ts";
 import { readHostTensors, saveSafetensors } from "../engine/io.ts";
-import { keep, type Tensor, tensor } from "../engine/tensor.ts";
+import type { Tensor } from "../engine/tensor.ts";
 import { mulberry32 } from "../engine/random.ts";
+import { createFlatParameters, type FlatOptions } from "../engine/flat.ts";
 
 /** Weights read from a folder, with the file they came from (for error messages). */
 export interface LoadedWeights {
@@ -93,15 +94,18 @@ export function matchWeights(
   return ordered;
 }
 
-/** Uploads host weights as trainable GPU parameters (kept out of `tidy` scopes). */
-export function uploadParams(host: Map<string, HostTensor>): Map<string, Tensor> {
-  const params = new Map<string, Tensor>();
-  for (const [name, h] of host) {
-    const t = keep(tensor(h.data, h.shape)).requireGrad();
-    t.name = name;
-    params.set(name, t);
-  }
-  return params;
+/**
+ * Uploads host weights as trainable GPU parameters (kept out of `tidy` scopes), allocated flat: views of one
+ * buffer (a few for very large models), so that backward writes their gradients into one flat buffer and an
+ * optimiser updates them with one dispatch per buffer ({@linkcode createFlatParameters}).
+ */
+export function uploadParams(host: Map<string, HostTensor>, options: FlatOptions = {}): Map<string, Tensor> {
+  const inits = [...host].map(([name, h]) => ({
+    name,
+    shape: h.shape,
+    data: h.data instanceof Float32Array ? h.data : Float32Array.from(h.data),
+  }));
+  return new Map(createFlatParameters(inits, options).params.map((t) => [t.name!, t]));
 }
 
 /** Deterministic N(0, std²) initialisation for parameters (Box–Muller over a seeded PRNG). */

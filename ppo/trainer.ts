@@ -12,7 +12,6 @@ import { matmul } from "../engine/ops/matmul.ts";
 import { slice } from "../engine/ops/shape.ts";
 import { entropyFromLogits, logProbsOf } from "../engine/ops/loss.ts";
 import { AdamW, type AdamWHyper, clipGradNorm, type OptimizerStateDict } from "../engine/optim.ts";
-import { flattenParameters } from "../engine/flat.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
 import { generate, type GenerateOptions, type GenerateOutput } from "../models/generate.ts";
@@ -143,9 +142,8 @@ export class PPOTrainer {
   #ownsRef: boolean;
 
   /**
-   * Validates the config, makes the reference copy when `ref` is null, packs the policy's parameters into
-   * flat buffers (`flattenParameters`: the same tensors, now views of one buffer) and creates the AdamW
-   * optimiser.
+   * Validates the config, makes the reference copy when `ref` is null and creates the AdamW optimiser over the
+   * policy's (flat) parameters.
    * @param config a PPO config (validated with {@linkcode ppoConfig})
    * @param policy the policy with its value head
    * @param ref the reference model, or null for a frozen GPU copy of the policy's current weights
@@ -175,8 +173,6 @@ export class PPOTrainer {
     if (!Number.isInteger(this.padTokenId) || this.padTokenId < 0 || this.padTokenId >= pc.vocab_size) {
       throw new Error(`PPOTrainer: pad token id ${this.padTokenId} is outside the vocabulary (${pc.vocab_size})`);
     }
-    // One flat buffer for the trainable parameters (policy and value head): one AdamW dispatch per step.
-    flattenParameters(policy.parameters());
     this.optimizer = new AdamW(policy.parameters(), {
       lr: c.learning_rate,
       betas: [c.adam_beta1, c.adam_beta2],

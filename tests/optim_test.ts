@@ -2,12 +2,14 @@ import { assert, assertClose, randArray, ready } from "./helpers.ts";
 import { readAll, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
 import { add } from "../engine/ops/elementwise.ts";
 import { AdamW, clipGradNorm, clipGradNormChecked, SGD } from "../engine/optim.ts";
+import { createFlatParameters } from "../engine/flat.ts";
 import { RefAdamW } from "./optim_ref.ts";
 
 const f32 = (a: ArrayLike<number>) => Float64Array.from(Float32Array.from(a));
 
+/** A flat parameter in a chunk of its own. */
 function param(data: ArrayLike<number>, shape: number[]): Tensor {
-  return tensor(Float32Array.from(data), shape).requireGrad();
+  return createFlatParameters([{ shape, data: Float32Array.from(data) }]).params[0];
 }
 function setGrad(p: Tensor, g: Float64Array): void {
   p.grad?.dispose();
@@ -52,15 +54,19 @@ Deno.test("AdamW: 5 steps match a float64 re-implementation of PyTorch's AdamW",
   }
 });
 
-Deno.test("AdamW: one dispatch per parameter tensor after the first step; state survives tidy", async () => {
+Deno.test("AdamW: one dispatch per flat chunk after the first step; state survives tidy", async () => {
   await ready;
-  const ps = [param(randArray(33, 1), [33]), param(randArray(4, 2), [2, 2])];
+  const inits = [{ shape: [33], data: Float32Array.from(randArray(33, 1)) }, {
+    shape: [2, 2],
+    data: Float32Array.from(randArray(4, 2)),
+  }];
+  const ps = [...createFlatParameters(inits).params];
   const opt = new AdamW(ps);
   ps.forEach((p, i) => setGrad(p, randArray(p.size, 3 + i)));
   tidy(() => opt.step()); // allocates m, v inside the scope; they must survive it
   const before = runtime().stats.dispatches;
   opt.step();
-  assert.equal(runtime().stats.dispatches - before, 2);
+  assert.equal(runtime().stats.dispatches - before, 1, "gradients already in place: one dispatch, no copies");
   const sd = await opt.stateDict();
   assert.equal(sd.state[1].step, 2);
   opt.dispose();
@@ -207,6 +213,8 @@ Deno.test("AdamW and SGD: hyper-parameter and parameter validation", async () =>
   assert.throws(() => new AdamW([tensor([1], [1], "i32")]), /must be an f32 tensor, got i32/);
   const nonLeaf = add(p, p);
   assert.throws(() => new AdamW([nonLeaf]), /is not a leaf tensor/);
+  const plain = tensor([1, 2]).requireGrad();
+  assert.throws(() => new AdamW([plain]), /AdamW: param group 0, parameter 0 is not a flat parameter/);
   const opt = new AdamW([p]);
   assert.throws(() => opt.lr = -2, /invalid learning rate -2/);
   opt.paramGroups[0].eps = -1;
@@ -219,7 +227,7 @@ Deno.test("AdamW and SGD: hyper-parameter and parameter validation", async () =>
   assert.throws(() => new SGD([p], { momentum: -1 }), /SGD: invalid momentum -1/);
   assert.throws(() => new SGD([p], { nesterov: true }), /SGD: Nesterov momentum needs momentum > 0, dampening 0/);
   opt.zeroGrad();
-  for (const t of [p, noGradT, nonLeaf]) t.dispose();
+  for (const t of [p, noGradT, nonLeaf, plain]) t.dispose();
 });
 
 Deno.test("SGD: momentum, dampening, Nesterov and weight decay match PyTorch's formulas", async () => {
@@ -284,8 +292,13 @@ Deno.test("clipGradNorm: total norm and scaled gradients match float64, no readb
         if (coef === 1) assert.deepEqual(Array.from(g), Array.from(gs[i]), `unclipped grads unchanged ${what}`);
         else assertClose(g, gs[i].map((v) => v * coef), 1e-7, 2e-5, `grad ${i} ${what}`);
       });
-      for (const p of [...ps, extra]) p.grad?.dispose(), p.dispose();
-      norm.dispose();
+      // The same gradients on plain (non-flat) tensors: one span per gradient, same norm.
+      const plain = gs.map((g, i) => tensor(new Float32Array(g.length), sizes[i]).requireGrad());
+      plain.forEach((p, i) => setGrad(p, gs[i]));
+      const plainNorm = clipGradNorm(plain, maxNorm, normType);
+      assertClose([await plainNorm.item()], [await norm.item()], 0, 1e-5, `plain tensors ${what}`);
+      for (const p of [...ps, extra, ...plain]) p.grad?.dispose(), p.dispose();
+      norm.dispose(), plainNorm.dispose();
     }
   }
 });
