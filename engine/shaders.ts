@@ -47,6 +47,7 @@ export const SHADER_NAMES: readonly string[] = [
   "softmax_common",
   "tensor_scan",
   "unary",
+  "workgroup_reduce",
 ];
 
 const raw = new Map<string, string>();

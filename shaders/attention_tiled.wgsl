@@ -94,27 +94,106 @@ fn key_end(ilast: u32) -> u32 {
   return u32(clamp(i32(p.Tk) - i32(p.Tq) + i32(ilast) + 1, 0, i32(p.Tk)));
 }
 
+// (k, v) at dim d of key j of (bh); 0 for j ≥ jend or d ≥ DH (the padding of the last vec4).
+fn key_val(bh: u32, j: u32, jend: u32, d: u32) -> vec2<f32> {
+  var kv = vec2<f32>(0.0);
+  if (j < jend && d < DH) {
+    let o = (bh * p.Tcap + j) * DH + d;
+    kv = vec2<f32>(k[o], v[o]);
+  }
+  return kv;
+}
+
+// (scale·q, dout) at dim d of query i of (bh); 0 for i ≥ Tq or d ≥ DH (backward kernels).
+fn q_dout(bh: u32, i: u32, d: u32) -> vec2<f32> {
+  var qd = vec2<f32>(0.0);
+  if (i < p.Tq && d < DH) {
+    let o = (bh * p.Tq + i) * DH + d;
+    qd = vec2<f32>(q[o] * p.scale, dout[o]);
+  }
+  return qd;
+}
+
+// Stores a pair at dim d of owned row r (As1, As2) or of tile row t (Bs1, Bs2).
+fn put_owned(r: u32, d: u32, xy: vec2<f32>) {
+  As1[r * SR + d / 4u][d % 4u] = xy.x;
+  As2[r * SR + d / 4u][d % 4u] = xy.y;
+}
+
+fn put_tile(t: u32, d: u32, xy: vec2<f32>) {
+  Bs1[t * SR + d / 4u][d % 4u] = xy.x;
+  Bs2[t * SR + d / 4u][d % 4u] = xy.y;
+}
+
 // Loads the key tile j0 .. j0 + BT of (bh, b) into Bs1 (k), Bs2 (v) and tok; keys ≥ kend read as 0.
 fn load_key_tile(bh: u32, b: u32, j0: u32, kend: u32, l: u32) {
   let w = DP4 * 4u;
   for (var e = l; e < BT * w; e += NT) {
     let t = e / w;
     let d = e % w;
-    let j = j0 + t;
-    var kx = 0.0;
-    var vx = 0.0;
-    if (j < kend && d < DH) {
-      let o = (bh * p.Tcap + j) * DH + d;
-      kx = k[o];
-      vx = v[o];
-    }
-    Bs1[t * SR + d / 4u][d % 4u] = kx;
-    Bs2[t * SR + d / 4u][d % 4u] = vx;
+    put_tile(t, d, key_val(bh, j0 + t, kend, d));
   }
   for (var t = l; t < BT; t += NT) {
     let j = j0 + t;
     tok[t] = select(0u, 1u, j < kend && pad_ok(b, j));
   }
+}
+
+// The 4 query rows ra .. ra + 3 of a thread of fwd and grad_q (thread row tr of query block i0 of bh).
+struct QRows {
+  ra: u32,
+  valid: vec4<bool>, // row < Tq
+  pos: vec4<i32>, // absolute position Tk − Tq + row (causal mask)
+  kend: u32, // keys the whole block sees
+  dbase: u32, // dropout index of (row ra, key 0)
+}
+
+fn query_rows(bh: u32, i0: u32, tr: u32) -> QRows {
+  let ra = i0 + tr * 4u;
+  let rows = vec4<u32>(ra) + vec4<u32>(0u, 1u, 2u, 3u);
+  let pos = vec4<i32>(rows) + vec4<i32>(i32(p.Tk) - i32(p.Tq));
+  return QRows(ra, rows < vec4<u32>(p.Tq), pos, key_end(min(i0 + BR, p.Tq) - 1u), (bh * p.Tq + ra) * p.Tk);
+}
+
+// Which of the rows qr may see key j0 + t of the tile.
+fn key_visible(qr: QRows, j0: u32, t: u32) -> vec4<bool> {
+  var ok = qr.valid & vec4<bool>(tok[t] != 0u);
+  if (p.causal == 1u) { ok = ok & (vec4<i32>(i32(j0 + t)) <= qr.pos); }
+  return ok;
+}
+
+// Both products of the backward kernels for the thread's 4 owned rows (from a0) and RT tile rows (tc + TC·x):
+// s[x] = As1 rows · Bs1 row, dp[x] = As2 rows · Bs2 row.
+fn tile_dots2(s: ptr<function, array<vec4<f32>, MAXRT>>, dp: ptr<function, array<vec4<f32>, MAXRT>>, a0: u32, tc: u32) {
+  for (var x = 0u; x < RT; x++) {
+    (*s)[x] = vec4<f32>(0.0);
+    (*dp)[x] = vec4<f32>(0.0);
+  }
+  for (var d4 = 0u; d4 < DP4; d4++) {
+    let a10 = As1[a0 + d4];
+    let a11 = As1[a0 + SR + d4];
+    let a12 = As1[a0 + 2u * SR + d4];
+    let a13 = As1[a0 + 3u * SR + d4];
+    let a20 = As2[a0 + d4];
+    let a21 = As2[a0 + SR + d4];
+    let a22 = As2[a0 + 2u * SR + d4];
+    let a23 = As2[a0 + 3u * SR + d4];
+    for (var x = 0u; x < RT; x++) {
+      let t = tc + x * TC;
+      let b1 = Bs1[t * SR + d4];
+      let b2 = Bs2[t * SR + d4];
+      (*s)[x] += vec4<f32>(dot(a10, b1), dot(a11, b1), dot(a12, b1), dot(a13, b1));
+      (*dp)[x] += vec4<f32>(dot(a20, b2), dot(a21, b2), dot(a22, b2), dot(a23, b2));
+    }
+  }
+}
+
+// acc[4y + c] += wt[c] · b for the thread's 4 owned rows c (dim group y).
+fn add_rows(acc: ptr<function, array<vec4<f32>, MAXACC>>, y: u32, wt: vec4<f32>, b: vec4<f32>) {
+  (*acc)[y * 4u] += wt.x * b;
+  (*acc)[y * 4u + 1u] += wt.y * b;
+  (*acc)[y * 4u + 2u] += wt.z * b;
+  (*acc)[y * 4u + 3u] += wt.w * b;
 }
 
 @compute @workgroup_size(NT)
@@ -138,20 +217,15 @@ fn fwd(
     if (i0 + r < p.Tq && d < DH) { x = q[(bh * p.Tq + i0 + r) * DH + d] * p.scale; }
     As1[r * SR + d / 4u][d % 4u] = x;
   }
-  let off = i32(p.Tk) - i32(p.Tq);
-  let ra = i0 + tr * 4u;
-  let rows = vec4<u32>(ra) + vec4<u32>(0u, 1u, 2u, 3u);
-  let rvalid = rows < vec4<u32>(p.Tq);
-  let rpos = vec4<i32>(rows) + vec4<i32>(off);
-  let kend = key_end(min(i0 + BR, p.Tq) - 1u);
-  let dbase = (bh * p.Tq + ra) * p.Tk;
+  let qr = query_rows(bh, i0, tr);
+  let ra = qr.ra;
   let a0 = tr * 4u * SR;
   var m = vec4<f32>(NEG);
   var lsum = vec4<f32>(0.0);
   var acc: array<vec4<f32>, MAXACC>;
   var s: array<vec4<f32>, MAXRT>;
-  for (var j0 = 0u; j0 < kend; j0 += BT) {
-    load_key_tile(bh, b, j0, kend, l);
+  for (var j0 = 0u; j0 < qr.kend; j0 += BT) {
+    load_key_tile(bh, b, j0, qr.kend, l);
     workgroupBarrier();
     // scores of the thread's 4 rows × RT keys
     for (var x = 0u; x < RT; x++) { s[x] = vec4<f32>(0.0); }
@@ -167,10 +241,7 @@ fn fwd(
     }
     var lmax = vec4<f32>(NEG);
     for (var x = 0u; x < RT; x++) {
-      let t = tc + x * TC;
-      var ok = rvalid & vec4<bool>(tok[t] != 0u);
-      if (p.causal == 1u) { ok = ok & (vec4<i32>(i32(j0 + t)) <= rpos); }
-      s[x] = select(vec4<f32>(NEG), s[x], ok);
+      s[x] = select(vec4<f32>(NEG), s[x], key_visible(qr, j0, tc + x * TC));
       lmax = max(lmax, s[x]);
     }
     red_m[l] = lmax;
@@ -184,7 +255,7 @@ fn fwd(
       let t = tc + x * TC;
       let pr = select(vec4<f32>(0.0), exp(s[x] - mnew), s[x] > vec4<f32>(NEG));
       psum += pr;
-      Ws1[t * TQ + tr] = pr * drop4(dbase + j0 + t, p.Tk);
+      Ws1[t * TQ + tr] = pr * drop4(qr.dbase + j0 + t, p.Tk);
     }
     red_s[l] = psum;
     workgroupBarrier();
@@ -200,13 +271,7 @@ fn fwd(
     }
     for (var t = 0u; t < BT; t++) {
       let pv = Ws1[t * TQ + tr];
-      for (var y = 0u; y < RD4; y++) {
-        let vv = Bs2[t * SR + tc + y * TC];
-        acc[y * 4u] += pv.x * vv;
-        acc[y * 4u + 1u] += pv.y * vv;
-        acc[y * 4u + 2u] += pv.z * vv;
-        acc[y * 4u + 3u] += pv.w * vv;
-      }
+      for (var y = 0u; y < RD4; y++) { add_rows(&acc, y, pv, Bs2[t * SR + tc + y * TC]); }
     }
     workgroupBarrier();
   }
@@ -244,21 +309,10 @@ fn grad_q(
   for (var e = l; e < BR * w; e += NT) {
     let r = e / w;
     let d = e % w;
-    var x = 0.0;
-    var y = 0.0;
-    if (i0 + r < p.Tq && d < DH) {
-      let o = (bh * p.Tq + i0 + r) * DH + d;
-      x = q[o] * p.scale;
-      y = dout[o];
-    }
-    As1[r * SR + d / 4u][d % 4u] = x;
-    As2[r * SR + d / 4u][d % 4u] = y;
+    put_owned(r, d, q_dout(bh, i0 + r, d));
   }
-  let off = i32(p.Tk) - i32(p.Tq);
-  let ra = i0 + tr * 4u;
-  let rows = vec4<u32>(ra) + vec4<u32>(0u, 1u, 2u, 3u);
-  let rvalid = rows < vec4<u32>(p.Tq);
-  let rpos = vec4<i32>(rows) + vec4<i32>(off);
+  let qr = query_rows(bh, i0, tr);
+  let ra = qr.ra;
   var lse4 = vec4<f32>(0.0);
   var dl4 = vec4<f32>(0.0);
   for (var r = 0u; r < 4u; r++) {
@@ -267,53 +321,23 @@ fn grad_q(
       dl4[r] = dlt[bh * p.Tq + ra + r];
     }
   }
-  let kend = key_end(min(i0 + BR, p.Tq) - 1u);
-  let dbase = (bh * p.Tq + ra) * p.Tk;
   let a0 = tr * 4u * SR;
   var acc: array<vec4<f32>, MAXACC>;
   var s: array<vec4<f32>, MAXRT>;
   var dp: array<vec4<f32>, MAXRT>;
-  for (var j0 = 0u; j0 < kend; j0 += BT) {
-    load_key_tile(bh, b, j0, kend, l);
+  for (var j0 = 0u; j0 < qr.kend; j0 += BT) {
+    load_key_tile(bh, b, j0, qr.kend, l);
     workgroupBarrier();
-    for (var x = 0u; x < RT; x++) {
-      s[x] = vec4<f32>(0.0);
-      dp[x] = vec4<f32>(0.0);
-    }
-    for (var d4 = 0u; d4 < DP4; d4++) {
-      let q0 = As1[a0 + d4];
-      let q1 = As1[a0 + SR + d4];
-      let q2 = As1[a0 + 2u * SR + d4];
-      let q3 = As1[a0 + 3u * SR + d4];
-      let o0 = As2[a0 + d4];
-      let o1 = As2[a0 + SR + d4];
-      let o2 = As2[a0 + 2u * SR + d4];
-      let o3 = As2[a0 + 3u * SR + d4];
-      for (var x = 0u; x < RT; x++) {
-        let t = tc + x * TC;
-        let kv = Bs1[t * SR + d4];
-        let vv = Bs2[t * SR + d4];
-        s[x] += vec4<f32>(dot(q0, kv), dot(q1, kv), dot(q2, kv), dot(q3, kv));
-        dp[x] += vec4<f32>(dot(o0, vv), dot(o1, vv), dot(o2, vv), dot(o3, vv));
-      }
-    }
+    tile_dots2(&s, &dp, a0, tc);
     for (var x = 0u; x < RT; x++) {
       let t = tc + x * TC;
-      var ok = rvalid & vec4<bool>(tok[t] != 0u);
-      if (p.causal == 1u) { ok = ok & (vec4<i32>(i32(j0 + t)) <= rpos); }
-      let pr = select(vec4<f32>(0.0), exp(s[x] - lse4), ok);
-      Ws1[t * TQ + tr] = pr * (dp[x] * drop4(dbase + j0 + t, p.Tk) - dl4);
+      let pr = select(vec4<f32>(0.0), exp(s[x] - lse4), key_visible(qr, j0, t));
+      Ws1[t * TQ + tr] = pr * (dp[x] * drop4(qr.dbase + j0 + t, p.Tk) - dl4);
     }
     workgroupBarrier();
     for (var t = 0u; t < BT; t++) {
       let ds = Ws1[t * TQ + tr];
-      for (var y = 0u; y < RD4; y++) {
-        let kv = Bs1[t * SR + tc + y * TC];
-        acc[y * 4u] += ds.x * kv;
-        acc[y * 4u + 1u] += ds.y * kv;
-        acc[y * 4u + 2u] += ds.z * kv;
-        acc[y * 4u + 3u] += ds.w * kv;
-      }
+      for (var y = 0u; y < RD4; y++) { add_rows(&acc, y, ds, Bs1[t * SR + tc + y * TC]); }
     }
     workgroupBarrier();
   }
@@ -349,15 +373,7 @@ fn grad_kv(
   for (var e = l; e < BR * w; e += NT) {
     let r = e / w;
     let d = e % w;
-    var x = 0.0;
-    var y = 0.0;
-    if (j0 + r < p.Tk && d < DH) {
-      let o = (bh * p.Tcap + j0 + r) * DH + d;
-      x = k[o];
-      y = v[o];
-    }
-    As1[r * SR + d / 4u][d % 4u] = x;
-    As2[r * SR + d / 4u][d % 4u] = y;
+    put_owned(r, d, key_val(bh, j0 + r, p.Tk, d));
   }
   let off = i32(p.Tk) - i32(p.Tq);
   let ja = j0 + tr * 4u;
@@ -380,15 +396,7 @@ fn grad_kv(
     for (var e = l; e < BT * w; e += NT) {
       let t = e / w;
       let d = e % w;
-      var x = 0.0;
-      var y = 0.0;
-      if (i0 + t < p.Tq && d < DH) {
-        let o = (bh * p.Tq + i0 + t) * DH + d;
-        x = q[o] * p.scale;
-        y = dout[o];
-      }
-      Bs1[t * SR + d / 4u][d % 4u] = x;
-      Bs2[t * SR + d / 4u][d % 4u] = y;
+      put_tile(t, d, q_dout(bh, i0 + t, d));
     }
     for (var t = l; t < BT; t += NT) {
       var a = 0.0;
@@ -401,27 +409,7 @@ fn grad_kv(
       tdl[t] = c;
     }
     workgroupBarrier();
-    for (var x = 0u; x < RT; x++) {
-      s[x] = vec4<f32>(0.0);
-      dp[x] = vec4<f32>(0.0);
-    }
-    for (var d4 = 0u; d4 < DP4; d4++) {
-      let k0 = As1[a0 + d4];
-      let k1 = As1[a0 + SR + d4];
-      let k2 = As1[a0 + 2u * SR + d4];
-      let k3 = As1[a0 + 3u * SR + d4];
-      let v0 = As2[a0 + d4];
-      let v1 = As2[a0 + SR + d4];
-      let v2 = As2[a0 + 2u * SR + d4];
-      let v3 = As2[a0 + 3u * SR + d4];
-      for (var x = 0u; x < RT; x++) {
-        let t = tc + x * TC;
-        let qv = Bs1[t * SR + d4];
-        let ov = Bs2[t * SR + d4];
-        s[x] += vec4<f32>(dot(k0, qv), dot(k1, qv), dot(k2, qv), dot(k3, qv));
-        dp[x] += vec4<f32>(dot(v0, ov), dot(v1, ov), dot(v2, ov), dot(v3, ov));
-      }
-    }
+    tile_dots2(&s, &dp, a0, tc);
     for (var x = 0u; x < RT; x++) {
       let t = tc + x * TC;
       let i = i0 + t;
@@ -438,16 +426,8 @@ fn grad_kv(
       let ds = Ws2[t * TQ + tr];
       for (var y = 0u; y < RD4; y++) {
         let g = t * SR + tc + y * TC;
-        let ov = Bs2[g];
-        let qv = Bs1[g];
-        accv[y * 4u] += pz.x * ov;
-        accv[y * 4u + 1u] += pz.y * ov;
-        accv[y * 4u + 2u] += pz.z * ov;
-        accv[y * 4u + 3u] += pz.w * ov;
-        acck[y * 4u] += ds.x * qv;
-        acck[y * 4u + 1u] += ds.y * qv;
-        acck[y * 4u + 2u] += ds.z * qv;
-        acck[y * 4u + 3u] += ds.w * qv;
+        add_rows(&accv, y, pz, Bs2[g]);
+        add_rows(&acck, y, ds, Bs1[g]);
       }
     }
     workgroupBarrier();

@@ -23,7 +23,6 @@ struct Params {
 // 256 and `grad` is element-wise with EW = 256 threads per workgroup.
 override WG: u32 = 256u;
 const EW: u32 = 256u;
-const LOWEST: f32 = -3.4028234663852886e38;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -34,8 +33,12 @@ const LOWEST: f32 = -3.4028234663852886e38;
 @group(0) @binding(5) var<storage, read> g: array<f32>;
 @group(0) @binding(6) var<storage, read> extra: array<f32>;
 
-var<workgroup> shm: array<f32, 256>;
-var<workgroup> shs: array<f32, 256>;
+// main: LOWEST, online_add and row_stats (max, Σexp) over shm, shs; MODE 2 adds shu below.
+//!include softmax_common
+// reduce: the per-row losses and the counts, summed as pairs.
+alias Red = vec2<f32>;
+//!include workgroup_reduce
+
 var<workgroup> shu: array<f32, 256>;
 
 fn nan() -> f32 {
@@ -48,6 +51,35 @@ fn rescale_u(u: f32, s: f32, m: f32, mm: f32) -> f32 {
   return exp(m - mm) * (u + (m - mm) * s);
 }
 
+// online_add of the entropy mode: a = (m, s, u), u = Σ exp(x − m)·(x − m).
+fn online_add_u(a: vec3<f32>, v: f32) -> vec3<f32> {
+  if (v > a.x) { return vec3<f32>(v, a.y * exp(a.x - v) + 1.0, rescale_u(a.z, a.y, a.x, v)); }
+  let e = exp(v - a.x);
+  return vec3<f32>(a.x, a.y + e, a.z + e * (v - a.x));
+}
+
+// row_stats of the entropy mode: merges every thread's (m, s, u) and returns the row's to all threads.
+fn row_stats_u(lid: u32, a: vec3<f32>) -> vec3<f32> {
+  shm[lid] = a.x;
+  shs[lid] = a.y;
+  shu[lid] = a.z;
+  workgroupBarrier();
+  for (var st = WG / 2u; st > 0u; st = st >> 1u) {
+    if (lid < st) {
+      let m1 = shm[lid];
+      let m2 = shm[lid + st];
+      let s1 = shs[lid];
+      let s2 = shs[lid + st];
+      let mm = max(m1, m2);
+      shu[lid] = rescale_u(shu[lid], s1, m1, mm) + rescale_u(shu[lid + st], s2, m2, mm);
+      shs[lid] = s1 * exp(m1 - mm) + s2 * exp(m2 - mm);
+      shm[lid] = mm;
+    }
+    workgroupBarrier();
+  }
+  return vec3<f32>(shm[0], shs[0], shu[0]);
+}
+
 @compute @workgroup_size(WG)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -57,50 +89,21 @@ fn main(
   let row = wid.x + wid.y * nwg.x;
   if (row >= p.rows) { return; }
   let base = row * p.n;
-  var m = LOWEST;
-  var s = 0.0;
-  var u = 0.0;
-  for (var k = lid; k < p.n; k += WG) {
-    let v = x[base + k];
-    if (v > m) {
-      if (MODE == 2u) {
-        u = rescale_u(u, s, m, v);
-      }
-      s = s * exp(m - v) + 1.0;
-      m = v;
-    } else {
-      let e = exp(v - m);
-      s += e;
-      if (MODE == 2u) {
-        u += e * (v - m);
-      }
-    }
-  }
-  shm[lid] = m;
-  shs[lid] = s;
-  shu[lid] = u;
-  workgroupBarrier();
-  for (var st = WG / 2u; st > 0u; st = st >> 1u) {
-    if (lid < st) {
-      let m1 = shm[lid];
-      let m2 = shm[lid + st];
-      let s1 = shs[lid];
-      let s2 = shs[lid + st];
-      let mm = max(m1, m2);
-      if (MODE == 2u) {
-        shu[lid] = rescale_u(shu[lid], s1, m1, mm) + rescale_u(shu[lid + st], s2, m2, mm);
-      }
-      shs[lid] = s1 * exp(m1 - mm) + s2 * exp(m2 - mm);
-      shm[lid] = mm;
-    }
-    workgroupBarrier();
+  var a = vec3<f32>(LOWEST, 0.0, 0.0);
+  if (MODE == 2u) {
+    for (var k = lid; k < p.n; k += WG) { a = online_add_u(a, x[base + k]); }
+    a = row_stats_u(lid, a);
+  } else {
+    var ms = vec2<f32>(LOWEST, 0.0);
+    for (var k = lid; k < p.n; k += WG) { ms = online_add(ms, x[base + k]); }
+    a = vec3<f32>(row_stats(lid, ms), 0.0);
   }
   if (lid != 0u) { return; }
-  let rs = shs[0];
-  let l = shm[0] + log(rs);
+  let rs = a.y;
+  let l = a.x + log(rs);
   lse[row] = l;
   if (MODE == 2u) {
-    out[row] = log(rs) - shu[0] / rs;
+    out[row] = log(rs) - a.z / rs;
     return;
   }
   let tid = t[row];
@@ -124,19 +127,11 @@ fn reduce(@builtin(local_invocation_index) lid: u32) {
     acc += x[r];
     cnt += select(1.0, 0.0, t[r] == p.ignore);
   }
-  shs[lid] = acc;
-  shu[lid] = cnt;
-  workgroupBarrier();
-  for (var st = WG / 2u; st > 0u; st = st >> 1u) {
-    if (lid < st) {
-      shs[lid] = shs[lid] + shs[lid + st];
-      shu[lid] = shu[lid] + shu[lid + st];
-    }
-    workgroupBarrier();
-  }
+  red[lid] = vec2<f32>(acc, cnt);
+  red_sum(lid);
   if (lid == 0u) {
-    let c = shu[0];
-    var res = shs[0];
+    let c = red[0].y;
+    var res = red[0].x;
     if (p.mean == 1u) {
       res = select(res / c, 0.0, c == 0.0);
     }

@@ -22,20 +22,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-var<workgroup> red_a: array<f32, 256>;
-var<workgroup> red_b: array<f32, 256>;
-
-// Tree-sums red_a and red_b over the workgroup; the totals end up in [0]. Call in uniform control flow.
-fn reduce2(l: u32) {
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (l < s) {
-      red_a[l] += red_a[l + s];
-      red_b[l] += red_b[l + s];
-    }
-    workgroupBarrier();
-  }
-}
+// The row kernels tree-sum two values per thread at once (red_sum; totals in red[0]).
+alias Red = vec2<f32>;
+//!include workgroup_reduce
 
 // ---------------------------------------------------------------- forward
 // bindings: 1 x, 2 weight, 3 bias, 4 y (rw), 5 stats (rw, [rows, 2])
@@ -57,20 +46,18 @@ fn main(
   let n = f32(p.C);
   var s = 0.0;
   for (var c = l; c < p.C; c += WG) { s += x[base + c]; }
-  red_a[l] = s;
-  red_b[l] = 0.0;
-  reduce2(l);
-  let mean = red_a[0] / n;
+  red[l] = vec2<f32>(s, 0.0);
+  red_sum(l);
+  let mean = red[0].x / n;
   workgroupBarrier();
   var v = 0.0;
   for (var c = l; c < p.C; c += WG) {
     let d = x[base + c] - mean;
     v += d * d;
   }
-  red_a[l] = v;
-  red_b[l] = 0.0;
-  reduce2(l);
-  let rstd = inverseSqrt(red_a[0] / n + p.eps);
+  red[l] = vec2<f32>(v, 0.0);
+  red_sum(l);
+  let rstd = inverseSqrt(red[0].x / n + p.eps);
   for (var c = l; c < p.C; c += WG) {
     y[base + c] = (x[base + c] - mean) * rstd * w[c] + bias[c];
   }
@@ -104,12 +91,11 @@ fn grad_x(
     sg += gh;
     sgx += gh * (x[base + c] - mean) * rstd;
   }
-  red_a[l] = sg;
-  red_b[l] = sgx;
-  reduce2(l);
+  red[l] = vec2<f32>(sg, sgx);
+  red_sum(l);
   let n = f32(p.C);
-  let mg = red_a[0] / n;
-  let mgx = red_b[0] / n;
+  let mg = red[0].x / n;
+  let mgx = red[0].y / n;
   for (var c = l; c < p.C; c += WG) {
     let xh = (x[base + c] - mean) * rstd;
     dx[base + c] = rstd * (gy[base + c] * w[c] - mg - xh * mgx);

@@ -16,26 +16,18 @@ const LOWEST: f32 = -3.4028234663852886e38;
 @group(0) @binding(2) var<storage, read> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> kl: array<f32>;
 
-var<workgroup> sh: array<vec4<f32>, WG>;
+alias Red = vec4<f32>;
+//!include workgroup_reduce
 
-fn reduce_max(lid: u32) {
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    workgroupBarrier();
-    if (lid < s) {
-      sh[lid] = max(sh[lid], sh[lid + s]);
-    }
-  }
+// The tree of red_sum with max in place of +: the maxima end up in red[0].
+fn red_max(l: u32) {
   workgroupBarrier();
-}
-
-fn reduce_sum(lid: u32) {
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    workgroupBarrier();
-    if (lid < s) {
-      sh[lid] += sh[lid + s];
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (l < s) {
+      red[l] = max(red[l], red[l + s]);
     }
+    workgroupBarrier();
   }
-  workgroupBarrier();
 }
 
 @compute @workgroup_size(WG)
@@ -51,10 +43,10 @@ fn main(
   for (var k = lid; k < p.n; k += WG) {
     m = max(m, vec4<f32>(x[base + k] * p.inv_temp, y[base + k] * p.inv_temp, 0.0, 0.0));
   }
-  sh[lid] = m;
-  reduce_max(lid);
-  let mx = sh[0].x;
-  let my = sh[0].y;
+  red[lid] = m;
+  red_max(lid);
+  let mx = red[0].x;
+  let my = red[0].y;
   workgroupBarrier();
   var acc = vec4<f32>(0.0);
   for (var k = lid; k < p.n; k += WG) {
@@ -63,10 +55,10 @@ fn main(
     let ea = exp(a - mx);
     acc += vec4<f32>(ea, exp(b - my), ea * (a - b), 0.0);
   }
-  sh[lid] = acc;
-  reduce_sum(lid);
+  red[lid] = acc;
+  red_sum(lid);
   if (lid == 0u) {
-    let t = sh[0];
+    let t = red[0];
     // Σp(log p − log q) = Σ e^{a−mx}(a − b)/Σe^{a−mx} − (mx + log Σe^{a−mx}) + (my + log Σe^{b−my})
     kl[row] = t.z / t.x - (mx + log(t.x)) + (my + log(t.y));
   }

@@ -32,7 +32,9 @@ const WG: u32 = 128u;
 @group(0) @binding(6) var<storage, read_write> dlp: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dvp: array<f32>;
 
-var<workgroup> sh: array<array<vec4<f32>, 4>, WG>;
+// Four vec4 partial sums per thread, as the columns of a matrix (summed by red_sum).
+alias Red = mat4x4<f32>;
+//!include workgroup_reduce
 
 fn old_lp(i: u32) -> f32 { return packed[i]; }
 fn old_v(i: u32) -> f32 { return packed[p.n + i]; }
@@ -43,18 +45,6 @@ fn ent(i: u32) -> f32 { return packed[5u * p.n + i]; }
 
 fn vclipped(v: f32, ov: f32) -> f32 {
   return max(min(v, ov + p.cliprange_value), ov - p.cliprange_value);
-}
-
-fn reduce(lid: u32) {
-  for (var s = WG / 2u; s > 0u; s = s / 2u) {
-    workgroupBarrier();
-    if (lid < s) {
-      for (var k = 0u; k < 4u; k++) {
-        sh[lid][k] += sh[lid + s][k];
-      }
-    }
-  }
-  workgroupBarrier();
 }
 
 @compute @workgroup_size(WG)
@@ -83,15 +73,12 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     c += w * vec4<f32>(R, vf1, old_v(i), A);
     d += w * vec4<f32>(r, select(0.0, ent(i), p.has_entropy != 0u), 0.0, 0.0);
   }
-  sh[lid][0] = a;
-  sh[lid][1] = b;
-  sh[lid][2] = c;
-  sh[lid][3] = d;
-  reduce(lid);
-  let sa = sh[0][0];
-  let sb = sh[0][1];
-  let sc = sh[0][2];
-  let sd = sh[0][3];
+  red[lid] = mat4x4<f32>(a, b, c, d);
+  red_sum(lid);
+  let sa = red[0][0];
+  let sb = red[0][1];
+  let sc = red[0][2];
+  let sd = red[0][3];
   let cnt = sa.x;
   let ret_mean = sc.x / cnt;
   let val_mean = sc.z / cnt;
@@ -104,8 +91,8 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     let dv = old_v(i) - val_mean;
     e += w * vec4<f32>(dr * dr, dv * dv, 0.0, 0.0);
   }
-  sh[lid][0] = e;
-  reduce(lid);
+  red[lid][0] = e;
+  red_sum(lid);
   if (lid != 0u) { return; }
   let bessel = cnt / (cnt - 1.0);
   let ratio_mean = sd.x / cnt;
@@ -123,10 +110,10 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   stats[6] = sb.z / cnt;
   stats[7] = sb.w / cnt;
   stats[8] = ret_mean;
-  stats[9] = sh[0][0].x / cnt * bessel;
+  stats[9] = red[0][0].x / cnt * bessel;
   stats[10] = sc.y / cnt;
   stats[11] = val_mean;
-  stats[12] = sh[0][0].y / cnt * bessel;
+  stats[12] = red[0][0].y / cnt * bessel;
   stats[13] = sc.w / cnt;
   stats[14] = ratio_mean;
   stats[15] = 1.0 - keep;

@@ -28,17 +28,10 @@ const LOWEST: f32 = -3.4028234663852886e38;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> yi: array<i32>;
 
-var<workgroup> shv: array<f32, 256>;
-var<workgroup> shi: array<u32, 256>;
+alias Red = f32;
+//!include workgroup_reduce
 
-fn tree_sum(lid: u32) {
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (lid < s) {
-      shv[lid] = shv[lid] + shv[lid + s];
-    }
-    workgroupBarrier();
-  }
-}
+var<workgroup> shi: array<u32, 256>; // max_rows: the index of red's candidate
 
 @compute @workgroup_size(WG)
 fn sum_rows(
@@ -53,11 +46,10 @@ fn sum_rows(
   for (var k = lid; k < p.n; k += WG) {
     acc += x[base + k];
   }
-  shv[lid] = acc;
-  workgroupBarrier();
-  tree_sum(lid);
+  red[lid] = acc;
+  red_sum(lid);
   if (lid == 0u) {
-    y[row] = shv[0] * p.scale;
+    y[row] = red[0] * p.scale;
   }
 }
 
@@ -73,11 +65,10 @@ fn sum_partial(
   for (var k = g * WG + lid; k < p.n; k += p.groups * WG) {
     acc += x[base + k];
   }
-  shv[lid] = acc;
-  workgroupBarrier();
-  tree_sum(lid);
+  red[lid] = acc;
+  red_sum(lid);
   if (lid == 0u) {
-    y[row * p.groups + g] = shv[0];
+    y[row * p.groups + g] = red[0];
   }
 }
 
@@ -136,23 +127,23 @@ fn max_rows(
       bi = k;
     }
   }
-  shv[lid] = best;
+  red[lid] = best;
   shi[lid] = bi;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s = s >> 1u) {
     if (lid < s) {
-      let v = shv[lid + s];
+      let v = red[lid + s];
       let k = shi[lid + s];
       // Take the other candidate when it is valid and larger, or equal with a lower index.
-      if (k != 0xffffffffu && (shi[lid] == 0xffffffffu || v > shv[lid] || (v == shv[lid] && k < shi[lid]))) {
-        shv[lid] = v;
+      if (k != 0xffffffffu && (shi[lid] == 0xffffffffu || v > red[lid] || (v == red[lid] && k < shi[lid]))) {
+        red[lid] = v;
         shi[lid] = k;
       }
     }
     workgroupBarrier();
   }
   if (lid == 0u) {
-    y[row] = shv[0];
+    y[row] = red[0];
     yi[row] = i32(shi[0]);
   }
 }

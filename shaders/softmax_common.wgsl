@@ -1,7 +1,7 @@
-// Row statistics shared by softmax.wgsl and attention_softmax.wgsl (`//!include softmax_common`): each thread keeps
-// an online pair (max m, Σ exp(x − m)) over its strided elements; the pairs, or plain partial sums, then meet in
-// workgroup memory. The including shader declares `override WG: u32` (threads per row, a power of two ≤ 256) and
-// calls the reductions from uniform control flow (one row per workgroup).
+// Row statistics shared by softmax.wgsl, attention_softmax.wgsl and cross_entropy.wgsl (`//!include softmax_common`):
+// each thread keeps an online pair (max m, Σ exp(x − m)) over its strided elements; the pairs, or plain partial sums,
+// then meet in workgroup memory. The including shader declares `override WG: u32` (threads per row, a power of two
+// ≤ 256) and calls the reductions from uniform control flow (one row per workgroup).
 
 const LOWEST: f32 = -3.4028234663852886e38;
 
