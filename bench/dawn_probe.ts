@@ -8,6 +8,7 @@
  */
 
 import { addScalar, f32Bits, initEngine, matmul, runtime, softmax, tidy } from "../engine/mod.ts";
+import { FILL } from "../engine/kernels/elementwise.ts";
 import { engineOptions, randTensor } from "./lib.ts";
 
 const enc = new TextEncoder();
@@ -26,15 +27,15 @@ if (import.meta.main) {
   await step(`init (${backend})`, async () => initEngine({ ...(await engineOptions(backend)), verbose: true }));
   const rt = runtime();
   const x = randTensor([64], 10);
-  const fill = { shader: "fill", bindings: ["rw" as const] };
+  const fill = (bits: number) => rt.run(FILL, { n: 64, bits, start: 0, step: 0 }, { y: x.storage }, [1]);
   await step("1 dispatch + sync", async () => {
-    rt.dispatch(fill, [x.storage], [64, f32Bits(1), 0, 0], [1]);
+    fill(f32Bits(1));
     await rt.sync();
   });
   await step("readback", () => x.toArray());
   for (const n of [10, 100, 255, 256, 257, 1000]) {
     await step(`${n} dispatches + sync`, async () => {
-      for (let i = 0; i < n; i++) rt.dispatch(fill, [x.storage], [64, f32Bits(i), 0, 0], [1]);
+      for (let i = 0; i < n; i++) fill(f32Bits(i));
       await rt.sync();
     });
   }

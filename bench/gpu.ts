@@ -24,6 +24,7 @@ import {
   softmax,
   tidy,
 } from "../engine/mod.ts";
+import { FILL } from "../engine/kernels/elementwise.ts";
 import {
   type Bench,
   type BenchArgs,
@@ -218,9 +219,9 @@ function dispatchBench(n: number): Bench {
     async run(ctx) {
       const rt = runtime();
       const x = randTensor([64], 10); // 256 bytes, as in ../shared/gpu/README.md
-      const spec = { shader: "fill", bindings: ["rw" as const] };
+      const fill = (bits: number) => rt.run(FILL, { n: 64, bits, start: 0, step: 0 }, { y: x.storage }, [1]);
       const recordRaw = () => {
-        for (let i = 0; i < n; i++) rt.dispatch(spec, [x.storage], [64, f32Bits(i), 0, 0], [1]);
+        for (let i = 0; i < n; i++) fill(f32Bits(i));
       };
       const reps = ctx.small ? 3 : 7;
       try {
@@ -238,7 +239,7 @@ function dispatchBench(n: number): Bench {
           ops.push((now() - t0) * 1000 / n);
           await rt.sync();
           t0 = now();
-          rt.dispatch(spec, [x.storage], [64, f32Bits(r), 0, 0], [1]);
+          fill(f32Bits(r));
           await x.toArray();
           rb1.push(now() - t0);
           t0 = now();
@@ -312,7 +313,7 @@ async function main(args: BenchArgs): Promise<void> {
   const lim = h.device.limits;
   const overheadProbe = randTensor([256], 0);
   const overheadMs = await measureSyncOverhead(
-    () => rt.dispatch({ shader: "fill", bindings: ["rw"] }, [overheadProbe.storage], [256, 0, 0, 0], [1]),
+    () => rt.run(FILL, { n: 256, bits: 0, start: 0, step: 0 }, { y: overheadProbe.storage }, [1]),
     () => rt.sync(),
   );
   overheadProbe.dispose();

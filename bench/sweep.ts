@@ -25,6 +25,7 @@ import {
   runtime,
   setMatmulTuning,
 } from "../engine/mod.ts";
+import { FILL } from "../engine/kernels/elementwise.ts";
 import {
   engineOptions,
   gitCommit,
@@ -274,7 +275,7 @@ async function main(): Promise<void> {
   const rt = await initEngine({ ...(await engineOptions(args.backend)), verbose: true });
   const probe = randTensor([256], 0);
   const overheadMs = await measureSyncOverhead(
-    () => rt.dispatch({ shader: "fill", bindings: ["rw"] }, [probe.storage], [256, 0, 0, 0], [1]),
+    () => rt.run(FILL, { n: 256, bits: 0, start: 0, step: 0 }, { y: probe.storage }, [1]),
     () => rt.sync(),
   );
   probe.dispose();

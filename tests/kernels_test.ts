@@ -9,11 +9,19 @@ import { type Kernel, layoutParams, packParams, type ParamFields, type ParamType
 import { shaderSource } from "../engine/shaders.ts";
 import { WGSL_CODES } from "../engine/kernels/codes.ts";
 
+interface BindingDecl {
+  name: string;
+  access: "read" | "rw" | "uniform";
+}
+
 interface ShaderFacts {
   params: [string, string][] | null;
-  bindings: Map<number, { name: string; access: "read" | "rw" | "uniform" }>;
+  /** Declarations per binding number (a shader may redeclare a number for another entry point). */
+  bindings: Map<number, BindingDecl[]>;
   entries: Set<string>;
   overrides: Set<string>;
+  /** Function name → body. */
+  functions: Map<string, string>;
 }
 
 /** Reads the facts a descriptor must agree with out of a shader's expanded source. */
@@ -26,16 +34,56 @@ function parseShader(source: string): ShaderFacts {
       [m[1], m[2].replace(/\s/g, "").replace(",", ", ")] as [string, string]
     )
     : null;
-  const bindings = new Map<number, { name: string; access: "read" | "rw" | "uniform" }>();
+  const bindings = new Map<number, BindingDecl[]>();
   const bindingRe = /@group\(0\)\s*@binding\((\d+)\)\s*var<([^>]*)>\s*(\w+)/g;
   for (const m of code.matchAll(bindingRe)) {
     const space = m[2].replace(/\s/g, "");
     const access = space === "uniform" ? "uniform" : space.endsWith("read_write") ? "rw" : "read";
-    bindings.set(Number(m[1]), { name: m[3], access });
+    const number = Number(m[1]);
+    bindings.set(number, [...bindings.get(number) ?? [], { name: m[3], access }]);
   }
   const entries = new Set([...code.matchAll(/@compute[^f]*fn\s+(\w+)/g)].map((m) => m[1]));
   const overrides = new Set([...code.matchAll(/override\s+(\w+)/g)].map((m) => m[1]));
-  return { params, bindings, entries, overrides };
+  return { params, bindings, entries, overrides, functions: functionBodies(code) };
+}
+
+/** Function name → body (from its opening brace to the matching closing one). */
+function functionBodies(code: string): Map<string, string> {
+  const bodies = new Map<string, string>();
+  for (const m of code.matchAll(/\bfn\s+(\w+)\s*\(/g)) {
+    const open = code.indexOf("{", m.index);
+    let depth = 0, end = open;
+    for (; end < code.length; end++) {
+      if (code[end] === "{") depth++;
+      else if (code[end] === "}" && --depth === 0) break;
+    }
+    bodies.set(m[1], code.slice(open, end + 1));
+  }
+  return bodies;
+}
+
+/** The identifiers an entry point's body uses, following the functions it calls. */
+function identifiersUsed(f: ShaderFacts, entry: string): Set<string> {
+  const words = new Set<string>(), seen = new Set<string>(), todo = [entry];
+  while (todo.length) {
+    const fn = todo.pop()!;
+    if (seen.has(fn)) continue;
+    seen.add(fn);
+    for (const w of f.functions.get(fn)?.match(/\b\w+\b/g) ?? []) {
+      words.add(w);
+      if (f.functions.has(w)) todo.push(w);
+    }
+  }
+  return words;
+}
+
+/** The declaration of binding `number` that `entry` uses (the only one, unless the shader redeclares it). */
+function bindingOf(f: ShaderFacts, entry: string, number: number, name: string): BindingDecl | undefined {
+  const decls = f.bindings.get(number) ?? [];
+  if (decls.length <= 1) return decls[0];
+  const used = identifiersUsed(f, entry);
+  const live = decls.filter((d) => used.has(d.name));
+  return live.length === 1 ? live[0] : decls.find((d) => d.name === name) ?? decls[0];
 }
 
 const KERNELS = allKernels();
@@ -70,7 +118,7 @@ function checkParams(k: Kernel, f: ShaderFacts): void {
     return;
   }
   assert.deepEqual(declared, f.params, "Params fields (name, type, order)");
-  assert.equal(f.bindings.get(0)?.access, "uniform", "binding 0 is the uniform Params block");
+  assert.equal(f.bindings.get(0)?.[0].access, "uniform", "binding 0 is the uniform Params block");
   const fromShader = layoutParams(Object.fromEntries(f.params) as Record<string, ParamType>);
   assert.equal(k.uniformBytes, fromShader.bytes);
   assert.ok(k.uniformBytes <= 256);
@@ -78,7 +126,7 @@ function checkParams(k: Kernel, f: ShaderFacts): void {
 
 function checkBindings(k: Kernel, f: ShaderFacts): void {
   k.bindingNames.forEach((name, i) => {
-    const b = f.bindings.get(i + 1);
+    const b = bindingOf(f, k.entry, i + 1, name);
     assert.ok(b, `binding ${i + 1} (${name}) not declared in the shader`);
     assert.equal(b.name, name, `binding ${i + 1} name`);
     if (!k.unused.includes(name)) assert.equal(b.access, k.access[i], `binding ${i + 1} (${name}) access`);

@@ -6,10 +6,16 @@
 
 import type { Kernel } from "../kernel.ts";
 import * as elementwise from "./elementwise.ts";
+import * as indexing from "./indexing.ts";
+import * as random from "./random.ts";
+import * as reduce from "./reduce.ts";
 
 /** The kernel families: module name → its exported kernels. */
 const FAMILIES: Readonly<Record<string, Readonly<Record<string, unknown>>>> = {
   elementwise,
+  indexing,
+  random,
+  reduce,
 };
 
 /** Every declared kernel with the name it is exported under (`family.NAME`). */

@@ -19,7 +19,8 @@
  * @module
  */
 
-import { f32Bits, grid1d } from "../runtime.ts";
+import { grid1d } from "../runtime.ts";
+import { DROPOUT } from "../kernels/random.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record } from "../autograd.ts";
 
@@ -70,12 +71,8 @@ export function dropoutMaskRef(seed: number, index: number, p: number): boolean 
 function applyMask(x: Tensor, rng: DropoutRng): Tensor {
   const out = empty(x.shape);
   const n = x.size;
-  runtime().dispatch(
-    { shader: "dropout", bindings: ["read", "rw"] },
-    [x.storage, out.storage],
-    [n, rng.key, rng.threshold, f32Bits(rng.scale)],
-    grid1d(n),
-  );
+  const params = { n, key: rng.key, threshold: rng.threshold, scale: rng.scale };
+  runtime().run(DROPOUT, params, { x: x.storage, y: out.storage }, grid1d(n));
   return out;
 }
 

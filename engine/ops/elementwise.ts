@@ -148,11 +148,6 @@ export function broadcastShapes(a: readonly number[], b: readonly number[], op =
   return out;
 }
 
-/** Pads a list of dims/strides with zeros to the 8 entries kernels take in their uniforms. */
-export function pad8(v: readonly number[]): number[] {
-  return [...v, ...new Array(8 - v.length).fill(0)];
-}
-
 /** Strides of `shape` read as broadcast to `outShape` (0 along broadcast dims), for strided kernels. */
 export function broadcastStrides(shape: readonly number[], outShape: readonly number[]): number[] {
   const n = outShape.length;

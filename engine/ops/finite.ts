@@ -5,9 +5,8 @@
  */
 
 import { runtime, type Tensor } from "../tensor.ts";
-
-const COUNT_SPEC = { shader: "tensor_scan", entry: "nonfinite", bindings: ["read", "rw"] as ("read" | "rw")[] };
-const FILL_SPEC = { shader: "fill", bindings: ["rw"] as ("read" | "rw")[] };
+import { FILL } from "../kernels/elementwise.ts";
+import { COUNT_NONFINITE } from "../kernels/reduce.ts";
 
 /**
  * The number of non-finite values (±Inf, NaN) in each tensor, in order: one dispatch per tensor, one readback
@@ -18,11 +17,12 @@ export async function countNonFinite(tensors: readonly Tensor[]): Promise<number
   const rt = runtime();
   const out = rt.alloc(4 * tensors.length);
   try {
-    rt.dispatch(FILL_SPEC, [out], [tensors.length, 0, 0, 0], [Math.ceil(tensors.length / 256)]);
+    const zeros = { n: tensors.length, bits: 0, start: 0, step: 0 };
+    rt.run(FILL, zeros, { y: out }, [Math.ceil(tensors.length / 256)]);
     tensors.forEach((t, slot) => {
       if (t.dtype !== "f32" || t.size === 0) return;
       const groups = Math.max(1, Math.min(1024, Math.ceil(t.size / 2048)));
-      rt.dispatch(COUNT_SPEC, [t.storage, out], [t.size, slot, 0, 0], [groups]);
+      rt.run(COUNT_NONFINITE, { n: t.size, slot }, { x: t.storage, out }, [groups]);
     });
     const [raw] = await rt.read([{ storage: out, bytes: 4 * tensors.length }]);
     return Array.from(new Uint32Array(raw));

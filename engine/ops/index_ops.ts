@@ -21,9 +21,22 @@
  */
 
 import { f32Bits, grid1d, type Storage } from "../runtime.ts";
+import {
+  GATHER,
+  INDEX_SELECT,
+  MASKED_FILL,
+  SCATTER_ADD,
+  SCATTER_CHUNK_PARTIALS,
+  SORT_GLOBAL_STEP,
+  SORT_KEYS_GATHER,
+  SORT_KEYS_ROWS,
+  SORT_LOCAL,
+  SORT_LOCAL_MERGE,
+  WHERE_SELECT,
+} from "../kernels/indexing.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
-import { broadcastShapes, broadcastStrides, pad8, sumTo, zeros } from "./elementwise.ts";
+import { broadcastShapes, broadcastStrides, sumTo, zeros } from "./elementwise.ts";
 import { contiguousStrides, normalizeAxis } from "./shape.ts";
 import { shapeSize } from "../../formats/host_tensor.ts";
 
@@ -60,37 +73,47 @@ function sortedScatterAdd(
   while (total < m) total *= 2;
   const keys = rt.alloc(total * 4), vals = rt.alloc(total * 4);
   build(keys, vals, total);
-  const step = (entry: string, k: number, j: number) =>
-    rt.dispatch(
-      { shader: "index_sort", entry, bindings: ["rw", "rw"] },
-      [keys, vals],
-      [m, k, j, 0, total, 0, 0, 0],
-      grid1d(total / 2),
-    );
-  step("local_sort", 0, 0);
-  for (let k = 1024; k <= total; k *= 2) {
-    for (let j = k / 2; j >= 512; j /= 2) step("global_step", k, j);
-    step("local_merge", k, 0);
-  }
-  const chunks = Math.ceil(m / SCATTER_CHUNK);
-  const partials = rt.alloc(chunks * inner * 4);
-  const params = [m, inner, rows, 0];
-  rt.dispatch(
-    { shader: "scatter_add", entry: "chunk_partials", bindings: ["read", "read", "read", "rw"] },
-    [keys, vals, src.storage, partials],
-    params,
-    grid1d(chunks * inner),
-  );
-  rt.dispatch(
-    { shader: "scatter_add", bindings: ["read", "read", "read", "rw", "read"] },
-    [keys, vals, src.storage, dst.storage, partials],
-    params,
-    grid1d(m * inner),
-  );
+  sortPairs(keys, vals, m, total);
+  sumSortedRuns(keys, vals, src, m, rows, inner, dst);
   keys.release();
   vals.release();
-  partials.release();
   return dst;
+}
+
+/** The uniform fields of an `index_sort.wgsl` kernel without the gather geometry (shape and strides zero). */
+function sortParams(m: number, a: number, b: number, total: number) {
+  return { m, a, b, c: 0, total, shape: [], stride: [] };
+}
+
+/** Bitonic sort of `total` (key, value) pairs (a power of two ≥ 512): blocks of 512 locally, then merges. */
+function sortPairs(keys: Storage, vals: Storage, m: number, total: number): void {
+  const rt = runtime();
+  const grid = grid1d(total / 2);
+  rt.run(SORT_LOCAL, sortParams(m, 0, 0, total), { keys, vals }, grid);
+  for (let k = 1024; k <= total; k *= 2) {
+    for (let j = k / 2; j >= 512; j /= 2) rt.run(SORT_GLOBAL_STEP, sortParams(m, k, j, total), { keys, vals }, grid);
+    rt.run(SORT_LOCAL_MERGE, sortParams(m, k, 0, total), { keys, vals }, grid);
+  }
+}
+
+/** Adds each run of equal keys' source rows of `src` into row `key` of `dst`, in sorted order. */
+function sumSortedRuns(
+  keys: Storage,
+  vals: Storage,
+  src: Tensor,
+  m: number,
+  rows: number,
+  inner: number,
+  dst: Tensor,
+): void {
+  const rt = runtime();
+  const chunks = Math.ceil(m / SCATTER_CHUNK);
+  const partials = rt.alloc(chunks * inner * 4);
+  const params = { m, inner, rows };
+  const pairs = { keys, vals, src: src.storage };
+  rt.run(SCATTER_CHUNK_PARTIALS, params, { ...pairs, out: partials }, grid1d(chunks * inner));
+  rt.run(SCATTER_ADD, params, { ...pairs, out: dst.storage, partials }, grid1d(m * inner));
+  partials.release();
 }
 
 /** Scatter-add of `src` ([outer, K, inner]) into zeros [outer, V, inner] at rows `index[k]`. */
@@ -103,13 +126,10 @@ function scatterRows(
   dstShape: readonly number[],
 ): Tensor {
   const K = index.size;
-  return sortedScatterAdd(src, outer * K, outer * V, inner, dstShape, (keys, vals, total) =>
-    runtime().dispatch(
-      { shader: "index_sort", entry: "keys_rows", bindings: ["rw", "rw", "read"] },
-      [keys, vals, index.storage],
-      [outer * K, K, V, 0, total, 0, 0, 0],
-      grid1d(total),
-    ));
+  return sortedScatterAdd(src, outer * K, outer * V, inner, dstShape, (keys, vals, total) => {
+    const params = sortParams(outer * K, K, V, total);
+    runtime().run(SORT_KEYS_ROWS, params, { keys, vals, index: index.storage }, grid1d(total));
+  });
 }
 
 /** out[o, k, j] = x[o, index[k], j] with x viewed as [outer, V, inner] (outer implied by the sizes). */
@@ -122,12 +142,8 @@ function selectRows(
 ): Tensor {
   const out = empty(outShape, x.dtype);
   const n = out.size;
-  runtime().dispatch(
-    { shader: "gather", entry: "index_select", bindings: ["read", "read", "rw"] },
-    [x.storage, index.storage, out.storage],
-    [n, index.size, V, inner],
-    grid1d(n),
-  );
+  const params = { n, a: index.size, b: V, c: inner, shape: [], stride: [] };
+  runtime().run(INDEX_SELECT, params, { x: x.storage, index: index.storage, out: out.storage }, grid1d(n));
   return out;
 }
 
@@ -150,24 +166,16 @@ export function gather(x: Tensor, axis: number, index: Tensor): Tensor {
   const out = empty(index.shape, x.dtype);
   const n = out.size;
   const xStrides = contiguousStrides(x.shape);
-  const geom = [x.ndim, ax, x.shape[ax]];
-  runtime().dispatch(
-    { shader: "gather", entry: "gather", bindings: ["read", "read", "rw"] },
-    [x.storage, index.storage, out.storage],
-    [n, ...geom, ...pad8(index.shape), ...pad8(xStrides)],
-    grid1d(n),
-  );
+  const geom = { a: x.ndim, b: ax, c: x.shape[ax], shape: index.shape, stride: xStrides };
+  runtime().run(GATHER, { n, ...geom }, { x: x.storage, index: index.storage, out: out.storage }, grid1d(n));
   if (!needsGrad(x)) return out;
   const si = saveForBackward(index);
   const xs = [...x.shape];
   return record(out, "gather", [x], (g) => [
-    sortedScatterAdd(g, n, shapeSize(xs), 1, xs, (keys, vals, total) =>
-      runtime().dispatch(
-        { shader: "index_sort", entry: "keys_gather", bindings: ["rw", "rw", "read"] },
-        [keys, vals, si.storage],
-        [n, ...geom, total, 0, 0, 0, ...pad8(si.shape), ...pad8(xStrides)],
-        grid1d(total),
-      )),
+    sortedScatterAdd(g, n, shapeSize(xs), 1, xs, (keys, vals, total) => {
+      const params = { m: n, ...geom, shape: si.shape, total };
+      runtime().run(SORT_KEYS_GATHER, params, { keys, vals, index: si.storage }, grid1d(total));
+    }),
   ], [si]);
 }
 
@@ -206,7 +214,7 @@ export function embedding(weight: Tensor, ids: Tensor): Tensor {
 
 // ------------------------------------------------------------------ maskedFill / where
 
-function maskConstants(mask: Tensor, invert: boolean): Record<string, number> {
+function maskConstants(mask: Tensor, invert: boolean): { MASK_F32: number; INVERT: number } {
   return { MASK_F32: mask.dtype === "f32" ? 1 : 0, INVERT: invert ? 1 : 0 };
 }
 
@@ -214,18 +222,17 @@ function maskConstants(mask: Tensor, invert: boolean): Record<string, number> {
 function maskedFillRaw(x: Tensor, mask: Tensor, bits: number, invert: boolean): Tensor {
   const out = empty(x.shape, x.dtype);
   const n = out.size;
-  const zero = new Array(8).fill(0);
-  runtime().dispatch(
-    {
-      shader: "masked_fill",
-      entry: "masked_fill",
-      bindings: ["read", "read", "rw"],
-      constants: maskConstants(mask, invert),
-    },
-    [x.storage, mask.storage, out.storage],
-    [n, x.ndim, bits, 0, ...pad8(x.shape), ...pad8(broadcastStrides(mask.shape, x.shape)), ...zero, ...zero],
-    grid1d(n),
-  );
+  const params = {
+    n,
+    ndim: x.ndim,
+    value: bits,
+    shape: x.shape,
+    mstride: broadcastStrides(mask.shape, x.shape),
+    astride: [],
+    bstride: [],
+  };
+  const bindings = { a: x.storage, mask: mask.storage, out: out.storage };
+  runtime().run(MASKED_FILL, params, bindings, grid1d(n), maskConstants(mask, invert));
   return out;
 }
 
@@ -258,26 +265,17 @@ export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
   check(shape.length <= 8, "where", `at most 8 dims, got ${fmt(shape)}`);
   const out = empty(shape, a.dtype);
   const n = out.size;
-  runtime().dispatch(
-    {
-      shader: "masked_fill",
-      entry: "where_select",
-      bindings: ["read", "read", "rw", "read"],
-      constants: maskConstants(cond, false),
-    },
-    [a.storage, cond.storage, out.storage, b.storage],
-    [
-      n,
-      shape.length,
-      0,
-      0,
-      ...pad8(shape),
-      ...pad8(broadcastStrides(cond.shape, shape)),
-      ...pad8(broadcastStrides(a.shape, shape)),
-      ...pad8(broadcastStrides(b.shape, shape)),
-    ],
-    grid1d(n),
-  );
+  const params = {
+    n,
+    ndim: shape.length,
+    value: 0,
+    shape,
+    mstride: broadcastStrides(cond.shape, shape),
+    astride: broadcastStrides(a.shape, shape),
+    bstride: broadcastStrides(b.shape, shape),
+  };
+  const bindings = { a: a.storage, mask: cond.storage, out: out.storage, b: b.storage };
+  runtime().run(WHERE_SELECT, params, bindings, grid1d(n), maskConstants(cond, false));
   if (!needsGrad(a, b)) return out;
   const sc = saveForBackward(cond);
   const as = [...a.shape], bs = [...b.shape];

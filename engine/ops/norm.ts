@@ -3,7 +3,8 @@
  * @module
  */
 
-import { f32Bits, grid1d, type KernelSpec, rowWorkgroup } from "../runtime.ts";
+import { grid1d, rowWorkgroup } from "../runtime.ts";
+import { LAYER_NORM, LAYER_NORM_GRAD_WB, LAYER_NORM_GRAD_X, LAYER_NORM_SUM_CHUNKS } from "../kernels/reduce.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 
@@ -11,13 +12,6 @@ const WG = 256;
 /** Rows summed by one thread of the dweight/dbias kernel before the partial sums are added up. */
 const MIN_CHUNK = 64;
 const MAX_CHUNKS = 512;
-
-const spec = (entry: string, bindings: KernelSpec["bindings"], wg?: number): KernelSpec => ({
-  shader: "layer_norm",
-  entry,
-  bindings,
-  constants: wg ? { WG: wg } : undefined,
-});
 
 /**
  * Layer normalisation over the last dimension, like `torch.nn.functional.layer_norm(x, [C], weight, bias, eps)`:
@@ -30,6 +24,38 @@ const spec = (entry: string, bindings: KernelSpec["bindings"], wg?: number): Ker
  * @returns a tensor shaped like `x`
  */
 export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
+  const C = checkLayerNormArgs(x, weight, bias, eps);
+  const rows = x.size / C;
+  const rt = runtime();
+  const out = empty(x.shape);
+  const stats = empty([rows, 2]);
+  const params = { rows, C, eps, chunk: 0, nchunks: 0 };
+  const wg = { WG: rowWorkgroup(C) };
+  const bindings = { x: x.storage, w: weight.storage, bias: bias.storage, y: out.storage, stats: stats.storage };
+  rt.run(LAYER_NORM, params, bindings, grid1d(rows, 1), wg);
+  if (!needsGrad(x, weight, bias)) {
+    stats.dispose();
+    return out;
+  }
+  const sx = saveForBackward(x);
+  const sw = saveForBackward(weight);
+  const sst = saveForBackward(stats);
+  stats.dispose();
+  return record(out, "layerNorm", [x, weight, bias], (g) => {
+    let dx: Tensor | null = null;
+    if (x.requiresGrad) {
+      dx = empty(x.shape);
+      const gradBindings = { x: sx.storage, w: sw.storage, gy: g.storage, dx: dx.storage, st: sst.storage };
+      rt.run(LAYER_NORM_GRAD_X, params, gradBindings, grid1d(rows, 1), wg);
+    }
+    if (!weight.requiresGrad && !bias.requiresGrad) return [dx, null, null];
+    const [dw, db] = paramGrads(sx, g, sst, rows, C);
+    return [dx, weight.requiresGrad ? dw : (dw.dispose(), null), bias.requiresGrad ? db : (db.dispose(), null)];
+  }, [sx, sw, sst]);
+}
+
+/** Throws unless x is f32 `[..., C]`, weight and bias f32 `[C]` and eps finite ≥ 0; returns C. */
+function checkLayerNormArgs(x: Tensor, weight: Tensor, bias: Tensor, eps: number): number {
   const op = "layerNorm";
   check(x.dtype === "f32", op, `x must be f32, got ${x.dtype} [${x.shape}]`);
   check(x.ndim >= 1 && x.shape[x.ndim - 1] >= 1, op, `x must be [..., C] with C ≥ 1, got [${x.shape}]`);
@@ -45,40 +71,7 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): 
     `bias must be f32 [${C}] for x [${x.shape}], got ${bias.dtype} [${bias.shape}]`,
   );
   check(Number.isFinite(eps) && eps >= 0, op, `eps must be a finite number ≥ 0, got ${eps}`);
-  const rows = x.size / C;
-  const rt = runtime();
-  const out = empty(x.shape);
-  const stats = empty([rows, 2]);
-  const params = [rows, C, f32Bits(eps), 0, 0, 0, 0, 0];
-  rt.dispatch(
-    spec("main", ["read", "read", "read", "rw", "rw"], rowWorkgroup(C)),
-    [x.storage, weight.storage, bias.storage, out.storage, stats.storage],
-    params,
-    grid1d(rows, 1),
-  );
-  if (!needsGrad(x, weight, bias)) {
-    stats.dispose();
-    return out;
-  }
-  const sx = saveForBackward(x);
-  const sw = saveForBackward(weight);
-  const sst = saveForBackward(stats);
-  stats.dispose();
-  return record(out, op, [x, weight, bias], (g) => {
-    let dx: Tensor | null = null;
-    if (x.requiresGrad) {
-      dx = empty(x.shape);
-      rt.dispatch(
-        spec("grad_x", ["read", "read", "read", "rw", "read"], rowWorkgroup(C)),
-        [sx.storage, sw.storage, g.storage, dx.storage, sst.storage],
-        params,
-        grid1d(rows, 1),
-      );
-    }
-    if (!weight.requiresGrad && !bias.requiresGrad) return [dx, null, null];
-    const [dw, db] = paramGrads(sx, g, sst, rows, C);
-    return [dx, weight.requiresGrad ? dw : (dw.dispose(), null), bias.requiresGrad ? db : (db.dispose(), null)];
-  }, [sx, sw, sst]);
+  return C;
 }
 
 /** dweight = Σ_rows g·x̂ and dbias = Σ_rows g, via per-chunk partial sums when there are many rows. */
@@ -86,19 +79,15 @@ function paramGrads(x: Tensor, g: Tensor, stats: Tensor, rows: number, C: number
   const rt = runtime();
   const chunk = Math.max(MIN_CHUNK, Math.ceil(rows / MAX_CHUNKS));
   const nchunks = Math.max(1, Math.ceil(rows / chunk));
-  const params = [rows, C, 0, chunk, nchunks, 0, 0, 0];
+  const params = { rows, C, eps: 0, chunk, nchunks };
   const pw = empty(nchunks === 1 ? [C] : [nchunks, C]);
   const pb = empty(nchunks === 1 ? [C] : [nchunks, C]);
-  rt.dispatch(
-    spec("grad_wb", ["read", "read", "read", "rw", "rw"]),
-    [x.storage, g.storage, stats.storage, pw.storage, pb.storage],
-    params,
-    [Math.ceil(C / WG), nchunks],
-  );
+  const bindings = { x: x.storage, g2: g.storage, st2: stats.storage, dw: pw.storage, db: pb.storage };
+  rt.run(LAYER_NORM_GRAD_WB, params, bindings, [Math.ceil(C / WG), nchunks]);
   if (nchunks === 1) return [pw, pb];
   const sum = (part: Tensor): Tensor => {
     const total = empty([C]);
-    rt.dispatch(spec("sum_chunks", ["read", "rw"]), [part.storage, total.storage], params, [Math.ceil(C / WG)]);
+    rt.run(LAYER_NORM_SUM_CHUNKS, params, { part: part.storage, total: total.storage }, [Math.ceil(C / WG)]);
     part.dispose();
     return total;
   };

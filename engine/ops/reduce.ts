@@ -5,7 +5,17 @@
  * @module
  */
 
-import { f32Bits, grid1d, type KernelSpec, rowWorkgroup } from "../runtime.ts";
+import { grid1d, rowWorkgroup, type Storage } from "../runtime.ts";
+import {
+  EXPAND_GRAD,
+  MAX_COLS,
+  MAX_GRAD,
+  MAX_ROWS,
+  SUM_COLS,
+  SUM_COLS_SPLIT,
+  SUM_PARTIAL,
+  SUM_ROWS,
+} from "../kernels/reduce.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 // Side effect: installs the ops autograd needs (ones for a scalar root, add for accumulation).
@@ -50,52 +60,50 @@ function reduceView(op: string, x: Tensor, axis: number | null | undefined, keep
   return { outer, n: shape[a], inner, outShape };
 }
 
-function params(v: ReduceView, scale: number, groups = 0): number[] {
-  return [v.outer, v.n, v.inner, f32Bits(scale), v.outer * v.n * v.inner, groups, 0, 0];
+/** The uniform fields of a `reduce.wgsl` kernel over view `v`. */
+function reduceParams(v: ReduceView, scale: number, groups = 0) {
+  return { outer: v.outer, n: v.n, inner: v.inner, scale, total: v.outer * v.n * v.inner, groups };
 }
-
-const spec = (entry: string, bindings: KernelSpec["bindings"], wg?: number): KernelSpec => ({
-  shader: "reduce",
-  entry,
-  bindings,
-  constants: wg ? { WG: wg } : undefined,
-});
 
 /** Sum over the view's n, times `scale`, into a new tensor of `shape` (no autograd). */
 function sumRaw(x: Tensor, v: ReduceView, scale: number, shape: number[]): Tensor {
-  const rt = runtime();
   const out = empty(shape);
   const nout = v.outer * v.inner;
-  const colsKernel = spec("sum_cols", ["read", "rw"]);
-  if (v.inner === 1 && v.outer < FEW_OUTPUTS && v.n > TWO_PASS_MIN) {
-    // Few long rows: G partial sums per row, then one workgroup per row over the partials.
-    const groups = Math.min(256, Math.ceil(v.n / PER_GROUP));
-    const partial = empty([v.outer, groups]);
-    rt.dispatch(spec("sum_partial", ["read", "rw"]), [x.storage, partial.storage], params(v, 1, groups), [
-      groups,
-      v.outer,
-    ]);
-    const second: ReduceView = { ...v, n: groups };
-    const rowsKernel = spec("sum_rows", ["read", "rw"], rowWorkgroup(groups));
-    rt.dispatch(rowsKernel, [partial.storage, out.storage], params(second, scale), grid1d(nout, 1));
-    partial.dispose();
-  } else if (v.inner === 1 && v.n > SHORT_ROW) {
-    const rowsKernel = spec("sum_rows", ["read", "rw"], rowWorkgroup(v.n));
-    rt.dispatch(rowsKernel, [x.storage, out.storage], params(v, scale), grid1d(nout, 1));
-  } else if (nout < FEW_OUTPUTS * 16 && v.n >= 64) {
-    // Few long columns: each thread sums a chunk of a column, then the chunks are summed.
-    const chunk = Math.max(16, Math.ceil(v.n / Math.ceil(SPLIT_THREADS / nout)));
-    const chunks = Math.ceil(v.n / chunk);
-    const partial = empty([v.outer, chunks, v.inner]);
-    const first = params(v, 1, chunk);
-    rt.dispatch(spec("sum_cols_split", ["read", "rw"]), [x.storage, partial.storage], first, grid1d(partial.size));
-    const second: ReduceView = { ...v, n: chunks };
-    rt.dispatch(colsKernel, [partial.storage, out.storage], params(second, scale), grid1d(nout));
-    partial.dispose();
-  } else {
-    rt.dispatch(colsKernel, [x.storage, out.storage], params(v, scale), grid1d(nout));
-  }
+  if (v.inner === 1 && v.outer < FEW_OUTPUTS && v.n > TWO_PASS_MIN) sumFewLongRows(x, v, scale, out);
+  else if (v.inner === 1 && v.n > SHORT_ROW) sumRows(x.storage, v, scale, out);
+  else if (nout < FEW_OUTPUTS * 16 && v.n >= 64) sumFewLongColumns(x, v, scale, out);
+  else runtime().run(SUM_COLS, reduceParams(v, scale), { x: x.storage, y: out.storage }, grid1d(nout));
   return out;
+}
+
+/** One workgroup per row of `src` (viewed by `v`) sums the row into `out`. */
+function sumRows(src: Storage, v: ReduceView, scale: number, out: Tensor): void {
+  const nout = v.outer * v.inner;
+  const wg = { WG: rowWorkgroup(v.n) };
+  runtime().run(SUM_ROWS, reduceParams(v, scale), { x: src, y: out.storage }, grid1d(nout, 1), wg);
+}
+
+/** Few long rows: G partial sums per row, then one workgroup per row over the partials. */
+function sumFewLongRows(x: Tensor, v: ReduceView, scale: number, out: Tensor): void {
+  const groups = Math.min(256, Math.ceil(v.n / PER_GROUP));
+  const partial = empty([v.outer, groups]);
+  const bindings = { x: x.storage, y: partial.storage };
+  runtime().run(SUM_PARTIAL, reduceParams(v, 1, groups), bindings, [groups, v.outer]);
+  sumRows(partial.storage, { ...v, n: groups }, scale, out);
+  partial.dispose();
+}
+
+/** Few long columns: each thread sums a chunk of a column, then the chunks are summed. */
+function sumFewLongColumns(x: Tensor, v: ReduceView, scale: number, out: Tensor): void {
+  const rt = runtime();
+  const nout = v.outer * v.inner;
+  const chunk = Math.max(16, Math.ceil(v.n / Math.ceil(SPLIT_THREADS / nout)));
+  const chunks = Math.ceil(v.n / chunk);
+  const partial = empty([v.outer, chunks, v.inner]);
+  rt.run(SUM_COLS_SPLIT, reduceParams(v, 1, chunk), { x: x.storage, y: partial.storage }, grid1d(partial.size));
+  const second: ReduceView = { ...v, n: chunks };
+  rt.run(SUM_COLS, reduceParams(second, scale), { x: partial.storage, y: out.storage }, grid1d(nout));
+  partial.dispose();
 }
 
 function sumLike(op: string, x: Tensor, axis: number | null | undefined, keepDim: boolean, isMean: boolean): Tensor {
@@ -107,7 +115,7 @@ function sumLike(op: string, x: Tensor, axis: number | null | undefined, keepDim
   const inShape = [...x.shape];
   return record(out, op, [x], (g) => {
     const dx = empty(inShape);
-    runtime().dispatch(spec("expand_grad", ["read", "rw"]), [g.storage, dx.storage], params(v, scale), grid1d(dx.size));
+    runtime().run(EXPAND_GRAD, reduceParams(v, scale), { x: g.storage, y: dx.storage }, grid1d(dx.size));
     return [dx];
   });
 }
@@ -143,12 +151,9 @@ function maxRaw(op: string, x: Tensor, v: ReduceView, shape: number[]): [Tensor,
   const idx = empty(shape, "i32");
   const nout = v.outer * v.inner;
   const rows = v.inner === 1 && v.n > SHORT_ROW;
-  runtime().dispatch(
-    rows ? spec("max_rows", ["read", "rw", "rw"], rowWorkgroup(v.n)) : spec("max_cols", ["read", "rw", "rw"]),
-    [x.storage, vals.storage, idx.storage],
-    params(v, 1),
-    rows ? grid1d(nout, 1) : grid1d(nout),
-  );
+  const bindings = { x: x.storage, y: vals.storage, yi: idx.storage };
+  if (rows) runtime().run(MAX_ROWS, reduceParams(v, 1), bindings, grid1d(nout, 1), { WG: rowWorkgroup(v.n) });
+  else runtime().run(MAX_COLS, reduceParams(v, 1), bindings, grid1d(nout));
   return [vals, idx];
 }
 
@@ -173,12 +178,8 @@ export function max(x: Tensor, axis: number | null, keepDim = false): Tensor {
   const inShape = [...x.shape];
   return record(vals, "max", [x], (g) => {
     const dx = empty(inShape);
-    runtime().dispatch(
-      spec("max_grad", ["read", "rw", "rw"]),
-      [g.storage, dx.storage, sidx.storage],
-      params(v, 1),
-      grid1d(dx.size),
-    );
+    const bindings = { x: g.storage, y: dx.storage, yi: sidx.storage };
+    runtime().run(MAX_GRAD, reduceParams(v, 1), bindings, grid1d(dx.size));
     return [dx];
   }, [sidx]);
 }

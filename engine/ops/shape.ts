@@ -8,7 +8,8 @@
 import { grid1d, type Storage } from "../runtime.ts";
 import { check, empty, runtime, Tensor } from "../tensor.ts";
 import { needsGrad, record } from "../autograd.ts";
-import { pad8, zeros } from "./elementwise.ts";
+import { zeros } from "./elementwise.ts";
+import { PERMUTE, SLICE } from "../kernels/indexing.ts";
 import { shapeSize } from "../../formats/host_tensor.ts";
 
 /** Resolves a possibly negative axis against `ndim` dims (`ndim + 1` slots for insertions). */
@@ -97,6 +98,24 @@ export function squeeze(x: Tensor, dim?: number): Tensor {
  * keeps the memory layout shares storage. Backward applies the inverse permutation.
  */
 export function permute(x: Tensor, dims: readonly number[]): Tensor {
+  const perm = resolvePermutation(x, dims);
+  const outShape = perm.map((d) => x.shape[d]);
+  const { shape, stride } = collapsePermutation(x.shape, perm);
+  if (shape.length === 0 || (shape.length === 1 && stride[0] === 1) || x.size === 0) {
+    return reshape(x, outShape); // layout unchanged
+  }
+  check(shape.length <= 8, "permute", `${fmt(x.shape)} by [${dims}] needs ${shape.length} > 8 strided dims`);
+  const out = empty(outShape, x.dtype);
+  const params = { n: out.size, ndim: shape.length, shape, stride };
+  runtime().run(PERMUTE, params, { src: x.storage, dst: out.storage }, grid1d(out.size));
+  if (!needsGrad(x)) return out;
+  const inverse = new Array<number>(perm.length);
+  perm.forEach((d, i) => inverse[d] = i);
+  return record(out, "permute", [x], (g) => [permute(g, inverse)]);
+}
+
+/** Checks that `dims` is a permutation of x's dims and makes negative entries positive. */
+function resolvePermutation(x: Tensor, dims: readonly number[]): number[] {
   const n = x.ndim;
   check(dims.length === n, "permute", `got ${dims.length} dims [${dims}] for a tensor of shape ${fmt(x.shape)}`);
   const perm = dims.map((d) => {
@@ -104,38 +123,32 @@ export function permute(x: Tensor, dims: readonly number[]): Tensor {
     return d < 0 ? d + n : d;
   });
   check(new Set(perm).size === n, "permute", `[${dims}] is not a permutation of ${n} dims`);
-  const outShape = perm.map((d) => x.shape[d]);
-  const inStrides = contiguousStrides(x.shape);
-  // Collapse: drop size-1 dims, merge output neighbours that are also neighbours in memory.
-  const cs: number[] = [], ct: number[] = [];
-  perm.forEach((d) => {
-    const s = x.shape[d], t = inStrides[d];
-    if (s === 1) return;
-    const last = cs.length - 1;
-    if (last >= 0 && ct[last] === t * s) {
-      cs[last] *= s;
-      ct[last] = t;
+  return perm;
+}
+
+/**
+ * The strided read of a permutation as few dims as possible: the output shape and the input strides of each
+ * output dim, with size-1 dims dropped and output neighbours that are also neighbours in memory merged.
+ */
+function collapsePermutation(inShape: readonly number[], perm: readonly number[]): {
+  shape: number[];
+  stride: number[];
+} {
+  const inStrides = contiguousStrides(inShape);
+  const shape: number[] = [], stride: number[] = [];
+  for (const d of perm) {
+    const s = inShape[d], t = inStrides[d];
+    if (s === 1) continue;
+    const last = shape.length - 1;
+    if (last >= 0 && stride[last] === t * s) {
+      shape[last] *= s;
+      stride[last] = t;
     } else {
-      cs.push(s);
-      ct.push(t);
+      shape.push(s);
+      stride.push(t);
     }
-  });
-  if (cs.length === 0 || (cs.length === 1 && ct[0] === 1) || x.size === 0) {
-    return reshape(x, outShape); // layout unchanged
   }
-  check(cs.length <= 8, "permute", `${fmt(x.shape)} by [${dims}] needs ${cs.length} > 8 strided dims`);
-  const out = empty(outShape, x.dtype);
-  const params = [out.size, cs.length, 0, 0, ...pad8(cs), ...pad8(ct)];
-  runtime().dispatch(
-    { shader: "permute", bindings: ["read", "rw"] },
-    [x.storage, out.storage],
-    params,
-    grid1d(out.size),
-  );
-  if (!needsGrad(x)) return out;
-  const inverse = new Array<number>(n);
-  perm.forEach((d, i) => inverse[d] = i);
-  return record(out, "permute", [x], (g) => [permute(g, inverse)]);
+  return { shape, stride };
 }
 
 /** Swaps two dims (negative allowed); a materialised {@linkcode permute}. */
@@ -163,12 +176,7 @@ function blockCopy(
 ): void {
   const n = outer * chunk;
   if (n === 0) return;
-  runtime().dispatch(
-    { shader: "slice", bindings: ["read", "rw"] },
-    [src, dst],
-    [n, chunk, srcRow, srcOff, dstRow, dstOff, 0, 0],
-    grid1d(n),
-  );
+  runtime().run(SLICE, { n, chunk, srcRow, srcOff, dstRow, dstOff }, { src, dst }, grid1d(n));
 }
 
 function splitAt(shape: readonly number[], axis: number): { outer: number; inner: number } {

@@ -5,6 +5,7 @@
  */
 
 import { grid1d, rowWorkgroup } from "../runtime.ts";
+import { SOFTMAX, SOFTMAX_GRAD } from "../kernels/reduce.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 // Side effect: installs the ops autograd needs (ones for a scalar root, add for accumulation).
@@ -21,24 +22,15 @@ function rowSoftmax(op: string, x: Tensor, axis: number, log: boolean): Tensor {
   const n = x.shape[x.ndim - 1];
   const rows = n === 0 ? 0 : x.size / n;
   const out = empty(x.shape);
-  const params = [rows, n, 0, 0];
+  const params = { rows, n };
   const constants = { LOG: log ? 1 : 0, WG: rowWorkgroup(n) };
-  runtime().dispatch(
-    { shader: "softmax", bindings: ["read", "rw"], constants },
-    [x.storage, out.storage],
-    params,
-    grid1d(rows, 1),
-  );
+  runtime().run(SOFTMAX, params, { x: x.storage, y: out.storage }, grid1d(rows, 1), constants);
   if (!needsGrad(x)) return out;
   const sy = saveForBackward(out);
   return record(out, op, [x], (g) => {
     const dx = empty(sy.shape);
-    runtime().dispatch(
-      { shader: "softmax", entry: "grad", bindings: ["read", "rw", "read"], constants },
-      [sy.storage, dx.storage, g.storage],
-      params,
-      grid1d(rows, 1),
-    );
+    const bindings = { x: sy.storage, y: dx.storage, g: g.storage };
+    runtime().run(SOFTMAX_GRAD, params, bindings, grid1d(rows, 1), constants);
     return [dx];
   }, [sy]);
 }
