@@ -10,14 +10,15 @@ import { type BertConfig, parseBertConfig } from "./config.ts";
 import { type ParamSpec, randomParams, uploadParams } from "./weights.ts";
 import { type Tensor, tensor } from "../engine/tensor.ts";
 import { add, tanh } from "../engine/ops/elementwise.ts";
-import { linear, type LinearActivation, type LinearOptions } from "../engine/ops/matmul.ts";
-import { layerNorm } from "../engine/ops/norm.ts";
+import type { LinearActivation } from "../engine/ops/matmul.ts";
 import { scaledDotProductAttention } from "../engine/ops/attention.ts";
 import { embedding } from "../engine/ops/index_ops.ts";
 import { reshape, slice } from "../engine/ops/shape.ts";
 import { mergeHeads, splitHeads } from "../engine/ops/heads.ts";
 import { crossEntropy } from "../engine/ops/loss.ts";
 import { ModelBase } from "./module.ts";
+import { Layers } from "./layers.ts";
+import { checkTokenIds, keyPaddingMask, positionIdsAfterPadding, rangePositionIds } from "./inputs.ts";
 
 /** Inputs of {@linkcode BertForSequenceClassification.forward}. */
 export interface BertInputs {
@@ -41,8 +42,26 @@ export interface BertOutput {
   loss?: Tensor;
 }
 
+/** The inputs after checking: [B, T], the mask on the GPU and the position ids. */
+interface EncoderInputs {
+  /** Batch size. */
+  batch: number;
+  /** Sequence length. */
+  length: number;
+  /** Key padding mask, [B, T] (absent: no padding). */
+  mask?: Tensor;
+  /** Position ids, i32 [B, T]. */
+  positions: Tensor;
+}
+
 /** BERT or RoBERTa encoder with a sequence-classification head. */
 export class BertForSequenceClassification extends ModelBase<BertConfig> {
+  /** The shared layer calls on this model's parameters (nn.Linear weights, [out, in]). */
+  readonly #layers = new Layers(this, { param: (name) => this.param(name), drop: (x, rate) => this.drop(x, rate) }, {
+    weightLayout: "out_in",
+    residualFirst: false,
+  });
+
   /** Name used in error messages. */
   protected get label(): string {
     return this.prefix;
@@ -54,49 +73,121 @@ export class BertForSequenceClassification extends ModelBase<BertConfig> {
   }
 
   /** Parameter names and shapes for a config (HF layout). */
-  static paramSpec(c: BertConfig): ParamSpec {
-    const C = c.hidden_size, I = c.intermediate_size, pre = c.model_type;
-    const s: ParamSpec = new Map();
-    const lin = (name: string, out: number, inp: number) =>
-      s.set(name + ".weight", [out, inp]).set(name + ".bias", [out]);
-    const ln = (name: string) => s.set(name + ".weight", [C]).set(name + ".bias", [C]);
-    s.set(`${pre}.embeddings.word_embeddings.weight`, [c.vocab_size, C]);
-    s.set(`${pre}.embeddings.position_embeddings.weight`, [c.max_position_embeddings, C]);
-    s.set(`${pre}.embeddings.token_type_embeddings.weight`, [c.type_vocab_size, C]);
-    ln(`${pre}.embeddings.LayerNorm`);
-    for (let i = 0; i < c.num_hidden_layers; i++) {
-      const p = `${pre}.encoder.layer.${i}.`;
-      lin(p + "attention.self.query", C, C);
-      lin(p + "attention.self.key", C, C);
-      lin(p + "attention.self.value", C, C);
-      lin(p + "attention.output.dense", C, C);
-      ln(p + "attention.output.LayerNorm");
-      lin(p + "intermediate.dense", I, C);
-      lin(p + "output.dense", C, I);
-      ln(p + "output.LayerNorm");
+  static paramSpec(config: BertConfig): ParamSpec {
+    const width = config.hidden_size, inner = config.intermediate_size, model = config.model_type;
+    const spec: ParamSpec = new Map();
+    const linear = (name: string, outputs: number, inputs: number) =>
+      spec.set(name + ".weight", [outputs, inputs]).set(name + ".bias", [outputs]);
+    const norm = (name: string) => spec.set(name + ".weight", [width]).set(name + ".bias", [width]);
+    spec.set(`${model}.embeddings.word_embeddings.weight`, [config.vocab_size, width]);
+    spec.set(`${model}.embeddings.position_embeddings.weight`, [config.max_position_embeddings, width]);
+    spec.set(`${model}.embeddings.token_type_embeddings.weight`, [config.type_vocab_size, width]);
+    norm(`${model}.embeddings.LayerNorm`);
+    for (let i = 0; i < config.num_hidden_layers; i++) {
+      const layer = `${model}.encoder.layer.${i}.`;
+      for (const name of ["query", "key", "value"]) linear(layer + "attention.self." + name, width, width);
+      linear(layer + "attention.output.dense", width, width);
+      norm(layer + "attention.output.LayerNorm");
+      linear(layer + "intermediate.dense", inner, width);
+      linear(layer + "output.dense", width, inner);
+      norm(layer + "output.LayerNorm");
     }
-    if (pre === "bert") {
-      lin("bert.pooler.dense", C, C);
-      lin("classifier", c.num_labels, C);
-    } else {
-      lin("classifier.dense", C, C);
-      lin("classifier.out_proj", c.num_labels, C);
-    }
-    return s;
+    const head = model === "bert" ? ["bert.pooler.dense", "classifier"] : ["classifier.dense", "classifier.out_proj"];
+    linear(head[0], width, width);
+    linear(head[1], config.num_labels, width);
+    return spec;
   }
 
   /** A randomly initialised model (seeded). */
   static random(config: Record<string, unknown>, seed = 0): BertForSequenceClassification {
-    const c = parseBertConfig(config, "config");
+    const parsed = parseBertConfig(config, "config");
     return new BertForSequenceClassification(
-      c,
-      uploadParams(randomParams(BertForSequenceClassification.paramSpec(c), seed)),
+      parsed,
+      uploadParams(randomParams(BertForSequenceClassification.paramSpec(parsed), seed)),
     );
   }
 
   /** Label names by class index (from `id2label`). */
   get labels(): string[] {
     return Array.from({ length: this.config.num_labels }, (_, i) => this.config.id2label[String(i)]);
+  }
+
+  /** Runs the classifier. Intermediates belong to the caller's `tidy` scope. */
+  forward(inputs: BertInputs): BertOutput {
+    const encoder = this.#begin(inputs);
+    let hidden = this.#embed(inputs, encoder);
+    for (let i = 0; i < this.config.num_hidden_layers; i++) hidden = this.#layer(i, hidden, encoder.mask);
+    const logits = this.#classify(reshape(slice(hidden, 1, 0, 1), [encoder.batch, this.config.hidden_size]));
+    if (!inputs.labels) return { logits };
+    if (inputs.labels.shape.join() !== String(encoder.batch)) {
+      throw new Error(`${this.prefix}: labels must be [${encoder.batch}]`);
+    }
+    return { logits, loss: crossEntropy(logits, inputs.labels) };
+  }
+
+  /** Checks the inputs against the config, uploads the mask and makes the default position ids. */
+  #begin(inputs: BertInputs): EncoderInputs {
+    const config = this.config, label = this.prefix;
+    const [batch, length] = checkTokenIds(inputs.inputIds, label);
+    const offset = label === "roberta" ? config.pad_token_id + 1 : 0;
+    if (length + offset > config.max_position_embeddings) {
+      throw new Error(
+        `${label}: sequence length ${length} exceeds max_position_embeddings (${config.max_position_embeddings})`,
+      );
+    }
+    const mask = keyPaddingMask(inputs.attentionMask, [batch, length], label);
+    if (inputs.positionIds) return { batch, length, mask: mask.tensor, positions: inputs.positionIds };
+    if (label !== "roberta") return { batch, length, mask: mask.tensor, positions: rangePositionIds(batch, length) };
+    if (!mask.rows) throw new Error("roberta: pass positionIds or a host attentionMask (positions skip padding)");
+    const rows = positionIdsAfterPadding(mask.rows, config.pad_token_id);
+    return { batch, length, mask: mask.tensor, positions: tensor(rows.flat(), [batch, length], "i32") };
+  }
+
+  /** Word + position + token-type embeddings, layer norm, dropout. */
+  #embed(inputs: BertInputs, { batch, length, positions }: EncoderInputs): Tensor {
+    const embeddings = `${this.prefix}.embeddings.`;
+    const types = inputs.tokenTypeIds ?? tensor(new Int32Array(batch * length), [batch, length], "i32");
+    const summed = add(
+      add(
+        embedding(this.param(embeddings + "word_embeddings.weight"), inputs.inputIds),
+        embedding(this.param(embeddings + "position_embeddings.weight"), positions),
+      ),
+      embedding(this.param(embeddings + "token_type_embeddings.weight"), types),
+    );
+    const normed = this.#layers.layerNorm(embeddings + "LayerNorm", summed, this.config.layer_norm_eps);
+    return this.drop(normed, this.config.hidden_dropout_prob);
+  }
+
+  /** Post-LN encoder layer `index`: LayerNorm(hidden + attention(hidden)), then LayerNorm(· + mlp(·)). */
+  #layer(index: number, hidden: Tensor, mask: Tensor | undefined): Tensor {
+    const prefix = `${this.prefix}.encoder.layer.${index}.`, eps = this.config.layer_norm_eps;
+    hidden = this.#layers.layerNorm(prefix + "attention.output.LayerNorm", this.#attention(prefix, hidden, mask), eps);
+    return this.#layers.layerNorm(prefix + "output.LayerNorm", this.#mlp(prefix, hidden), eps);
+  }
+
+  /** Bidirectional self-attention of the layer at `prefix`, projected and added to its input. */
+  #attention(prefix: string, hidden: Tensor, mask: Tensor | undefined): Tensor {
+    const config = this.config, heads = config.num_attention_heads;
+    const project = (name: string) =>
+      splitHeads(this.#layers.linear(prefix + "attention.self." + name, hidden), heads, 1)[0];
+    const queries = project("query"), keys = project("key"), values = project("value");
+    const attended = scaledDotProductAttention(queries, keys, values, {
+      causal: false,
+      keyPaddingMask: mask,
+      scale: 1 / Math.sqrt(config.hidden_size / heads),
+      ...this.#layers.attentionDropout(config.attention_probs_dropout_prob),
+    });
+    const output = prefix + "attention.output.dense";
+    return this.#layers.residualLinear(output, mergeHeads(attended), hidden, config.hidden_dropout_prob);
+  }
+
+  /** Feed-forward of the layer at `prefix` (intermediate.dense with its activation, output.dense), added to its input. */
+  #mlp(prefix: string, hidden: Tensor): Tensor {
+    const activation = this.#activation(), intermediate = prefix + "intermediate.dense";
+    const inner = activation
+      ? this.#layers.linear(intermediate, hidden, { activation })
+      : tanh(this.#layers.linear(intermediate, hidden));
+    return this.#layers.residualLinear(prefix + "output.dense", inner, hidden, this.config.hidden_dropout_prob);
   }
 
   /** The intermediate activation as a fused linear epilogue (null: tanh, applied separately). */
@@ -113,121 +204,15 @@ export class BertForSequenceClassification extends ModelBase<BertConfig> {
     }
   }
 
-  /** Runs the classifier. Intermediates belong to the caller's `tidy` scope. */
-  forward(inputs: BertInputs): BertOutput {
-    const c = this.config, pre = this.prefix;
-    const ids = inputs.inputIds;
-    if (ids.dtype !== "i32" || ids.ndim !== 2) {
-      throw new Error(`${pre}: inputIds must be an i32 [batch, seq] tensor, got ${ids}`);
+  /** Class logits from the first token's state: BERT's tanh pooler, or RoBERTa's dense → tanh → out_proj head. */
+  #classify(first: Tensor): Tensor {
+    const dropoutP = this.config.classifier_dropout ?? this.config.hidden_dropout_prob;
+    if (this.prefix === "bert") {
+      const pooled = tanh(this.#layers.linear("bert.pooler.dense", first));
+      return this.#layers.linear("classifier", this.drop(pooled, dropoutP));
     }
-    const [B, T] = ids.shape;
-    const C = c.hidden_size, H = c.num_attention_heads, D = C / H;
-    const offset = pre === "roberta" ? c.pad_token_id + 1 : 0;
-    if (T + offset > c.max_position_embeddings) {
-      throw new Error(`${pre}: sequence length ${T} exceeds max_position_embeddings (${c.max_position_embeddings})`);
-    }
-    let mask: Tensor | undefined;
-    let hostMask: number[][] | undefined;
-    if (Array.isArray(inputs.attentionMask)) {
-      hostMask = inputs.attentionMask;
-      if (hostMask.length !== B || hostMask.some((r) => r.length !== T)) {
-        throw new Error(`${pre}: attentionMask must be [${B}, ${T}]`);
-      }
-      mask = tensor(hostMask.flat(), [B, T], "i32");
-    } else if (inputs.attentionMask) {
-      mask = inputs.attentionMask;
-      if (mask.shape.join() !== [B, T].join()) {
-        throw new Error(`${pre}: attentionMask must be [${B}, ${T}], got [${mask.shape}]`);
-      }
-    }
-    let pos = inputs.positionIds;
-    if (!pos) {
-      if (pre === "roberta") {
-        if (!hostMask) {
-          throw new Error("roberta: pass positionIds or a host attentionMask (positions skip padding)");
-        }
-        // RoBERTa: padding_idx + cumulative count of real tokens; padding keeps padding_idx.
-        pos = tensor(
-          hostMask.flatMap((row) => {
-            let k = 0;
-            return row.map((m) => m ? c.pad_token_id + ++k : c.pad_token_id);
-          }),
-          [B, T],
-          "i32",
-        );
-      } else {
-        pos = tensor(Array.from({ length: B * T }, (_, i) => i % T), [B, T], "i32");
-      }
-    }
-    const types = inputs.tokenTypeIds ?? tensor(new Int32Array(B * T), [B, T], "i32");
-    let h = add(
-      add(
-        embedding(this.param(`${pre}.embeddings.word_embeddings.weight`), ids),
-        embedding(this.param(`${pre}.embeddings.position_embeddings.weight`), pos),
-      ),
-      embedding(this.param(`${pre}.embeddings.token_type_embeddings.weight`), types),
-    );
-    h = layerNorm(
-      h,
-      this.param(`${pre}.embeddings.LayerNorm.weight`),
-      this.param(`${pre}.embeddings.LayerNorm.bias`),
-      c.layer_norm_eps,
-    );
-    h = this.drop(h, c.hidden_dropout_prob);
-    const heads = (x: Tensor) => splitHeads(x, H, 1)[0];
-    const lin = (x: Tensor, name: string, options: LinearOptions = {}) =>
-      linear(x, this.param(name + ".weight"), this.param(name + ".bias"), { weightLayout: "out_in", ...options });
-    // dropout(x·W + b) + res: one kernel (residual in the store) when dropout is the identity.
-    const fuseResidual = !this.training || c.hidden_dropout_prob === 0;
-    const residual = (x: Tensor, name: string, res: Tensor) =>
-      fuseResidual ? lin(x, name, { residual: res }) : add(this.drop(lin(x, name), c.hidden_dropout_prob), res);
-    const activation = this.#activation();
-    for (let i = 0; i < c.num_hidden_layers; i++) {
-      const p = `${pre}.encoder.layer.${i}.`;
-      const q = heads(lin(h, p + "attention.self.query"));
-      const k = heads(lin(h, p + "attention.self.key"));
-      const v = heads(lin(h, p + "attention.self.value"));
-      const training = this.training && c.attention_probs_dropout_prob > 0;
-      const o = scaledDotProductAttention(q, k, v, {
-        causal: false,
-        keyPaddingMask: mask,
-        scale: 1 / Math.sqrt(D),
-        dropoutP: training ? c.attention_probs_dropout_prob : 0,
-        seed: training ? this.dropoutSeed++ >>> 0 : 0,
-      });
-      const merged = mergeHeads(o);
-      h = layerNorm(
-        residual(merged, p + "attention.output.dense", h),
-        this.param(p + "attention.output.LayerNorm.weight"),
-        this.param(p + "attention.output.LayerNorm.bias"),
-        c.layer_norm_eps,
-      );
-      const inter = activation
-        ? lin(h, p + "intermediate.dense", { activation })
-        : tanh(lin(h, p + "intermediate.dense"));
-      h = layerNorm(
-        residual(inter, p + "output.dense", h),
-        this.param(p + "output.LayerNorm.weight"),
-        this.param(p + "output.LayerNorm.bias"),
-        c.layer_norm_eps,
-      );
-    }
-    const first = reshape(slice(h, 1, 0, 1), [B, C]);
-    const cdrop = c.classifier_dropout ?? c.hidden_dropout_prob;
-    let logits: Tensor;
-    if (pre === "bert") {
-      const pooled = tanh(lin(first, "bert.pooler.dense"));
-      logits = lin(this.drop(pooled, cdrop), "classifier");
-    } else {
-      const x = tanh(lin(this.drop(first, cdrop), "classifier.dense"));
-      logits = lin(this.drop(x, cdrop), "classifier.out_proj");
-    }
-    const out: BertOutput = { logits };
-    if (inputs.labels) {
-      if (inputs.labels.shape.join() !== String(B)) throw new Error(`${pre}: labels must be [${B}]`);
-      out.loss = crossEntropy(logits, inputs.labels);
-    }
-    return out;
+    const dense = tanh(this.#layers.linear("classifier.dense", this.drop(first, dropoutP)));
+    return this.#layers.linear("classifier.out_proj", this.drop(dense, dropoutP));
   }
 }
 

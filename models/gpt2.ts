@@ -9,27 +9,29 @@ import { type GPT2Config, parseGPT2Config } from "./config.ts";
 import { type ParamSpec, randomParams, uploadParams } from "./weights.ts";
 import { empty, isGradEnabled, keep, type Tensor, tensor } from "../engine/tensor.ts";
 import { add } from "../engine/ops/elementwise.ts";
-import { linear, matmul } from "../engine/ops/matmul.ts";
-import { layerNorm } from "../engine/ops/norm.ts";
+import { matmul } from "../engine/ops/matmul.ts";
 import { scaledDotProductAttention, writeKV } from "../engine/ops/attention.ts";
 import { embedding } from "../engine/ops/index_ops.ts";
-import { concat, reshape, slice } from "../engine/ops/shape.ts";
+import { reshape, slice } from "../engine/ops/shape.ts";
 import { mergeHeads, splitHeads } from "../engine/ops/heads.ts";
 import { crossEntropy } from "../engine/ops/loss.ts";
 import { ModelBase } from "./module.ts";
+import { Layers } from "./layers.ts";
+import { checkTokenIds, keyPaddingMask, positionIdsFromMask, rangePositionIds } from "./inputs.ts";
+
+export { positionIdsFromMask } from "./inputs.ts";
 
 /**
- * Key/value cache: per layer, [B, H, T, D]. Two kinds: returned by `forward({useCache: true})` (exactly the
- * past length; the next call concatenates), or preallocated with {@linkcode GPT2LMHeadModel.allocKVCache}
- * ([B, H, capacity, D] with `length` valid positions; the next call writes in place — no copies, no uploads).
+ * Key/value cache preallocated with {@linkcode GPT2LMHeadModel.allocKVCache}: per layer [B, H, capacity, D]
+ * with `length` valid positions. `forward` writes the new positions in place — no copies, no uploads.
  */
 export interface KVCache {
   /** Keys per layer. */
   keys: Tensor[];
   /** Values per layer. */
   values: Tensor[];
-  /** Valid positions of a preallocated cache (absent: all of dim 2 is valid). */
-  length?: number;
+  /** Valid positions. */
+  length: number;
 }
 
 /** Inputs of {@linkcode GPT2LMHeadModel.forward}. */
@@ -42,9 +44,9 @@ export interface GPT2Inputs {
   positionIds?: Tensor;
   /** Next-token targets, i32 [B, T]; the loss shifts them like HF (-100 ignored). */
   labels?: Tensor;
-  /** Cache from a previous call (incremental decoding). */
+  /** Preallocated cache holding the previous positions (incremental decoding); written in place. */
   pastKeyValues?: KVCache;
-  /** Return the new cache. */
+  /** Return the cache (with its new length); needs `pastKeyValues`. */
   useCache?: boolean;
   /** Also return the last hidden state (after ln_f). */
   outputHidden?: boolean;
@@ -60,52 +62,66 @@ export interface GPT2Output {
   loss?: Tensor;
   /** Last hidden state after ln_f, [B, T, C]. */
   hidden?: Tensor;
-  /** Updated cache when useCache. */
+  /** The cache with its new length, when useCache. */
   pastKeyValues?: KVCache;
 }
 
-/** Position ids from an attention mask: cumsum(mask) − 1, with padding positions set to 1 (as HF generate). */
-export function positionIdsFromMask(mask: number[][], pastLength = 0, length?: number): number[][] {
-  return mask.map((row) => {
-    let c = 0;
-    const pos = row.map((m) => {
-      c += m ? 1 : 0;
-      return m ? c - 1 : 1;
-    });
-    return pos.slice(pastLength, length === undefined ? undefined : pastLength + length);
-  });
+/** What every block of one forward pass shares. */
+interface ForwardPass {
+  /** Batch size. */
+  batch: number;
+  /** New positions (the inputs' sequence length). */
+  length: number;
+  /** Positions already in the cache. */
+  pastLength: number;
+  /** Position ids, i32 [B, T]. */
+  positions: Tensor;
+  /** Key padding mask, [B, ≥ pastLength + T]. */
+  mask?: Tensor;
+  /** Preallocated cache the blocks write their keys and values into. */
+  cache?: KVCache;
 }
 
 /** GPT-2 with a language-modelling head. */
 export class GPT2LMHeadModel extends ModelBase<GPT2Config> {
+  /** The shared layer calls on this model's parameters (Conv1D weights, [in, out]). */
+  readonly #layers = new Layers(this, { param: (name) => this.param(name), drop: (x, rate) => this.drop(x, rate) }, {
+    weightLayout: "in_out",
+    residualFirst: true,
+  });
+
   /** Name used in error messages. */
   protected get label(): string {
     return "GPT-2";
   }
 
   /** Parameter names and shapes for a config (HF layout). */
-  static paramSpec(c: GPT2Config): ParamSpec {
-    const C = c.n_embd, inner = c.n_inner ?? 4 * C;
-    const s: ParamSpec = new Map();
-    s.set("transformer.wte.weight", [c.vocab_size, C]).set("transformer.wpe.weight", [c.n_positions, C]);
-    for (let i = 0; i < c.n_layer; i++) {
-      const p = `transformer.h.${i}.`;
-      s.set(p + "ln_1.weight", [C]).set(p + "ln_1.bias", [C]);
-      s.set(p + "attn.c_attn.weight", [C, 3 * C]).set(p + "attn.c_attn.bias", [3 * C]);
-      s.set(p + "attn.c_proj.weight", [C, C]).set(p + "attn.c_proj.bias", [C]);
-      s.set(p + "ln_2.weight", [C]).set(p + "ln_2.bias", [C]);
-      s.set(p + "mlp.c_fc.weight", [C, inner]).set(p + "mlp.c_fc.bias", [inner]);
-      s.set(p + "mlp.c_proj.weight", [inner, C]).set(p + "mlp.c_proj.bias", [C]);
+  static paramSpec(config: GPT2Config): ParamSpec {
+    const width = config.n_embd, inner = config.n_inner ?? 4 * width;
+    const spec: ParamSpec = new Map();
+    const linear = (name: string, inputs: number, outputs: number) =>
+      spec.set(name + ".weight", [inputs, outputs]).set(name + ".bias", [outputs]);
+    const norm = (name: string) => spec.set(name + ".weight", [width]).set(name + ".bias", [width]);
+    spec.set("transformer.wte.weight", [config.vocab_size, width]);
+    spec.set("transformer.wpe.weight", [config.n_positions, width]);
+    for (let i = 0; i < config.n_layer; i++) {
+      const block = `transformer.h.${i}.`;
+      norm(block + "ln_1");
+      linear(block + "attn.c_attn", width, 3 * width);
+      linear(block + "attn.c_proj", width, width);
+      norm(block + "ln_2");
+      linear(block + "mlp.c_fc", width, inner);
+      linear(block + "mlp.c_proj", inner, width);
     }
-    s.set("transformer.ln_f.weight", [C]).set("transformer.ln_f.bias", [C]);
-    if (!c.tie_word_embeddings) s.set("lm_head.weight", [c.vocab_size, C]);
-    return s;
+    norm("transformer.ln_f");
+    if (!config.tie_word_embeddings) spec.set("lm_head.weight", [config.vocab_size, width]);
+    return spec;
   }
 
   /** A randomly initialised model (N(0, 0.02²) weights, seeded). */
   static random(config: Partial<GPT2Config> & Record<string, unknown>, seed = 0): GPT2LMHeadModel {
-    const c = parseGPT2Config(config, "config");
-    return new GPT2LMHeadModel(c, uploadParams(randomParams(GPT2LMHeadModel.paramSpec(c), seed)));
+    const parsed = parseGPT2Config(config, "config");
+    return new GPT2LMHeadModel(parsed, uploadParams(randomParams(GPT2LMHeadModel.paramSpec(parsed), seed)));
   }
 
   /** The LM head weight [vocab, C]: `lm_head.weight`, or the token embedding it is tied to. */
@@ -115,129 +131,124 @@ export class GPT2LMHeadModel extends ModelBase<GPT2Config> {
 
   /** A preallocated KV cache for `batch` rows and up to `capacity` positions (kept out of `tidy` scopes). */
   allocKVCache(batch: number, capacity: number): KVCache {
-    const c = this.config, D = c.n_embd / c.n_head;
-    const mk = () => Array.from({ length: c.n_layer }, () => keep(empty([batch, c.n_head, capacity, D])));
-    return { keys: mk(), values: mk(), length: 0 };
+    const { n_layer, n_head, n_embd } = this.config;
+    const perLayer = () =>
+      Array.from({ length: n_layer }, () => keep(empty([batch, n_head, capacity, n_embd / n_head])));
+    return { keys: perLayer(), values: perLayer(), length: 0 };
   }
 
   /** Runs the model. All intermediate tensors belong to the caller's `tidy` scope. */
   forward(inputs: GPT2Inputs): GPT2Output {
-    const c = this.config;
-    const ids = inputs.inputIds;
-    if (ids.dtype !== "i32" || ids.ndim !== 2) {
-      throw new Error(`GPT-2: inputIds must be an i32 [batch, seq] tensor, got ${ids}`);
+    const pass = this.#begin(inputs);
+    let hidden = this.#embed(inputs, pass);
+    for (let i = 0; i < this.config.n_layer; i++) hidden = this.#block(i, hidden, pass);
+    hidden = this.#layers.layerNorm("transformer.ln_f", hidden, this.config.layer_norm_epsilon);
+    return this.#outputs(hidden, inputs, pass);
+  }
+
+  /** Checks the inputs against the config and the cache; uploads the mask. */
+  #begin(inputs: GPT2Inputs): ForwardPass {
+    const [batch, length] = checkTokenIds(inputs.inputIds, "GPT-2");
+    const cache = inputs.pastKeyValues;
+    const pastLength = this.#checkCache(cache, length, inputs.useCache);
+    const total = pastLength + length;
+    if (total > this.config.n_positions) {
+      throw new Error(`GPT-2: sequence length ${total} exceeds n_positions (${this.config.n_positions})`);
     }
-    const [B, T] = ids.shape;
-    const past = inputs.pastKeyValues;
-    const inPlace = past?.length !== undefined;
-    const Tpast = past ? past.length ?? past.keys[0].shape[2] : 0;
-    if (inPlace && Tpast + T > past!.keys[0].shape[2]) {
-      throw new Error(`GPT-2: KV cache capacity ${past!.keys[0].shape[2]} is too small for ${Tpast + T} positions`);
+    const mask = keyPaddingMask(inputs.attentionMask, [batch, total], "GPT-2", cache !== undefined);
+    const positions = inputs.positionIds ??
+      (mask.rows
+        ? tensor(positionIdsFromMask(mask.rows, pastLength, length).flat(), [batch, length], "i32")
+        : rangePositionIds(batch, length, pastLength));
+    return { batch, length, pastLength, positions, mask: mask.tensor, cache };
+  }
+
+  /** Checks a preallocated cache (room for `length` more positions, no gradients); returns its valid length. */
+  #checkCache(cache: KVCache | undefined, length: number, useCache = false): number {
+    if (!cache) {
+      if (useCache) throw new Error("GPT-2: useCache needs pastKeyValues, a preallocated cache from allocKVCache()");
+      return 0;
     }
-    if (inPlace && isGradEnabled() && this.parameters().some((p) => p.requiresGrad)) {
+    if (typeof cache.length !== "number") {
+      throw new Error("GPT-2: pastKeyValues must be a preallocated cache from allocKVCache() (with its length)");
+    }
+    const capacity = cache.keys[0].shape[2];
+    if (cache.length + length > capacity) {
+      throw new Error(`GPT-2: KV cache capacity ${capacity} is too small for ${cache.length + length} positions`);
+    }
+    if (isGradEnabled() && this.parameters().some((param) => param.requiresGrad)) {
       throw new Error("GPT-2: a preallocated KV cache is written in place; use it under noGrad()");
     }
-    if (Tpast + T > c.n_positions) {
-      throw new Error(`GPT-2: sequence length ${Tpast + T} exceeds n_positions (${c.n_positions})`);
-    }
-    const H = c.n_head, C = c.n_embd, D = C / H;
-    let maskT: Tensor | undefined;
-    let hostMask: number[][] | undefined;
-    if (inputs.attentionMask) {
-      if (Array.isArray(inputs.attentionMask)) {
-        hostMask = inputs.attentionMask;
-        if (hostMask.length !== B || hostMask.some((r) => r.length !== Tpast + T)) {
-          throw new Error(`GPT-2: attentionMask must be [${B}, ${Tpast + T}]`);
-        }
-        maskT = tensor(hostMask.flat(), [B, Tpast + T], "i32");
-      } else {
-        maskT = inputs.attentionMask;
-        const okShape = maskT.ndim === 2 && maskT.shape[0] === B &&
-          (inPlace ? maskT.shape[1] >= Tpast + T : maskT.shape[1] === Tpast + T);
-        if (!okShape) {
-          throw new Error(`GPT-2: attentionMask must be [${B}, ${Tpast + T}], got [${maskT.shape}]`);
-        }
-      }
-    }
-    let pos = inputs.positionIds;
-    if (!pos) {
-      const rows = hostMask
-        ? positionIdsFromMask(hostMask, Tpast, T)
-        : Array.from({ length: B }, () => Array.from({ length: T }, (_, i) => Tpast + i));
-      pos = tensor(rows.flat(), [B, T], "i32");
-    }
-    let h = add(
-      embedding(this.param("transformer.wte.weight"), ids),
-      embedding(this.param("transformer.wpe.weight"), pos),
-    );
-    h = this.drop(h, c.embd_pdrop);
-    const cache: KVCache = { keys: [], values: [] };
-    const activation = c.activation_function === "gelu" ? "gelu" : "gelu_new";
-    // h + dropout(x·W + b): one kernel (residual in the store) when dropout is the identity.
-    const fuseResidual = !this.training || c.resid_pdrop === 0;
-    const residual = (x: Tensor, name: string, res: Tensor) => {
-      const w = this.param(name + ".weight"), b = this.param(name + ".bias");
-      return fuseResidual ? linear(x, w, b, { residual: res }) : add(res, this.drop(linear(x, w, b), c.resid_pdrop));
-    };
-    for (let i = 0; i < c.n_layer; i++) {
-      const p = `transformer.h.${i}.`;
-      const a = layerNorm(h, this.param(p + "ln_1.weight"), this.param(p + "ln_1.bias"), c.layer_norm_epsilon);
-      const qkv = linear(a, this.param(p + "attn.c_attn.weight"), this.param(p + "attn.c_attn.bias"));
-      const [q, kNew, vNew] = splitHeads(qkv, H, 3);
-      let k = kNew, v = vNew;
-      if (inPlace) {
-        writeKV(past!.keys[i], k, Tpast);
-        writeKV(past!.values[i], v, Tpast);
-        k = past!.keys[i];
-        v = past!.values[i];
-      } else if (past) {
-        k = concat([past.keys[i], k], 2);
-        v = concat([past.values[i], v], 2);
-      }
-      if (inputs.useCache && !inPlace) {
-        cache.keys.push(k);
-        cache.values.push(v);
-      }
-      let scale = c.scale_attn_weights ? 1 / Math.sqrt(D) : 1;
-      if (c.scale_attn_by_inverse_layer_idx) scale /= i + 1;
-      const training = this.training && c.attn_pdrop > 0;
-      const o = scaledDotProductAttention(q, k, v, {
-        causal: true,
-        keyPaddingMask: maskT,
-        kvLength: inPlace ? Tpast + T : undefined,
-        scale,
-        dropoutP: training ? c.attn_pdrop : 0,
-        seed: training ? this.dropoutSeed++ >>> 0 : 0,
-      });
-      const merged = mergeHeads(o);
-      h = residual(merged, p + "attn.c_proj", h);
-      const m = layerNorm(h, this.param(p + "ln_2.weight"), this.param(p + "ln_2.bias"), c.layer_norm_epsilon);
-      const act = linear(m, this.param(p + "mlp.c_fc.weight"), this.param(p + "mlp.c_fc.bias"), { activation });
-      h = residual(act, p + "mlp.c_proj", h);
-    }
-    const hidden = layerNorm(
-      h,
-      this.param("transformer.ln_f.weight"),
-      this.param("transformer.ln_f.bias"),
-      c.layer_norm_epsilon,
-    );
+    return cache.length;
+  }
+
+  /** Token plus position embeddings, then embedding dropout. */
+  #embed(inputs: GPT2Inputs, pass: ForwardPass): Tensor {
+    const tokens = embedding(this.param("transformer.wte.weight"), inputs.inputIds);
+    const positions = embedding(this.param("transformer.wpe.weight"), pass.positions);
+    return this.drop(add(tokens, positions), this.config.embd_pdrop);
+  }
+
+  /** Pre-LN block `index`: hidden + attention(ln_1(hidden)), then + mlp(ln_2(·)). */
+  #block(index: number, hidden: Tensor, pass: ForwardPass): Tensor {
+    const prefix = `transformer.h.${index}.`, eps = this.config.layer_norm_epsilon;
+    hidden = this.#attention(index, this.#layers.layerNorm(prefix + "ln_1", hidden, eps), hidden, pass);
+    return this.#mlp(prefix + "mlp.", this.#layers.layerNorm(prefix + "ln_2", hidden, eps), hidden);
+  }
+
+  /** Causal self-attention of block `index` on x, projected and added to `residual`. */
+  #attention(index: number, x: Tensor, residual: Tensor, pass: ForwardPass): Tensor {
+    const config = this.config, prefix = `transformer.h.${index}.attn.`;
+    const [queries, newKeys, newValues] = splitHeads(this.#layers.linear(prefix + "c_attn", x), config.n_head, 3);
+    const [keys, values] = this.#cached(index, newKeys, newValues, pass);
+    let scale = config.scale_attn_weights ? 1 / Math.sqrt(config.n_embd / config.n_head) : 1;
+    if (config.scale_attn_by_inverse_layer_idx) scale /= index + 1;
+    const heads = scaledDotProductAttention(queries, keys, values, {
+      causal: true,
+      keyPaddingMask: pass.mask,
+      kvLength: pass.cache ? pass.pastLength + pass.length : undefined,
+      scale,
+      ...this.#layers.attentionDropout(config.attn_pdrop),
+    });
+    return this.#layers.residualLinear(prefix + "c_proj", mergeHeads(heads), residual, config.resid_pdrop);
+  }
+
+  /** Keys and values to attend to: the new ones, or (with a cache) the cache after writing them in place. */
+  #cached(index: number, keys: Tensor, values: Tensor, pass: ForwardPass): [Tensor, Tensor] {
+    if (!pass.cache) return [keys, values];
+    writeKV(pass.cache.keys[index], keys, pass.pastLength);
+    writeKV(pass.cache.values[index], values, pass.pastLength);
+    return [pass.cache.keys[index], pass.cache.values[index]];
+  }
+
+  /** MLP (`prefix` c_fc with its activation fused, then c_proj) on x, added to `residual`. */
+  #mlp(prefix: string, x: Tensor, residual: Tensor): Tensor {
+    const activation = this.config.activation_function === "gelu" ? "gelu" : "gelu_new";
+    const inner = this.#layers.linear(prefix + "c_fc", x, { activation });
+    return this.#layers.residualLinear(prefix + "c_proj", inner, residual, this.config.resid_pdrop);
+  }
+
+  /** The outputs asked for: hidden state, cache, logits and the shifted next-token loss. */
+  #outputs(hidden: Tensor, inputs: GPT2Inputs, pass: ForwardPass): GPT2Output {
     const out: GPT2Output = {};
     if (inputs.outputHidden) out.hidden = hidden;
-    if (inputs.useCache) {
-      out.pastKeyValues = inPlace ? { keys: past!.keys, values: past!.values, length: Tpast + T } : cache;
+    if (inputs.useCache && pass.cache) {
+      out.pastKeyValues = { keys: pass.cache.keys, values: pass.cache.values, length: pass.pastLength + pass.length };
     }
     if (!inputs.skipLogits || inputs.labels) {
       out.logits = matmul(hidden, this.lmHead, { transB: true });
-      if (inputs.labels) {
-        const l = inputs.labels;
-        if (l.shape.join() !== ids.shape.join()) throw new Error(`GPT-2: labels must be [${B}, ${T}]`);
-        const shifted = slice(out.logits, 1, 0, T - 1);
-        const targets = slice(l, 1, 1, T);
-        out.loss = crossEntropy(reshape(shifted, [B * (T - 1), c.vocab_size]), reshape(targets, [B * (T - 1)]), {
-          ignoreIndex: -100,
-        });
-      }
+      if (inputs.labels) out.loss = this.#loss(out.logits, inputs.labels, pass);
     }
     return out;
+  }
+
+  /** Mean cross-entropy of logits[:, t] against labels[:, t + 1] (-100 ignored), as HF. */
+  #loss(logits: Tensor, labels: Tensor, { batch, length }: ForwardPass): Tensor {
+    if (labels.shape.join() !== [batch, length].join()) throw new Error(`GPT-2: labels must be [${batch}, ${length}]`);
+    const predictions = slice(logits, 1, 0, length - 1), targets = slice(labels, 1, 1, length);
+    const rows = batch * (length - 1);
+    return crossEntropy(reshape(predictions, [rows, this.config.vocab_size]), reshape(targets, [rows]), {
+      ignoreIndex: -100,
+    });
   }
 }
