@@ -60,3 +60,52 @@ export function checkResponseMasks(masks: readonly (readonly number[])[], respon
     if (!row.includes(1)) fail(`row ${b} masks every token (the score needs a token marked 1)`);
   });
 }
+
+/** Limits {@linkcode checkStepInputs} checks against. */
+export interface StepInputLimits {
+  /** The configured batch_size (every array must have exactly this length). */
+  batchSize: number;
+  /** Vocabulary size (token ids must be below it). */
+  vocabSize: number;
+  /** Context length of policy and reference (the smaller one). */
+  nPositions: number;
+}
+
+/**
+ * Validates `PPOTrainer.step`'s inputs: batch_size queries, responses and scores, non-empty rows of token ids in the
+ * vocabulary, finite scores, and the longest query plus the longest response within the context.
+ */
+export function checkStepInputs(
+  queries: number[][],
+  responses: number[][],
+  scores: number[],
+  limits: StepInputLimits,
+): void {
+  const { batchSize, vocabSize: V, nPositions } = limits;
+  for (const [name, x] of [["queries", queries], ["responses", responses], ["scores", scores]] as const) {
+    if (!Array.isArray(x)) throw new Error(`PPOTrainer.step: ${name} must be an array`);
+    if (x.length !== batchSize) {
+      throw new Error(
+        `PPOTrainer.step: got ${x.length} ${name}, but batch_size is ${batchSize} (TRL requires exactly that)`,
+      );
+    }
+  }
+  for (const [name, rows] of [["query", queries], ["response", responses]] as const) {
+    rows.forEach((r, i) => {
+      if (!Array.isArray(r) || r.length === 0) throw new Error(`PPOTrainer.step: ${name} ${i} is empty`);
+      const bad = r.find((id) => !Number.isInteger(id) || id < 0 || id >= V);
+      if (bad !== undefined) {
+        throw new Error(`PPOTrainer.step: ${name} ${i} has token id ${bad} outside the vocabulary (${V})`);
+      }
+    });
+  }
+  scores.forEach((x, i) => {
+    if (typeof x !== "number" || !Number.isFinite(x)) {
+      throw new Error(`PPOTrainer.step: score ${i} is not finite (${x})`);
+    }
+  });
+  const T = Math.max(...queries.map((q) => q.length)) + Math.max(...responses.map((r) => r.length));
+  if (T > nPositions) {
+    throw new Error(`PPOTrainer.step: longest query + longest response = ${T} exceeds n_positions (${nPositions})`);
+  }
+}

@@ -5,19 +5,14 @@
  * @module
  */
 
-import { empty, keep, noGrad, readAll, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
-import { backward } from "../engine/autograd.ts";
-import { mulScalar } from "../engine/ops/elementwise.ts";
-import { matmul } from "../engine/ops/matmul.ts";
-import { slice } from "../engine/ops/shape.ts";
-import { entropyFromLogits, logProbsOf } from "../engine/ops/loss.ts";
-import { AdamW, type AdamWHyper, clipGradNorm, type OptimizerStateDict } from "../engine/optim.ts";
+import { empty, keep, readAll, runtime, type Tensor } from "../engine/tensor.ts";
+import { AdamW, type AdamWHyper, type OptimizerStateDict } from "../engine/optim.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
 import { generate, type GenerateOptions, type GenerateOutput } from "../models/generate.ts";
 import { type PPOConfig, ppoConfig, type PPOConfigInput } from "./config.ts";
 import { computeAdvantages } from "./advantages.ts";
-import { checkResponseMasks, layoutBatch, type PaddedBatch } from "./batch.ts";
+import { checkResponseMasks, checkStepInputs, layoutBatch, type PaddedBatch } from "./batch.ts";
 import {
   AdaptiveKLController,
   FixedKLController,
@@ -28,9 +23,11 @@ import {
 import { RunningMoments, type RunningMomentsState } from "./moments.ts";
 import { computeRewards, processScores } from "./rewards.ts";
 import type { Rows } from "./rows.ts";
-import { rolloutStats } from "./stats.ts";
+import { rolloutStats, type RolloutStatsInput } from "./stats.ts";
 import { SeededRng } from "../engine/random.ts";
-import { averagePPOStats, fullKl, PPO_STATS, ppoLoss, ppoStatsRecord } from "./loss.ts";
+import { averagePPOStats, ppoStatsRecord } from "./loss.ts";
+import { optimizeEpochs } from "./optimize.ts";
+import { type RolloutForward, rolloutForward } from "./rollout.ts";
 
 /** What the trainer needs from a tokenizer: its padding and end-of-sequence ids. */
 export interface TokenizerLike {
@@ -89,9 +86,6 @@ export interface PPORollout {
 export type PPOGenerateOptions = Partial<GenerateOptions> & { maxNewTokens: number };
 
 const now = () => performance.now() / 1000;
-
-const toRows = (flat: ArrayLike<number>, B: number, R: number): Rows =>
-  Array.from({ length: B }, (_, b) => Array.from({ length: R }, (_, t) => flat[b * R + t]));
 
 /**
  * TRL's classic `PPOTrainer` for a GPT-2 policy with a value head. `step(queries, responses, scores)`:
@@ -162,17 +156,13 @@ export class PPOTrainer {
     if (ref === policy.model) throw new Error("PPOTrainer: ref is the policy's own model; pass null for a frozen copy");
     this.#ownsRef = ref === null;
     this.ref = ref ?? copyModel(policy.model);
-    const pc = policy.model.config, rc = this.ref.config;
-    if (pc.vocab_size !== rc.vocab_size) {
-      throw new Error(`PPOTrainer: policy vocab_size ${pc.vocab_size} ≠ reference vocab_size ${rc.vocab_size}`);
+    const policyConfig = policy.model.config, refConfig = this.ref.config;
+    if (policyConfig.vocab_size !== refConfig.vocab_size) {
+      throw new Error(
+        `PPOTrainer: policy vocab_size ${policyConfig.vocab_size} ≠ reference vocab_size ${refConfig.vocab_size}`,
+      );
     }
-    // An explicit null means "no EOS"; undefined falls back to the model config.
-    const eos = tokenizer?.eosTokenId !== undefined ? tokenizer.eosTokenId : pc.eos_token_id ?? null;
-    this.eosTokenId = eos;
-    this.padTokenId = tokenizer?.padTokenId ?? eos ?? pc.pad_token_id ?? 0;
-    if (!Number.isInteger(this.padTokenId) || this.padTokenId < 0 || this.padTokenId >= pc.vocab_size) {
-      throw new Error(`PPOTrainer: pad token id ${this.padTokenId} is outside the vocabulary (${pc.vocab_size})`);
-    }
+    ({ eosTokenId: this.eosTokenId, padTokenId: this.padTokenId } = specialTokenIds(tokenizer, policyConfig));
     this.optimizer = new AdamW(policy.parameters(), {
       lr: c.learning_rate,
       betas: [c.adam_beta1, c.adam_beta2],
@@ -212,9 +202,9 @@ export class PPOTrainer {
     model: GPT2LMHeadModel,
     queries: number[][],
     options: PPOGenerateOptions,
-    count: boolean,
+    countCall: boolean,
   ): Promise<GenerateOutput> {
-    const o: GenerateOptions = {
+    const settings: GenerateOptions = {
       doSample: true,
       topK: 0,
       topP: 1,
@@ -223,16 +213,16 @@ export class PPOTrainer {
       ...(this.eosTokenId !== null ? { eosTokenId: this.eosTokenId } : {}),
       ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
     } as GenerateOptions;
-    if (o.doSample && o.temperature !== this.config.temperature) {
+    if (settings.doSample && settings.temperature !== this.config.temperature) {
       throw new Error(
-        `PPOTrainer.generate: temperature ${o.temperature} differs from config.temperature ` +
+        `PPOTrainer.generate: temperature ${settings.temperature} differs from config.temperature ` +
           `${this.config.temperature}; the log-probabilities must use the sampling temperature`,
       );
     }
-    if (options.seed === undefined) o.seed = (Math.imul(this.config.seed, 1000003) + this.generateCalls) >>> 0;
-    if (count) this.generateCalls++;
+    if (options.seed === undefined) settings.seed = (Math.imul(this.config.seed, 1000003) + this.generateCalls) >>> 0;
+    if (countCall) this.generateCalls++;
     model.eval();
-    return await generate(model, queries, o);
+    return await generate(model, queries, settings);
   }
 
   /** Snapshot of everything needed to resume (besides the policy weights). */
@@ -254,11 +244,11 @@ export class PPOTrainer {
     for (const k of ["stepCount", "rng", "generateCalls", "dropoutSeed"] as const) {
       if (!Number.isInteger(s[k])) throw new Error(`PPOTrainer.loadStateDict: "${k}" must be an integer`);
     }
-    const kl = klControllerFromJSON(s.klCtl);
-    const rm = RunningMoments.fromJSON(s.runningMoments);
+    const klCtl = klControllerFromJSON(s.klCtl);
+    const runningMoments = RunningMoments.fromJSON(s.runningMoments);
     this.optimizer.loadStateDict(s.optimizer);
-    this.klCtl = kl;
-    this.runningMoments = rm;
+    this.klCtl = klCtl;
+    this.runningMoments = runningMoments;
     this.stepCount = s.stepCount;
     this.rng.state = s.rng >>> 0;
     this.generateCalls = s.generateCalls;
@@ -281,223 +271,131 @@ export class PPOTrainer {
     scores: number[],
     responseMasks?: readonly (readonly number[])[],
   ): Promise<PPOStats> {
-    const c = this.config;
-    const t0 = now();
-    this.#checkInputs(queries, responses, scores);
-    if (responseMasks !== undefined) checkResponseMasks(responseMasks, responses);
-    const sc = processScores(scores, this.runningMoments, {
-      scaling: c.use_score_scaling,
-      norm: c.use_score_norm,
-      clip: c.score_clip,
-    });
-    const batch = layoutBatch(queries, responses, this.padTokenId);
-    const { mask } = batch;
-    responseMasks?.forEach((row, b) => row.forEach((m, t) => mask[b][t] *= m));
-
-    let t = now();
-    const roll = await this.#rollout(batch);
-    const tForward = now() - t;
-
-    t = now();
-    const klCoef = this.klCtl.value;
-    const rw = computeRewards(sc, roll.logprobs, roll.refLogprobs, mask, klCoef, c.kl_penalty, roll.kls ?? undefined);
-    const tRewards = now() - t;
-    t = now();
-    const adv = computeAdvantages(roll.values, rw.rewards, mask, c.gamma, c.lam, c.whiten_rewards);
-    const tAdv = now() - t;
-    const rollout = { logprobs: roll.logprobs, refLogprobs: roll.refLogprobs, ...rw, ...adv, mask, scores: sc };
+    const config = this.config;
+    const startedAt = now();
+    const { batch, processedScores } = this.#prepareBatch(queries, responses, scores, responseMasks);
+    const { rollout, klCoef, timings } = await this.#rollout(batch, processedScores);
     this.rollout = rollout;
 
-    t = now();
-    const { stats: gpuStats, earlyStopped } = await this.#optimize(batch, rollout);
-    const tOpt = now() - t;
+    let t = now();
+    const { stats: gpuStats, earlyStopped } = await optimizeEpochs(this, batch, rollout);
+    const optimizeSeconds = now() - t;
 
     t = now();
-    let mbRows: Float32Array[] = [];
-    try {
-      mbRows = (await readAll(gpuStats)) as Float32Array[];
-    } finally {
-      for (const x of gpuStats) x.dispose();
-    }
-    this.minibatchStats = mbRows.map(ppoStatsRecord);
-    const stats: PPOStats = {
-      ...rolloutStats({
-        queries,
-        responses,
-        rawScores: scores,
-        scores: sc,
-        klCoef,
-        ...rw,
-        logprobs: roll.logprobs,
-        mask,
-      }),
-      ...averagePPOStats(mbRows),
-      "ppo/early_stopped": earlyStopped ? 1 : 0,
-      "ppo/learning_rate": this.optimizer.lr,
-    };
-    const tStats = now() - t;
+    const stats = await this.#collectStats(gpuStats, earlyStopped, {
+      queries,
+      responses,
+      rawScores: scores,
+      scores: processedScores,
+      klCoef,
+      kls: rollout.kls,
+      nonScoreRewards: rollout.nonScoreRewards,
+      logprobs: rollout.logprobs,
+      mask: batch.mask,
+    });
+    const statsSeconds = now() - t;
 
-    this.klCtl.update(stats["objective/kl"], c.batch_size);
+    this.klCtl.update(stats["objective/kl"], config.batch_size);
     this.stepCount++;
-    stats["time/ppo/forward_pass"] = tForward;
-    stats["time/ppo/compute_rewards"] = tRewards;
-    stats["time/ppo/compute_advantages"] = tAdv;
-    stats["time/ppo/optimize_step"] = tOpt;
-    stats["time/ppo/calc_stats"] = tStats;
-    stats["time/ppo/total"] = now() - t0;
+    stats["time/ppo/forward_pass"] = timings.forward;
+    stats["time/ppo/compute_rewards"] = timings.rewards;
+    stats["time/ppo/compute_advantages"] = timings.advantages;
+    stats["time/ppo/optimize_step"] = optimizeSeconds;
+    stats["time/ppo/calc_stats"] = statsSeconds;
+    stats["time/ppo/total"] = now() - startedAt;
     return stats;
   }
 
-  #checkInputs(queries: number[][], responses: number[][], scores: number[]): void {
-    const bs = this.config.batch_size;
-    const V = this.policy.model.config.vocab_size;
-    for (const [name, x] of [["queries", queries], ["responses", responses], ["scores", scores]] as const) {
-      if (!Array.isArray(x)) throw new Error(`PPOTrainer.step: ${name} must be an array`);
-      if (x.length !== bs) {
-        throw new Error(
-          `PPOTrainer.step: got ${x.length} ${name}, but batch_size is ${bs} (TRL requires exactly that)`,
-        );
-      }
-    }
-    for (const [name, rows] of [["query", queries], ["response", responses]] as const) {
-      rows.forEach((r, i) => {
-        if (!Array.isArray(r) || r.length === 0) throw new Error(`PPOTrainer.step: ${name} ${i} is empty`);
-        const bad = r.find((id) => !Number.isInteger(id) || id < 0 || id >= V);
-        if (bad !== undefined) {
-          throw new Error(`PPOTrainer.step: ${name} ${i} has token id ${bad} outside the vocabulary (${V})`);
-        }
-      });
-    }
-    scores.forEach((x, i) => {
-      if (typeof x !== "number" || !Number.isFinite(x)) {
-        throw new Error(`PPOTrainer.step: score ${i} is not finite (${x})`);
-      }
+  /** Checks the inputs, processes the scores and lays out the batch (response masks applied). */
+  #prepareBatch(
+    queries: number[][],
+    responses: number[][],
+    scores: number[],
+    responseMasks?: readonly (readonly number[])[],
+  ): { batch: PaddedBatch; processedScores: number[] } {
+    const config = this.config;
+    const model = this.policy.model.config;
+    checkStepInputs(queries, responses, scores, {
+      batchSize: config.batch_size,
+      vocabSize: model.vocab_size,
+      nPositions: Math.min(model.n_positions, this.ref.config.n_positions),
     });
-    const T = Math.max(...queries.map((q) => q.length)) + Math.max(...responses.map((r) => r.length));
-    const np = Math.min(this.policy.model.config.n_positions, this.ref.config.n_positions);
-    if (T > np) throw new Error(`PPOTrainer.step: longest query + longest response = ${T} exceeds n_positions (${np})`);
+    if (responseMasks !== undefined) checkResponseMasks(responseMasks, responses);
+    const processedScores = processScores(scores, this.runningMoments, {
+      scaling: config.use_score_scaling,
+      norm: config.use_score_norm,
+      clip: config.score_clip,
+    });
+    const batch = layoutBatch(queries, responses, this.padTokenId);
+    responseMasks?.forEach((row, b) => row.forEach((m, t) => batch.mask[b][t] *= m));
+
+    return { batch, processedScores };
   }
 
-  /** Logits of the response positions (columns Tq−1 … Tq+R−2) divided by the temperature: [b, R, V]. */
-  #responseLogits(model: GPT2LMHeadModel, hidden: Tensor, Tq: number, R: number): Tensor {
-    const h = slice(hidden, 1, Tq - 1, Tq - 1 + R);
-    return matmul(h, model.lmHead, { transB: true, alpha: 1 / this.config.temperature });
+  /** The rollout pass, then rewards (with the current β) and advantages on the CPU, each timed. */
+  async #rollout(batch: PaddedBatch, scores: number[]) {
+    const config = this.config;
+    let t = now();
+    const forward: RolloutForward = await rolloutForward(this.policy, this.ref, batch, {
+      chunkSize: config.mini_batch_size,
+      temperature: config.temperature,
+      fullKl: config.kl_penalty === "full",
+    });
+    const forwardSeconds = now() - t;
+    t = now();
+    const klCoef = this.klCtl.value;
+    const { logprobs, refLogprobs } = forward;
+    const rewards = computeRewards(
+      scores,
+      logprobs,
+      refLogprobs,
+      batch.mask,
+      klCoef,
+      config.kl_penalty,
+      forward.kls ?? undefined,
+    );
+    const rewardsSeconds = now() - t;
+    t = now();
+    const { gamma, lam, whiten_rewards } = config;
+    const advantages = computeAdvantages(forward.values, rewards.rewards, batch.mask, gamma, lam, whiten_rewards);
+    const advantagesSeconds = now() - t;
+    const rollout: PPORollout = { logprobs, refLogprobs, ...rewards, ...advantages, mask: batch.mask, scores };
+    const timings = { forward: forwardSeconds, rewards: rewardsSeconds, advantages: advantagesSeconds };
+    return { rollout, klCoef, timings };
   }
 
-  /** Model inputs for rows `idx` of the batch. */
-  #inputs(batch: PaddedBatch, idx: number[]) {
-    const T = batch.Tq + batch.R;
+  /** Reads the mini-batch stats back (disposing them) and returns the step's stats, TRL's names. */
+  async #collectStats(gpuStats: Tensor[], earlyStopped: boolean, input: RolloutStatsInput): Promise<PPOStats> {
+    let minibatchRows: Float32Array[] = [];
+    try {
+      minibatchRows = (await readAll(gpuStats)) as Float32Array[];
+    } finally {
+      for (const x of gpuStats) x.dispose();
+    }
+    this.minibatchStats = minibatchRows.map(ppoStatsRecord);
     return {
-      inputIds: tensor(idx.flatMap((i) => batch.ids[i]), [idx.length, T], "i32"),
-      attentionMask: idx.map((i) => batch.attn[i]),
-      positionIds: tensor(idx.flatMap((i) => batch.pos[i]), [idx.length, T], "i32"),
-      respIds: tensor(idx.flatMap((i) => batch.resp[i]), [idx.length, batch.R], "i32"),
+      ...rolloutStats(input),
+      ...averagePPOStats(minibatchRows),
+      "ppo/early_stopped": earlyStopped ? 1 : 0,
+      "ppo/learning_rate": this.optimizer.lr,
     };
   }
+}
 
-  /** Eval-mode no-grad forward of policy and reference in chunks of mini_batch_size; one readback. */
-  async #rollout(batch: PaddedBatch): Promise<{ logprobs: Rows; refLogprobs: Rows; values: Rows; kls: Rows | null }> {
-    const { B, Tq, R } = batch;
-    const full = this.config.kl_penalty === "full";
-    this.policy.eval();
-    this.ref.eval();
-    const fbs = this.config.mini_batch_size;
-    const chunks: Tensor[][] = [];
-    try {
-      for (let s = 0; s < B; s += fbs) {
-        const idx = Array.from({ length: Math.min(fbs, B - s) }, (_, k) => s + k);
-        chunks.push(keep(tidy(() =>
-          noGrad(() => {
-            const { respIds, ...inp } = this.#inputs(batch, idx);
-            const out = this.policy.forward({ ...inp, skipLogits: true });
-            const logits = this.#responseLogits(this.policy.model, out.hidden!, Tq, R);
-            const refOut = this.ref.forward({ ...inp, skipLogits: true, outputHidden: true });
-            const refLogits = this.#responseLogits(this.ref, refOut.hidden!, Tq, R);
-            const res = [
-              logProbsOf(logits, respIds),
-              logProbsOf(refLogits, respIds),
-              slice(out.values, 1, Tq - 1, Tq - 1 + R),
-            ];
-            if (full) res.push(fullKl(logits, refLogits));
-            return res;
-          })
-        )));
-      }
-      const flat = await readAll(chunks.flat());
-      const per = full ? 4 : 3;
-      const join = (k: number) => {
-        const out = new Float32Array(B * R);
-        chunks.forEach((_, ci) => out.set(flat[ci * per + k], ci * fbs * R));
-        return toRows(out, B, R);
-      };
-      return { logprobs: join(0), refLogprobs: join(1), values: join(2), kls: full ? join(3) : null };
-    } finally {
-      for (const t of chunks.flat()) t.dispose();
-    }
+/**
+ * The EOS id (an explicit null from the tokenizer means "no EOS"; undefined falls back to the model config) and the
+ * padding id (the tokenizer's, else EOS, else the config's, else 0), checked against the vocabulary.
+ */
+function specialTokenIds(
+  tokenizer: TokenizerLike | null,
+  config: GPT2LMHeadModel["config"],
+): { eosTokenId: number | null; padTokenId: number } {
+  const eosTokenId = tokenizer?.eosTokenId !== undefined ? tokenizer.eosTokenId : config.eos_token_id ?? null;
+  const padTokenId = tokenizer?.padTokenId ?? eosTokenId ?? config.pad_token_id ?? 0;
+  if (!Number.isInteger(padTokenId) || padTokenId < 0 || padTokenId >= config.vocab_size) {
+    throw new Error(`PPOTrainer: pad token id ${padTokenId} is outside the vocabulary (${config.vocab_size})`);
   }
-
-  /** ppo_epochs × shuffled backward batches × micro-batches; returns the per-mini-batch GPU stats. */
-  async #optimize(batch: PaddedBatch, data: PPORollout): Promise<{ stats: Tensor[]; earlyStopped: boolean }> {
-    const c = this.config;
-    const { B, Tq, R, mask } = batch;
-    const params = this.policy.parameters();
-    const stats: Tensor[] = [];
-    const up = (rows: Rows, idx: number[]) => tensor(idx.flatMap((i) => rows[i]), [idx.length, R]);
-    let earlyStopped = false;
-    this.optimizer.zeroGrad();
-    try {
-      for (let epoch = 0; epoch < c.ppo_epochs && !earlyStopped; epoch++) {
-        const perm = this.rng.permutation(B);
-        for (let bs = 0; bs < B; bs += c.backward_batch_size) {
-          for (let ms = bs; ms < bs + c.backward_batch_size; ms += c.mini_batch_size) {
-            const idx = perm.slice(ms, ms + c.mini_batch_size);
-            stats.push(keep(tidy(() => {
-              this.policy.train(c.train_dropout);
-              const { respIds, ...inp } = this.#inputs(batch, idx);
-              const out = this.policy.forward({ ...inp, skipLogits: true });
-              const logits = this.#responseLogits(this.policy.model, out.hidden!, Tq, R);
-              const logprobs = logProbsOf(logits, respIds);
-              const vpreds = slice(out.values, 1, Tq - 1, Tq - 1 + R);
-              const entropy = noGrad(() => entropyFromLogits(logits));
-              const res = ppoLoss({ logprobs, vpreds }, {
-                oldLogprobs: up(data.logprobs, idx),
-                oldValues: up(data.values, idx),
-                advantages: up(data.advantages, idx),
-                returns: up(data.returns, idx),
-                mask: up(mask, idx),
-                entropy,
-              }, {
-                cliprange: c.cliprange,
-                cliprangeValue: c.cliprange_value,
-                vfCoef: c.vf_coef,
-                ratioThreshold: c.ratio_threshold,
-              });
-              const gas = c.gradient_accumulation_steps;
-              backward(gas > 1 ? mulScalar(res.loss, 1 / gas) : res.loss);
-              return res.stats;
-            })));
-          }
-          tidy(() => {
-            if (c.max_grad_norm !== null) clipGradNorm(params, c.max_grad_norm).dispose();
-            this.optimizer.step();
-            this.optimizer.zeroGrad();
-          });
-        }
-        if (c.early_stopping) {
-          // TRL checks at the end of each epoch, with the last mini-batch's policy KL.
-          const [last] = await readAll([stats[stats.length - 1]]);
-          if (last[PPO_STATS.policykl] > 1.5 * c.target_kl) earlyStopped = true;
-        }
-      }
-    } catch (e) {
-      for (const t of stats) t.dispose();
-      this.optimizer.zeroGrad();
-      throw e;
-    } finally {
-      this.policy.eval();
-    }
-    return { stats, earlyStopped };
-  }
+  return { eosTokenId, padTokenId };
 }
 
 /** A frozen copy of a model's parameters (GPU-side copies, no gradients). */
