@@ -7,6 +7,8 @@
 
 import { empty, type GradNode, isGradEnabled, keep, noGrad, runtime, Tensor } from "./tensor.ts";
 import { f32Bits, grid1d } from "./runtime.ts";
+import { BINARY, FILL } from "./kernels/elementwise.ts";
+import { BINARY_OPS } from "./kernels/codes.ts";
 import { flatSlotOf } from "./flat.ts";
 
 /** A retained view of a tensor that stays valid until the node is released. */
@@ -164,16 +166,13 @@ function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   }
 }
 
-/** a + b for same-shape f32 tensors (binary.wgsl, OP 0), disposing both inputs. */
+/** a + b for same-shape f32 tensors (the binary kernel's add), disposing both inputs. */
 function addInto(a: Tensor, b: Tensor): Tensor {
   const out = empty(a.shape);
   const n = a.size;
-  runtime().dispatch(
-    { shader: "binary", bindings: ["read", "read", "rw"], constants: { OP: 0 } },
-    [a.storage, b.storage, out.storage],
-    [n, a.ndim, 1, 0, ...new Array(24).fill(0)],
-    grid1d(n),
-  );
+  const params = { n, ndim: a.ndim, same: 1, shape: [], astride: [], bstride: [] };
+  const bindings = { a: a.storage, b: b.storage, out: out.storage };
+  runtime().run(BINARY, params, bindings, grid1d(n), { OP: BINARY_OPS.add });
   a.dispose();
   b.dispose();
   return out;
@@ -181,7 +180,7 @@ function addInto(a: Tensor, b: Tensor): Tensor {
 
 function onesLike(t: Tensor): Tensor {
   const out = empty(t.shape);
-  runtime().dispatch({ shader: "fill", bindings: ["rw"] }, [out.storage], [t.size, f32Bits(1), 0, 0], grid1d(t.size));
+  runtime().run(FILL, { n: t.size, bits: f32Bits(1), start: 0, step: 0 }, { y: out.storage }, grid1d(t.size));
   return out;
 }
 

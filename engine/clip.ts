@@ -7,7 +7,8 @@
  * @module
  */
 
-import { f32Bits, grid1d, type KernelSpec, type Storage } from "./runtime.ts";
+import { grid1d, type Storage } from "./runtime.ts";
+import { GRAD_NORM_FINALIZE, GRAD_NORM_PARTIAL, GRAD_NORM_SCALE } from "./kernels/optim.ts";
 import { check, empty, runtime, Tensor, tensor } from "./tensor.ts";
 import { adoptGrads, type FlatChunk, type FlatSlot, flatSlotOf } from "./flat.ts";
 
@@ -80,35 +81,32 @@ const PARTIAL_CHUNK = 2048;
 function normAndCoef(grads: Span[], maxNorm: number, normType: number): { norm: Tensor; coef: Tensor } {
   const rt = runtime();
   const mode = normType === 2 ? 0 : normType === Infinity ? 2 : 1;
-  const pw = f32Bits(mode === 1 ? normType : 2);
+  const pnorm = mode === 1 ? normType : 2;
   const groups = grads.map((g) => g.n === 0 ? 0 : Math.min(PARTIAL_GROUPS, Math.ceil(g.n / PARTIAL_CHUNK)));
   const slots = groups.reduce((a, b) => a + b, 0);
   const partials = empty([Math.max(slots, 1)]);
-  const constants = { MODE: mode };
+  const overrides = { MODE: mode };
   let base = 0;
   grads.forEach((g, i) => {
     if (groups[i] === 0) return;
-    const spec: KernelSpec = { shader: "grad_norm", entry: "partial", bindings: ["read", "rw"], constants };
-    rt.dispatch(spec, [g.storage, partials.storage], [g.n, base, pw, 0], [groups[i]]);
+    const params = { n: g.n, base, pnorm, max_norm: 0 };
+    rt.run(GRAD_NORM_PARTIAL, params, { src: g.storage, dst: partials.storage }, [groups[i]], overrides);
     base += groups[i];
   });
   const norm = empty([]);
   const coef = empty([1]);
-  rt.dispatch(
-    { shader: "grad_norm", entry: "finalize", bindings: ["read", "rw", "rw"], constants },
-    [partials.storage, norm.storage, coef.storage],
-    [slots, 0, pw, f32Bits(maxNorm)],
-    [1],
-  );
+  const params = { n: slots, base: 0, pnorm, max_norm: maxNorm };
+  const bindings = { src: partials.storage, dst: norm.storage, coef: coef.storage };
+  rt.run(GRAD_NORM_FINALIZE, params, bindings, [1], overrides);
   partials.dispose();
   return { norm, coef };
 }
 
 function scaleGrads(grads: Span[], coef: Tensor): void {
   const rt = runtime();
-  const spec: KernelSpec = { shader: "grad_norm", entry: "scale", bindings: ["read", "rw"] };
   for (const g of grads) {
-    if (g.n > 0) rt.dispatch(spec, [coef.storage, g.storage], [g.n, 0, 0, 0], grid1d(g.n));
+    const params = { n: g.n, base: 0, pnorm: 0, max_norm: 0 };
+    if (g.n > 0) rt.run(GRAD_NORM_SCALE, params, { src: coef.storage, dst: g.storage }, grid1d(g.n));
   }
   coef.dispose();
 }

@@ -12,6 +12,8 @@
  */
 
 import { grid1d, type Storage } from "./runtime.ts";
+import { FILL } from "./kernels/elementwise.ts";
+import { GRAD_ACCUMULATE } from "./kernels/optim.ts";
 import { check, empty, keep, runtime, Tensor } from "./tensor.ts";
 
 /** Slot alignment in bytes (the storage-binding offset alignment WebGPU guarantees). */
@@ -35,17 +37,12 @@ function aligned(bytes: number): number {
 
 /** Records `dst[i] = 0` for i < elements. */
 export function zeroFill(dst: Storage, elements: number): void {
-  runtime().dispatch({ shader: "fill", bindings: ["rw"] }, [dst], [elements, 0, 0, 0], grid1d(elements));
+  runtime().run(FILL, { n: elements, bits: 0, start: 0, step: 0 }, { y: dst }, grid1d(elements));
 }
 
 /** Records `dst[i] += src[i]` for i < elements (shaders/grad_accumulate.wgsl). */
 function addInPlace(dst: Storage, src: Storage, elements: number): void {
-  runtime().dispatch(
-    { shader: "grad_accumulate", bindings: ["rw", "read"] },
-    [dst, src],
-    [elements, 0, 0, 0],
-    grid1d(elements),
-  );
+  runtime().run(GRAD_ACCUMULATE, { n: elements }, { dst, src }, grid1d(elements));
 }
 
 /** One flat buffer holding several parameters, and lazily their gradients, each in a 256-byte-aligned slot. */

@@ -10,7 +10,9 @@
  * @module
  */
 
-import { type Access, f32Bits, grid1d, type KernelSpec } from "./runtime.ts";
+import { f32Bits, grid1d, type Storage } from "./runtime.ts";
+import type { Kernel, ParamFields } from "./kernel.ts";
+import * as updateKernels from "./kernels/optim.ts";
 import { check, empty, keep, readAll, runtime, Tensor } from "./tensor.ts";
 import { adoptGrads, type FlatChunk, type FlatSlot, flatSlotOf, FlatStateBuffers } from "./flat.ts";
 
@@ -75,7 +77,13 @@ interface UpdateItem {
   k: UpdateKernel;
 }
 
-const rw = (): Access => "rw";
+/** The kernel of each update entry point (its state buffers s0…s2 are the optimiser's buffer names in order). */
+const UPDATE_KERNELS: Readonly<Record<UpdateKernel["entry"], Kernel<ParamFields, string>>> = {
+  adamw: updateKernels.ADAMW,
+  adamw_amsgrad: updateKernels.ADAMW_AMSGRAD,
+  sgd: updateKernels.SGD,
+  sgd_momentum: updateKernels.SGD_MOMENTUM,
+};
 
 /** Common machinery: parameter groups, lazily created state, `zeroGrad`, `lr`, state dicts. */
 export abstract class Optimizer<H extends BaseHyper> {
@@ -186,13 +194,9 @@ export abstract class Optimizer<H extends BaseHyper> {
       const base = list[0].slot.offset / 4;
       const last = list[list.length - 1].slot;
       const n = last.offset / 4 + last.param.size - base;
-      const bufs = list[0].names.map((b) => this.#flat.buffer(chunk, b));
-      const spec: KernelSpec = {
-        shader: "adamw",
-        entry: list[0].k.entry,
-        bindings: ["read", "rw", "read", ...bufs.map(rw)],
-      };
-      rt.dispatch(spec, [table, chunk.storage, chunk.grad!, ...bufs], [n, base, list.length, 0], grid1d(n));
+      const bindings: Record<string, Storage> = { segments: table, param: chunk.storage, grad: chunk.grad! };
+      list[0].names.forEach((name, i) => bindings[`s${i}`] = this.#flat.buffer(chunk, name));
+      rt.run(UPDATE_KERNELS[list[0].k.entry], { n, base, count: list.length }, bindings, grid1d(n));
       table.release();
     }
   }
