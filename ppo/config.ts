@@ -175,9 +175,10 @@ function fail(field: string, reason: string): never {
   throw new Error(`ppoConfig: "${printable(field, 60)}" ${reason}`);
 }
 
-function num(c: Record<string, unknown>, k: string, ok: (x: number) => boolean, what: string): void {
-  const v = c[k];
-  if (typeof v !== "number" || Number.isNaN(v) || !ok(v)) fail(k, `must be ${what}, got ${show(v)}`);
+/** Throws unless `settings[key]` is a number for which `ok` holds (`what` says which numbers do). */
+function checkNumber(settings: Record<string, unknown>, key: string, ok: (x: number) => boolean, what: string): void {
+  const value = settings[key];
+  if (typeof value !== "number" || Number.isNaN(value) || !ok(value)) fail(key, `must be ${what}, got ${show(value)}`);
 }
 
 const posInt = (x: number) => Number.isInteger(x) && x > 0;
@@ -213,6 +214,19 @@ export function ppoConfig(partial: PPOConfigInput = {}, options: PPOConfigOption
   if (partial === null || typeof partial !== "object" || Array.isArray(partial)) {
     throw new Error("ppoConfig: expected an object of settings");
   }
+  const given = knownSettings(partial);
+  applyForwardBatchSize(given, options);
+  const settings: Record<string, unknown> = { ...DEFAULTS };
+  for (const [k, v] of Object.entries(given)) {
+    if (v !== undefined && k !== "backward_batch_size" && k !== "forward_batch_size") settings[k] = v;
+  }
+  checkSettingTypes(settings);
+  const backwardBatchSize = checkBatchSizes(settings, given);
+  return { ...(settings as unknown as PPOConfig), backward_batch_size: backwardBatchSize };
+}
+
+/** The given settings under their snake_case names; throws listing unknown keys, or for a key given twice. */
+function knownSettings(partial: PPOConfigInput): Record<string, unknown> {
   const given: Record<string, unknown> = {};
   const unknown: string[] = [];
   for (const [raw, v] of Object.entries(partial)) {
@@ -227,78 +241,105 @@ export function ppoConfig(partial: PPOConfigInput = {}, options: PPOConfigOption
         (unknown.length > 10 ? ` and ${unknown.length - 10} more` : ""),
     );
   }
-  const fbs = given.forward_batch_size;
-  if (fbs !== undefined && fbs !== null) {
-    if (typeof fbs !== "number" || !posInt(fbs)) {
-      fail("forward_batch_size", `must be a positive integer, got ${show(fbs)}`);
-    }
-    const mbs = given.mini_batch_size;
-    if (mbs !== undefined && mbs !== fbs) {
-      fail(
-        "forward_batch_size",
-        `(${fbs}) is TRL's deprecated name for mini_batch_size, which is given as well (${show(mbs)}): give only one`,
-      );
-    }
-    const message = `ppoConfig: "forward_batch_size" is deprecated in TRL; using it as mini_batch_size (${fbs}) — ` +
-      "rename it to mini_batch_size";
-    if (options.onWarning) options.onWarning(message);
-    else warnOnce(message);
-    given.mini_batch_size = fbs;
-  }
-  const c: Record<string, unknown> = { ...DEFAULTS };
-  for (const [k, v] of Object.entries(given)) {
-    if (v !== undefined && k !== "backward_batch_size" && k !== "forward_batch_size") c[k] = v;
-  }
+  return given;
+}
 
+/** TRL's deprecated forward_batch_size: sets mini_batch_size (with a warning); an error beside a different one. */
+function applyForwardBatchSize(given: Record<string, unknown>, options: PPOConfigOptions): void {
+  const forwardBatchSize = given.forward_batch_size;
+  if (forwardBatchSize === undefined || forwardBatchSize === null) return;
+  if (typeof forwardBatchSize !== "number" || !posInt(forwardBatchSize)) {
+    fail("forward_batch_size", `must be a positive integer, got ${show(forwardBatchSize)}`);
+  }
+  const miniBatchSize = given.mini_batch_size;
+  if (miniBatchSize !== undefined && miniBatchSize !== forwardBatchSize) {
+    fail(
+      "forward_batch_size",
+      `(${forwardBatchSize}) is TRL's deprecated name for mini_batch_size, which is given as well ` +
+        `(${show(miniBatchSize)}): give only one`,
+    );
+  }
+  const message =
+    `ppoConfig: "forward_batch_size" is deprecated in TRL; using it as mini_batch_size (${forwardBatchSize}) — ` +
+    "rename it to mini_batch_size";
+  if (options.onWarning) options.onWarning(message);
+  else warnOnce(message);
+  given.mini_batch_size = forwardBatchSize;
+}
+
+/** Checks every setting's type and range (throws naming the first bad one). */
+function checkSettingTypes(settings: Record<string, unknown>): void {
   for (const k of ["batch_size", "mini_batch_size", "gradient_accumulation_steps", "ppo_epochs", "steps"]) {
-    num(c, k, posInt, "a positive integer");
+    checkNumber(settings, k, posInt, "a positive integer");
   }
-  num(c, "learning_rate", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
-  num(c, "gamma", (x) => x >= 0 && x <= 1, "in [0, 1]");
-  num(c, "lam", (x) => x >= 0 && x <= 1, "in [0, 1]");
-  num(c, "cliprange", (x) => x > 0 && x < 1, "in (0, 1)");
-  num(c, "cliprange_value", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
-  num(c, "vf_coef", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
-  num(c, "init_kl_coef", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
-  num(c, "target", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
-  num(c, "horizon", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
-  num(c, "ratio_threshold", (x) => x > 0, "a number > 0");
-  num(c, "target_kl", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
-  num(c, "temperature", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
-  num(c, "seed", (x) => Number.isInteger(x) && x >= 0 && x <= MAX_SEED, `an integer in [0, ${MAX_SEED}]`);
-  num(c, "adam_beta1", (x) => x >= 0 && x < 1, "in [0, 1)");
-  num(c, "adam_beta2", (x) => x >= 0 && x < 1, "in [0, 1)");
-  num(c, "adam_epsilon", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
-  num(c, "weight_decay", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
+  checkNumber(settings, "learning_rate", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
+  checkNumber(settings, "gamma", (x) => x >= 0 && x <= 1, "in [0, 1]");
+  checkNumber(settings, "lam", (x) => x >= 0 && x <= 1, "in [0, 1]");
+  checkNumber(settings, "cliprange", (x) => x > 0 && x < 1, "in (0, 1)");
+  checkNumber(settings, "cliprange_value", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  checkNumber(settings, "vf_coef", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
+  checkNumber(settings, "init_kl_coef", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
+  checkNumber(settings, "target", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  checkNumber(settings, "horizon", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  checkNumber(settings, "ratio_threshold", (x) => x > 0, "a number > 0");
+  checkNumber(settings, "target_kl", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  checkNumber(settings, "temperature", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  checkNumber(
+    settings,
+    "seed",
+    (x) => Number.isInteger(x) && x >= 0 && x <= MAX_SEED,
+    `an integer in [0, ${MAX_SEED}]`,
+  );
+  checkNumber(settings, "adam_beta1", (x) => x >= 0 && x < 1, "in [0, 1)");
+  checkNumber(settings, "adam_beta2", (x) => x >= 0 && x < 1, "in [0, 1)");
+  checkNumber(settings, "adam_epsilon", (x) => x > 0 && Number.isFinite(x), "a finite number > 0");
+  checkNumber(settings, "weight_decay", (x) => x >= 0 && Number.isFinite(x), "a finite number ≥ 0");
   for (const k of ["max_grad_norm", "score_clip"]) {
-    if (c[k] !== null) num(c, k, (x) => x > 0 && Number.isFinite(x), "null or a finite number > 0");
+    if (settings[k] !== null) {
+      checkNumber(settings, k, (x) => x > 0 && Number.isFinite(x), "null or a finite number > 0");
+    }
   }
+  checkChoiceSettings(settings);
+}
+
+/** Throws unless the boolean settings are booleans and kl_penalty is a known estimator. */
+function checkChoiceSettings(settings: Record<string, unknown>): void {
   for (const k of ["adap_kl_ctrl", "early_stopping", "use_score_scaling", "use_score_norm", "whiten_rewards"]) {
-    if (typeof c[k] !== "boolean") fail(k, `must be a boolean, got ${show(c[k])}`);
+    if (typeof settings[k] !== "boolean") fail(k, `must be a boolean, got ${show(settings[k])}`);
   }
-  if (typeof c.train_dropout !== "boolean") fail("train_dropout", `must be a boolean, got ${show(c.train_dropout)}`);
-  if (!KL_KINDS.includes(c.kl_penalty as KLPenaltyKind)) {
+  if (typeof settings.train_dropout !== "boolean") {
+    fail("train_dropout", `must be a boolean, got ${show(settings.train_dropout)}`);
+  }
+  if (!KL_KINDS.includes(settings.kl_penalty as KLPenaltyKind)) {
     fail(
       "kl_penalty",
-      `must be one of ${KL_KINDS.map((k) => `"${k}"`).join(", ")}, got ${show(c.kl_penalty)}`,
+      `must be one of ${KL_KINDS.map((k) => `"${k}"`).join(", ")}, got ${show(settings.kl_penalty)}`,
     );
   }
-  const bbs = (c.mini_batch_size as number) * (c.gradient_accumulation_steps as number);
-  if (given.backward_batch_size !== undefined && given.backward_batch_size !== bbs) {
+}
+
+/**
+ * backward_batch_size = mini_batch_size × gradient_accumulation_steps, which must divide batch_size (and equal a
+ * given backward_batch_size); returns it.
+ */
+function checkBatchSizes(settings: Record<string, unknown>, given: Record<string, unknown>): number {
+  const backwardBatchSize = (settings.mini_batch_size as number) * (settings.gradient_accumulation_steps as number);
+  if (given.backward_batch_size !== undefined && given.backward_batch_size !== backwardBatchSize) {
     fail(
       "backward_batch_size",
-      `is derived (mini_batch_size × gradient_accumulation_steps = ${bbs}), got ${given.backward_batch_size}`,
+      `is derived (mini_batch_size × gradient_accumulation_steps = ${backwardBatchSize}), ` +
+        `got ${given.backward_batch_size}`,
     );
   }
-  if ((c.batch_size as number) % bbs !== 0) {
+  if ((settings.batch_size as number) % backwardBatchSize !== 0) {
     fail(
       "batch_size",
-      `(${c.batch_size}) must be a multiple of backward_batch_size = mini_batch_size (${c.mini_batch_size}) × ` +
-        `gradient_accumulation_steps (${c.gradient_accumulation_steps}) = ${bbs}` +
+      `(${settings.batch_size}) must be a multiple of backward_batch_size = mini_batch_size (${settings.mini_batch_size}) × ` +
+        `gradient_accumulation_steps (${settings.gradient_accumulation_steps}) = ${backwardBatchSize}` +
         (given.mini_batch_size === undefined
           ? `; mini_batch_size was not given and defaults to ${DEFAULTS.mini_batch_size} (TRL v0.11.4's default)`
           : ""),
     );
   }
-  return { ...(c as unknown as PPOConfig), backward_batch_size: bbs };
+  return backwardBatchSize;
 }
