@@ -126,17 +126,17 @@ function checkSize(name: string, value: number | undefined): void {
 }
 
 /** The tokenizer files for the new folder (name → bytes) and the loaded tokenizer. */
-async function stageTokenizer(o: InitModelOptions, staging: string): Promise<Tokenizer> {
-  if (o.vocab !== undefined) {
-    const info = await statOrNull(o.vocab);
-    if (!info) throw new Error(`--vocab ${o.vocab}: no such file`);
+async function stageTokenizer(options: InitModelOptions, staging: string): Promise<Tokenizer> {
+  if (options.vocab !== undefined) {
+    const info = await statOrNull(options.vocab);
+    if (!info) throw new Error(`--vocab ${options.vocab}: no such file`);
     if (!info.isFile) {
-      throw new Error(`--vocab ${o.vocab}: not a file (a BERT vocab.txt; for a folder use --tokenizer)`);
+      throw new Error(`--vocab ${options.vocab}: not a file (a BERT vocab.txt; for a folder use --tokenizer)`);
     }
-    await Deno.copyFile(o.vocab, join(staging, "vocab.txt"));
-    const from = dirname(o.vocab);
+    await Deno.copyFile(options.vocab, join(staging, "vocab.txt"));
+    const from = dirname(options.vocab);
     let copiedConfig = false;
-    if (basename(o.vocab) === "vocab.txt") {
+    if (basename(options.vocab) === "vocab.txt") {
       for (const f of VOCAB_SIDE_FILES) {
         if ((await statOrNull(join(from, f)))?.isFile) {
           await Deno.copyFile(join(from, f), join(staging, f));
@@ -144,9 +144,9 @@ async function stageTokenizer(o: InitModelOptions, staging: string): Promise<Tok
         }
       }
     }
-    if (!copiedConfig) await writeBertTokenizerConfig(staging, o);
+    if (!copiedConfig) await writeBertTokenizerConfig(staging, options);
   } else {
-    const dir = o.tokenizer!;
+    const dir = options.tokenizer!;
     const info = await statOrNull(dir);
     if (!info) throw new Error(`--tokenizer ${dir}: no such folder`);
     if (!info.isDirectory) throw new Error(`--tokenizer ${dir}: not a folder (for a vocab.txt file use --vocab)`);
@@ -157,13 +157,13 @@ async function stageTokenizer(o: InitModelOptions, staging: string): Promise<Tok
   try {
     return await loadTokenizer(staging);
   } catch (e) {
-    const source = o.vocab !== undefined ? `--vocab ${o.vocab}` : `--tokenizer ${o.tokenizer}`;
+    const source = options.vocab !== undefined ? `--vocab ${options.vocab}` : `--tokenizer ${options.tokenizer}`;
     throw new Error(`${source}: ${(e as Error).message.replaceAll(staging, "(copied files)")}`);
   }
 }
 
 /** A BertTokenizer `tokenizer_config.json` naming the BERT special tokens the vocabulary has. */
-async function writeBertTokenizerConfig(dir: string, o: InitModelOptions): Promise<void> {
+async function writeBertTokenizerConfig(dir: string, options: InitModelOptions): Promise<void> {
   const vocab = new Set((await Deno.readTextFile(join(dir, "vocab.txt"))).split(/\r?\n/));
   const config: Record<string, unknown> = { tokenizer_class: "BertTokenizer", do_lower_case: true };
   const named = {
@@ -174,46 +174,46 @@ async function writeBertTokenizerConfig(dir: string, o: InitModelOptions): Promi
     mask_token: "[MASK]",
   };
   for (const [key, token] of Object.entries(named)) if (vocab.has(token)) config[key] = token;
-  if (o.like === "gpt2" && vocab.has("[CLS]") && vocab.has("[SEP]")) {
+  if (options.like === "gpt2" && vocab.has("[CLS]") && vocab.has("[SEP]")) {
     Object.assign(config, { bos_token: "[CLS]", eos_token: "[SEP]", padding_side: "left" });
   }
-  if (o.nPositions !== undefined) config.model_max_length = o.nPositions;
+  if (options.nPositions !== undefined) config.model_max_length = options.nPositions;
   await writeJsonAtomic(join(dir, "tokenizer_config.json"), config);
 }
 
 /** config.json fields of the new model. */
-function modelConfig(o: InitModelOptions, tok: Tokenizer): GPT2Config | BertConfig {
+function modelConfig(options: InitModelOptions, tok: Tokenizer): GPT2Config | BertConfig {
   const bertVocab = tok.clsTokenId !== undefined && tok.sepTokenId !== undefined;
   try {
-    if (o.like === "gpt2") {
+    if (options.like === "gpt2") {
       const eos = bertVocab ? tok.sepTokenId : tok.eosTokenId;
       const bos = bertVocab ? tok.clsTokenId : tok.bosTokenId ?? eos;
       return parseGPT2Config({
         architectures: ["GPT2LMHeadModel"],
         model_type: "gpt2",
         vocab_size: tok.vocabSize,
-        n_layer: o.nLayer,
-        n_embd: o.nEmbd,
-        n_head: o.nHead,
-        n_positions: o.nPositions,
-        n_inner: o.nInner ?? null,
+        n_layer: options.nLayer,
+        n_embd: options.nEmbd,
+        n_head: options.nHead,
+        n_positions: options.nPositions,
+        n_inner: options.nInner ?? null,
         bos_token_id: bos ?? null,
         eos_token_id: eos ?? null,
         ...(tok.padTokenId !== undefined ? { pad_token_id: tok.padTokenId } : {}),
       }, "init-model");
     }
-    const labels = o.labels ?? ["negative", "positive"];
+    const labels = options.labels ?? ["negative", "positive"];
     const id2label = Object.fromEntries(labels.map((l, i) => [String(i), l]));
-    const hidden = o.nEmbd ?? 768;
+    const hidden = options.nEmbd ?? 768;
     return parseBertConfig({
       architectures: ["BertForSequenceClassification"],
       model_type: "bert",
       vocab_size: tok.vocabSize,
-      num_hidden_layers: o.nLayer,
+      num_hidden_layers: options.nLayer,
       hidden_size: hidden,
-      num_attention_heads: o.nHead,
-      max_position_embeddings: o.nPositions,
-      intermediate_size: o.nInner ?? 4 * hidden,
+      num_attention_heads: options.nHead,
+      max_position_embeddings: options.nPositions,
+      intermediate_size: options.nInner ?? 4 * hidden,
       pad_token_id: tok.padTokenId ?? 0,
       num_labels: labels.length,
       id2label,
@@ -230,71 +230,20 @@ function modelConfig(o: InitModelOptions, tok: Tokenizer): GPT2Config | BertConf
  * metadata `{"format":"pt"}`) and the tokenizer files; `vocab_size` is the tokenizer's. Nothing is written when a
  * check fails (sizes, labels, tokenizer, a non-empty outDir without `force`); problems with the options themselves
  * throw {@linkcode InitModelUsageError}. Messages name the `cli.ts init-model` flags.
- * @param o what to make
+ * @param options what to make
  * @returns what was written
  */
-export async function initModel(o: InitModelOptions): Promise<InitModelResult> {
-  const usage = (message: string) => new InitModelUsageError(message);
-  if (o.like === undefined) throw usage("init-model: --like gpt2|bert is required");
-  if (o.like !== "gpt2" && o.like !== "bert") throw usage(`--like must be gpt2 or bert (got ${show(o.like)})`);
-  if ((o.vocab === undefined) === (o.tokenizer === undefined)) {
-    throw usage("init-model: give exactly one of --vocab FILE (a BERT vocab.txt) and --tokenizer DIR");
-  }
-  for (const [flag, v] of [["--n-layer", o.nLayer], ["--n-embd", o.nEmbd], ["--n-head", o.nHead]] as const) {
-    checkSize(flag, v);
-  }
-  checkSize("--n-positions", o.nPositions);
-  checkSize("--n-inner", o.nInner);
-  const embd = o.nEmbd ?? 768, heads = o.nHead ?? 12;
-  if (embd % heads !== 0) {
-    const what = (flag: string, v: number, given: unknown) =>
-      `${flag} (${v}${given === undefined ? ", the default" : ""})`;
-    throw usage(`${what("--n-head", heads, o.nHead)} must divide ${what("--n-embd", embd, o.nEmbd)}`);
-  }
-  const seed = o.seed ?? 0;
-  if (!(Number.isInteger(seed) && seed >= 0 && seed <= MAX_SEED)) {
-    throw usage(`--seed must be an integer in [0, ${MAX_SEED}] (got ${show(seed)})`);
-  }
-  if (o.labels !== undefined) {
-    if (o.like !== "bert") throw usage("--labels is for --like bert (a sequence classifier)");
-    if (o.labels.length === 0 || o.labels.some((l) => l.trim() === "")) {
-      throw usage(`--labels needs comma-separated class names (got ${show(o.labels.join(","))})`);
-    }
-    const dup = o.labels.find((l, i) => o.labels!.indexOf(l) !== i);
-    if (dup !== undefined) throw usage(`--labels names ${show(dup)} twice`);
-  }
-  if (!o.outDir) throw usage("init-model: --out DIR is required");
-  const out = o.outDir.replace(/(.)\/+$/, "$1");
-  const existing = await statOrNull(out);
-  const present: string[] = [];
-  if (existing) {
-    if (!existing.isDirectory) throw new Error(`--out ${out}: exists and is not a folder`);
-    for await (const e of Deno.readDir(out)) present.push(e.name);
-    present.sort();
-    if (present.length && !o.force) {
-      throw new Error(
-        `--out ${out} is not empty (${present.slice(0, 4).join(", ")}${present.length > 4 ? ", …" : ""}): ` +
-          "give --force to write the model there (its model and tokenizer files are replaced), or another --out",
-      );
-    }
-  }
+export async function initModel(options: InitModelOptions): Promise<InitModelResult> {
+  const seed = checkInitOptions(options);
+  const out = options.outDir.replace(/(.)\/+$/, "$1");
+  const present = await outDirContents(out, Boolean(options.force));
   await Deno.mkdir(dirname(out), { recursive: true });
   // Everything is made in a staging folder beside outDir and moved in at the end.
   const staging = await Deno.makeTempDir({ dir: dirname(out), prefix: `.${basename(out)}.init-` });
   try {
-    const tok = await stageTokenizer(o, staging);
-    const config = modelConfig(o, tok);
-    const spec = o.like === "gpt2"
-      ? GPT2LMHeadModel.paramSpec(config as GPT2Config)
-      : BertForSequenceClassification.paramSpec(config as BertConfig);
-    const host = randomParams(spec, seed);
-    let parameters = 0;
-    const tensors = new Map<string, { dtype: "F32"; shape: number[]; data: Float32Array }>();
-    for (const [name, t] of host) {
-      parameters += t.data.length;
-      tensors.set(name, { dtype: "F32", shape: t.shape, data: t.data as Float32Array });
-    }
-    await writeSafetensors(join(staging, "model.safetensors"), tensors, { format: "pt" });
+    const tokenizer = await stageTokenizer(options, staging);
+    const config = modelConfig(options, tokenizer);
+    const parameters = await writeRandomWeights(options.like, config, seed, staging);
     await writeJsonAtomic(join(staging, "config.json"), config);
     await Deno.mkdir(out, { recursive: true });
     const replaced = present.filter((f) => MODEL_FILES.includes(f));
@@ -307,6 +256,88 @@ export async function initModel(o: InitModelOptions): Promise<InitModelResult> {
   } finally {
     await Deno.remove(staging, { recursive: true }).catch(() => {});
   }
+}
+
+/** Checks the options (throwing {@linkcode InitModelUsageError}, naming the flags); returns the seed. */
+function checkInitOptions(options: InitModelOptions): number {
+  const usage = (message: string) => new InitModelUsageError(message);
+  if (options.like === undefined) throw usage("init-model: --like gpt2|bert is required");
+  if (options.like !== "gpt2" && options.like !== "bert") {
+    throw usage(`--like must be gpt2 or bert (got ${show(options.like)})`);
+  }
+  if ((options.vocab === undefined) === (options.tokenizer === undefined)) {
+    throw usage("init-model: give exactly one of --vocab FILE (a BERT vocab.txt) and --tokenizer DIR");
+  }
+  checkSizes(options);
+  const seed = options.seed ?? 0;
+  if (!(Number.isInteger(seed) && seed >= 0 && seed <= MAX_SEED)) {
+    throw usage(`--seed must be an integer in [0, ${MAX_SEED}] (got ${show(seed)})`);
+  }
+  const labels = options.labels;
+  if (labels !== undefined) {
+    if (options.like !== "bert") throw usage("--labels is for --like bert (a sequence classifier)");
+    if (labels.length === 0 || labels.some((l) => l.trim() === "")) {
+      throw usage(`--labels needs comma-separated class names (got ${show(labels.join(","))})`);
+    }
+    const duplicate = labels.find((l, i) => labels.indexOf(l) !== i);
+    if (duplicate !== undefined) throw usage(`--labels names ${show(duplicate)} twice`);
+  }
+  if (!options.outDir) throw usage("init-model: --out DIR is required");
+  return seed;
+}
+
+/** Checks the size flags, and that the number of heads divides the width (defaults 12 and 768). */
+function checkSizes(options: InitModelOptions): void {
+  const sizes = [["--n-layer", options.nLayer], ["--n-embd", options.nEmbd], ["--n-head", options.nHead]] as const;
+  for (const [flag, value] of sizes) checkSize(flag, value);
+  checkSize("--n-positions", options.nPositions);
+  checkSize("--n-inner", options.nInner);
+  const embd = options.nEmbd ?? 768, heads = options.nHead ?? 12;
+  if (embd % heads !== 0) {
+    const what = (flag: string, v: number, given: unknown) =>
+      `${flag} (${v}${given === undefined ? ", the default" : ""})`;
+    throw new InitModelUsageError(
+      `${what("--n-head", heads, options.nHead)} must divide ${what("--n-embd", embd, options.nEmbd)}`,
+    );
+  }
+}
+
+/** The names in `out` (sorted; none when it does not exist); throws for a file, or a non-empty folder without force. */
+async function outDirContents(out: string, force: boolean): Promise<string[]> {
+  const existing = await statOrNull(out);
+  const present: string[] = [];
+  if (!existing) return present;
+  if (!existing.isDirectory) throw new Error(`--out ${out}: exists and is not a folder`);
+  for await (const e of Deno.readDir(out)) present.push(e.name);
+  present.sort();
+  if (present.length && !force) {
+    throw new Error(
+      `--out ${out} is not empty (${present.slice(0, 4).join(", ")}${present.length > 4 ? ", …" : ""}): ` +
+        "give --force to write the model there (its model and tokenizer files are replaced), or another --out",
+    );
+  }
+  return present;
+}
+
+/** Writes `model.safetensors` with seeded random weights for `config`; returns the number of parameters. */
+async function writeRandomWeights(
+  like: "gpt2" | "bert",
+  config: GPT2Config | BertConfig,
+  seed: number,
+  dir: string,
+): Promise<number> {
+  const spec = like === "gpt2"
+    ? GPT2LMHeadModel.paramSpec(config as GPT2Config)
+    : BertForSequenceClassification.paramSpec(config as BertConfig);
+  const host = randomParams(spec, seed);
+  let parameters = 0;
+  const tensors = new Map<string, { dtype: "F32"; shape: number[]; data: Float32Array }>();
+  for (const [name, t] of host) {
+    parameters += t.data.length;
+    tensors.set(name, { dtype: "F32", shape: t.shape, data: t.data as Float32Array });
+  }
+  await writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
+  return parameters;
 }
 
 /**
