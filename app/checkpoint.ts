@@ -124,29 +124,8 @@ export async function saveCheckpoint(
   await Deno.mkdir(tmp, { recursive: true });
   try {
     await policy.savePretrained(tmp);
-    if (options.sideFilesFrom) {
-      for (const f of MODEL_SIDE_FILES) {
-        const from = `${options.sideFilesFrom}/${f}`;
-        if (await exists(`${tmp}/${f}`) || !(await exists(from))) continue;
-        await Deno.copyFile(from, `${tmp}/${f}`);
-      }
-    }
-    const tensors: Record<string, SafetensorsWriteTensor> = {};
-    const steps: Record<string, number> = {};
-    for (const [idx, st] of Object.entries(trainer.optimizer.state)) {
-      steps[idx] = st.step;
-      for (const [buf, arr] of Object.entries(st)) {
-        if (arr instanceof Float32Array) tensors[`${idx}.${buf}`] = { dtype: "F32", shape: [arr.length], data: arr };
-      }
-    }
-    await writeSafetensors(`${tmp}/optimizer.safetensors`, tensors);
-    const { optimizer, ...rest } = trainer;
-    await writeJsonAtomic(`${tmp}/trainer_state.json`, {
-      format: "rlhf-webgpu-checkpoint-1",
-      step,
-      trainer: { ...rest, optimizer: { paramGroups: optimizer.paramGroups, steps } },
-      run,
-    });
+    if (options.sideFilesFrom) await copySideFiles(options.sideFilesFrom, tmp);
+    await writeTrainerState(tmp, step, trainer, run);
     await writeManifest(tmp);
     if (await exists(final)) await Deno.remove(final, { recursive: true });
     await Deno.rename(tmp, final);
@@ -155,18 +134,56 @@ export async function saveCheckpoint(
     throw e;
   }
   await writeJsonAtomic(`${outDir}/latest.json`, { checkpoint: name, step });
-  // Prune older checkpoints (never the one just written).
-  const all: number[] = [];
+  await pruneCheckpoints(outDir, step, options.totalLimit);
+  return final;
+}
+
+/** Copies the {@linkcode MODEL_SIDE_FILES} that `from` has and `dir` lacks. */
+async function copySideFiles(from: string, dir: string): Promise<void> {
+  for (const f of MODEL_SIDE_FILES) {
+    const source = `${from}/${f}`;
+    if (await exists(`${dir}/${f}`) || !(await exists(source))) continue;
+    await Deno.copyFile(source, `${dir}/${f}`);
+  }
+}
+
+/** Writes `optimizer.safetensors` (the moments, `<param>.<buffer>`) and `trainer_state.json` (everything else). */
+async function writeTrainerState(dir: string, step: number, trainer: PPOTrainerState, run: RunState): Promise<void> {
+  const tensors: Record<string, SafetensorsWriteTensor> = {};
+  const steps: Record<string, number> = {};
+  for (const [idx, st] of Object.entries(trainer.optimizer.state)) {
+    steps[idx] = st.step;
+    for (const [buf, arr] of Object.entries(st)) {
+      if (arr instanceof Float32Array) tensors[`${idx}.${buf}`] = { dtype: "F32", shape: [arr.length], data: arr };
+    }
+  }
+  await writeSafetensors(`${dir}/optimizer.safetensors`, tensors);
+  const { optimizer, ...rest } = trainer;
+  await writeJsonAtomic(`${dir}/trainer_state.json`, {
+    format: "rlhf-webgpu-checkpoint-1",
+    step,
+    trainer: { ...rest, optimizer: { paramGroups: optimizer.paramGroups, steps } },
+    run,
+  });
+}
+
+/** The steps of the `checkpoint-N` folders in `outDir`, in no particular order. */
+async function checkpointSteps(outDir: string): Promise<number[]> {
+  const steps: number[] = [];
   for await (const e of Deno.readDir(outDir)) {
     const m = /^checkpoint-(\d+)$/.exec(e.name);
-    if (e.isDirectory && m) all.push(Number(m[1]));
+    if (e.isDirectory && m) steps.push(Number(m[1]));
   }
-  all.sort((a, b) => b - a);
-  const keep = options.totalLimit && options.totalLimit > 0 ? options.totalLimit : Infinity;
+  return steps;
+}
+
+/** Keeps the newest `totalLimit` checkpoints (all when absent or 0), never removing the one of `justSaved`. */
+async function pruneCheckpoints(outDir: string, justSaved: number, totalLimit?: number): Promise<void> {
+  const all = (await checkpointSteps(outDir)).sort((a, b) => b - a);
+  const keep = totalLimit && totalLimit > 0 ? totalLimit : Infinity;
   for (const s of all.slice(Math.max(1, keep))) {
-    if (s !== step) await Deno.remove(`${outDir}/checkpoint-${s}`, { recursive: true }).catch(() => {});
+    if (s !== justSaved) await Deno.remove(`${outDir}/checkpoint-${s}`, { recursive: true }).catch(() => {});
   }
-  return final;
 }
 
 /**
@@ -179,6 +196,29 @@ export async function loadCheckpoint(
   outDir: string,
   log: (line: string) => void = () => {},
 ): Promise<LoadedCheckpoint | null> {
+  const candidates = await checkpointCandidates(outDir, log);
+  if (candidates === null) return null;
+  const problems: string[] = [];
+  for (const name of candidates) {
+    const dir = `${outDir}/${name}`;
+    if (!(await exists(dir))) {
+      problems.push(`${dir}: missing`);
+      continue;
+    }
+    const { loaded, why } = await tryLoadCheckpointDir(dir);
+    if (loaded) {
+      if (problems.length) log(`resume: using ${dir} instead (${problems.length} newer checkpoint(s) damaged)`);
+      return loaded;
+    }
+    problems.push(`${dir}: ${why}`);
+    log(`resume: skipping damaged checkpoint ${dir}: ${why}`);
+  }
+  if (problems.length) throw new Error(`no intact checkpoint in ${outDir}: ${problems.join("; ")}`);
+  return null;
+}
+
+/** Checkpoint folder names to try, best first: latest.json's, then the others newest first (null: no outDir). */
+async function checkpointCandidates(outDir: string, log: (line: string) => void): Promise<string[] | null> {
   const candidates: string[] = [];
   const latestFile = `${outDir}/latest.json`;
   if (await exists(latestFile)) {
@@ -191,41 +231,22 @@ export async function loadCheckpoint(
       log(`${latestFile}: unreadable (${(e as Error).message}); looking for checkpoints`);
     }
   }
-  const found: number[] = [];
   if (!(await exists(outDir))) return null;
-  for await (const e of Deno.readDir(outDir)) {
-    const m = /^checkpoint-(\d+)$/.exec(e.name);
-    if (e.isDirectory && m) found.push(Number(m[1]));
-  }
-  for (const s of found.sort((a, b) => b - a)) {
+  for (const s of (await checkpointSteps(outDir)).sort((a, b) => b - a)) {
     if (!candidates.includes(`checkpoint-${s}`)) candidates.push(`checkpoint-${s}`);
   }
-  const problems: string[] = [];
-  for (const name of candidates) {
-    const dir = `${outDir}/${name}`;
-    if (!(await exists(dir))) {
-      problems.push(`${dir}: missing`);
-      continue;
-    }
-    const damage = await checkpointDamage(dir);
-    let loaded: LoadedCheckpoint | null = null;
-    let why = damage;
-    if (!damage) {
-      try {
-        loaded = await loadCheckpointDir(dir);
-      } catch (e) {
-        why = (e as Error).message;
-      }
-    }
-    if (loaded) {
-      if (problems.length) log(`resume: using ${dir} instead (${problems.length} newer checkpoint(s) damaged)`);
-      return loaded;
-    }
-    problems.push(`${dir}: ${why}`);
-    log(`resume: skipping damaged checkpoint ${dir}: ${why}`);
+  return candidates;
+}
+
+/** One checkpoint folder loaded, or why not (its damage, or the error reading it). */
+async function tryLoadCheckpointDir(dir: string): Promise<{ loaded: LoadedCheckpoint | null; why: string | null }> {
+  const damage = await checkpointDamage(dir);
+  if (damage) return { loaded: null, why: damage };
+  try {
+    return { loaded: await loadCheckpointDir(dir), why: null };
+  } catch (e) {
+    return { loaded: null, why: (e as Error).message };
   }
-  if (problems.length) throw new Error(`no intact checkpoint in ${outDir}: ${problems.join("; ")}`);
-  return null;
 }
 
 /** Loads one checkpoint folder (assumed verified). Clear errors for damaged files. */
