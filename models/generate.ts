@@ -7,7 +7,7 @@
  */
 
 import { empty, keep, noGrad, runtime, type Tensor, tensor, tidy } from "../engine/tensor.ts";
-import { f32Bits } from "../engine/runtime.ts";
+import { SAMPLE } from "../engine/kernels/sampling.ts";
 import { zeros } from "../engine/ops/elementwise.ts";
 import { reshape, slice } from "../engine/ops/shape.ts";
 import { matmul } from "../engine/ops/matmul.ts";
@@ -70,7 +70,6 @@ export class TokenSampler {
   /** i32 bit set of the suppressed tokens (one word when none). */
   readonly suppress: Tensor;
   #suppressWords: number;
-  #params = new Uint32Array(12);
 
   /** Allocates the state buffers for `batch` rows and `maxNew` columns. */
   constructor(
@@ -105,26 +104,22 @@ export class TokenSampler {
     if (logits.shape.join() !== [this.batch, this.vocab].join()) {
       throw new Error(`TokenSampler: logits must be [${this.batch}, ${this.vocab}], got [${logits.shape}]`);
     }
-    this.#params.set([
-      this.vocab,
+    const params = {
+      vocab: this.vocab,
       step,
-      this.maxNew,
-      o.doSample ? 0 : 1,
-      o.topK ?? 0,
-      (o.eosTokenId ?? -1) >>> 0,
-      (o.padTokenId ?? 0) >>> 0,
-      o.minNewTokens ?? 0,
-      (o.seed ?? 0) >>> 0,
-      f32Bits(o.temperature ?? 1),
-      f32Bits(o.topP ?? 1),
-      this.#suppressWords,
-    ]);
-    runtime().dispatch(
-      { shader: "sample", bindings: ["read", "rw", "rw", "rw", "read"] },
-      [logits.storage, this.finished.storage, this.tokens.storage, this.nextIds.storage, this.suppress.storage],
-      this.#params,
-      [this.batch],
-    );
+      max_new: this.maxNew,
+      greedy: o.doSample ? 0 : 1,
+      top_k: o.topK ?? 0,
+      eos: o.eosTokenId ?? -1,
+      pad: o.padTokenId ?? 0,
+      min_new: o.minNewTokens ?? 0,
+      seed: (o.seed ?? 0) >>> 0,
+      temperature: o.temperature ?? 1,
+      top_p: o.topP ?? 1,
+      suppress_words: this.#suppressWords,
+    };
+    const state = { finished: this.finished.storage, tokens: this.tokens.storage, next_ids: this.nextIds.storage };
+    runtime().run(SAMPLE, params, { logits: logits.storage, ...state, suppress: this.suppress.storage }, [this.batch]);
   }
 
   /** Frees the GPU buffers. */

@@ -4,7 +4,8 @@
  * @module
  */
 
-import { f32Bits, grid1d } from "../engine/runtime.ts";
+import { grid1d } from "../engine/runtime.ts";
+import { PPO_KL, PPO_LOSS, PPO_LOSS_GRAD } from "../engine/kernels/loss.ts";
 import { check, empty, runtime, type Tensor } from "../engine/tensor.ts";
 import { needsGrad, record, saveForBackward } from "../engine/autograd.ts";
 // Side effect: installs the ops autograd needs (ones for a scalar root, add for accumulation).
@@ -178,24 +179,18 @@ export function ppoLoss(inputs: PPOLossInputs, data: PPOLossData, options: PPOLo
   parts.forEach((t, k) => {
     if (t) rt.copy(t.storage, 0, packed.storage, k * n * 4, n * 4);
   });
-  const uniforms = [
+  const uniforms = {
     n,
-    data.entropy ? 1 : 0,
-    f32Bits(cliprange),
-    f32Bits(cliprangeValue),
-    f32Bits(vfCoef),
-    f32Bits(ratioThreshold),
-    0,
-    0,
-  ];
+    has_entropy: data.entropy ? 1 : 0,
+    cliprange,
+    cliprange_value: cliprangeValue,
+    vf_coef: vfCoef,
+    ratio_threshold: ratioThreshold,
+  };
   const loss = empty([]);
   const stats = empty([PPO_STATS_SIZE]);
-  rt.dispatch(
-    { shader: "ppo_loss", bindings: ["read", "read", "read", "rw", "rw"] },
-    [logprobs.storage, vpreds.storage, packed.storage, stats.storage, loss.storage],
-    uniforms,
-    [1],
-  );
+  const policy = { lp: logprobs.storage, vp: vpreds.storage, packed: packed.storage };
+  rt.run(PPO_LOSS, uniforms, { ...policy, stats: stats.storage, scalar: loss.storage }, [1]);
   if (!needsGrad(logprobs, vpreds)) {
     packed.dispose();
     return { loss, stats };
@@ -205,12 +200,8 @@ export function ppoLoss(inputs: PPOLossInputs, data: PPOLossData, options: PPOLo
   packed.dispose();
   record(loss, op, [logprobs, vpreds], (g) => {
     const dlp = empty(shape), dvp = empty(shape);
-    runtime().dispatch(
-      { shader: "ppo_loss", entry: "grad", bindings: ["read", "read", "read", "rw", "rw", "rw", "rw"] },
-      [sl.storage, sv.storage, sp.storage, ss.storage, g.storage, dlp.storage, dvp.storage],
-      uniforms,
-      grid1d(n),
-    );
+    const saved = { lp: sl.storage, vp: sv.storage, packed: sp.storage, stats: ss.storage, scalar: g.storage };
+    runtime().run(PPO_LOSS_GRAD, uniforms, { ...saved, dlp: dlp.storage, dvp: dvp.storage }, grid1d(n));
     return [dlp, dvp];
   }, [sl, sv, sp, ss]);
   return { loss, stats };
@@ -240,11 +231,7 @@ export function fullKl(logits: Tensor, refLogits: Tensor, temperature = 1): Tens
   check(V > 0, op, "empty vocabulary axis");
   const rows = lead.reduce((a, d) => a * d, 1);
   const out = empty(lead);
-  runtime().dispatch(
-    { shader: "ppo_kl", bindings: ["read", "read", "rw"] },
-    [logits.storage, refLogits.storage, out.storage],
-    [rows, V, f32Bits(1 / temperature), 0],
-    grid1d(rows, 1),
-  );
+  const bindings = { x: logits.storage, y: refLogits.storage, kl: out.storage };
+  runtime().run(PPO_KL, { rows, n: V, inv_temp: 1 / temperature }, bindings, grid1d(rows, 1));
   return out;
 }

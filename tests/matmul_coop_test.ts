@@ -173,15 +173,15 @@ Deno.test("mixed matmul: scaled gradient-sized operands keep their precision; sp
     const a = Float32Array.from(randArray(M * K, 7, -1e-7, 1e-7)), b = Float32Array.from(randArray(K * N, 8));
     const ta = tensor(a, [M, K]), tb = tensor(b, [K, N]);
     const y = gemm({
-      a: { s: ta.storage, trans: false, strides: [], scaled: true },
-      b: { s: tb.storage, trans: false, strides: [], scaled: true },
+      a: { storage: ta.storage, trans: false, strides: [], scaled: true },
+      b: { storage: tb.storage, trans: false, strides: [], scaled: true },
       batch: [],
       M,
       N,
       K,
       alpha: 1,
       bias: null,
-      epi: NO_EPILOGUE,
+      epilogue: NO_EPILOGUE,
       outShape: [M, N],
     });
     const want = mixedReference(a, b, M, N, K, { scaleA: true, scaleB: true });

@@ -5,26 +5,26 @@ import { assert, assertClose, gradCheck, randArray, ready } from "./helpers.ts";
 import { refEpilogue, refMatmul } from "./matmul_ref.ts";
 import { noGrad, runtime, type Tensor, tensor } from "../engine/tensor.ts";
 import { linear, matmul, type MatmulTuningPatch, resetMatmulTuning, setMatmulTuning } from "../engine/ops/matmul.ts";
-import type { KernelSpec } from "../engine/runtime.ts";
+import type { Kernel } from "../engine/kernel.ts";
 
 const numel = (s: readonly number[]) => s.reduce((x, y) => x * y, 1);
 const t32 = (d: Float64Array, shape: number[]) => tensor(Float32Array.from(d), shape);
 
 /** Runs `fn` and returns the shader names (with ROWS for the matrix–vector kernel) it dispatched. */
 function kernels(fn: () => unknown): string[] {
-  const rt = runtime(), orig = rt.dispatch, seen: string[] = [];
-  rt.dispatch = function (
-    spec: KernelSpec,
-    ...rest: Parameters<typeof orig> extends [unknown, ...infer R] ? R : never
-  ) {
-    const rows = spec.constants?.ROWS;
-    seen.push(spec.shader + (rows !== undefined ? `/${rows}` : "") + (spec.entry ? `:${spec.entry}` : ""));
-    return orig.call(this, spec, ...rest);
+  const rt = runtime(), orig = rt.run, seen: string[] = [];
+  const record = (k: Kernel, overrides?: Readonly<Record<string, number>>) => {
+    const rows = overrides?.ROWS;
+    seen.push(k.shader + (rows !== undefined ? `/${rows}` : "") + (k.entry !== "main" ? `:${k.entry}` : ""));
+  };
+  rt.run = (k, params, bindings, grid, overrides) => {
+    record(k as Kernel, overrides as Record<string, number> | undefined);
+    orig.call(rt, k, params, bindings, grid, overrides);
   };
   try {
     fn();
   } finally {
-    rt.dispatch = orig;
+    rt.run = orig;
   }
   return seen;
 }

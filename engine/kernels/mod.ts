@@ -5,17 +5,27 @@
  */
 
 import type { Kernel } from "../kernel.ts";
+import * as attention from "./attention.ts";
 import * as elementwise from "./elementwise.ts";
 import * as indexing from "./indexing.ts";
+import * as loss from "./loss.ts";
+import * as matmul from "./matmul.ts";
+import * as optim from "./optim.ts";
 import * as random from "./random.ts";
 import * as reduce from "./reduce.ts";
+import * as sampling from "./sampling.ts";
 
 /** The kernel families: module name → its exported kernels. */
 const FAMILIES: Readonly<Record<string, Readonly<Record<string, unknown>>>> = {
+  attention,
   elementwise,
   indexing,
+  loss,
+  matmul,
+  optim,
   random,
   reduce,
+  sampling,
 };
 
 /** Every declared kernel with the name it is exported under (`family.NAME`). */

@@ -11,8 +11,20 @@
  * @module
  */
 
-import { f32Bits, grid1d, type KernelSpec } from "../runtime.ts";
+import { grid1d, type Storage } from "../runtime.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
+import type { Kernel } from "../kernel.ts";
+import {
+  ATTENTION,
+  ATTENTION_DELTA,
+  ATTENTION_GRAD_KV,
+  ATTENTION_GRAD_Q,
+  ATTENTION_TILED,
+  ATTENTION_TILED_GRAD_KV,
+  ATTENTION_TILED_GRAD_Q,
+  type AttentionParams,
+  WRITE_KV,
+} from "../kernels/attention.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 import { dropoutRng } from "./dropout.ts";
 import { mathAttention } from "./attention_math.ts";
@@ -148,7 +160,7 @@ type TiledKernel = "fwd" | "grad_q" | "grad_kv";
 
 /** A tile configuration resolved for a head size: override constants, rows per block and cost. */
 interface TileLayout {
-  constants: Record<string, number>;
+  constants: { DH: number; TQ: number; TC: number; BT: number; SR: number };
   rows: number;
   threads: number;
   bytes: number;
@@ -183,6 +195,34 @@ function pickTile(kind: TiledKernel, D: number, blockRows: number, BH: number): 
 
 const MASK_KIND = { none: 0, i32: 1, f32: 2 } as const;
 
+/** A validated attention call: its sizes, mask and the uniforms every attention kernel shares. */
+interface AttentionPlan {
+  B: number;
+  H: number;
+  Tq: number;
+  /** Valid keys (kvLength) and stored key rows per (b, h). */
+  Tk: number;
+  Tcap: number;
+  D: number;
+  /** B·H. */
+  BH: number;
+  /** The key padding mask, if any. */
+  mask: Tensor | undefined;
+  /** Override `MASK`: 0 none, 1 i32, 2 f32. */
+  maskKind: number;
+  /** Multiplier of q·k. */
+  scale: number;
+  /** Whether dropout is on. */
+  dropOn: boolean;
+  /** The kernels' uniforms but `rows` and `nblk` (set per kernel by {@linkcode attentionParams}). */
+  uniforms: Omit<AttentionParams, "rows" | "nblk">;
+}
+
+/** The uniforms of a dispatch over `rows` rows (or workgroups) with `nblk` blocks per (b, h). */
+function attentionParams(plan: AttentionPlan, rows: number, nblk = 0): AttentionParams {
+  return { ...plan.uniforms, rows, nblk };
+}
+
 /**
  * `softmax(scale · q kᵀ + masks) · v` for q `[B, H, Tq, D]` and k, v `[B, H, Tk, D]`, like
  * `torch.nn.functional.scaled_dot_product_attention`. Query i sits at absolute position Tk − Tq + i,
@@ -202,154 +242,187 @@ const MASK_KIND = { none: 0, i32: 1, f32: 2 } as const;
  * @returns f32 `[B, H, Tq, D]`
  */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  const plan = attentionPlan(q, k, v, options);
+  const { B, H, Tq, Tk, Tcap, BH } = plan;
+  const scoreBytes = 4 * BH * Tq * Tk;
+  const rt = runtime();
+  if (
+    Tq >= tuning.minMathQueries && Tk === Tcap && Tk > 0 &&
+    scoreBytes <= Math.min(tuning.maxMathScoreBytes, rt.maxStorageBindingBytes)
+  ) {
+    const { maskKind, scale, dropOn } = plan;
+    const params = attentionParams(plan, BH * Tq);
+    return mathAttention(q, k, v, { params, maskKind, mask: plan.mask ?? q, scale, dropOn });
+  }
+  const out = empty(q.shape);
+  const lse = empty([B, H, Tq]);
+  attentionForward(plan, { q: q.storage, k: k.storage, v: v.storage, mask: (plan.mask ?? q).storage }, out, lse);
+  if (!needsGrad(q, k, v)) {
+    lse.dispose();
+    return out;
+  }
+  const saved = [q, k, v, out, lse, ...(plan.mask ? [plan.mask] : [])].map(saveForBackward);
+  lse.dispose();
+  const [sq, sk, sv, so, slse, smask] = saved;
+  return record(out, "scaledDotProductAttention", [q, k, v], (g) => {
+    const inputs = { q: sq, k: sk, v: sv, mask: smask ?? sq, dout: g, lse: slse };
+    return attentionBackward(plan, inputs, so, { q: q.requiresGrad, k: k.requiresGrad, v: v.requiresGrad });
+  }, saved);
+}
+
+/** Checks the operands and options of {@linkcode scaledDotProductAttention}; returns its plan. */
+function attentionPlan(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions): AttentionPlan {
   const op = "scaledDotProductAttention";
   for (const [name, t] of [["q", q], ["k", k], ["v", v]] as const) {
-    check(
-      t.dtype === "f32" && t.ndim === 4,
-      op,
-      `${name} must be an f32 [B, H, T, D] tensor, got ${t.dtype} [${t.shape}]`,
-    );
+    const ok = t.dtype === "f32" && t.ndim === 4;
+    check(ok, op, `${name} must be an f32 [B, H, T, D] tensor, got ${t.dtype} [${t.shape}]`);
   }
   const [B, H, Tq, D] = q.shape;
   const Tcap = k.shape[2];
-  check(
-    k.shape[0] === B && k.shape[1] === H && k.shape[3] === D,
-    op,
-    `k [${k.shape}] does not match q [${q.shape}] (expected [${B}, ${H}, Tk, ${D}])`,
-  );
+  const kOk = k.shape[0] === B && k.shape[1] === H && k.shape[3] === D;
+  check(kOk, op, `k [${k.shape}] does not match q [${q.shape}] (expected [${B}, ${H}, Tk, ${D}])`);
   check(v.shape.join() === k.shape.join(), op, `v [${v.shape}] must have the shape of k [${k.shape}]`);
   check(D >= 1 && D <= MAX_HEAD_DIM, op, `head size D must be in [1, ${MAX_HEAD_DIM}], got ${D}`);
   const Tk = options.kvLength ?? Tcap;
-  check(
-    Number.isInteger(Tk) && Tk >= 0 && Tk <= Tcap,
-    op,
-    `kvLength must be an integer in [0, ${Tcap}] (k is [${k.shape}]), got ${options.kvLength}`,
-  );
+  const tkOk = Number.isInteger(Tk) && Tk >= 0 && Tk <= Tcap;
+  check(tkOk, op, `kvLength must be an integer in [0, ${Tcap}] (k is [${k.shape}]), got ${options.kvLength}`);
   const mask = options.keyPaddingMask;
-  if (mask) {
-    check(
-      options.kvLength === undefined
-        ? mask.ndim === 2 && mask.shape[0] === B && mask.shape[1] === Tk
-        : mask.ndim === 2 && mask.shape[0] === B && mask.shape[1] >= Tk,
-      op,
-      options.kvLength === undefined
-        ? `keyPaddingMask must be [B, Tk] = [${B}, ${Tk}], got [${mask.shape}]`
-        : `keyPaddingMask must be [B, ≥ kvLength] = [${B}, ≥ ${Tk}], got [${mask.shape}]`,
-    );
-  }
+  if (mask) checkPaddingMask(mask, B, Tk, options.kvLength !== undefined);
   const scale = options.scale ?? 1 / Math.sqrt(D);
   check(Number.isFinite(scale), op, `scale must be finite, got ${scale}`);
   const p = options.dropoutP ?? 0;
   const dropOn = p > 0 && options.training !== false;
   const rng = dropoutRng(options.seed ?? Math.floor(Math.random() * 2 ** 32), p, op);
-
-  const rt = runtime();
-  const BH = B * H;
-  const rows = BH * Tq;
-  const mstride = mask ? mask.shape[1] : Tk;
-  // words 0 (rows / workgroups) and 13 (blocks per (b, h)) are set per kernel
-  const params = (first: number, nblk = 0) => [
-    first,
+  const uniforms = {
     H,
     Tq,
     Tk,
     D,
-    options.causal ? 1 : 0,
-    dropOn ? 1 : 0,
-    rng.threshold,
-    rng.key,
-    f32Bits(rng.scale),
-    f32Bits(scale),
+    causal: options.causal ? 1 : 0,
+    drop_on: dropOn ? 1 : 0,
+    drop_threshold: rng.threshold,
+    drop_key: rng.key,
+    drop_scale: rng.scale,
+    scale,
     Tcap,
-    mstride,
-    nblk,
-  ];
-  const maskKind = mask ? MASK_KIND[mask.dtype] : MASK_KIND.none;
-  const tiled = (kind: TiledKernel, blockRows: number) =>
-    Tq >= tuning.minTiledQueries && Tk > 0 ? pickTile(kind, D, blockRows, BH) : null;
-  /** Records a tiled kernel over `blockRows` rows per (b, h); false when no tile applies. */
-  const runTiled = (kind: TiledKernel, blockRows: number, bindings: Tensor[], nrw: number): boolean => {
-    const t = tiled(kind, blockRows);
-    if (!t) return false;
-    const nblk = Math.ceil(blockRows / t.rows);
-    rt.dispatch(
-      {
-        shader: "attention_tiled",
-        entry: kind,
-        bindings: [...new Array(bindings.length - nrw).fill("read"), ...new Array(nrw).fill("rw")],
-        constants: { ...t.constants, MASK: maskKind },
-      },
-      bindings.map((x) => x.storage),
-      params(BH * nblk, nblk),
-      grid1d(BH * nblk, 1),
-    );
-    return true;
+    mstride: mask ? mask.shape[1] : Tk,
   };
-  const maskT = mask ?? q;
-  const scoreBytes = 4 * BH * Tq * Tk;
-  if (
-    Tq >= tuning.minMathQueries && Tk === Tcap && Tk > 0 &&
-    scoreBytes <= Math.min(tuning.maxMathScoreBytes, rt.maxStorageBindingBytes)
-  ) {
-    return mathAttention(q, k, v, { params: params(rows), maskKind, mask: maskT, scale, dropOn });
+  const maskKind = mask ? MASK_KIND[mask.dtype] : MASK_KIND.none;
+  return { B, H, Tq, Tk, Tcap, D, BH: B * H, mask, maskKind, scale, dropOn, uniforms };
+}
+
+/** A key padding mask is [B, Tk], or [B, ≥ kvLength] with a KV cache. */
+function checkPaddingMask(mask: Tensor, B: number, Tk: number, cache: boolean): void {
+  const op = "scaledDotProductAttention";
+  if (cache) {
+    const ok = mask.ndim === 2 && mask.shape[0] === B && mask.shape[1] >= Tk;
+    check(ok, op, `keyPaddingMask must be [B, ≥ kvLength] = [${B}, ≥ ${Tk}], got [${mask.shape}]`);
+  } else {
+    const ok = mask.ndim === 2 && mask.shape[0] === B && mask.shape[1] === Tk;
+    check(ok, op, `keyPaddingMask must be [B, Tk] = [${B}, ${Tk}], got [${mask.shape}]`);
   }
-  const out = empty(q.shape);
-  const lse = empty([B, H, Tq]);
-  if (!runTiled("fwd", Tq, [q, k, v, maskT, out, lse], 2)) {
-    rt.dispatch(
-      {
-        shader: "attention",
-        bindings: ["read", "read", "read", "read", "rw", "rw"],
-        constants: { MASK: maskKind },
-      },
-      [q.storage, k.storage, v.storage, maskT.storage, out.storage, lse.storage],
-      params(rows),
-      grid1d(rows, 1),
-    );
+}
+
+type TiledBindings<B extends string> = Readonly<Record<B, Storage>>;
+type TiledOverride = "MASK" | keyof TileLayout["constants"];
+
+/**
+ * Records a tiled kernel over `blockRows` rows per (b, h) (query rows, or key rows for dK/dV); false when no tile
+ * applies (decoding shapes, large heads), and the row kernel is to run instead.
+ */
+function runTiled<B extends string>(
+  plan: AttentionPlan,
+  kind: TiledKernel,
+  k: Kernel<typeof ATTENTION_TILED.params, B, TiledOverride>,
+  blockRows: number,
+  bindings: TiledBindings<B>,
+): boolean {
+  const tile = plan.Tq >= tuning.minTiledQueries && plan.Tk > 0 ? pickTile(kind, plan.D, blockRows, plan.BH) : null;
+  if (!tile) return false;
+  const nblk = Math.ceil(blockRows / tile.rows);
+  const workgroups = plan.BH * nblk;
+  const overrides = { ...tile.constants, MASK: plan.maskKind };
+  runtime().run(k, attentionParams(plan, workgroups, nblk), bindings, grid1d(workgroups, 1), overrides);
+  return true;
+}
+
+/** The forward kernels: out and the per-row logsumexp `lse` (tiled, else one workgroup per query row). */
+function attentionForward(
+  plan: AttentionPlan,
+  inputs: { q: Storage; k: Storage; v: Storage; mask: Storage },
+  out: Tensor,
+  lse: Tensor,
+): void {
+  if (runTiled(plan, "fwd", ATTENTION_TILED, plan.Tq, { ...inputs, out: out.storage, lse_out: lse.storage })) return;
+  const rows = plan.BH * plan.Tq;
+  const bindings = { ...inputs, out: out.storage, lse: lse.storage };
+  runtime().run(ATTENTION, attentionParams(plan, rows), bindings, grid1d(rows, 1), { MASK: plan.maskKind });
+}
+
+/** What the backward kernels read: the saved forward operands, mask and logsumexp, and the output gradient. */
+interface BackwardInputs {
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  mask: Tensor;
+  dout: Tensor;
+  lse: Tensor;
+}
+
+/** dq, dk, dv (null where not wanted) from Δ = rowsum(out · dout) and the recomputed probabilities. */
+function attentionBackward(
+  plan: AttentionPlan,
+  inputs: BackwardInputs,
+  out: Tensor,
+  want: { q: boolean; k: boolean; v: boolean },
+): (Tensor | null)[] {
+  const rt = runtime();
+  const rows = plan.BH * plan.Tq;
+  const delta = empty([plan.B, plan.H, plan.Tq]);
+  const deltaBindings = { o_fwd: out.storage, do_d: inputs.dout.storage, delta_out: delta.storage };
+  rt.run(ATTENTION_DELTA, attentionParams(plan, rows), deltaBindings, grid1d(rows, 64));
+  const common = {
+    q: inputs.q.storage,
+    k: inputs.k.storage,
+    v: inputs.v.storage,
+    mask: inputs.mask.storage,
+    dout: inputs.dout.storage,
+    lse: inputs.lse.storage,
+    dlt: delta.storage,
+  };
+  const dq = want.q ? gradQ(plan, common, inputs.q.shape) : null;
+  let dk: Tensor | null = null, dv: Tensor | null = null;
+  if (want.k || want.v) {
+    [dk, dv] = gradKV(plan, common, inputs.k.shape);
+    if (!want.k) dk = (dk.dispose(), null);
+    if (!want.v) dv = (dv.dispose(), null);
   }
-  if (!needsGrad(q, k, v)) {
-    lse.dispose();
-    return out;
+  delta.dispose();
+  return [dq, dk, dv];
+}
+
+type BackwardBindings = Readonly<Record<keyof BackwardInputs | "dlt", Storage>>;
+
+/** dQ: the tiled kernel, else one workgroup per query row. */
+function gradQ(plan: AttentionPlan, common: BackwardBindings, shape: readonly number[]): Tensor {
+  const dq = empty(shape);
+  const bindings = { ...common, g1: dq.storage };
+  if (!runTiled(plan, "grad_q", ATTENTION_TILED_GRAD_Q, plan.Tq, bindings)) {
+    const rows = plan.BH * plan.Tq;
+    runtime().run(ATTENTION_GRAD_Q, attentionParams(plan, rows), bindings, grid1d(rows, 1), { MASK: plan.maskKind });
   }
-  const saved = [q, k, v, out, lse, ...(mask ? [mask] : [])].map(saveForBackward);
-  lse.dispose();
-  const [sq, sk, sv, so, slse] = saved;
-  return record(out, op, [q, k, v], (g) => {
-    const bwd = (entry: string, n: number): KernelSpec => ({
-      shader: "attention_backward",
-      entry,
-      bindings: [...new Array(7).fill("read"), ...new Array(n - 7).fill("rw")],
-      constants: { MASK: maskKind },
-    });
-    const ms = mask ? saved[5] : sq;
-    const delta = empty([B, H, Tq]);
-    rt.dispatch(
-      { shader: "attention_backward", entry: "delta", bindings: ["read", "read", "rw"] },
-      [so.storage, g.storage, delta.storage],
-      params(rows),
-      grid1d(rows, 64),
-    );
-    const common = [sq, sk, sv, ms, g, slse, delta];
-    let dq: Tensor | null = null, dk: Tensor | null = null, dv: Tensor | null = null;
-    if (q.requiresGrad) {
-      dq = empty(q.shape);
-      if (!runTiled("grad_q", Tq, [...common, dq], 1)) {
-        rt.dispatch(bwd("grad_q", 8), [...common, dq].map((x) => x.storage), params(rows), grid1d(rows, 1));
-      }
-    }
-    if (k.requiresGrad || v.requiresGrad) {
-      dk = empty(k.shape);
-      dv = empty(v.shape);
-      if (!runTiled("grad_kv", Tcap, [...common, dk, dv], 2)) {
-        const n = BH * Tcap;
-        rt.dispatch(bwd("grad_kv", 9), [...common, dk, dv].map((x) => x.storage), params(n), grid1d(n, 1));
-      }
-      if (!k.requiresGrad) dk = (dk.dispose(), null);
-      if (!v.requiresGrad) dv = (dv.dispose(), null);
-    }
-    delta.dispose();
-    return [dq, dk, dv];
-  }, saved);
+  return dq;
+}
+
+/** dK and dV over every stored key row: the tiled kernel, else one workgroup per key row. */
+function gradKV(plan: AttentionPlan, common: BackwardBindings, shape: readonly number[]): [Tensor, Tensor] {
+  const dk = empty(shape), dv = empty(shape);
+  const bindings = { ...common, g1: dk.storage, g2: dv.storage };
+  if (!runTiled(plan, "grad_kv", ATTENTION_TILED_GRAD_KV, plan.Tcap, bindings)) {
+    const n = plan.BH * plan.Tcap;
+    runtime().run(ATTENTION_GRAD_KV, attentionParams(plan, n), bindings, grid1d(n, 1), { MASK: plan.maskKind });
+  }
+  return [dk, dv];
 }
 
 /**
@@ -384,10 +457,6 @@ export function writeKV(cache: Tensor, update: Tensor, offset: number): void {
   check(cache.storage.buffer !== update.storage.buffer, op, "update must not share the cache's buffer");
   const n = update.size;
   if (n === 0) return;
-  runtime().dispatch(
-    { shader: "attention_kv", bindings: ["read", "rw"] },
-    [update.storage, cache.storage],
-    [n, T, D, Tcap, offset],
-    grid1d(n),
-  );
+  const params = { n, T, D, Tcap, offset };
+  runtime().run(WRITE_KV, params, { update: update.storage, cache: cache.storage }, grid1d(n));
 }

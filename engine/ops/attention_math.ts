@@ -13,11 +13,12 @@ import { grid1d, rowWorkgroup } from "../runtime.ts";
 import { empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 import { matmul } from "./matmul.ts";
+import { ATTENTION_SOFTMAX, ATTENTION_SOFTMAX_GRAD, type AttentionParams } from "../kernels/attention.ts";
 
 /** What {@linkcode mathAttention} needs besides q, k and v (validated by `scaledDotProductAttention`). */
 export interface MathAttentionArgs {
-  /** The uniform block of the attention kernels, word 0 (rows) included (see `attention_common.wgsl`). */
-  params: number[];
+  /** The uniforms of the attention kernels (see `attention_common.wgsl`); `rows` is replaced here. */
+  params: AttentionParams;
   /** 0 none, 1 i32, 2 f32 key padding mask. */
   maskKind: number;
   /** The key padding mask, or any tensor when maskKind is 0. */
@@ -48,16 +49,12 @@ export function mathAttention(q: Tensor, k: Tensor, v: Tensor, a: MathAttentionA
 function maskedSoftmax(s: Tensor, a: MathAttentionArgs, rows: number, Tk: number): Tensor {
   const rt = runtime();
   const constants = { MASK: a.maskKind, WG: rowWorkgroup(Tk) };
-  const params = [rows, ...a.params.slice(1)];
+  const params = { ...a.params, rows };
   const p = empty(s.shape);
   const pd = a.dropOn ? empty(s.shape) : null;
   const scratch = pd ?? empty([1]);
-  rt.dispatch(
-    { shader: "attention_softmax", entry: "fwd", bindings: ["read", "read", "rw", "rw"], constants },
-    [s.storage, a.mask.storage, p.storage, scratch.storage],
-    params,
-    grid1d(rows, 1),
-  );
+  const bindings = { s: s.storage, mask: a.mask.storage, pr: p.storage, pd: scratch.storage };
+  rt.run(ATTENTION_SOFTMAX, params, bindings, grid1d(rows, 1), constants);
   if (!pd) scratch.dispose();
   const out = pd ?? p;
   if (!needsGrad(s)) {
@@ -68,12 +65,8 @@ function maskedSoftmax(s: Tensor, a: MathAttentionArgs, rows: number, Tk: number
   if (pd) p.dispose();
   return record(out, "attentionSoftmax", [s], (g) => {
     const ds = empty(s.shape);
-    rt.dispatch(
-      { shader: "attention_softmax", entry: "grad", bindings: ["read", "read", "rw", "rw"], constants },
-      [saved[0].storage, saved[1].storage, ds.storage, g.storage],
-      params,
-      grid1d(rows, 1),
-    );
+    const bindings = { s: saved[0].storage, mask: saved[1].storage, pr: ds.storage, pd: g.storage };
+    rt.run(ATTENTION_SOFTMAX_GRAD, params, bindings, grid1d(rows, 1), constants);
     return [ds];
   }, saved);
 }

@@ -7,6 +7,17 @@
  */
 
 import { grid1d, type Storage } from "../runtime.ts";
+import {
+  type HeadsKernel,
+  MERGE_HEADS_1,
+  MERGE_HEADS_2,
+  MERGE_HEADS_3,
+  MERGE_HEADS_4,
+  SPLIT_HEADS_1,
+  SPLIT_HEADS_2,
+  SPLIT_HEADS_3,
+  SPLIT_HEADS_4,
+} from "../kernels/attention.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, recordMulti } from "../autograd.ts";
 import { reshape } from "./shape.ts";
@@ -25,8 +36,15 @@ interface HeadDims {
   D: number;
 }
 
-function rwBindings(n: number): ("read" | "rw")[] {
-  return ["read", ...new Array<"rw">(n).fill("rw")];
+/** split{n} and merge{n} by n − 1. */
+const SPLIT: readonly HeadsKernel[] = [SPLIT_HEADS_1, SPLIT_HEADS_2, SPLIT_HEADS_3, SPLIT_HEADS_4];
+const MERGE: readonly HeadsKernel[] = [MERGE_HEADS_1, MERGE_HEADS_2, MERGE_HEADS_3, MERGE_HEADS_4];
+
+/** The storages of a head-layout kernel by binding name: `src`, then `d1`, `d2`, … */
+function headBindings(storages: readonly Storage[]): Record<string, Storage> {
+  const bindings: Record<string, Storage> = { src: storages[0] };
+  for (let i = 1; i < storages.length; i++) bindings[`d${i}`] = storages[i];
+  return bindings;
 }
 
 /** x [B, T, n·H·D] → n new tensors [B, H, T, D] (one dispatch, no autograd). */
@@ -34,12 +52,8 @@ function splitRaw(x: Tensor, { B, T, H, D }: HeadDims, n: number): Tensor[] {
   const outs = Array.from({ length: n }, () => empty([B, H, T, D]));
   const size = B * H * T * D;
   if (size > 0) {
-    runtime().dispatch(
-      { shader: "heads", entry: `split${n}`, bindings: rwBindings(n) },
-      [x.storage, ...outs.map((o) => o.storage)],
-      [size, T, H, D, n, 0, 0, 0],
-      grid1d(size),
-    );
+    const bindings = headBindings([x.storage, ...outs.map((o) => o.storage)]);
+    runtime().run(SPLIT[n - 1], { n: size, T, H, D, parts: n, mask: 0 }, bindings, grid1d(size));
   }
   return outs;
 }
@@ -75,12 +89,8 @@ function mergeRaw(parts: readonly (Tensor | null)[], { B, T, H, D }: HeadDims): 
     seen.add(s.buffer);
     return s;
   });
-  rt.dispatch(
-    { shader: "heads", entry: `merge${n}`, bindings: rwBindings(n) },
-    [...bound, out.storage],
-    [size, T, H, D, n, mask, 0, 0],
-    grid1d(size),
-  );
+  const params = { n: size, T, H, D, parts: n, mask };
+  rt.run(MERGE[n - 1], params, headBindings([...bound, out.storage]), grid1d(size));
   for (const s of temps) s.release();
   return out;
 }

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { grid1d, type KernelSpec, rowWorkgroup, type Storage } from "../runtime.ts";
+import { grid1d, rowWorkgroup, type Storage } from "../runtime.ts";
+import { CROSS_ENTROPY, CROSS_ENTROPY_GRAD, CROSS_ENTROPY_REDUCE } from "../kernels/loss.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 // Side effect: installs the ops autograd needs (ones for a scalar root, add for accumulation).
@@ -32,16 +33,11 @@ interface RowParams {
   gscalar: boolean;
 }
 
-function words(r: RowParams): number[] {
-  return [r.rows, r.n, r.ignore >>> 0, r.mean ? 1 : 0, r.gscalar ? 1 : 0, r.rows * r.n, 0x7fc00000, 0];
+/** The uniforms of `cross_entropy.wgsl` (`nan_bits`: the quiet NaN written for out-of-range targets). */
+function uniforms(r: RowParams) {
+  const { rows, n, ignore } = r;
+  return { rows, n, ignore, mean: r.mean ? 1 : 0, gscalar: r.gscalar ? 1 : 0, total: rows * n, nan_bits: 0x7fc00000 };
 }
-
-const kernel = (entry: string, mode: number, bindings: KernelSpec["bindings"], wg = 256): KernelSpec => ({
-  shader: "cross_entropy",
-  entry,
-  bindings,
-  constants: { MODE: mode, WG: wg },
-});
 
 /** Validates logits `[..., C]` (and ids `[...]` when given) and returns rows and C. */
 function rowsOf(op: string, logits: Tensor, ids: Tensor | null): { rows: number; n: number; lead: number[] } {
@@ -66,12 +62,8 @@ function rowsOf(op: string, logits: Tensor, ids: Tensor | null): { rows: number;
 function rowsForward(mode: number, logits: Tensor, ids: Storage, r: RowParams, lead: number[]): [Tensor, Tensor] {
   const out = empty(lead);
   const lse = empty(lead);
-  runtime().dispatch(
-    kernel("main", mode, ["read", "read", "rw", "rw"], rowWorkgroup(r.n)),
-    [logits.storage, ids, out.storage, lse.storage],
-    words(r),
-    grid1d(r.rows, 1),
-  );
+  const bindings = { x: logits.storage, t: ids, out: out.storage, lse: lse.storage };
+  runtime().run(CROSS_ENTROPY, uniforms(r), bindings, grid1d(r.rows, 1), { MODE: mode, WG: rowWorkgroup(r.n) });
   return [out, lse];
 }
 
@@ -86,12 +78,8 @@ function rowsGrad(
   r: RowParams,
 ): Tensor {
   const dx = empty(logits.shape);
-  runtime().dispatch(
-    kernel("grad", mode, ["read", "read", "rw", "rw", "read", "read"]),
-    [logits.storage, ids, dx.storage, lse.storage, g.storage, extra],
-    words(r),
-    grid1d(dx.size),
-  );
+  const bindings = { x: logits.storage, t: ids, out: dx.storage, lse: lse.storage, g: g.storage, extra };
+  runtime().run(CROSS_ENTROPY_GRAD, uniforms(r), bindings, grid1d(dx.size), { MODE: mode, WG: 256 });
   return dx;
 }
 
@@ -125,12 +113,8 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
   if (reduction !== "none") {
     out = empty([]);
     count = empty([]);
-    runtime().dispatch(
-      kernel("reduce", MODE.crossEntropy, ["read", "read", "rw", "rw"]),
-      [perRow.storage, targets.storage, out.storage, count.storage],
-      words(rp),
-      [1],
-    );
+    const bindings = { x: perRow.storage, t: targets.storage, out: out.storage, lse: count.storage };
+    runtime().run(CROSS_ENTROPY_REDUCE, uniforms(rp), bindings, [1], { MODE: MODE.crossEntropy, WG: 256 });
     perRow.dispose();
   }
   if (!needsGrad(logits)) {

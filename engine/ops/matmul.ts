@@ -51,9 +51,9 @@ function mm(
   batch: number[] = [],
   alpha = 1,
   bias: Storage | null = null,
-  epi: Epilogue = NO_EPILOGUE,
+  epilogue: Epilogue = NO_EPILOGUE,
 ): Tensor {
-  return gemm({ a, b, batch, M, N, K, alpha, bias, epi, outShape });
+  return gemm({ a, b, batch, M, N, K, alpha, bias, epilogue, outShape });
 }
 
 // ------------------------------------------------------------------ shapes
@@ -128,8 +128,8 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     batch.push(da === 1 ? db : da);
   }
   const outShape = [...batch, M, N];
-  const aOp: Operand = { s: a.storage, trans: transA, strides: batchStrides(a.shape, batch) };
-  const bOp: Operand = { s: b.storage, trans: transB, strides: batchStrides(b.shape, batch) };
+  const aOp: Operand = { storage: a.storage, trans: transA, strides: batchStrides(a.shape, batch) };
+  const bOp: Operand = { storage: b.storage, trans: transB, strides: batchStrides(b.shape, batch) };
   const out = mm(aOp, bOp, M, N, K, outShape, batch, alpha);
   if (!needsGrad(a, b)) return out;
 
@@ -138,11 +138,11 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   const sb = a.requiresGrad ? saveForBackward(b) : null;
   const gStr = contiguous(batch, M * N);
   return record(out, "matmul", [a, b], (g) => {
-    const G = (trans: boolean, strides = gStr): Operand => ({ s: g.storage, trans, strides, scaled: true });
+    const G = (trans: boolean, strides = gStr): Operand => ({ storage: g.storage, trans, strides, scaled: true });
     let ga: Tensor | null = null, gb: Tensor | null = null;
     if (sb) {
       // dA = dC · op(B)ᵀ (stored [M, K]) or op(B) · dCᵀ (stored [K, M]), summed where A broadcast.
-      const B = (trans: boolean): Operand => ({ s: sb.storage, trans, strides: bOp.strides });
+      const B = (trans: boolean): Operand => ({ storage: sb.storage, trans, strides: bOp.strides });
       ga = takeResult(
         transA
           ? mm(B(transB), G(true), K, M, N, [...batch, K, M], batch, alpha)
@@ -155,12 +155,12 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
       const nb = numel(batch);
       if (numel(bShape.slice(0, -2)) === 1 && nb > 1 && numel(aShape.slice(0, -2)) === nb && !transA) {
         // B shared across the batch: fold the batch into the reduction ([B·M, K]ᵀ · [B·M, N]).
-        const A = (trans: boolean): Operand => ({ s: sa.storage, trans, strides: [] });
+        const A = (trans: boolean): Operand => ({ storage: sa.storage, trans, strides: [] });
         gb = transB
           ? mm(G(true, []), A(false), N, K, nb * M, bShape, [], alpha)
           : mm(A(true), G(false, []), K, N, nb * M, bShape, [], alpha);
       } else {
-        const A = (trans: boolean): Operand => ({ s: sa.storage, trans, strides: aOp.strides });
+        const A = (trans: boolean): Operand => ({ storage: sa.storage, trans, strides: aOp.strides });
         gb = takeResult(
           transB
             ? mm(G(true), A(transA), N, K, M, [...batch, N, K], batch, alpha)
@@ -188,6 +188,21 @@ export interface LinearOptions {
   residual?: Tensor | null;
 }
 
+/** A validated {@linkcode linear} call: its sizes, weight layout and fused epilogue inputs. */
+interface LinearShape {
+  /** The weight is stored [out, in] (used transposed). */
+  outIn: boolean;
+  /** Input and output features. */
+  inF: number;
+  outF: number;
+  /** Rows of x (all its leading dims). */
+  rows: number;
+  /** Output shape [..., out]. */
+  outShape: number[];
+  activation: LinearActivation | undefined;
+  residual: Tensor | null;
+}
+
 /**
  * Affine layer with a fused epilogue: `act(x · W + bias) + residual` in one kernel, where x is
  * [..., in], `weight` is [in, out] or, with `weightLayout: "out_in"`, [out, in], bias [out], the
@@ -197,6 +212,33 @@ export interface LinearOptions {
  * (without one, e.g. under `noGrad` or while decoding, it writes only the output).
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options: LinearOptions = {}): Tensor {
+  const shape = linearShape(x, weight, bias ?? null, options);
+  const affine = bias ? [x, weight, bias] : [x, weight];
+  const inputs = shape.residual ? [...affine, shape.residual] : affine;
+  const grad = needsGrad(...inputs);
+  // Backward through the activation needs the pre-activation, unless only the residual wants a gradient.
+  const pre = shape.activation && grad && needsGrad(...affine) ? empty(shape.outShape) : null;
+  const out = linearForward(x, weight, bias ?? null, shape, pre);
+  if (!grad) return out;
+  const saved: LinearSaved = {
+    x: weight.requiresGrad ? saveForBackward(x) : null,
+    weight: x.requiresGrad ? saveForBackward(weight) : null,
+    pre: pre ? saveForBackward(pre) : null,
+    xShape: [...x.shape],
+    weightShape: [...weight.shape],
+    wantBias: bias?.requiresGrad ?? false,
+    wantResidual: shape.residual?.requiresGrad ?? false,
+  };
+  pre?.dispose();
+  return record(out, "linear", inputs, (g) => {
+    const grads = linearBackward(g, saved, shape);
+    const affineGrads = bias ? [grads.dx, grads.dw, grads.db] : [grads.dx, grads.dw];
+    return shape.residual ? [...affineGrads, grads.dResidual] : affineGrads;
+  }, [saved.x, saved.weight, saved.pre].filter((t): t is Tensor => t !== null));
+}
+
+/** Checks the operands and options of {@linkcode linear} and returns its sizes. */
+function linearShape(x: Tensor, weight: Tensor, bias: Tensor | null, options: LinearOptions): LinearShape {
   const layout = options.weightLayout ?? "in_out";
   check(layout === "in_out" || layout === "out_in", "linear", `unknown weightLayout "${layout}"`);
   const activation = options.activation;
@@ -206,85 +248,74 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
     `unknown activation "${activation}" (expected gelu, gelu_new or relu)`,
   );
   const residual = options.residual ?? null;
-  check(
-    x.dtype === "f32" && weight.dtype === "f32" && (!bias || bias.dtype === "f32") &&
-      (!residual || residual.dtype === "f32"),
-    "linear",
-    "expects f32 tensors",
-  );
+  const f32 = [x, weight, bias, residual].every((t) => !t || t.dtype === "f32");
+  check(f32, "linear", "expects f32 tensors");
   check(weight.ndim === 2, "linear", `weight must be 2-D, got [${weight.shape}]`);
-  const outT = layout === "out_in";
-  const [inF, outF] = outT ? [weight.shape[1], weight.shape[0]] : [weight.shape[0], weight.shape[1]];
+  const outIn = layout === "out_in";
+  const [inF, outF] = outIn ? [weight.shape[1], weight.shape[0]] : [weight.shape[0], weight.shape[1]];
+  const inputOk = x.ndim >= 1 && x.shape[x.ndim - 1] === inF;
   check(
-    x.ndim >= 1 && x.shape[x.ndim - 1] === inF,
+    inputOk,
     "linear",
     `input [${x.shape}] does not match weight [${weight.shape}] (${layout}: ${inF} input features)`,
   );
-  check(
-    !bias || (bias.ndim === 1 && bias.shape[0] === outF),
-    "linear",
-    `bias [${bias?.shape}] does not match weight [${weight.shape}] (${outF} output features)`,
-  );
-  const rows = numel(x.shape.slice(0, -1));
-  const xShape = [...x.shape], wShape = [...weight.shape];
+  const biasOk = !bias || (bias.ndim === 1 && bias.shape[0] === outF);
+  check(biasOk, "linear", `bias [${bias?.shape}] does not match weight [${weight.shape}] (${outF} output features)`);
   const outShape = [...x.shape.slice(0, -1), outF];
-  check(
-    !residual || residual.shape.join() === outShape.join(),
-    "linear",
-    `residual [${residual?.shape}] must have the output's shape [${outShape}]`,
-  );
-  const plain = (s: Storage, trans: boolean): Operand => ({ s, trans, strides: [] });
-  const affine = bias ? [x, weight, bias] : [x, weight];
-  const inputs = residual ? [...affine, residual] : affine;
-  const grad = needsGrad(...inputs);
-  // Backward through the activation needs the pre-activation, unless only the residual wants a gradient.
-  const pre = activation && grad && needsGrad(...affine) ? empty(outShape) : null;
-  const epi: Epilogue = {
-    act: activation ? ACTIVATIONS[activation].code : ACTIVATIONS.identity.code,
-    resid: residual?.storage ?? null,
+  const residualOk = !residual || residual.shape.join() === outShape.join();
+  check(residualOk, "linear", `residual [${residual?.shape}] must have the output's shape [${outShape}]`);
+  return { outIn, inF, outF, rows: numel(x.shape.slice(0, -1)), outShape, activation, residual };
+}
+
+/** An untransposed operand without batch dims. */
+const plain = (storage: Storage, trans: boolean): Operand => ({ storage, trans, strides: [] });
+
+/** act(x · W + bias) + residual in one product, keeping the pre-activation in `pre` when given. */
+function linearForward(x: Tensor, weight: Tensor, bias: Tensor | null, shape: LinearShape, pre: Tensor | null) {
+  const epilogue: Epilogue = {
+    act: shape.activation ? ACTIVATIONS[shape.activation].code : ACTIVATIONS.identity.code,
+    resid: shape.residual?.storage ?? null,
     pre: pre?.storage ?? null,
   };
-  const out = mm(
-    plain(x.storage, false),
-    plain(weight.storage, outT),
-    rows,
-    outF,
-    inF,
-    outShape,
-    [],
-    1,
-    bias?.storage,
-    epi,
-  );
-  if (!grad) return out;
-  const sx = weight.requiresGrad ? saveForBackward(x) : null;
-  const sw = x.requiresGrad ? saveForBackward(weight) : null;
-  const sp = pre ? saveForBackward(pre) : null;
-  pre?.dispose();
-  const wantBias = bias?.requiresGrad ?? false, wantResid = residual?.requiresGrad ?? false;
-  return record(out, "linear", inputs, (g) => {
-    // dPre = dY · act'(pre); the residual's gradient is dY itself.
-    const gp = sp ? activationGrad(ACTIVATIONS[activation!].unary, sp, g) : g;
-    const G = (trans: boolean): Operand => ({ ...plain(gp.storage, trans), scaled: true });
-    // dx = dPre · Wᵀ ([rows, out] · [out, in]).
-    const dx = sw ? mm(G(false), plain(sw.storage, !outT), rows, inF, outF, xShape) : null;
-    // dW = xᵀ · dPre ([in, out]) or dPreᵀ · x ([out, in]): the rows fold into the reduction.
-    let dw: Tensor | null = null;
-    if (sx) {
-      dw = outT
-        ? mm(G(true), plain(sx.storage, false), outF, inF, rows, wShape)
-        : mm(plain(sx.storage, true), G(false), inF, outF, rows, wShape);
-    }
-    // db = 1ᵀ · dPre: a column sum, run as a one-row product (the matrix–vector kernel).
-    let db: Tensor | null = null;
-    if (wantBias) {
-      const one = ones([rows]);
-      db = mm(plain(one.storage, false), G(false), 1, outF, rows, [outF]);
-      one.dispose();
-    }
-    if (gp !== g) gp.dispose();
-    const dr = wantResid ? g.detach() : null;
-    const grads = bias ? [dx, dw, db] : [dx, dw];
-    return residual ? [...grads, dr] : grads;
-  }, [sx, sw, sp].filter((t): t is Tensor => t !== null));
+  const { rows, inF, outF, outShape } = shape;
+  const w = plain(weight.storage, shape.outIn);
+  return mm(plain(x.storage, false), w, rows, outF, inF, outShape, [], 1, bias?.storage, epilogue);
+}
+
+/** What the backward pass of {@linkcode linear} keeps (null where no gradient needs it). */
+interface LinearSaved {
+  x: Tensor | null;
+  weight: Tensor | null;
+  pre: Tensor | null;
+  xShape: number[];
+  weightShape: number[];
+  wantBias: boolean;
+  wantResidual: boolean;
+}
+
+/** The gradients of x, W, bias and residual from the output gradient `g` (null where not wanted). */
+function linearBackward(g: Tensor, saved: LinearSaved, shape: LinearShape) {
+  const { rows, inF, outF, outIn } = shape;
+  // dPre = dY · act'(pre); the residual's gradient is dY itself.
+  const gp = saved.pre ? activationGrad(ACTIVATIONS[shape.activation!].unary, saved.pre, g) : g;
+  const G = (trans: boolean): Operand => ({ ...plain(gp.storage, trans), scaled: true });
+  // dx = dPre · Wᵀ ([rows, out] · [out, in]).
+  const dx = saved.weight ? mm(G(false), plain(saved.weight.storage, !outIn), rows, inF, outF, saved.xShape) : null;
+  // dW = xᵀ · dPre ([in, out]) or dPreᵀ · x ([out, in]): the rows fold into the reduction.
+  let dw: Tensor | null = null;
+  if (saved.x) {
+    dw = outIn
+      ? mm(G(true), plain(saved.x.storage, false), outF, inF, rows, saved.weightShape)
+      : mm(plain(saved.x.storage, true), G(false), inF, outF, rows, saved.weightShape);
+  }
+  // db = 1ᵀ · dPre: a column sum, run as a one-row product (the matrix–vector kernel).
+  let db: Tensor | null = null;
+  if (saved.wantBias) {
+    const one = ones([rows]);
+    db = mm(plain(one.storage, false), G(false), 1, outF, rows, [outF]);
+    one.dispose();
+  }
+  if (gp !== g) gp.dispose();
+  const dResidual = saved.wantResidual ? g.detach() : null;
+  return { dx, dw, db, dResidual };
 }

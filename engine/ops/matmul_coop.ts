@@ -11,8 +11,10 @@
  * @module
  */
 
-import { f32Bits, type Runtime, type Storage } from "../runtime.ts";
+import type { Runtime, Storage } from "../runtime.ts";
 import { check, runtime } from "../tensor.ts";
+import { MATMUL_COOP, OPERAND_AMAX } from "../kernels/matmul.ts";
+import { FILL } from "../kernels/elementwise.ts";
 
 /**
  * How products are computed. "auto" (default): mixed precision (f16 operands, f32 accumulation, on tensor cores)
@@ -132,14 +134,11 @@ export function coopTileDims(t: MatmulCoopTile, sg: number) {
 }
 
 /** The pipeline constants of the cooperative-matrix kernel for a tile (the flags are added by the caller). */
-export function coopConstants(t: MatmulCoopTile, sg: number): Record<string, number> {
-  return { SG: sg, WM: t.wm, WN: t.wn, FM: t.fm, FN: t.fn, BK: t.bk };
+export function coopConstants(t: MatmulCoopTile, subgroup: number): Record<string, number> {
+  return { SG: subgroup, WM: t.wm, WN: t.wn, FM: t.fm, FN: t.fn, BK: t.bk };
 }
 
 // ------------------------------------------------------------------ operand scaling
-
-const AMAX_SPEC = { shader: "tensor_scan", entry: "amax", bindings: ["read", "rw"] as ("read" | "rw")[] };
-const FILL_SPEC = { shader: "fill", bindings: ["rw"] as ("read" | "rw")[] };
 
 /**
  * Records the largest magnitudes of the operands to scale (slot 0: A, slot 1: B; 0 where not scaled) into a new
@@ -147,11 +146,12 @@ const FILL_SPEC = { shader: "fill", bindings: ["rw"] as ("read" | "rw")[] };
  */
 export function recordAmax(rt: Runtime, a: Storage | null, b: Storage | null): Storage {
   const out = rt.alloc(8);
-  rt.dispatch(FILL_SPEC, [out], [2, 0, 0, 0], [1]);
-  for (const [slot, s] of [[0, a], [1, b]] as const) {
-    if (!s) continue;
-    const n = Math.floor(s.bytes / 4);
-    rt.dispatch(AMAX_SPEC, [s, out], [n, slot, 0, 0], [Math.max(1, Math.min(1024, Math.ceil(n / 2048)))]);
+  rt.run(FILL, { n: 2, bits: 0, start: 0, step: 0 }, { y: out }, [1]);
+  for (const [slot, operand] of [[0, a], [1, b]] as const) {
+    if (!operand) continue;
+    const n = Math.floor(operand.bytes / 4);
+    const workgroups = Math.max(1, Math.min(1024, Math.ceil(n / 2048)));
+    rt.run(OPERAND_AMAX, { n, slot }, { x: operand, out }, [workgroups]);
   }
   return out;
 }
@@ -234,27 +234,23 @@ export async function verifyCoopMatmul(rt: Runtime): Promise<void> {
   const { M, N, K } = CHECK;
   const a = Float32Array.from({ length: K * M }, (_, i) => Math.sin(i * 0.37) * 3e-6);
   const b = Float32Array.from({ length: N * K }, (_, i) => Math.cos(i * 0.91) * 0.5);
-  const bufs = [rt.alloc(a.byteLength), rt.alloc(b.byteLength), rt.alloc(M * N * 4), rt.alloc(256), rt.alloc(256)];
+  const [aBuf, bBuf, cBuf, spareRead, spareWrite] = [a.byteLength, b.byteLength, M * N * 4, 256, 256].map((bytes) =>
+    rt.alloc(bytes)
+  );
   try {
-    rt.write(bufs[0], a);
-    rt.write(bufs[1], b);
+    rt.write(aBuf, a);
+    rt.write(bBuf, b);
     const tile: MatmulCoopTile = { wm: 1, wn: 2, fm: 2, fn: 2, bk: 32 };
     const { bm, bn } = coopTileDims(tile, sg);
-    const amax = recordAmax(rt, bufs[0], bufs[1]);
-    const spec = {
-      shader: "matmul_coop",
-      bindings: ["read", "read", "read", "read", "read", "rw", "read", "rw", "read"] as ("read" | "rw")[],
-      constants: { ...coopConstants(tile, sg), TRANS_A: 1, TRANS_B: 1, SCALE_A: 1, SCALE_B: 1 },
-    };
-    const words = [M, N, K, 0, f32Bits(0.5), 1, K, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0];
-    rt.dispatch(
-      spec,
-      [bufs[0], bufs[3], bufs[1], bufs[3], bufs[3], bufs[2], bufs[3], bufs[4], amax],
-      words,
-      [Math.ceil(N / bn), Math.ceil(M / bm), 1],
-    );
+    const grid = [Math.ceil(N / bn), Math.ceil(M / bm), 1] as const;
+    const amax = recordAmax(rt, aBuf, bBuf);
+    const overrides = { ...coopConstants(tile, sg), TRANS_A: 1, TRANS_B: 1, SCALE_A: 1, SCALE_B: 1 };
+    const unbatched = { bshape: [1, 1, 1, 1], astride: [0, 0, 0, 0], bstride: [0, 0, 0, 0] };
+    const params = { M, N, K, batch0: 0, alpha: 0.5, nbatch: 1, kchunk: K, ...unbatched };
+    const bindings = { aS: aBuf, aV: spareRead, bS: bBuf, bV: spareRead, bias: spareRead, c: cBuf, resid: spareRead };
+    rt.run(MATMUL_COOP, params, { ...bindings, pre: spareWrite, amax }, grid, overrides);
     amax.release();
-    const [raw] = await rt.read([{ storage: bufs[2], bytes: M * N * 4 }]);
+    const [raw] = await rt.read([{ storage: cBuf, bytes: M * N * 4 }]);
     const got = new Float32Array(raw);
     const want = mixedReference(a, b, M, N, K, { transA: true, transB: true, alpha: 0.5, scaleA: true, scaleB: true });
     const worst = maxError(got, want);
@@ -267,7 +263,7 @@ export async function verifyCoopMatmul(rt: Runtime): Promise<void> {
   } catch (e) {
     verdicts.set(rt, `the cooperative-matrix kernel failed its start-up check (${(e as Error).message})`);
   } finally {
-    for (const s of bufs) s.release();
+    for (const s of [aBuf, bBuf, cBuf, spareRead, spareWrite]) s.release();
   }
   if (getMatmulPrecision() === "mixed" && verdicts.get(rt) !== true) coopSubgroup(rt);
 }
