@@ -119,7 +119,7 @@ const TMP_DIR = /^\.checkpoint-\d+\.tmp-/;
  */
 export async function prepareOutDir(
   dir: string,
-  o: { resume?: boolean; overwrite?: boolean },
+  mode: { resume?: boolean; overwrite?: boolean },
   log: (line: string) => void = () => {},
 ): Promise<void> {
   const found: string[] = [];
@@ -131,9 +131,9 @@ export async function prepareOutDir(
       found.push(e.name);
     }
   }
-  if (found.length === 0 || o.resume) return;
+  if (found.length === 0 || mode.resume) return;
   found.sort();
-  if (!o.overwrite) {
+  if (!mode.overwrite) {
     throw new Error(
       `${dir} already holds a run (${found.slice(0, 4).join(", ")}${found.length > 4 ? ", …" : ""}): continue it ` +
         "with --resume, replace it with --overwrite, or choose another --out",

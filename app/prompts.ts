@@ -30,19 +30,19 @@ function fromJson(value: unknown): string {
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new Error("expected a JSON object or string");
   }
-  const o = value as Record<string, unknown>;
-  if ("conversation" in o) {
-    const conv = o.conversation;
+  const record = value as Record<string, unknown>;
+  if ("conversation" in record) {
+    const conv = record.conversation;
     if (!Array.isArray(conv) || conv.length === 0) throw new Error(`"conversation" must be a non-empty array`);
     const first = conv[0] as Record<string, unknown> | string;
-    const u = typeof first === "string" ? first : first?.utterance ?? first?.text ?? first?.content;
-    if (typeof u !== "string") throw new Error(`"conversation[0].utterance" is missing or not a string`);
-    return u;
+    const utterance = typeof first === "string" ? first : first?.utterance ?? first?.text ?? first?.content;
+    if (typeof utterance !== "string") throw new Error(`"conversation[0].utterance" is missing or not a string`);
+    return utterance;
   }
   for (const key of ["prompt", "query", "text", "utterance"]) {
-    if (key in o) {
-      if (typeof o[key] !== "string") throw new Error(`"${key}" must be a string`);
-      return o[key] as string;
+    if (key in record) {
+      if (typeof record[key] !== "string") throw new Error(`"${key}" must be a string`);
+      return record[key] as string;
     }
   }
   throw new Error(`no "conversation", "prompt", "query" or "text" field`);

@@ -275,7 +275,7 @@ export async function loadDemoData(options: DemoDataOptions = {}): Promise<DemoD
 }
 
 async function buildDemoData(options: DemoDataOptions): Promise<DemoData> {
-  const o: Required<DemoDataOptions> = {
+  const settings: Required<DemoDataOptions> = {
     vocabSize: 1024,
     maxLmTokens: 14,
     minLmTokens: 3,
@@ -292,47 +292,74 @@ async function buildDemoData(options: DemoDataOptions): Promise<DemoData> {
     loadSentimentSentences(),
     loadOffensiveWords(),
   ]);
-  const [sentimentTrain, sentimentTest] = splitTrainTest(sentiment, o.testFraction, o.seed);
+  const [sentimentTrain, sentimentTest] = splitTrainTest(sentiment, settings.testFraction, settings.seed);
+  const { candidates, seen } = lmCandidates(corpus, sentimentTrain, sentimentTest, offensive, settings);
+  const vocab = buildVocab([
+    { words: candidates.map((c) => c.words), weight: 1 },
+    { words: sentimentTrain.map((x) => words(x.text)), weight: settings.sentimentWeight },
+  ], settings.vocabSize);
+  const known = new Set(vocab);
+  const usable = candidates.filter((c) => c.words.every((w) => known.has(w))).map((c) => c.text);
+  const lmAll = shuffled(usable, settings.seed + 1);
+  const lmHeldOut = lmAll.slice(0, settings.lmHeldOut);
+  const lmTrain = lmAll.slice(settings.lmHeldOut);
+  const heldOutSet = new Set(lmHeldOut);
+  const reviews = sentimentTrain.map((x) => x.text).filter((t) => seen.has(t) && !heldOutSet.has(t));
+  const usableSet = new Set(usable);
+  for (let r = 1; r < settings.sentimentLmRepeat; r++) lmTrain.push(...reviews.filter((t) => usableSet.has(t)));
+  const prompts = mixPrompts(sentimentTest, lmHeldOut, offensive, known, settings);
+  return { vocab, lmTrain, lmHeldOut, sentimentTrain, sentimentTest, prompts, options: settings };
+}
+
+/**
+ * LM candidates: short, inoffensive corpus sentences plus the sentiment training sentences (never a test one),
+ * each once, with their words; `seen` holds their texts.
+ */
+function lmCandidates(
+  corpus: readonly string[],
+  sentimentTrain: readonly { text: string }[],
+  sentimentTest: readonly { text: string }[],
+  offensive: ReadonlySet<string>,
+  settings: Required<DemoDataOptions>,
+): { candidates: { text: string; words: string[] }[]; seen: Set<string> } {
   const testTexts = new Set(sentimentTest.map((x) => x.text));
-  // LM candidates: short, inoffensive corpus sentences plus the sentiment training sentences.
   const candidates: { text: string; words: string[] }[] = [];
   const seen = new Set<string>();
   const consider = (text: string) => {
     if (seen.has(text) || testTexts.has(text)) return;
     const w = words(text);
-    if (w.length < o.minLmTokens || w.length > o.maxLmTokens || w.some((x) => x === "'" || offensive.has(x))) return;
+    if (w.length < settings.minLmTokens || w.length > settings.maxLmTokens) return;
+    if (w.some((x) => x === "'" || offensive.has(x))) return;
     seen.add(text);
     candidates.push({ text, words: w });
   };
   corpus.forEach(consider);
   sentimentTrain.forEach((x) => consider(x.text));
-  const vocab = buildVocab([
-    { words: candidates.map((c) => c.words), weight: 1 },
-    { words: sentimentTrain.map((x) => words(x.text)), weight: o.sentimentWeight },
-  ], o.vocabSize);
-  const known = new Set(vocab);
-  const usable = candidates.filter((c) => c.words.every((w) => known.has(w))).map((c) => c.text);
-  const lmAll = shuffled(usable, o.seed + 1);
-  const lmHeldOut = lmAll.slice(0, o.lmHeldOut);
-  const lmTrain = lmAll.slice(o.lmHeldOut);
-  const heldOutSet = new Set(lmHeldOut);
-  const reviews = sentimentTrain.map((x) => x.text).filter((t) => seen.has(t) && !heldOutSet.has(t));
-  const usableSet = new Set(usable);
-  for (let r = 1; r < o.sentimentLmRepeat; r++) lmTrain.push(...reviews.filter((t) => usableSet.has(t)));
-  // Prompts alternate between held-out sentiment sentences (review-like openings) and held-out LM sentences.
+  return { candidates, seen };
+}
+
+/** Prompts alternate between held-out sentiment sentences (review-like openings) and held-out LM sentences. */
+function mixPrompts(
+  sentimentTest: readonly { text: string }[],
+  lmHeldOut: string[],
+  offensive: ReadonlySet<string>,
+  known: Set<string>,
+  settings: Required<DemoDataOptions>,
+): string[] {
   const fromSentiment = makePrompts(
     sentimentTest.map((x) => x.text).filter((t) => !words(t).some((w) => offensive.has(w))),
     known,
-    Math.ceil(o.numPrompts / 2),
-    o.seed + 2,
+    Math.ceil(settings.numPrompts / 2),
+    settings.seed + 2,
   );
-  const fromCorpus = makePrompts(lmHeldOut, known, o.numPrompts, o.seed + 3);
+  const fromCorpus = makePrompts(lmHeldOut, known, settings.numPrompts, settings.seed + 3);
   const prompts = new Set<string>();
-  for (let i = 0; prompts.size < o.numPrompts && i < Math.max(fromSentiment.length, fromCorpus.length); i++) {
+  const count = settings.numPrompts;
+  for (let i = 0; prompts.size < count && i < Math.max(fromSentiment.length, fromCorpus.length); i++) {
     if (i < fromSentiment.length) prompts.add(fromSentiment[i]);
-    if (i < fromCorpus.length && prompts.size < o.numPrompts) prompts.add(fromCorpus[i]);
+    if (i < fromCorpus.length && prompts.size < count) prompts.add(fromCorpus[i]);
   }
-  return { vocab, lmTrain, lmHeldOut, sentimentTrain, sentimentTest, prompts: [...prompts], options: o };
+  return [...prompts];
 }
 
 /** Hex SHA-256 of a string. */
