@@ -147,7 +147,41 @@ export async function trainSentimentClassifier(
 ): Promise<ClassifierResult> {
   const c = { ...CLASSIFIER_DEFAULTS, ...config };
   if (train.length === 0) throw new Error("trainSentimentClassifier: no training examples");
-  const t0 = performance.now();
+  const startedAt = performance.now();
+  const model = randomClassifier(vocabSize, c, wordEmbeddings);
+  model.dropoutSeed = c.seed;
+  model.train();
+  const optimizer = new AdamW(model.parameters(), { lr: c.lr, weightDecay: c.weightDecay });
+  const buckets = lengthBuckets(train, c.batchSize);
+  const steps = c.steps > 0 ? c.steps : buckets.length * c.epochs;
+  const batchOrder = batches(buckets, 1, c.seed + 17);
+  const loopConfig = { ...c, minLrRatio: 0.1 };
+  const { losses, steps: ran } = await trainLoop("classifier", steps, loopConfig, optimizer, startedAt, log, () => {
+    const examples = (batchOrder.next().value as ClassifierExample[][])[0];
+    const batch = classifierBatch(examples, c.maxLen);
+    return model.forward({
+      inputIds: tensor(batch.ids, [examples.length, batch.T], "i32"),
+      attentionMask: batch.mask,
+      labels: tensor(batch.labels, [examples.length], "i32"),
+    }).loss!;
+  });
+  model.eval();
+  const testAccuracy = await classifierAccuracy(model, test, c.maxLen);
+  log(
+    `classifier held-out accuracy ${(100 * testAccuracy).toFixed(1)}% (${test.length} sentences) ${
+      seconds(startedAt).toFixed(1)
+    }s`,
+  );
+  const finalLoss = tailMean(losses, c.logEvery);
+  return { model, testAccuracy, steps: ran, finalLoss, seconds: seconds(startedAt) };
+}
+
+/** A seeded random BERT classifier (negative/positive); its word embeddings copied from `wordEmbeddings` if given. */
+function randomClassifier(
+  vocabSize: number,
+  c: ClassifierConfig,
+  wordEmbeddings?: Tensor,
+): BertForSequenceClassification {
   const model = BertForSequenceClassification.random({
     model_type: "bert",
     vocab_size: vocabSize,
@@ -172,34 +206,17 @@ export async function trainSentimentClassifier(
     }
     runtime().copy(wordEmbeddings.storage, 0, dst.storage, 0, dst.size * 4);
   }
-  model.dropoutSeed = c.seed;
-  model.train();
-  const opt = new AdamW(model.parameters(), { lr: c.lr, weightDecay: c.weightDecay });
-  // Length buckets: batches of similar lengths (less padding), visited in a seeded random order each epoch.
+  return model;
+}
+
+/**
+ * Length buckets: batches of similar lengths (less padding), visited in a seeded random order each epoch. Full
+ * batches only (the few longest sentences are left out): fewer distinct batch shapes.
+ */
+function lengthBuckets(train: readonly ClassifierExample[], batchSize: number): ClassifierExample[][] {
   const byLength = [...train].sort((a, b) => a.ids.length - b.ids.length);
   const buckets: ClassifierExample[][] = [];
-  // Full batches only (the few longest sentences are left out): fewer distinct batch shapes.
-  for (let i = 0; i + c.batchSize <= byLength.length; i += c.batchSize) {
-    buckets.push(byLength.slice(i, i + c.batchSize));
-  }
+  for (let i = 0; i + batchSize <= byLength.length; i += batchSize) buckets.push(byLength.slice(i, i + batchSize));
   if (buckets.length === 0) buckets.push(byLength);
-  const steps = c.steps > 0 ? c.steps : buckets.length * c.epochs;
-  const it = batches(buckets, 1, c.seed + 17);
-  const { losses, steps: ran } = await trainLoop("classifier", steps, { ...c, minLrRatio: 0.1 }, opt, t0, log, () => {
-    const ex = (it.next().value as ClassifierExample[][])[0];
-    const b = classifierBatch(ex, c.maxLen);
-    return model.forward({
-      inputIds: tensor(b.ids, [ex.length, b.T], "i32"),
-      attentionMask: b.mask,
-      labels: tensor(b.labels, [ex.length], "i32"),
-    }).loss!;
-  });
-  model.eval();
-  const testAccuracy = await classifierAccuracy(model, test, c.maxLen);
-  log(
-    `classifier held-out accuracy ${(100 * testAccuracy).toFixed(1)}% (${test.length} sentences) ${
-      seconds(t0).toFixed(1)
-    }s`,
-  );
-  return { model, testAccuracy, steps: ran, finalLoss: tailMean(losses, c.logEvery), seconds: seconds(t0) };
+  return buckets;
 }

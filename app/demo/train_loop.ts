@@ -94,14 +94,11 @@ export async function trainLoop(
 ): Promise<{ losses: number[]; steps: number }> {
   const losses: number[] = [];
   let window: Tensor[] = [];
-  let total = planned, firstStep = 0, firstTime = 0, capSaid = false;
-  const rt = runtime();
-  const kernelsBefore = rt.stats.pipelines;
-  const clock = new StepClock(planned);
+  const progress = new LoopProgress(name, planned, c, log);
   try {
     let step = 0;
-    for (; step < total; step++) {
-      opt.lr = lrAt(step, total, c.lr, c.warmupSteps, c.minLrRatio);
+    for (; step < progress.total; step++) {
+      opt.lr = lrAt(step, progress.total, c.lr, c.warmupSteps, c.minLrRatio);
       window.push(tidy(() => {
         const loss = lossFn();
         backward(loss);
@@ -109,33 +106,59 @@ export async function trainLoop(
         opt.zeroGrad();
         return loss.detach();
       }));
-      if (step !== 0 && (step + 1) % c.logEvery !== 0 && step + 1 !== total) continue;
-      const vals = await readAll(window);
+      if (step !== 0 && (step + 1) % c.logEvery !== 0 && step + 1 !== progress.total) continue;
+      const values = await readAll(window);
       window.forEach((t) => t.dispose());
-      const mean = vals.reduce((s, v) => s + v[0], 0) / vals.length;
-      losses.push(...vals.map((v) => v[0]));
+      const mean = values.reduce((s, v) => s + v[0], 0) / values.length;
+      losses.push(...values.map((v) => v[0]));
       window = [];
-      const now = seconds(t0);
-      // The first step includes shader compilation; the step time is measured from its end on.
-      if (firstStep === 0) [firstStep, firstTime] = [step + 1, now];
-      else if (c.maxSeconds > 0) {
-        total = fitSteps(planned, step + 1, now, step + 1 - firstStep, now - firstTime, c.maxSeconds);
-        if (total < planned && !capSaid) {
-          capSaid = true;
-          log(`${name}: time cap ${c.maxSeconds}s (maxSeconds): training cut to ${total} of ${planned} steps`);
-        }
-      }
-      clock.total = total;
-      const time = clock.tick(step + 1);
-      let line = `${name} step ${step + 1}/${total} loss ${mean.toFixed(3)} lr ${opt.lr.toExponential(2)}  ` +
-        `${time.stepSeconds.toFixed(2)} s/step  ${formatDuration(now)}`;
-      if (step === 0) line += ` (the first step compiled ${rt.stats.pipelines - kernelsBefore} GPU kernels)`;
-      else if (step + 1 < total) line += `  ETA ${formatDuration(time.etaSeconds)}`;
-      log(line);
+      progress.report(step, mean, opt.lr, seconds(t0));
     }
     return { losses, steps: step };
   } finally {
     window.forEach((t) => t.dispose());
     opt.dispose();
+  }
+}
+
+/** {@linkcode trainLoop}'s progress lines, and the total steps an opt-in time cap leaves. */
+class LoopProgress {
+  /** Steps to run (planned, or fewer under the time cap). */
+  total: number;
+  #firstStep = 0;
+  #firstTime = 0;
+  #capSaid = false;
+  readonly #runtime = runtime();
+  readonly #kernelsBefore = this.#runtime.stats.pipelines;
+  readonly #clock: StepClock;
+
+  constructor(readonly name: string, readonly planned: number, readonly c: LoopConfig, readonly log: Log) {
+    this.total = planned;
+    this.#clock = new StepClock(planned);
+  }
+
+  /** Logs step `step` (0-based) with the mean loss since the last line; `now` is the loop's elapsed seconds. */
+  report(step: number, mean: number, lr: number, now: number): void {
+    const { name, c } = this;
+    // The first step includes shader compilation; the step time is measured from its end on.
+    if (this.#firstStep === 0) [this.#firstStep, this.#firstTime] = [step + 1, now];
+    else if (c.maxSeconds > 0) {
+      const measured = step + 1 - this.#firstStep;
+      this.total = fitSteps(this.planned, step + 1, now, measured, now - this.#firstTime, c.maxSeconds);
+      if (this.total < this.planned && !this.#capSaid) {
+        this.#capSaid = true;
+        this.log(
+          `${name}: time cap ${c.maxSeconds}s (maxSeconds): training cut to ${this.total} of ${this.planned} steps`,
+        );
+      }
+    }
+    this.#clock.total = this.total;
+    const time = this.#clock.tick(step + 1);
+    let line = `${name} step ${step + 1}/${this.total} loss ${mean.toFixed(3)} lr ${lr.toExponential(2)}  ` +
+      `${time.stepSeconds.toFixed(2)} s/step  ${formatDuration(now)}`;
+    if (step === 0) {
+      line += ` (the first step compiled ${this.#runtime.stats.pipelines - this.#kernelsBefore} GPU kernels)`;
+    } else if (step + 1 < this.total) line += `  ETA ${formatDuration(time.etaSeconds)}`;
+    this.log(line);
   }
 }
