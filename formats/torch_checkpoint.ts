@@ -11,18 +11,18 @@
  */
 
 import type { DType, HostTensor } from "./host_tensor.ts";
-import { describe, PickleError, printable, PyDict, PyGlobal, PyList, PyTuple, unpickle } from "./pickle.ts";
+import { describe, PickleError, printable, PyDict, PyList, unpickle } from "./pickle.ts";
 import type { PickleHooks } from "./pickle.ts";
+import { DATA_ONLY_HOOKS, pickleString, TorchPickleHooks } from "./torch_pickle_hooks.ts";
 import { isZipArchive, ZipError, ZipReader } from "./zip.ts";
 import {
   buildTensors,
   FILE_FACTOR,
   FormatError,
-  int,
-  type Kind,
   KIND_SIZE,
   SLACK_BYTES,
-  StorageRef,
+  type StorageRef,
+  type StorageSource,
   TensorRef,
   type TorchCheckpointOptions,
 } from "./torch_tensors.ts";
@@ -38,126 +38,8 @@ export class TorchCheckpointError extends Error {
   }
 }
 
-const STORAGE_KINDS: Record<string, Kind> = {
-  FloatStorage: "f32",
-  DoubleStorage: "f64",
-  HalfStorage: "f16",
-  BFloat16Storage: "bf16",
-  LongStorage: "i64",
-  IntStorage: "i32",
-  ShortStorage: "i16",
-  CharStorage: "i8",
-  ByteStorage: "u8",
-  BoolStorage: "bool",
-};
-const DTYPES = new Set(
-  "float32 float float64 double float16 half bfloat16 int64 long int32 int int16 short int8 uint8 bool".split(" "),
-);
-const CALLABLES = new Set([
-  "collections.OrderedDict",
-  "torch._utils._rebuild_tensor",
-  "torch._utils._rebuild_tensor_v2",
-  "torch._utils._rebuild_parameter",
-  "torch._utils._rebuild_parameter_with_state",
-  "torch._tensor._rebuild_from_type_v2",
-  "torch.Tensor",
-  "torch.nn.parameter.Parameter",
-  "_codecs.encode",
-]);
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 const LEGACY_PROTOCOL = 1001;
-function str(v: unknown, what: string): string {
-  if (typeof v === "string") return v;
-  if (v instanceof Uint8Array) return String.fromCharCode(...v.subarray(0, 256));
-  if (typeof v === "number" && Number.isSafeInteger(v)) return String(v);
-  throw new FormatError(`${what} is ${describe(v)}, expected a string`);
-}
-
-/** Pickle hooks for torch checkpoints; `legacy` selects the 6-field persistent ids of the pre-1.6 format. */
-function torchHooks(legacy: boolean, storages: Map<string, StorageRef>): PickleHooks {
-  const hooks: PickleHooks = {
-    allowGlobal(module, name) {
-      if (module === "torch" && (Object.hasOwn(STORAGE_KINDS, name) || DTYPES.has(name))) return true;
-      return CALLABLES.has(`${module}.${name}`);
-    },
-    reduce(fn, args) {
-      const a = args.items;
-      switch (fn.qualifiedName) {
-        case "collections.OrderedDict": {
-          const d = new PyDict();
-          if (a.length === 1 && a[0] instanceof PyList) {
-            for (const pair of a[0].items) {
-              if (!(pair instanceof PyTuple) || pair.items.length !== 2) throw new FormatError("bad OrderedDict item");
-              d.map.set(pair.items[0], pair.items[1]);
-            }
-          } else if (a.length !== 0) throw new FormatError("unsupported OrderedDict arguments");
-          return d;
-        }
-        case "torch._utils._rebuild_tensor":
-        case "torch._utils._rebuild_tensor_v2": {
-          if (a.length < 4) throw new FormatError(`${fn.qualifiedName} needs 4 arguments, got ${a.length}`);
-          if (!(a[0] instanceof StorageRef)) throw new FormatError(`tensor storage is ${describe(a[0])}`);
-          return new TensorRef(a[0], a[1], a[2], a[3]);
-        }
-        case "torch._utils._rebuild_parameter":
-        case "torch._utils._rebuild_parameter_with_state":
-          if (!(a[0] instanceof TensorRef)) throw new FormatError(`parameter data is ${describe(a[0])}`);
-          return a[0];
-        case "torch._tensor._rebuild_from_type_v2": {
-          const [func, type, inner] = a;
-          const typeName = type instanceof PyGlobal ? type.qualifiedName : "";
-          if (!(func instanceof PyGlobal) || !(inner instanceof PyTuple)) {
-            throw new FormatError("bad _rebuild_from_type_v2");
-          }
-          if (typeName !== "torch.Tensor" && typeName !== "torch.nn.parameter.Parameter") {
-            throw new FormatError(`unsupported tensor type ${describe(type)}`);
-          }
-          return hooks.reduce(func, inner);
-        }
-        case "_codecs.encode": {
-          const [text, encoding] = a;
-          if (typeof text !== "string" || (encoding !== "latin1" && encoding !== "latin-1")) {
-            throw new FormatError("unsupported _codecs.encode arguments");
-          }
-          const out = new Uint8Array(text.length);
-          for (let i = 0; i < text.length; i++) {
-            const c = text.charCodeAt(i);
-            if (c > 255) throw new FormatError("non-latin1 character in _codecs.encode");
-            out[i] = c;
-          }
-          return out;
-        }
-        default:
-          throw new FormatError(`refusing to call ${fn.qualifiedName}`);
-      }
-    },
-    persistentLoad(pid) {
-      const n = legacy ? 6 : 5;
-      if (!(pid instanceof PyTuple) || pid.items.length !== n || str(pid.items[0], "persistent id tag") !== "storage") {
-        throw new FormatError(`unsupported persistent id (expected a ${n}-tuple starting with 'storage')`);
-      }
-      const [, type, rawKey, , numel, view] = pid.items;
-      const kind = type instanceof PyGlobal && type.module === "torch" ? STORAGE_KINDS[type.name] : undefined;
-      if (!kind || !(type instanceof PyGlobal)) throw new FormatError(`unsupported storage type ${describe(type)}`);
-      const key = str(rawKey, "storage key");
-      int(numel, `numel of storage ${key}`);
-      const prev = storages.get(key);
-      if (legacy && prev && KIND_SIZE[prev.kind] !== KIND_SIZE[kind]) {
-        throw new FormatError(`storage ${key} is used with different element sizes`);
-      }
-      if (!prev) storages.set(key, new StorageRef(type, kind, key));
-      if (!legacy || view === null) return new StorageRef(type, kind, key);
-      if (!(view instanceof PyTuple) || view.items.length !== 3) throw new FormatError(`bad view of storage ${key}`);
-      const [vKey, vOffset, vSize] = view.items;
-      return new StorageRef(type, kind, key, {
-        key: str(vKey, "view key"),
-        offset: int(vOffset, "view offset"),
-        size: int(vSize, "view size"),
-      });
-    },
-  };
-  return hooks;
-}
 
 /** Collects tensors from the unpickled object: a (possibly nested) dict of tensors; nested names are dot-joined. */
 function collectTensors(root: unknown): Map<string, TensorRef> {
@@ -182,20 +64,30 @@ function collectTensors(root: unknown): Map<string, TensorRef> {
   return out;
 }
 
+/** Parses a zip checkpoint (torch ≥ 1.6): `<folder>/data.pkl` plus one entry per storage under `<folder>/data/`. */
 async function parseZip(bytes: Uint8Array, options: TorchCheckpointOptions): Promise<Map<string, HostTensor>> {
   const zip = new ZipReader(bytes);
   const pkls = [...zip.entries.keys()].filter((n) => /^[^/]+\/data\.pkl$/.test(n));
   if (pkls.length !== 1) throw new FormatError(`expected one <folder>/data.pkl entry, found ${pkls.length}`);
   const prefix = pkls[0].slice(0, -"data.pkl".length);
-  let bigEndian = false;
-  if (zip.entries.has(`${prefix}byteorder`)) {
-    const order = new TextDecoder().decode(await zip.read(`${prefix}byteorder`, { maxBytes: 64 })).trim();
-    if (order !== "little" && order !== "big") throw new FormatError(`unknown byteorder "${printable(order)}"`);
-    bigEndian = order === "big";
-  }
+  const bigEndian = await readByteOrder(zip, prefix);
   const storages = new Map<string, StorageRef>();
   const pkl = await zip.read(pkls[0], { maxBytes: options.maxBytes ?? SLACK_BYTES + FILE_FACTOR * bytes.length });
-  const { value } = unpickle(pkl, 0, torchHooks(false, storages));
+  const { value } = unpickle(pkl, 0, new TorchPickleHooks(false, storages));
+  const source = zipStorageSource(zip, prefix, bytes);
+  return await buildTensors(collectTensors(value), source, bigEndian, bytes.length, options);
+}
+
+/** Whether the archive's `<folder>/byteorder` entry says `big` (absent means little-endian). */
+async function readByteOrder(zip: ZipReader, prefix: string): Promise<boolean> {
+  if (!zip.entries.has(`${prefix}byteorder`)) return false;
+  const order = new TextDecoder().decode(await zip.read(`${prefix}byteorder`, { maxBytes: 64 })).trim();
+  if (order !== "little" && order !== "big") throw new FormatError(`unknown byteorder "${printable(order)}"`);
+  return order === "big";
+}
+
+/** The storages of a zip checkpoint: entry `<prefix>data/<key>` of the archive `bytes` that `zip` reads. */
+function zipStorageSource(zip: ZipReader, prefix: string, bytes: Uint8Array): StorageSource {
   const entry = (key: string) => {
     const name = `${prefix}data/${key}`;
     const e = zip.entries.get(name);
@@ -203,81 +95,104 @@ async function parseZip(bytes: Uint8Array, options: TorchCheckpointOptions): Pro
     zip.checkSize(e);
     return e;
   };
-  return await buildTensors(
-    collectTensors(value),
-    {
-      bytes: (key) => entry(key).uncompressedSize,
-      cost: (key) => {
-        const e = entry(key);
-        const what = `storage ${printable(key)} (${e.method === 0 ? "" : "DEFLATE "}entry ${printable(e.name)})`;
-        return { bytes: e.method === 0 ? 0 : e.uncompressedSize, what };
-      },
-      align: (key) => entry(key).method === 0 ? bytes.byteOffset + entry(key).dataOffset : 0,
-      read: (key) => zip.read(entry(key).name),
+  return {
+    bytes: (key) => entry(key).uncompressedSize,
+    cost: (key) => {
+      const e = entry(key);
+      const what = `storage ${printable(key)} (${e.method === 0 ? "" : "DEFLATE "}entry ${printable(e.name)})`;
+      return { bytes: e.method === 0 ? 0 : e.uncompressedSize, what };
     },
-    bigEndian,
-    bytes.length,
-    options,
-  );
+    align: (key) => entry(key).method === 0 ? bytes.byteOffset + entry(key).dataOffset : 0,
+    read: (key) => zip.read(entry(key).name),
+  };
 }
 
-async function parseLegacy(bytes: Uint8Array, options: TorchCheckpointOptions): Promise<Map<string, HostTensor>> {
-  const plain: PickleHooks = { allowGlobal: () => false, reduce: () => null };
-  let pos = 0;
-  const next = (hooks: PickleHooks): unknown => {
-    const r = unpickle(bytes, pos, hooks);
-    pos = r.end;
+/** The consecutive parts of a legacy checkpoint, read in order: pickles, then the raw storages. */
+class LegacyParts {
+  /** Offset of the next part. */
+  pos = 0;
+  private readonly view: DataView;
+
+  constructor(readonly bytes: Uint8Array) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** The value of the next pickle, run with `hooks`. */
+  pickle(hooks: PickleHooks = DATA_ONLY_HOOKS): unknown {
+    const r = unpickle(this.bytes, this.pos, hooks);
+    this.pos = r.end;
     return r.value;
-  };
-  const magic = next(plain);
+  }
+
+  /** The next raw storage: an 8-byte element count, then its elements of `elementSize` bytes. */
+  storage(key: string, elementSize: number, bigEndian: boolean): Uint8Array {
+    const pos = this.pos;
+    if (pos + 8 > this.bytes.length) throw new FormatError(`truncated before storage ${printable(key)}`);
+    const first = this.view.getUint32(pos, !bigEndian);
+    const second = this.view.getUint32(pos + 4, !bigEndian);
+    const count = bigEndian ? first * 2 ** 32 + second : second * 2 ** 32 + first;
+    const nbytes = count * elementSize;
+    if (nbytes > this.bytes.length - pos - 8) {
+      throw new FormatError(`storage ${printable(key)} is truncated (${count} elements)`);
+    }
+    this.pos = pos + 8 + nbytes;
+    return this.bytes.subarray(pos + 8, pos + 8 + nbytes);
+  }
+}
+
+/** Reads the legacy header pickles (magic number, protocol version, sys_info); true when the file is big-endian. */
+function readLegacyHeader(parts: LegacyParts): boolean {
+  const magic = parts.pickle();
   if (magic !== LEGACY_MAGIC) throw new FormatError("not a PyTorch checkpoint (bad legacy magic number)");
-  const version = next(plain);
+  const version = parts.pickle();
   if (version !== LEGACY_PROTOCOL) {
     throw new FormatError(
       `unsupported legacy protocol version ${typeof version === "number" ? version : describe(version)}`,
     );
   }
-  const sysInfo = next(plain);
+  const sysInfo = parts.pickle();
   if (!(sysInfo instanceof PyDict)) throw new FormatError("legacy sys_info is not a dict");
-  const bigEndian = sysInfo.map.get("little_endian") === false;
-  const storages = new Map<string, StorageRef>();
-  const tensors = collectTensors(next(torchHooks(true, storages)));
-  const keys = next(plain);
-  if (!(keys instanceof PyList)) throw new FormatError("legacy storage key list is missing");
+  return sysInfo.map.get("little_endian") === false;
+}
+
+/** Reads the raw storages that follow the legacy key list `keys`, in its order. */
+function readLegacyStorages(
+  parts: LegacyParts,
+  keys: PyList,
+  storages: Map<string, StorageRef>,
+  bigEndian: boolean,
+): Map<string, Uint8Array> {
   const data = new Map<string, Uint8Array>();
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (const k of keys.items) {
-    const key = str(k, "storage key");
+    const key = pickleString(k, "storage key");
     const s = storages.get(key);
     if (!s) throw new FormatError(`storage ${printable(key)} is listed but never referenced`);
-    if (pos + 8 > bytes.length) throw new FormatError(`truncated before storage ${printable(key)}`);
-    const first = view.getUint32(pos, !bigEndian);
-    const second = view.getUint32(pos + 4, !bigEndian);
-    const count = bigEndian ? first * 2 ** 32 + second : second * 2 ** 32 + first; // 8-byte element count
-    const nbytes = count * KIND_SIZE[s.kind];
-    if (nbytes > bytes.length - pos - 8) {
-      throw new FormatError(`storage ${printable(key)} is truncated (${count} elements)`);
-    }
-    data.set(key, bytes.subarray(pos + 8, pos + 8 + nbytes));
-    pos += 8 + nbytes;
+    data.set(key, parts.storage(key, KIND_SIZE[s.kind], bigEndian));
   }
+  return data;
+}
+
+/** Parses a legacy checkpoint (torch < 1.6): header pickles, the tensors' pickle, the storage keys, the storages. */
+async function parseLegacy(bytes: Uint8Array, options: TorchCheckpointOptions): Promise<Map<string, HostTensor>> {
+  const parts = new LegacyParts(bytes);
+  const bigEndian = readLegacyHeader(parts);
+  const storages = new Map<string, StorageRef>();
+  const tensors = collectTensors(parts.pickle(new TorchPickleHooks(true, storages)));
+  const keys = parts.pickle();
+  if (!(keys instanceof PyList)) throw new FormatError("legacy storage key list is missing");
+  const data = readLegacyStorages(parts, keys, storages, bigEndian);
   const get = (key: string) => {
     const d = data.get(key);
     if (!d) throw new FormatError(`storage ${printable(key)} has no data in the file`);
     return d;
   };
-  return await buildTensors(
-    tensors,
-    {
-      bytes: (key) => get(key).length,
-      cost: (key) => ({ bytes: 0, what: `storage ${printable(key)}` }),
-      align: (key) => get(key).byteOffset,
-      read: get,
-    },
-    bigEndian,
-    bytes.length,
-    options,
-  );
+  const source: StorageSource = {
+    bytes: (key) => get(key).length,
+    cost: (key) => ({ bytes: 0, what: `storage ${printable(key)}` }),
+    align: (key) => get(key).byteOffset,
+    read: get,
+  };
+  return await buildTensors(tensors, source, bigEndian, bytes.length, options);
 }
 
 /**

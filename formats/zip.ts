@@ -91,6 +91,13 @@ export function isZipArchive(bytes: Uint8Array): boolean {
   return sig === SIG_LOCAL || sig === SIG_EOCD;
 }
 
+/** Where an entry's bytes are: sizes and local header offset, possibly replaced by ZIP64 extended information. */
+interface EntryExtent {
+  compressedSize: number;
+  uncompressedSize: number;
+  localHeader: number;
+}
+
 /** Reads entries of an in-memory ZIP archive; the constructor parses and validates the directory. */
 export class ZipReader {
   /** Entries by name, in central-directory order. */
@@ -103,71 +110,14 @@ export class ZipReader {
    */
   constructor(private readonly bytes: Uint8Array) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const eocd = this.findEndRecord();
-    let count = this.u16(eocd + 10);
-    let cdSize = this.u32(eocd + 12);
-    let cdOffset = this.u32(eocd + 16);
-    if (this.u16(eocd + 4) !== 0 || this.u16(eocd + 6) !== 0) {
-      throw new ZipError("multi-disk archives are not supported");
-    }
-    if (eocd >= 20 && this.u32(eocd - 20) === SIG_ZIP64_LOCATOR) {
-      const z = this.u64(eocd - 12);
-      if (this.u32(z) !== SIG_ZIP64_EOCD) throw new ZipError(`bad ZIP64 end record at offset ${z}`);
-      count = this.u64(z + 32);
-      cdSize = this.u64(z + 40);
-      cdOffset = this.u64(z + 48);
-    }
-    const cdEnd = cdOffset + cdSize;
+    const directory = this.findDirectory();
+    const cdEnd = directory.offset + directory.size;
     if (cdEnd > bytes.length) throw new ZipError("central directory lies outside the file (truncated?)");
-    if (count * 46 > cdSize) throw new ZipError(`central directory too small for ${count} entries`);
-    let p = cdOffset;
-    for (let i = 0; i < count; i++) {
-      if (p + 46 > cdEnd || this.u32(p) !== SIG_CENTRAL) throw new ZipError(`bad central directory entry at ${p}`);
-      const flags = this.u16(p + 8);
-      const method = this.u16(p + 10);
-      const crc = this.u32(p + 16);
-      let compressedSize = this.u32(p + 20);
-      let uncompressedSize = this.u32(p + 24);
-      const nameLen = this.u16(p + 28);
-      const extraLen = this.u16(p + 30);
-      const commentLen = this.u16(p + 32);
-      let local = this.u32(p + 42);
-      const next = p + 46 + nameLen + extraLen + commentLen;
-      if (next > cdEnd) throw new ZipError(`central directory entry at ${p} overruns the directory`);
-      const name = names.decode(this.bytes.subarray(p + 46, p + 46 + nameLen));
-      const shown = printable(name);
-      // ZIP64 extended information: 8-byte fields present only for the 32-bit fields that overflowed.
-      for (let q = p + 46 + nameLen, end = q + extraLen; q + 4 <= end;) {
-        const id = this.u16(q);
-        const size = this.u16(q + 2);
-        if (q + 4 + size > end) throw new ZipError(`entry ${shown}: bad extra field`);
-        if (id === 1) {
-          let f = q + 4;
-          const field = () => {
-            if (f + 8 > q + 4 + size) throw new ZipError(`entry ${shown}: short ZIP64 extra field`);
-            f += 8;
-            return this.u64(f - 8);
-          };
-          if (uncompressedSize === 0xffffffff) uncompressedSize = field();
-          if (compressedSize === 0xffffffff) compressedSize = field();
-          if (local === 0xffffffff) local = field();
-        }
-        q += 4 + size;
-      }
-      if (flags & 1) throw new ZipError(`entry ${shown} is encrypted`);
-      if (method !== 0 && method !== 8) {
-        throw new ZipError(`entry ${shown} uses unsupported compression method ${method}`);
-      }
-      if (method === 0 && compressedSize !== uncompressedSize) throw new ZipError(`entry ${shown}: size mismatch`);
-      if (local + 30 > bytes.length || this.u32(local) !== SIG_LOCAL) {
-        throw new ZipError(`entry ${shown}: bad local header at offset ${local}`);
-      }
-      const dataOffset = local + 30 + this.u16(local + 26) + this.u16(local + 28);
-      if (dataOffset + compressedSize > bytes.length) throw new ZipError(`entry ${shown}: data lies outside the file`);
-      if (this.entries.has(name)) throw new ZipError(`duplicate entry ${shown}`);
-      this.entries.set(name, { name, method, crc32: crc, compressedSize, uncompressedSize, dataOffset });
-      p = next;
+    if (directory.count * 46 > directory.size) {
+      throw new ZipError(`central directory too small for ${directory.count} entries`);
     }
+    let p = directory.offset;
+    for (let i = 0; i < directory.count; i++) p = this.readDirectoryEntry(p, cdEnd);
   }
 
   /**
@@ -206,6 +156,94 @@ export class ZipReader {
           `more than DEFLATE can produce (at most ${MAX_DEFLATE_RATIO}:1)`,
       );
     }
+  }
+
+  /** Entry count, size and offset of the central directory, from the end record or its ZIP64 successor. */
+  private findDirectory(): { count: number; size: number; offset: number } {
+    const eocd = this.findEndRecord();
+    let count = this.u16(eocd + 10);
+    let size = this.u32(eocd + 12);
+    let offset = this.u32(eocd + 16);
+    if (this.u16(eocd + 4) !== 0 || this.u16(eocd + 6) !== 0) {
+      throw new ZipError("multi-disk archives are not supported");
+    }
+    if (eocd >= 20 && this.u32(eocd - 20) === SIG_ZIP64_LOCATOR) {
+      const z = this.u64(eocd - 12);
+      if (this.u32(z) !== SIG_ZIP64_EOCD) throw new ZipError(`bad ZIP64 end record at offset ${z}`);
+      count = this.u64(z + 32);
+      size = this.u64(z + 40);
+      offset = this.u64(z + 48);
+    }
+    return { count, size, offset };
+  }
+
+  /** Reads the central directory entry at `p` (the directory ends at `cdEnd`); returns the next entry's offset. */
+  private readDirectoryEntry(p: number, cdEnd: number): number {
+    if (p + 46 > cdEnd || this.u32(p) !== SIG_CENTRAL) throw new ZipError(`bad central directory entry at ${p}`);
+    const nameLen = this.u16(p + 28);
+    const extraLen = this.u16(p + 30);
+    const next = p + 46 + nameLen + extraLen + this.u16(p + 32);
+    if (next > cdEnd) throw new ZipError(`central directory entry at ${p} overruns the directory`);
+    const name = names.decode(this.bytes.subarray(p + 46, p + 46 + nameLen));
+    const extent: EntryExtent = {
+      compressedSize: this.u32(p + 20),
+      uncompressedSize: this.u32(p + 24),
+      localHeader: this.u32(p + 42),
+    };
+    this.readExtraFields(p + 46 + nameLen, extraLen, extent, printable(name));
+    this.addEntry(name, this.u16(p + 8), this.u16(p + 10), this.u32(p + 16), extent);
+    return next;
+  }
+
+  /** Applies the ZIP64 extended information among the `length` bytes of extra fields at `start` to `extent`. */
+  private readExtraFields(start: number, length: number, extent: EntryExtent, shown: string): void {
+    for (let q = start, end = start + length; q + 4 <= end;) {
+      const id = this.u16(q);
+      const size = this.u16(q + 2);
+      if (q + 4 + size > end) throw new ZipError(`entry ${shown}: bad extra field`);
+      if (id === 1) this.readZip64Field(q + 4, q + 4 + size, extent, shown);
+      q += 4 + size;
+    }
+  }
+
+  /** ZIP64 extended information (`start`..`end`): 8-byte values, only for the 32-bit fields that overflowed. */
+  private readZip64Field(start: number, end: number, extent: EntryExtent, shown: string): void {
+    let f = start;
+    if (extent.uncompressedSize === 0xffffffff) {
+      extent.uncompressedSize = this.zip64Value(f, end, shown);
+      f += 8;
+    }
+    if (extent.compressedSize === 0xffffffff) {
+      extent.compressedSize = this.zip64Value(f, end, shown);
+      f += 8;
+    }
+    if (extent.localHeader === 0xffffffff) extent.localHeader = this.zip64Value(f, end, shown);
+  }
+
+  /** The 8-byte value at `f` of a ZIP64 extra field that ends at `end`. */
+  private zip64Value(f: number, end: number, shown: string): number {
+    if (f + 8 > end) throw new ZipError(`entry ${shown}: short ZIP64 extra field`);
+    return this.u64(f);
+  }
+
+  /** Validates an entry (flags, method, sizes, local header) and adds it to {@link entries}. */
+  private addEntry(name: string, flags: number, method: number, crc: number, extent: EntryExtent): void {
+    const shown = printable(name);
+    const { compressedSize, uncompressedSize, localHeader: local } = extent;
+    if (flags & 1) throw new ZipError(`entry ${shown} is encrypted`);
+    if (method !== 0 && method !== 8) {
+      throw new ZipError(`entry ${shown} uses unsupported compression method ${method}`);
+    }
+    if (method === 0 && compressedSize !== uncompressedSize) throw new ZipError(`entry ${shown}: size mismatch`);
+    if (local + 30 > this.bytes.length || this.u32(local) !== SIG_LOCAL) {
+      throw new ZipError(`entry ${shown}: bad local header at offset ${local}`);
+    }
+    const dataOffset = local + 30 + this.u16(local + 26) + this.u16(local + 28);
+    if (dataOffset + compressedSize > this.bytes.length) {
+      throw new ZipError(`entry ${shown}: data lies outside the file`);
+    }
+    if (this.entries.has(name)) throw new ZipError(`duplicate entry ${shown}`);
+    this.entries.set(name, { name, method, crc32: crc, compressedSize, uncompressedSize, dataOffset });
   }
 
   /** Offset of the end-of-central-directory record. */
