@@ -126,16 +126,17 @@ export function coopTileProblem(t: MatmulCoopTile): string | null {
   return null;
 }
 
-/** Output rows and columns of a tile, its threads and its workgroup-memory bytes for subgroups of `sg`. */
-export function coopTileDims(t: MatmulCoopTile, sg: number) {
-  const bm = t.wm * t.fm * 16, bn = t.wn * t.fn * 16;
-  const bytes = 2 * (bm + 8) * (t.bk + 8) + 2 * (bn + 8) * (t.bk + 8) + 4 * 256 * t.wm * t.wn;
-  return { bm, bn, bk: t.bk, threads: t.wm * t.wn * sg, bytes };
+/** Output rows and columns of a tile, its threads and its workgroup-memory bytes for subgroups of `subgroup`. */
+export function coopTileDims(tile: MatmulCoopTile, subgroup: number) {
+  const { wm, wn, fm, fn, bk } = tile;
+  const bm = wm * fm * 16, bn = wn * fn * 16;
+  const bytes = 2 * (bm + 8) * (bk + 8) + 2 * (bn + 8) * (bk + 8) + 4 * 256 * wm * wn;
+  return { bm, bn, bk, threads: wm * wn * subgroup, bytes };
 }
 
 /** The pipeline constants of the cooperative-matrix kernel for a tile (the flags are added by the caller). */
-export function coopConstants(t: MatmulCoopTile, subgroup: number): Record<string, number> {
-  return { SG: subgroup, WM: t.wm, WN: t.wn, FM: t.fm, FN: t.fn, BK: t.bk };
+export function coopConstants(tile: MatmulCoopTile, subgroup: number): Record<string, number> {
+  return { SG: subgroup, WM: tile.wm, WN: tile.wn, FM: tile.fm, FN: tile.fn, BK: tile.bk };
 }
 
 // ------------------------------------------------------------------ operand scaling
@@ -230,7 +231,7 @@ const CHECK = { M: 40, N: 72, K: 112, transA: true, transB: true };
  */
 export async function verifyCoopMatmul(rt: Runtime): Promise<void> {
   if (deviceProblem(rt) || verdicts.has(rt)) return;
-  const sg = rt.handle.subgroupSize!;
+  const subgroup = rt.handle.subgroupSize!;
   const { M, N, K } = CHECK;
   const a = Float32Array.from({ length: K * M }, (_, i) => Math.sin(i * 0.37) * 3e-6);
   const b = Float32Array.from({ length: N * K }, (_, i) => Math.cos(i * 0.91) * 0.5);
@@ -241,10 +242,10 @@ export async function verifyCoopMatmul(rt: Runtime): Promise<void> {
     rt.write(aBuf, a);
     rt.write(bBuf, b);
     const tile: MatmulCoopTile = { wm: 1, wn: 2, fm: 2, fn: 2, bk: 32 };
-    const { bm, bn } = coopTileDims(tile, sg);
+    const { bm, bn } = coopTileDims(tile, subgroup);
     const grid = [Math.ceil(N / bn), Math.ceil(M / bm), 1] as const;
     const amax = recordAmax(rt, aBuf, bBuf);
-    const overrides = { ...coopConstants(tile, sg), TRANS_A: 1, TRANS_B: 1, SCALE_A: 1, SCALE_B: 1 };
+    const overrides = { ...coopConstants(tile, subgroup), TRANS_A: 1, TRANS_B: 1, SCALE_A: 1, SCALE_B: 1 };
     const unbatched = { bshape: [1, 1, 1, 1], astride: [0, 0, 0, 0], bstride: [0, 0, 0, 0] };
     const params = { M, N, K, batch0: 0, alpha: 0.5, nbatch: 1, kchunk: K, ...unbatched };
     const bindings = { aS: aBuf, aV: spareRead, bS: bBuf, bV: spareRead, bias: spareRead, c: cBuf, resid: spareRead };

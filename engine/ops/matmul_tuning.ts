@@ -142,17 +142,19 @@ const DEFAULT_TUNING: MatmulTuning = {
 
 let tuning: MatmulTuning = structuredClone(DEFAULT_TUNING);
 
-function tileProblem(c: MatmulTileConfig): string | null {
+function tileProblem(tile: MatmulTileConfig): string | null {
   const ok = (v: number) => Number.isInteger(v) && v > 0;
-  if (!ok(c.wgX) || !ok(c.wgY) || !ok(c.bk) || c.bk % 4 !== 0) return "wgX, wgY, bk must be positive, bk % 4 = 0";
-  if (c.tm !== 4 && c.tm !== 8) return "tm must be 4 or 8";
-  if (c.tn !== 4 && c.tn !== 8) return "tn must be 4 or 8";
+  if (!ok(tile.wgX) || !ok(tile.wgY) || !ok(tile.bk) || tile.bk % 4 !== 0) {
+    return "wgX, wgY, bk must be positive, bk % 4 = 0";
+  }
+  if (tile.tm !== 4 && tile.tm !== 8) return "tm must be 4 or 8";
+  if (tile.tn !== 4 && tile.tn !== 8) return "tn must be 4 or 8";
   return null;
 }
 
 /** Threads and workgroup-memory bytes a tile configuration needs. */
-function tileCost(c: MatmulTileConfig): { threads: number; bytes: number } {
-  return { threads: c.wgX * c.wgY, bytes: 4 * c.bk * (c.wgY * c.tm + c.wgX * c.tn) };
+function tileCost(tile: MatmulTileConfig): { threads: number; bytes: number } {
+  return { threads: tile.wgX * tile.wgY, bytes: 4 * tile.bk * (tile.wgY * tile.tm + tile.wgX * tile.tn) };
 }
 
 /** Knobs to change: any of {@linkcode MatmulTuning}'s, `splitK` field by field. */
@@ -185,12 +187,11 @@ export function setMatmulTuning(t: MatmulTuningPatch): MatmulTuning {
       `gemv [cols, slices] = [${cols}, ${slices}]: slices must be a power of two`,
     );
   }
-  const s = next.splitK;
+  const split = next.splitK;
+  const limits = [split.maxWorkgroups, split.minK, split.targetWorkgroups, split.longK, split.longTargetWorkgroups];
   ok(
-    [s.maxWorkgroups, s.minK, s.targetWorkgroups, s.longK, s.longTargetWorkgroups].every((v) => v >= 0) &&
-      Number.isInteger(s.maxSplits) &&
-      s.maxSplits >= 1,
-    `splitK ${JSON.stringify(s)}: fields must be ≥ 0, maxSplits an integer ≥ 1`,
+    limits.every((v) => v >= 0) && Number.isInteger(split.maxSplits) && split.maxSplits >= 1,
+    `splitK ${JSON.stringify(split)}: fields must be ≥ 0, maxSplits an integer ≥ 1`,
   );
   const prev = tuning;
   tuning = next;
@@ -237,51 +238,46 @@ interface TileDims {
   wgY: number;
 }
 
+/** A product to plan: M×N outputs over K in `batches` batches; `plain` when it may be split along K. */
+interface PlanProblem {
+  M: number;
+  N: number;
+  K: number;
+  batches: number;
+  plain: boolean;
+}
+
 /** Tier selection and split K for any tile kind (see {@linkcode tilePlan}). */
 function planTiles<T>(
   tiers: { tile: T; minWorkgroups: number; minUtilization: number }[],
   dims: (t: T) => TileDims,
   fallback: T,
-  M: number,
-  N: number,
-  K: number,
-  nb: number,
-  plain: boolean,
+  problem: PlanProblem,
   limits: MatmulLimits,
 ): { tile: T; splits: number; kchunk: number } {
+  const { M, N, K } = problem;
   const fits = (t: T) => {
     const d = dims(t);
     return d.threads <= limits.maxComputeInvocationsPerWorkgroup && d.bytes <= limits.maxComputeWorkgroupStorageSize &&
       d.wgX <= limits.maxComputeWorkgroupSizeX && d.wgY <= limits.maxComputeWorkgroupSizeY;
   };
-  const groups = (t: T) => {
+  const workgroups = (t: T) => {
     const d = dims(t);
-    return Math.ceil(M / d.bm) * Math.ceil(N / d.bn) * nb;
+    return Math.ceil(M / d.bm) * Math.ceil(N / d.bn) * problem.batches;
   };
-  const util = (t: T) => {
+  const utilization = (t: T) => {
     const { bm, bn } = dims(t);
     return (M * N) / (Math.ceil(M / bm) * bm * Math.ceil(N / bn) * bn);
   };
   const usable = tiers.filter((t) => fits(t.tile));
   const pick = (splitsOf: (t: T) => number) =>
-    usable.find((t) => groups(t.tile) * splitsOf(t.tile) >= t.minWorkgroups && util(t.tile) >= t.minUtilization)
-      ?.tile ?? usable[usable.length - 1]?.tile ?? fallback;
+    usable.find((t) =>
+      workgroups(t.tile) * splitsOf(t.tile) >= t.minWorkgroups && utilization(t.tile) >= t.minUtilization
+    )?.tile ?? usable[usable.length - 1]?.tile ?? fallback;
   let tile = pick(() => 1);
-  // Split K: S partial products over K ranges of a multiple of bk, into [S, batch, M, N], then summed.
-  const sk = tuning.splitK;
-  const maxSplits = Math.min(
-    sk.maxSplits,
-    Math.floor(Math.min(SPLIT_MAX_BYTES, limits.maxStorageBufferBindingSize) / (4 * nb * M * N)),
-  );
-  const long = K >= sk.longK;
-  const target = long ? sk.longTargetWorkgroups : sk.targetWorkgroups;
-  const splitsOf = (t: T) => {
-    const s = Math.max(1, Math.min(maxSplits, Math.ceil(target / groups(t))));
-    const bk = dims(t).bk;
-    return Math.ceil(K / (Math.ceil(K / s / bk) * bk));
-  };
+  const splitsOf = splitCount(problem, limits, workgroups, (t) => dims(t).bk);
   let splits = 1;
-  if (plain && K >= Math.max(sk.minK, 1) && (long || groups(tile) < sk.maxWorkgroups) && maxSplits > 1) {
+  if (splitsOf && (K >= tuning.splitK.longK || workgroups(tile) < tuning.splitK.maxWorkgroups)) {
     tile = pick(splitsOf);
     splits = splitsOf(tile);
   }
@@ -289,40 +285,67 @@ function planTiles<T>(
   return { tile, splits, kchunk: splits > 1 ? Math.ceil(K / splits / bk) * bk : K };
 }
 
-function fp32Dims(c: MatmulTileConfig): TileDims {
-  const { threads, bytes } = tileCost(c);
-  return { bm: c.wgY * c.tm, bn: c.wgX * c.tn, bk: c.bk, threads, bytes, wgX: c.wgX, wgY: c.wgY };
+/**
+ * Split K: S partial products over K ranges of a multiple of the tile's k depth, into [S, batch, M, N], then summed.
+ * Returns how many splits a tile would get, or null when the product may not be split (not plain, K short, or no
+ * room for two partial products).
+ */
+function splitCount<T>(
+  problem: PlanProblem,
+  limits: MatmulLimits,
+  workgroups: (t: T) => number,
+  kDepth: (t: T) => number,
+): ((t: T) => number) | null {
+  const { M, N, K, batches } = problem;
+  const splitK = tuning.splitK;
+  const maxSplits = Math.min(
+    splitK.maxSplits,
+    Math.floor(Math.min(SPLIT_MAX_BYTES, limits.maxStorageBufferBindingSize) / (4 * batches * M * N)),
+  );
+  if (!problem.plain || K < Math.max(splitK.minK, 1) || maxSplits <= 1) return null;
+  const target = K >= splitK.longK ? splitK.longTargetWorkgroups : splitK.targetWorkgroups;
+  return (t: T) => {
+    const s = Math.max(1, Math.min(maxSplits, Math.ceil(target / workgroups(t))));
+    const bk = kDepth(t);
+    return Math.ceil(K / (Math.ceil(K / s / bk) * bk));
+  };
+}
+
+function fp32Dims(tile: MatmulTileConfig): TileDims {
+  const { threads, bytes } = tileCost(tile);
+  const { wgX, wgY, tm, tn, bk } = tile;
+  return { bm: wgY * tm, bn: wgX * tn, bk, threads, bytes, wgX, wgY };
 }
 
 /**
- * The tiled kernel's plan for a product of `nb` batches of M×N over K under the current tuning: the
+ * The tiled kernel's plan for a product of `batches` batches of M×N over K under the current tuning: the
  * tile, and the K splits (1 = none; `plain` = no bias/activation/residual, which splitting needs).
  */
 export function tilePlan(
   M: number,
   N: number,
   K: number,
-  nb: number,
+  batches: number,
   plain: boolean,
   limits: MatmulLimits,
 ): { tile: MatmulTileConfig; splits: number; kchunk: number } {
-  return planTiles(tuning.tiers, fp32Dims, DEFAULT_TILE, M, N, K, nb, plain, limits);
+  return planTiles(tuning.tiers, fp32Dims, DEFAULT_TILE, { M, N, K, batches, plain }, limits);
 }
 
-/** {@linkcode tilePlan} for the mixed-precision kernel with subgroups of `sg` invocations. */
+/** {@linkcode tilePlan} for the mixed-precision kernel with subgroups of `subgroup` invocations. */
 export function coopTilePlan(
   M: number,
   N: number,
   K: number,
-  nb: number,
+  batches: number,
   plain: boolean,
   limits: MatmulLimits,
-  sg: number,
+  subgroup: number,
 ): { tile: MatmulCoopTile; splits: number; kchunk: number } {
   const dims = (t: MatmulCoopTile): TileDims => {
-    const d = coopTileDims(t, sg);
+    const d = coopTileDims(t, subgroup);
     return { ...d, wgX: d.threads, wgY: 1 };
   };
   const tiers = tuning.coopTiers;
-  return planTiles(tiers, dims, tiers[tiers.length - 1].tile, M, N, K, nb, plain, limits);
+  return planTiles(tiers, dims, tiers[tiers.length - 1].tile, { M, N, K, batches, plain }, limits);
 }
