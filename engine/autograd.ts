@@ -9,7 +9,7 @@ import { empty, type GradNode, isGradEnabled, keep, noGrad, runtime, Tensor } fr
 import { f32Bits, grid1d } from "./runtime.ts";
 import { BINARY, FILL } from "./kernels/elementwise.ts";
 import { BINARY_OPS } from "./kernels/codes.ts";
-import { flatSlotOf } from "./flat.ts";
+import { clearGradTargets, flatSlotOf, gradTargetOf } from "./flat.ts";
 
 /** A retained view of a tensor that stays valid until the node is released. */
 export function saveForBackward(t: Tensor): Tensor {
@@ -111,41 +111,56 @@ export function backward(root: Tensor, grad?: Tensor, options: BackwardOptions =
   if (!grad && root.size !== 1) {
     throw new Error(`backward: a gradient is needed for a non-scalar output of shape [${root.shape}]`);
   }
-  noGrad(() => {
-    const rootGrad = grad ? grad.detach() : onesLike(root);
-    if (!root.gradFn) {
-      accumulateLeaf(root, rootGrad);
-      return;
-    }
-    const grads = new Map<Tensor, Tensor>([[root, rootGrad]]);
-    const add = (t: Tensor, g: Tensor) => {
-      const prev = grads.get(t);
-      grads.set(t, prev ? addInto(prev, g) : g);
-    };
-    for (const node of topoOrder(root.gradFn)) {
-      const outGrads = node.outputs.map((t) => {
-        const g = grads.get(t) ?? null;
-        grads.delete(t);
-        return g;
-      });
-      if (outGrads.every((g) => g === null)) continue;
-      if (node.released) {
-        for (const g of outGrads) g?.dispose();
-        throw new Error(`backward: the graph through ${node.name} was already freed; pass {retainGraph: true}`);
-      }
-      const inGrads = node.backward(outGrads);
+  try {
+    noGrad(() => propagate(root, grad ? grad.detach() : onesLike(root), options));
+  } finally {
+    clearGradTargets();
+  }
+}
+
+/** Walks the graph from `root` (whose gradient is `rootGrad`) in reverse topological order, accumulating into leaves. */
+function propagate(root: Tensor, rootGrad: Tensor, options: BackwardOptions): void {
+  if (!root.gradFn) {
+    accumulateLeaf(root, rootGrad);
+    return;
+  }
+  const grads = new Map<Tensor, Tensor>([[root, rootGrad]]);
+  const add = (t: Tensor, g: Tensor) => {
+    const prev = grads.get(t);
+    grads.set(t, prev ? addInto(prev, g) : g);
+  };
+  for (const node of topoOrder(root.gradFn)) {
+    const outGrads = node.outputs.map((t) => {
+      const g = grads.get(t) ?? null;
+      grads.delete(t);
+      return g;
+    });
+    if (outGrads.every((g) => g === null)) continue;
+    if (node.released) {
       for (const g of outGrads) g?.dispose();
-      node.inputs.forEach((inp, i) => {
-        const gi = inGrads[i];
-        if (!gi) return;
-        if (!inp.requiresGrad) gi.dispose();
-        else if (inp.gradFn) add(inp, gi);
-        else accumulateLeaf(inp, gi);
-      });
-      if (!options.retainGraph) node.release();
+      throw new Error(`backward: the graph through ${node.name} was already freed; pass {retainGraph: true}`);
     }
-    for (const g of grads.values()) g.dispose();
-  });
+    const inGrads = node.backward(outGrads);
+    for (const g of outGrads) g?.dispose();
+    node.inputs.forEach((inp, i) => {
+      const gi = inGrads[i];
+      if (!gi) return;
+      if (!inp.requiresGrad) gi.dispose();
+      else if (inp.gradFn) add(inp, gi);
+      else accumulateLeaf(inp, gi);
+    });
+    if (!options.retainGraph) node.release();
+  }
+  for (const g of grads.values()) g.dispose();
+}
+
+/**
+ * A tensor for a backward to write the gradient of `input` into: a view of `input`'s slot in its flat gradient
+ * buffer when `input` is a flat parameter receiving its first gradient (so backward need not copy it there),
+ * else a new tensor shaped like `input`. The backward must overwrite all of it and return it as the gradient.
+ */
+export function gradOutput(input: Tensor): Tensor {
+  return gradTargetOf(input) ?? empty(input.shape);
 }
 
 /**

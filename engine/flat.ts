@@ -78,6 +78,11 @@ export class FlatChunk {
     return s.parent === flat && s.byteOffset === flat.byteOffset + slot.offset && s.bytes === slot.param.size * 4;
   }
 
+  #isSlotView(slot: FlatSlot, t: Tensor): boolean {
+    const flat = this.grad, s = t.storage;
+    return flat !== null && s.parent === flat && s.byteOffset === flat.byteOffset + slot.offset;
+  }
+
   /** True when every slot's gradient is its view of the flat gradient buffer, which then is reduced whole. */
   gradsComplete(): boolean {
     return this.grad !== null && this.slots.every((s) => this.gradAtSlot(s));
@@ -103,6 +108,11 @@ export class FlatChunk {
    */
   accumulateGrad(slot: FlatSlot, g: Tensor): void {
     const p = slot.param, current = p.grad;
+    pendingTargets.delete(slot);
+    if (!current && this.#isSlotView(slot, g)) {
+      p.grad = keep(g); // written in place by the op's backward (gradTargetOf): nothing to copy
+      return;
+    }
     if (current && this.gradAtSlot(slot)) addInPlace(current.storage, g.storage, p.size);
     else {
       const view = this.gradView(slot);
@@ -168,6 +178,26 @@ export interface FlatParameterInit {
   shape: readonly number[];
   /** Initial values (as many as the shape has elements). */
   data: Float32Array;
+}
+
+/** Slots whose gradient an op's backward is writing in place (handed out by gradTargetOf, not yet accumulated). */
+const pendingTargets = new Set<FlatSlot>();
+
+/**
+ * Where a backward may write the gradient of `p` so that no copy follows: a view of `p`'s slot in the flat
+ * gradient buffer when `p` is a flat parameter that has no gradient yet (its first contribution of a step), else
+ * null. The op must overwrite every element of the view and return it as `p`'s gradient.
+ */
+export function gradTargetOf(p: Tensor): Tensor | null {
+  const slot = flatSlotOf(p);
+  if (!slot || !p.requiresGrad || p.grad || pendingTargets.has(slot)) return null;
+  pendingTargets.add(slot);
+  return slot.chunk.gradView(slot);
+}
+
+/** Forgets targets handed out but never accumulated (called when a backward pass ends). */
+export function clearGradTargets(): void {
+  pendingTargets.clear();
 }
 
 /** The flat slot of `p`, or null when `p` is not a flat parameter (or was disposed). */

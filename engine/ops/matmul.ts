@@ -15,7 +15,7 @@
 
 import type { Storage } from "../runtime.ts";
 import { check, empty, type Tensor } from "../tensor.ts";
-import { needsGrad, record, saveForBackward } from "../autograd.ts";
+import { gradOutput, needsGrad, record, saveForBackward } from "../autograd.ts";
 import { activationGrad, ones, sumTo } from "./elementwise.ts";
 import { type Activation, ACTIVATIONS } from "../kernels/codes.ts";
 import { type Epilogue, gemm, NO_EPILOGUE, type Operand } from "./matmul_gemm.ts";
@@ -157,8 +157,8 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
         // B shared across the batch: fold the batch into the reduction ([B·M, K]ᵀ · [B·M, N]).
         const A = (trans: boolean): Operand => ({ storage: sa.storage, trans, strides: [] });
         gb = transB
-          ? mm(G(true, []), A(false), N, K, nb * M, bShape, [], alpha)
-          : mm(A(true), G(false, []), K, N, nb * M, bShape, [], alpha);
+          ? productInto(G(true, []), A(false), N, K, nb * M, gradOutput(b), alpha)
+          : productInto(A(true), G(false, []), K, N, nb * M, gradOutput(b), alpha);
       } else {
         const A = (trans: boolean): Operand => ({ storage: sa.storage, trans, strides: aOp.strides });
         gb = takeResult(
@@ -231,7 +231,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, options:
   };
   pre?.dispose();
   return record(out, "linear", inputs, (g) => {
-    const grads = linearBackward(g, saved, shape);
+    const grads = linearBackward(g, saved, shape, { weight, bias: bias ?? null });
     const affineGrads = bias ? [grads.dx, grads.dw, grads.db] : [grads.dx, grads.dw];
     return shape.residual ? [...affineGrads, grads.dResidual] : affineGrads;
   }, [saved.x, saved.weight, saved.pre].filter((t): t is Tensor => t !== null));
@@ -293,8 +293,19 @@ interface LinearSaved {
   wantResidual: boolean;
 }
 
+/** The weight and bias tensors of a {@linkcode linear} call (their gradients may be written in place). */
+interface LinearParams {
+  weight: Tensor;
+  bias: Tensor | null;
+}
+
+/** out = alpha · op(A) [M, K] · op(B) [K, N] into a tensor of M·N elements that already exists (e.g. a gradient's slot). */
+function productInto(a: Operand, b: Operand, M: number, N: number, K: number, out: Tensor, alpha = 1): Tensor {
+  return gemm({ a, b, batch: [], M, N, K, alpha, bias: null, epilogue: NO_EPILOGUE, outShape: [...out.shape], out });
+}
+
 /** The gradients of x, W, bias and residual from the output gradient `g` (null where not wanted). */
-function linearBackward(g: Tensor, saved: LinearSaved, shape: LinearShape) {
+function linearBackward(g: Tensor, saved: LinearSaved, shape: LinearShape, params: LinearParams) {
   const { rows, inF, outF, outIn } = shape;
   // dPre = dY · act'(pre); the residual's gradient is dY itself.
   const gp = saved.pre ? activationGrad(ACTIVATIONS[shape.activation!].unary, saved.pre, g) : g;
@@ -305,14 +316,14 @@ function linearBackward(g: Tensor, saved: LinearSaved, shape: LinearShape) {
   let dw: Tensor | null = null;
   if (saved.x) {
     dw = outIn
-      ? mm(G(true), plain(saved.x.storage, false), outF, inF, rows, saved.weightShape)
-      : mm(plain(saved.x.storage, true), G(false), inF, outF, rows, saved.weightShape);
+      ? productInto(G(true), plain(saved.x.storage, false), outF, inF, rows, gradOutput(params.weight))
+      : productInto(plain(saved.x.storage, true), G(false), inF, outF, rows, gradOutput(params.weight));
   }
   // db = 1ᵀ · dPre: a column sum, run as a one-row product (the matrix–vector kernel).
   let db: Tensor | null = null;
   if (saved.wantBias) {
     const one = ones([rows]);
-    db = mm(plain(one.storage, false), G(false), 1, outF, rows, [outF]);
+    db = productInto(plain(one.storage, false), G(false), 1, outF, rows, gradOutput(params.bias!));
     one.dispose();
   }
   if (gp !== g) gp.dispose();

@@ -68,6 +68,8 @@ export interface Product {
   epilogue: Epilogue;
   /** Shape of the new output tensor (its size is batch · M · N). */
   outShape: number[];
+  /** Writes into this tensor of `outShape` (every element) instead of a new one, e.g. a gradient's flat slot. */
+  out?: Tensor;
 }
 
 /** A product's batch dims after merging: at most 4 dims with each operand's element strides. */
@@ -91,7 +93,7 @@ const MAX_GRID = 65535;
 /** Dispatches one product (see {@linkcode Product}) and returns its output. */
 export function gemm(product: Product): Tensor {
   const rt = runtime();
-  const out = empty(product.outShape);
+  const out = product.out ?? empty(product.outShape);
   const batches = batchLayout(product);
   if (out.size === 0) return out;
   const tuning = currentTuning();

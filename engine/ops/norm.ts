@@ -6,7 +6,7 @@
 import { grid1d, rowWorkgroup } from "../runtime.ts";
 import { LAYER_NORM, LAYER_NORM_GRAD_WB, LAYER_NORM_GRAD_X, LAYER_NORM_SUM_CHUNKS } from "../kernels/reduce.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
-import { needsGrad, record, saveForBackward } from "../autograd.ts";
+import { gradOutput, needsGrad, record, saveForBackward } from "../autograd.ts";
 
 const WG = 256;
 /** Rows summed by one thread of the dweight/dbias kernel before the partial sums are added up. */
@@ -49,7 +49,9 @@ export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): 
       rt.run(LAYER_NORM_GRAD_X, params, gradBindings, grid1d(rows, 1), wg);
     }
     if (!weight.requiresGrad && !bias.requiresGrad) return [dx, null, null];
-    const [dw, db] = paramGrads(sx, g, sst, rows, C);
+    const dw = weight.requiresGrad ? gradOutput(weight) : empty([C]);
+    const db = bias.requiresGrad ? gradOutput(bias) : empty([C]);
+    paramGrads(sx, g, sst, rows, [dw, db]);
     return [dx, weight.requiresGrad ? dw : (dw.dispose(), null), bias.requiresGrad ? db : (db.dispose(), null)];
   }, [sx, sw, sst]);
 }
@@ -74,22 +76,22 @@ function checkLayerNormArgs(x: Tensor, weight: Tensor, bias: Tensor, eps: number
   return C;
 }
 
-/** dweight = Σ_rows g·x̂ and dbias = Σ_rows g, via per-chunk partial sums when there are many rows. */
-function paramGrads(x: Tensor, g: Tensor, stats: Tensor, rows: number, C: number): [Tensor, Tensor] {
+/**
+ * Writes dweight = Σ_rows g·x̂ and dbias = Σ_rows g into `out` (each [C]), via per-chunk partial sums when there
+ * are many rows.
+ */
+function paramGrads(x: Tensor, g: Tensor, stats: Tensor, rows: number, out: [Tensor, Tensor]): void {
   const rt = runtime();
+  const C = out[0].size;
   const chunk = Math.max(MIN_CHUNK, Math.ceil(rows / MAX_CHUNKS));
   const nchunks = Math.max(1, Math.ceil(rows / chunk));
   const params = { rows, C, eps: 0, chunk, nchunks };
-  const pw = empty(nchunks === 1 ? [C] : [nchunks, C]);
-  const pb = empty(nchunks === 1 ? [C] : [nchunks, C]);
+  const [pw, pb] = nchunks === 1 ? out : [empty([nchunks, C]), empty([nchunks, C])];
   const bindings = { x: x.storage, g2: g.storage, st2: stats.storage, dw: pw.storage, db: pb.storage };
   rt.run(LAYER_NORM_GRAD_WB, params, bindings, [Math.ceil(C / WG), nchunks]);
-  if (nchunks === 1) return [pw, pb];
-  const sum = (part: Tensor): Tensor => {
-    const total = empty([C]);
-    rt.run(LAYER_NORM_SUM_CHUNKS, params, { part: part.storage, total: total.storage }, [Math.ceil(C / WG)]);
+  if (nchunks === 1) return;
+  [pw, pb].forEach((part, i) => {
+    rt.run(LAYER_NORM_SUM_CHUNKS, params, { part: part.storage, total: out[i].storage }, [Math.ceil(C / WG)]);
     part.dispose();
-    return total;
-  };
-  return [sum(pw), sum(pb)];
+  });
 }
