@@ -37,7 +37,7 @@ export {
   type GradNode,
   type GraphicsApi,
   initEngine,
-  type KernelSpec,
+  type Kernel,
   type KernelTime,
   loadSafetensors,
   type MatmulPrecision,

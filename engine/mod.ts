@@ -13,16 +13,8 @@ export {
   startupLine,
 } from "./device.ts";
 export { type KernelTime, type Profile } from "./profiler.ts";
-export {
-  type Access,
-  f32Bits,
-  grid1d,
-  type KernelSpec,
-  rowWorkgroup,
-  Runtime,
-  type RuntimeStats,
-  Storage,
-} from "./runtime.ts";
+export { type Access, f32Bits, grid1d, rowWorkgroup, Runtime, type RuntimeStats, Storage } from "./runtime.ts";
+export type { FieldLayout, Kernel, ParamFields, ParamType, ParamValue, ParamValues } from "./kernel.ts";
 export {
   check,
   type DType,

@@ -23,18 +23,6 @@ interface CompiledKernel {
   label: string;
 }
 
-/** Describes one compute kernel: a WGSL file in `shaders/` and its bindings. */
-export interface KernelSpec {
-  /** Shader file name in `shaders/` without `.wgsl`. */
-  shader: string;
-  /** Entry point (default "main"). */
-  entry?: string;
-  /** Storage bindings 1..n in order. Binding 0 is always `var<uniform>` params (256 bytes max). */
-  bindings: Access[];
-  /** Pipeline-overridable constants (WGSL `override`). */
-  constants?: Record<string, number>;
-}
-
 /** Reference-counted GPU buffer holding a tensor's elements. */
 export class Storage {
   /** Number of owners (tensors and saved autograd views). */
@@ -313,29 +301,6 @@ export class Runtime {
     const compiled = this.#pipeline(k.shader, k.entry, k.access, overrides as Record<string, number> | undefined);
     const offset = this.#reserveUniforms();
     packParams(k, params as Record<string, number>, this.arenaCpu, this.arenaF32, this.arenaI32, offset / 4);
-    this.#record(compiled, storages, offset, x, y, z);
-  }
-
-  /**
-   * Records one dispatch from an untyped spec: `uniforms` are 32-bit words (use {@linkcode f32Bits} for floats)
-   * laid out as the shader's `Params` struct. Prefer {@linkcode run} with a declared {@linkcode Kernel}.
-   */
-  dispatch(
-    spec: KernelSpec,
-    storages: Storage[],
-    uniforms: ArrayLike<number>,
-    workgroups: [number, number?, number?],
-  ): void {
-    if (storages.length !== spec.bindings.length) {
-      throw new Error(`kernel ${spec.shader}: ${spec.bindings.length} bindings expected, got ${storages.length}`);
-    }
-    const [x, y = 1, z = 1] = workgroups;
-    if (!this.#gridFits(spec.shader, x, y, z)) return;
-    const compiled = this.#pipeline(spec.shader, spec.entry ?? "main", spec.bindings, spec.constants);
-    if (uniforms.length * 4 > UNIFORM_STRIDE) throw new Error(`kernel ${spec.shader}: too many uniforms`);
-    const offset = this.#reserveUniforms();
-    this.arenaCpu.fill(0, offset / 4, (offset + UNIFORM_STRIDE) / 4);
-    for (let i = 0; i < uniforms.length; i++) this.arenaCpu[offset / 4 + i] = uniforms[i];
     this.#record(compiled, storages, offset, x, y, z);
   }
 

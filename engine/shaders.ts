@@ -4,51 +4,7 @@
  */
 
 import { wgslCodes } from "./kernels/codes.ts";
-
-/**
- * Every kernel file in `shaders/` (a test checks this list against the folder). Needed to fetch them
- * up front when the package is imported from a remote URL (e.g. JSR), where files cannot be read lazily.
- */
-export const SHADER_NAMES: readonly string[] = [
-  "activation",
-  "adamw",
-  "attention",
-  "attention_backward",
-  "attention_common",
-  "attention_kv",
-  "attention_softmax",
-  "attention_tiled",
-  "binary",
-  "cross_entropy",
-  "dropout",
-  "fill",
-  "gather",
-  "grad_accumulate",
-  "grad_norm",
-  "heads",
-  "index_sort",
-  "layer_norm",
-  "masked_fill",
-  "matmul",
-  "matmul_coop",
-  "matmul_gemv",
-  "matmul_io",
-  "matmul_splitk",
-  "permute",
-  "ppo_kl",
-  "ppo_loss",
-  "reduce",
-  "reduce_to",
-  "rng",
-  "sample",
-  "scatter_add",
-  "slice",
-  "softmax",
-  "softmax_common",
-  "tensor_scan",
-  "unary",
-  "workgroup_reduce",
-];
+import { allKernels } from "./kernels/mod.ts";
 
 const raw = new Map<string, string>();
 const expanded = new Map<string, string>();
@@ -96,12 +52,24 @@ export function shadersAreLocal(): boolean {
   return base.protocol === "file:";
 }
 
-/** Fetches shader sources ahead of use; needed only when the package is loaded from a remote URL. */
-export async function preloadShaders(names: readonly string[] = SHADER_NAMES): Promise<void> {
-  await Promise.all(names.map(async (name) => {
-    if (raw.has(name)) return;
-    const res = await fetch(new URL(`${name}.wgsl`, base));
-    if (!res.ok) throw new Error(`could not load shader ${name}: HTTP ${res.status}`);
-    raw.set(name, await res.text());
-  }));
+/**
+ * Fetches the sources of `names` and, recursively, of the files they include, ahead of use; needed only when the
+ * package is loaded from a remote URL (e.g. JSR), where files cannot be read lazily. By default: every declared
+ * kernel's shader (`engine/kernels/`).
+ */
+export async function preloadShaders(names?: readonly string[]): Promise<void> {
+  let todo = [...new Set(names ?? allKernels().map((k) => k.kernel.shader))];
+  while (todo.length > 0) {
+    await Promise.all(todo.map(fetchShader));
+    const includes = todo.flatMap((name) => [...raw.get(name)!.matchAll(/^\/\/!include ([a-z0-9_]+)\s*$/gm)]);
+    todo = [...new Set(includes.map((m) => m[1]))].filter((name) => !raw.has(name));
+  }
+}
+
+async function fetchShader(name: string): Promise<void> {
+  if (raw.has(name)) return;
+  if (!/^[a-z0-9_]+$/.test(name)) throw new Error(`invalid shader name "${name}"`);
+  const res = await fetch(new URL(`${name}.wgsl`, base));
+  if (!res.ok) throw new Error(`could not load shader ${name}: HTTP ${res.status}`);
+  raw.set(name, await res.text());
 }

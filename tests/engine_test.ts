@@ -104,14 +104,41 @@ Deno.test("loadSafetensors / saveSafetensors round-trip GPU tensors (f32, f16, i
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("SHADER_NAMES lists exactly the files in shaders/ (remote imports preload them)", async () => {
-  const { SHADER_NAMES } = await import("../engine/shaders.ts");
+Deno.test("remote import: preloadShaders fetches every kernel's shader and its includes, then all expand", async () => {
+  const root = new URL("..", import.meta.url);
+  const served = new Set<string>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const path = new URL(req.url).pathname;
+    if (path.startsWith("/shaders/")) served.add(path.slice("/shaders/".length, -".wgsl".length));
+    try {
+      const body = await Deno.readFile(new URL(`.${path}`, root));
+      const type = path.endsWith(".ts") ? "application/typescript" : "text/plain";
+      return new Response(body, { headers: { "content-type": type } });
+    } catch {
+      return new Response("not found", { status: 404 });
+    }
+  });
+  const url = `http://127.0.0.1:${server.addr.port}`;
+  const script = `const s = await import("${url}/engine/shaders.ts");
+    const k = await import("${url}/engine/kernels/mod.ts");
+    await s.preloadShaders();
+    for (const { kernel } of k.allKernels()) s.shaderSource(kernel.shader);
+    console.log("expanded", new Set(k.allKernels().map((e) => e.kernel.shader)).size);`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-config", "--allow-import", "--allow-net", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  await server.shutdown();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 0, text);
+  assert.match(text, /expanded \d+/);
   const files: string[] = [];
   for await (const e of Deno.readDir(new URL("../shaders/", import.meta.url))) {
     assert.ok(e.name.endsWith(".wgsl"), `shaders/ holds only WGSL: ${e.name}`);
     files.push(e.name.slice(0, -5));
   }
-  assert.deepEqual([...SHADER_NAMES].sort(), files.sort());
+  assert.deepEqual([...served].sort(), files.sort(), "every shader file was fetched (kernels and includes)");
 });
 
 Deno.test("profile: timestamp queries attribute GPU time per kernel; results are unchanged", async () => {

@@ -18,6 +18,8 @@ import {
   UNARY_GRAD_X,
 } from "../kernels/elementwise.ts";
 import { BINARY_OPS, type BinaryOp, UNARY_OPS, type UnaryOp } from "../kernels/codes.ts";
+
+export { BINARY_OPS, type BinaryOp, UNARY_OPS, type UnaryOp };
 import { check, type DType, empty, runtime, type Tensor } from "../tensor.ts";
 import { needsGrad, record, saveForBackward } from "../autograd.ts";
 
