@@ -18,7 +18,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { initEngine, noGrad, readAll, tensor, tidy } from "./engine/tensor.ts";
+import { initEngine } from "./engine/init.ts";
+import { noGrad, readAll, tensor, tidy } from "./engine/tensor.ts";
 import { sum } from "./engine/ops/reduce.ts";
 import { classifyTexts, EmptyPromptError, type PromptFormat, promptFormat } from "./models/text.ts";
 import { loadGPT2, loadSequenceClassifier } from "./models/auto.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { initEngine } from "../engine/tensor.ts";
+import { initEngine } from "../engine/init.ts";
 import { writeFileAtomic } from "../formats/fs_atomic.ts";
 import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
 import type { BertForSequenceClassification } from "../models/bert.ts";

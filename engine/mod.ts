@@ -15,12 +15,12 @@ export {
 export { type KernelTime, type Profile } from "./profiler.ts";
 export { type Access, f32Bits, grid1d, rowWorkgroup, Runtime, type RuntimeStats, Storage } from "./runtime.ts";
 export type { FieldLayout, Kernel, ParamFields, ParamType, ParamValue, ParamValues } from "./kernel.ts";
+export { initEngine } from "./init.ts";
 export {
   check,
   type DType,
   empty,
   type GradNode,
-  initEngine,
   isGradEnabled,
   keep,
   noGrad,

@@ -7,9 +7,7 @@
 
 import type { DType } from "../formats/host_tensor.ts";
 import { shapeSize } from "../formats/host_tensor.ts";
-import { Runtime, type Storage } from "./runtime.ts";
-import { type DeviceOptions, requestGpuDevice } from "./device.ts";
-import { preloadShaders, shadersAreLocal } from "./shaders.ts";
+import type { Runtime, Storage } from "./runtime.ts";
 
 export type { DType };
 
@@ -33,29 +31,10 @@ export interface GradNode {
 }
 
 let current: Runtime | null = null;
-let initializing: Promise<Runtime> | null = null;
 
-/**
- * Initialises the engine on a WebGPU device (idempotent; concurrent calls share one device).
- * See {@linkcode DeviceOptions} for choosing the implementation and adapter.
- */
-export function initEngine(options: DeviceOptions = {}): Promise<Runtime> {
-  if (current) return Promise.resolve(current);
-  initializing ??= (async () => {
-    if (!shadersAreLocal()) await preloadShaders();
-    const h = await requestGpuDevice(options);
-    const rt = new Runtime(h);
-    if (h.hasCoopMatrix) {
-      // Mixed-precision products are used only once their kernel has given right results on this device.
-      const { verifyCoopMatmul } = await import("./ops/matmul_coop.ts");
-      await verifyCoopMatmul(rt);
-    }
-    return current = rt;
-  })().catch((e) => {
-    initializing = null; // a later call may retry (e.g. after installing a driver)
-    throw e;
-  });
-  return initializing;
+/** Makes `rt` the active runtime (called once by `initEngine` in engine/init.ts). */
+export function setRuntime(rt: Runtime): void {
+  current = rt;
 }
 
 /** The active runtime; throws when {@linkcode initEngine} has not completed. */

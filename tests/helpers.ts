@@ -3,7 +3,8 @@
  * {@linkcode checkOp}, which tests an op's forward and backward against a float64 reference in one call.
  */
 import assert from "node:assert/strict";
-import { initEngine, noGrad, type Tensor, tensor } from "../engine/tensor.ts";
+import { initEngine } from "../engine/init.ts";
+import { noGrad, type Tensor, tensor } from "../engine/tensor.ts";
 import { backward } from "../engine/autograd.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { setMatmulPrecision } from "../engine/ops/matmul_coop.ts";

@@ -10,7 +10,8 @@
  */
 
 import { fileURLToPath } from "node:url";
-import { initEngine, runtime } from "../../engine/tensor.ts";
+import { initEngine } from "../../engine/init.ts";
+import { runtime } from "../../engine/tensor.ts";
 import { exists, writeJsonAtomic } from "../../formats/fs_atomic.ts";
 import { savePretrained } from "../../models/auto.ts";
 import { generate } from "../../models/generate.ts";
