@@ -147,12 +147,45 @@ export interface PPOLossOutput {
  * @returns the scalar loss and the stats vector
  */
 export function ppoLoss(inputs: PPOLossInputs, data: PPOLossData, options: PPOLossOptions): PPOLossOutput {
-  const op = "ppoLoss";
   const { logprobs, vpreds } = inputs;
-  const shape = logprobs.shape;
+  checkPPOLossArgs(inputs, data, options);
+  const n = logprobs.size;
+  const uniforms = {
+    n,
+    has_entropy: data.entropy ? 1 : 0,
+    cliprange: options.cliprange,
+    cliprange_value: options.cliprangeValue,
+    vf_coef: options.vfCoef,
+    ratio_threshold: options.ratioThreshold,
+  };
+  const packed = packRolloutData(data, n);
+  const loss = empty([]);
+  const stats = empty([PPO_STATS_SIZE]);
+  const policy = { lp: logprobs.storage, vp: vpreds.storage, packed: packed.storage };
+  runtime().run(PPO_LOSS, uniforms, { ...policy, stats: stats.storage, scalar: loss.storage }, [1]);
+  if (!needsGrad(logprobs, vpreds)) {
+    packed.dispose();
+    return { loss, stats };
+  }
+  const saved = [logprobs, vpreds, packed, stats].map(saveForBackward);
+  packed.dispose();
+  record(loss, "ppoLoss", [logprobs, vpreds], (g) => {
+    const [lp, vp, packedData, savedStats] = saved.map((t) => t.storage);
+    const dlp = empty(logprobs.shape), dvp = empty(logprobs.shape);
+    const bindings = { lp, vp, packed: packedData, stats: savedStats, scalar: g.storage };
+    runtime().run(PPO_LOSS_GRAD, uniforms, { ...bindings, dlp: dlp.storage, dvp: dvp.storage }, grid1d(n));
+    return [dlp, dvp];
+  }, saved);
+  return { loss, stats };
+}
+
+/** Throws unless every input is f32 [batch, responseLength] like `logprobs` and every option is a number. */
+function checkPPOLossArgs(inputs: PPOLossInputs, data: PPOLossData, options: PPOLossOptions): void {
+  const op = "ppoLoss";
+  const shape = inputs.logprobs.shape;
   const named: [string, Tensor | undefined][] = [
-    ["logprobs", logprobs],
-    ["vpreds", vpreds],
+    ["logprobs", inputs.logprobs],
+    ["vpreds", inputs.vpreds],
     ["oldLogprobs", data.oldLogprobs],
     ["oldValues", data.oldValues],
     ["advantages", data.advantages],
@@ -170,41 +203,17 @@ export function ppoLoss(inputs: PPOLossInputs, data: PPOLossData, options: PPOLo
   for (const [k, v] of Object.entries({ cliprange, cliprangeValue, vfCoef, ratioThreshold })) {
     check(typeof v === "number" && !Number.isNaN(v), op, `option ${k} must be a number, got ${v}`);
   }
-  const n = logprobs.size;
-  check(n > 0, op, "empty inputs");
-  const rt = runtime();
-  // Pack the six no-grad inputs into one [6, n] buffer (keeps the kernels within 8 storage bindings).
+  check(inputs.logprobs.size > 0, op, "empty inputs");
+}
+
+/** The six no-grad rollout inputs packed into one [6, n] buffer (keeps the kernels within 8 storage bindings). */
+function packRolloutData(data: PPOLossData, n: number): Tensor {
   const packed = empty([6, n]);
   const parts = [data.oldLogprobs, data.oldValues, data.advantages, data.returns, data.mask, data.entropy];
   parts.forEach((t, k) => {
-    if (t) rt.copy(t.storage, 0, packed.storage, k * n * 4, n * 4);
+    if (t) runtime().copy(t.storage, 0, packed.storage, k * n * 4, n * 4);
   });
-  const uniforms = {
-    n,
-    has_entropy: data.entropy ? 1 : 0,
-    cliprange,
-    cliprange_value: cliprangeValue,
-    vf_coef: vfCoef,
-    ratio_threshold: ratioThreshold,
-  };
-  const loss = empty([]);
-  const stats = empty([PPO_STATS_SIZE]);
-  const policy = { lp: logprobs.storage, vp: vpreds.storage, packed: packed.storage };
-  rt.run(PPO_LOSS, uniforms, { ...policy, stats: stats.storage, scalar: loss.storage }, [1]);
-  if (!needsGrad(logprobs, vpreds)) {
-    packed.dispose();
-    return { loss, stats };
-  }
-  const sl = saveForBackward(logprobs), sv = saveForBackward(vpreds);
-  const sp = saveForBackward(packed), ss = saveForBackward(stats);
-  packed.dispose();
-  record(loss, op, [logprobs, vpreds], (g) => {
-    const dlp = empty(shape), dvp = empty(shape);
-    const saved = { lp: sl.storage, vp: sv.storage, packed: sp.storage, stats: ss.storage, scalar: g.storage };
-    runtime().run(PPO_LOSS_GRAD, uniforms, { ...saved, dlp: dlp.storage, dvp: dvp.storage }, grid1d(n));
-    return [dlp, dvp];
-  }, [sl, sv, sp, ss]);
-  return { loss, stats };
+  return packed;
 }
 
 /**
