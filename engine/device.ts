@@ -192,56 +192,70 @@ export function startupLine(h: DeviceHandle): string {
   return `rlhf-webgpu: ${h.backend} WebGPU${api} on ${h.adapterName}${note}`;
 }
 
-/**
- * Requests a WebGPU device with the adapter's full limits and the optional features the engine
- * uses (`shader-f16`, `timestamp-query`, and where the adapter has them wgpu's `subgroups` and
- * `wgpu-cooperative-matrix`). Throws a clear error when no adapter exists.
- */
-export async function requestGpuDevice(options: DeviceOptions = {}): Promise<DeviceHandle> {
-  const pref = options.powerPreference ?? "high-performance";
-  const envChoice = (typeof Deno !== "undefined" ? Deno.env.get("RLHF_WEBGPU_BACKEND") : undefined) ?? "auto";
-  const choice = options.backend ?? envChoice;
+/** The implementation asked for: the option, else `RLHF_WEBGPU_BACKEND`, else "auto" (anything else throws). */
+function backendChoice(options: DeviceOptions): "auto" | BackendName {
+  const fromEnv = (typeof Deno !== "undefined" ? Deno.env.get("RLHF_WEBGPU_BACKEND") : undefined) ?? "auto";
+  const choice = options.backend ?? fromEnv;
   if (!["auto", "deno", "dawn"].includes(choice)) {
     throw new Error(`RLHF_WEBGPU_BACKEND must be auto, deno or dawn (got "${choice}")`);
   }
-  let adapter: GPUAdapter | null = null;
-  let backend: BackendName = "deno";
-  let graphicsApi: GraphicsApi = "auto";
-  let where = "";
+  return choice as "auto" | BackendName;
+}
+
+/** An adapter and where it came from. */
+interface FoundAdapter {
+  adapter: GPUAdapter;
+  backend: BackendName;
+  graphicsApi: GraphicsApi;
+}
+
+/** Finds an adapter through Dawn or Deno's WebGPU; throws, saying where it looked and what to install, when none. */
+async function findAdapter(choice: "auto" | BackendName, options: DeviceOptions): Promise<FoundAdapter> {
+  const pref = options.powerPreference ?? "high-performance";
   if (choice === "dawn") {
-    adapter = await dawnAdapter(pref, options.dawn);
-    backend = "dawn";
+    const adapter = await dawnAdapter(pref, options.dawn);
     if (!adapter) throw new Error("Dawn (npm:webgpu) found no WebGPU adapter");
-  } else {
-    const found = await builtinAdapter(pref);
-    ({ adapter, api: graphicsApi } = found);
-    if (found.userSet) {
-      where = ` with DENO_WEBGPU_BACKEND=${Deno.env.get("DENO_WEBGPU_BACKEND")} (from the environment)`;
-    } else if (Deno.build.os === "linux") where = " (neither through Vulkan nor through OpenGL)";
+    return { adapter, backend: "dawn", graphicsApi: "auto" };
   }
-  if (!adapter) {
-    throw new Error(
-      `No WebGPU adapter found${where}. On a machine without a GPU install Mesa's Vulkan driver ` +
-        "(Debian/Ubuntu: apt-get install mesa-vulkan-drivers), or run `deno task setup`.",
-    );
-  }
-  const features: GPUFeatureName[] = [];
-  for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) if (adapter.features.has(f)) features.push(f);
+  const found = await builtinAdapter(pref);
+  if (found.adapter) return { adapter: found.adapter, backend: "deno", graphicsApi: found.api };
+  let where = "";
+  if (found.userSet) {
+    where = ` with DENO_WEBGPU_BACKEND=${Deno.env.get("DENO_WEBGPU_BACKEND")} (from the environment)`;
+  } else if (Deno.build.os === "linux") where = " (neither through Vulkan nor through OpenGL)";
+  throw new Error(
+    `No WebGPU adapter found${where}. On a machine without a GPU install Mesa's Vulkan driver ` +
+      "(Debian/Ubuntu: apt-get install mesa-vulkan-drivers), or run `deno task setup`.",
+  );
+}
+
+/**
+ * Requests the device with the adapter's limits, `shader-f16` and `timestamp-query` where present, and wgpu's
+ * native `subgroups` and `wgpu-cooperative-matrix` (the latter only with f16); when the native features are
+ * refused, asks again without them.
+ */
+async function openDevice(adapter: GPUAdapter): Promise<GPUDevice> {
+  const standard: GPUFeatureName[] = [];
+  for (const f of ["shader-f16", "timestamp-query"] as GPUFeatureName[]) if (adapter.features.has(f)) standard.push(f);
   // Native wgpu features, by name (not in the WebGPU typings); cooperative matrices need f16 here.
-  const extra = ["subgroups", ...(features.includes("shader-f16") ? ["wgpu-cooperative-matrix"] : [])]
+  const native = ["subgroups", ...(standard.includes("shader-f16") ? ["wgpu-cooperative-matrix"] : [])]
     .filter((f) => adapter.features.has(f as GPUFeatureName)) as GPUFeatureName[];
   const limits = pickLimits(adapter);
-  let device: GPUDevice;
   try {
-    device = await adapter.requestDevice({ requiredFeatures: [...features, ...extra], requiredLimits: limits });
+    return await adapter.requestDevice({ requiredFeatures: [...standard, ...native], requiredLimits: limits });
   } catch (e) {
-    if (extra.length === 0) throw e;
-    console.error(`rlhf-webgpu: device with ${extra.join(", ")} refused (${(e as Error).message}); without them`);
-    device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits: limits });
+    if (native.length === 0) throw e;
+    console.error(`rlhf-webgpu: device with ${native.join(", ")} refused (${(e as Error).message}); without them`);
+    return await adapter.requestDevice({ requiredFeatures: standard, requiredLimits: limits });
   }
+}
+
+/** The {@linkcode DeviceHandle} of a device: what it has and what its adapter is. */
+function describeDevice(device: GPUDevice, found: FoundAdapter): DeviceHandle {
+  const { adapter, backend, graphicsApi } = found;
   const info = adapter.info as GPUAdapterInfo & { subgroupMinSize?: number; subgroupMaxSize?: number };
-  const sgMin = info.subgroupMinSize, sgMax = info.subgroupMaxSize;
-  const handle: DeviceHandle = {
+  const subgroupMin = info.subgroupMinSize, subgroupMax = info.subgroupMaxSize;
+  return {
     device,
     backend,
     graphicsApi,
@@ -251,16 +265,31 @@ export async function requestGpuDevice(options: DeviceOptions = {}): Promise<Dev
     hasTimestamps: device.features.has("timestamp-query"),
     hasCoopMatrix: device.features.has("wgpu-cooperative-matrix" as GPUFeatureName),
     hasSubgroups: device.features.has("subgroups" as GPUFeatureName),
-    subgroupSize: sgMin && sgMin === sgMax ? sgMin : null,
+    subgroupSize: subgroupMin && subgroupMin === subgroupMax ? subgroupMin : null,
     adapterFeatures: [...adapter.features].sort(),
   };
-  if (options.verbose || handle.isFallbackAdapter && options.verbose !== false) {
-    console.error(startupLine(handle));
-  }
+}
+
+/** Logs a device loss on stderr unless the device was destroyed on purpose. */
+function reportDeviceLoss(device: GPUDevice): void {
   device.lost.then((info) => {
     if (info.reason !== "destroyed") {
       console.error(`rlhf-webgpu: GPU device lost (${info.reason}): ${info.message}`);
     }
   });
+}
+
+/**
+ * Requests a WebGPU device with the adapter's full limits and the optional features the engine
+ * uses (`shader-f16`, `timestamp-query`, and where the adapter has them wgpu's `subgroups` and
+ * `wgpu-cooperative-matrix`). Throws a clear error when no adapter exists.
+ */
+export async function requestGpuDevice(options: DeviceOptions = {}): Promise<DeviceHandle> {
+  const found = await findAdapter(backendChoice(options), options);
+  const handle = describeDevice(await openDevice(found.adapter), found);
+  if (options.verbose || handle.isFallbackAdapter && options.verbose !== false) {
+    console.error(startupLine(handle));
+  }
+  reportDeviceLoss(handle.device);
   return handle;
 }

@@ -242,60 +242,190 @@ function parseId2Label(raw: Raw, file: string): Record<string, string> | undefin
   return out;
 }
 
+/** Validates one config field: `raw[key]` (or a default) checked and returned, or a {@linkcode ConfigError}. */
+type FieldReader<T> = (raw: Raw, file: string, key: string) => T;
+
+/** The readers of a group of fields, by field name, run in the order written. */
+type FieldTable<T> = { [K in keyof T]: FieldReader<T[K]> };
+
+/** An integer field in [min, {@linkcode CONFIG_LIMITS}[limit]] (the limit is read when the field is). */
+const integer = (def: number, limit: keyof typeof CONFIG_LIMITS): FieldReader<number> => (raw, file, key) =>
+  int(raw, file, key, def, 1, CONFIG_LIMITS[limit]);
+
+/** A dropout probability in [0, 1). */
+const probability = (def: number): FieldReader<number> => (raw, file, key) => prob(raw, file, key, def);
+
+/** A positive finite number (a LayerNorm epsilon). */
+const positiveNumber = (def: number): FieldReader<number> => (raw, file, key) => positive(raw, file, key, def);
+
+/** Reads the fields of `table` in its order: the first invalid one throws. */
+function readFields<T>(raw: Raw, file: string, table: FieldTable<T>): T {
+  const out = {} as T;
+  for (const key of Object.keys(table) as (keyof T & string)[]) out[key] = table[key](raw, file, key);
+  return out;
+}
+
+/** The attention head count `key`, at most the width `widthKey` and dividing it. */
+function headCount(raw: Raw, file: string, key: string, widthKey: string, width: number): number {
+  const heads = int(raw, file, key, 12, 1, width);
+  if (width % heads !== 0) throw new ConfigError(file, key, `(${heads}) must divide ${widthKey} (${width})`);
+  return heads;
+}
+
+/** A string field that must be one of `supported`; `hint` follows "is not supported" in the message. */
+function supportedName(raw: Raw, file: string, key: string, def: string, supported: string[], hint = ""): string {
+  const name = String(raw[key] ?? def);
+  if (!supported.includes(name)) throw new ConfigError(file, key, `${show(name)} is not supported${hint}`);
+  return name;
+}
+
+/** GPT-2 MLP activations the engine implements, and the list its error message shows. */
+const GPT2_ACTIVATIONS = ["gelu_new", "gelu_pytorch_tanh", "gelu"];
+const GPT2_HINT = " (gelu_new, gelu_pytorch_tanh, gelu)";
+
+/** GPT-2 sizes, validated in this order before the head count. */
+const GPT2_SIZES: FieldTable<Pick<GPT2Config, "vocab_size" | "n_positions" | "n_embd" | "n_layer">> = {
+  vocab_size: integer(50257, "vocab"),
+  n_positions: integer(1024, "positions"),
+  n_embd: integer(768, "width"),
+  n_layer: integer(12, "layers"),
+};
+
+/** GPT-2 LayerNorm epsilon and dropout rates. */
+const GPT2_RATES: FieldTable<
+  Pick<GPT2Config, "layer_norm_epsilon" | "embd_pdrop" | "attn_pdrop" | "resid_pdrop">
+> = {
+  layer_norm_epsilon: positiveNumber(1e-5),
+  embd_pdrop: probability(0.1),
+  attn_pdrop: probability(0.1),
+  resid_pdrop: probability(0.1),
+};
+
+/** GPT-2 special token ids (optional; a list keeps its first id). */
+const GPT2_TOKEN_IDS: FieldTable<
+  { bos_token_id: number | null; eos_token_id: number | null; pad_token_id: number | null }
+> = {
+  bos_token_id: optId,
+  eos_token_id: optId,
+  pad_token_id: optId,
+};
+
+/** The f32 parameter terms of a GPT-2 (embeddings, positions, blocks), for {@linkcode checkParamBytes}. */
+function gpt2ParamTerms(
+  sizes: Pick<GPT2Config, "vocab_size" | "n_positions" | "n_embd" | "n_layer" | "tie_word_embeddings">,
+  mlpWidth: number,
+): [field: string, count: number, how: string][] {
+  const { vocab_size, n_positions, n_layer, n_embd: width } = sizes;
+  const perBlock = 4 * width * width + 2 * width * mlpWidth + 9 * width + mlpWidth;
+  return [
+    [
+      "vocab_size",
+      vocab_size * width * (sizes.tie_word_embeddings ? 1 : 2),
+      `vocab_size ${vocab_size} × n_embd ${width}`,
+    ],
+    ["n_positions", n_positions * width, `n_positions ${n_positions} × n_embd ${width}`],
+    ["n_layer", n_layer * perBlock, `n_layer ${n_layer} × (n_embd ${width}, MLP ${mlpWidth})`],
+  ];
+}
+
 /** Validates a GPT-2 config object (from `config.json`); sizes are bounded and checked before any allocation. */
 export function parseGPT2Config(raw: Raw, file = "config.json"): GPT2Config {
-  const L = CONFIG_LIMITS;
-  const vocab_size = int(raw, file, "vocab_size", 50257, 1, L.vocab);
-  const n_positions = int(raw, file, "n_positions", 1024, 1, L.positions);
-  const n_embd = int(raw, file, "n_embd", 768, 1, L.width);
-  const n_layer = int(raw, file, "n_layer", 12, 1, L.layers);
-  const n_head = int(raw, file, "n_head", 12, 1, n_embd);
-  if (n_embd % n_head !== 0) throw new ConfigError(file, "n_head", `(${n_head}) must divide n_embd (${n_embd})`);
-  const act = String(raw.activation_function ?? "gelu_new");
-  if (!["gelu_new", "gelu_pytorch_tanh", "gelu"].includes(act)) {
-    throw new ConfigError(
-      file,
-      "activation_function",
-      `${show(act)} is not supported (gelu_new, gelu_pytorch_tanh, gelu)`,
-    );
-  }
+  const sizes = readFields(raw, file, GPT2_SIZES);
+  const n_head = headCount(raw, file, "n_head", "n_embd", sizes.n_embd);
+  const activation_function = supportedName(raw, file, "activation_function", "gelu_new", GPT2_ACTIVATIONS, GPT2_HINT);
   // reorder_and_upcast_attn only changes numerics in half precision; attention runs in f32 anyway.
-  const n_inner = raw.n_inner === null || raw.n_inner === undefined ? null : int(raw, file, "n_inner", 0, 1, L.inner);
-  const tie = raw.tie_word_embeddings !== false;
-  const C = n_embd, inner = n_inner ?? 4 * C;
-  checkParamBytes(file, [
-    ["vocab_size", vocab_size * C * (tie ? 1 : 2), `vocab_size ${vocab_size} × n_embd ${C}`],
-    ["n_positions", n_positions * C, `n_positions ${n_positions} × n_embd ${C}`],
-    [
-      "n_layer",
-      n_layer * (4 * C * C + 2 * C * inner + 9 * C + inner),
-      `n_layer ${n_layer} × (n_embd ${C}, MLP ${inner})`,
-    ],
-  ]);
+  const n_inner = raw.n_inner === null || raw.n_inner === undefined
+    ? null
+    : int(raw, file, "n_inner", 0, 1, CONFIG_LIMITS.inner);
+  const tie_word_embeddings = raw.tie_word_embeddings !== false;
+  checkParamBytes(file, gpt2ParamTerms({ ...sizes, tie_word_embeddings }, n_inner ?? 4 * sizes.n_embd));
   const config: GPT2Config = {
     ...raw,
     model_type: "gpt2",
-    vocab_size,
-    n_positions,
-    n_embd,
-    n_layer,
+    ...sizes,
     n_head,
     n_inner,
-    activation_function: act,
-    layer_norm_epsilon: positive(raw, file, "layer_norm_epsilon", 1e-5),
-    embd_pdrop: prob(raw, file, "embd_pdrop", 0.1),
-    attn_pdrop: prob(raw, file, "attn_pdrop", 0.1),
-    resid_pdrop: prob(raw, file, "resid_pdrop", 0.1),
+    activation_function,
+    ...readFields(raw, file, GPT2_RATES),
     scale_attn_weights: raw.scale_attn_weights !== false,
     scale_attn_by_inverse_layer_idx: raw.scale_attn_by_inverse_layer_idx === true,
     reorder_and_upcast_attn: raw.reorder_and_upcast_attn === true,
-    tie_word_embeddings: tie,
-    bos_token_id: optId(raw, file, "bos_token_id"),
-    eos_token_id: optId(raw, file, "eos_token_id"),
-    pad_token_id: optId(raw, file, "pad_token_id"),
+    tie_word_embeddings,
+    ...readFields(raw, file, GPT2_TOKEN_IDS),
   };
   SOURCES.set(config, file);
   return config;
+}
+
+/** BERT feed-forward activations the engine implements. */
+const BERT_ACTIVATIONS = ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh"];
+
+/** BERT sizes validated before the head count. */
+const BERT_WIDTHS: FieldTable<Pick<BertConfig, "vocab_size" | "hidden_size" | "num_hidden_layers">> = {
+  vocab_size: integer(30522, "vocab"),
+  hidden_size: integer(768, "width"),
+  num_hidden_layers: integer(12, "layers"),
+};
+
+/** BERT sizes validated after the head count. */
+const BERT_SIZES: FieldTable<Pick<BertConfig, "intermediate_size" | "max_position_embeddings" | "type_vocab_size">> = {
+  intermediate_size: integer(3072, "inner"),
+  max_position_embeddings: integer(512, "positions"),
+  type_vocab_size: integer(2, "small"),
+};
+
+/** BERT dropout rates. */
+const BERT_DROPOUTS: FieldTable<Pick<BertConfig, "hidden_dropout_prob" | "attention_probs_dropout_prob">> = {
+  hidden_dropout_prob: probability(0.1),
+  attention_probs_dropout_prob: probability(0.1),
+};
+
+/** Refuses any `position_embedding_type` but "absolute" (the default). */
+function checkAbsolutePositions(raw: Raw, file: string): void {
+  const type = raw.position_embedding_type ?? "absolute";
+  if (type !== "absolute") {
+    throw new ConfigError(file, "position_embedding_type", `${show(type)} is not supported (only "absolute")`);
+  }
+}
+
+/**
+ * `num_labels`, `id2label` and `label2id`: a given `id2label` must have num_labels entries (num_labels defaults to
+ * its size, else 2); without one the labels are LABEL_0…LABEL_{n−1}.
+ */
+function parseLabels(raw: Raw, file: string): Pick<BertConfig, "num_labels" | "id2label" | "label2id"> {
+  const given = parseId2Label(raw, file);
+  const givenCount = given ? Object.keys(given).length : 0;
+  const num_labels = raw.num_labels !== undefined
+    ? int(raw, file, "num_labels", undefined, 1, CONFIG_LIMITS.small)
+    : givenCount || 2;
+  if (givenCount > 0 && givenCount !== num_labels) {
+    throw new ConfigError(file, "id2label", `has ${givenCount} entries but num_labels is ${num_labels}`);
+  }
+  const id2label: Record<string, string> = givenCount > 0 ? given! : {};
+  if (givenCount === 0) { for (let i = 0; i < num_labels; i++) id2label[String(i)] = `LABEL_${i}`; }
+  const label2id = Object.fromEntries(Object.entries(id2label).map(([id, name]) => [name, Number(id)]));
+  return { num_labels, id2label, label2id };
+}
+
+/** The f32 parameter terms of a BERT classifier (embeddings, layers, head), for {@linkcode checkParamBytes}. */
+function bertParamTerms(
+  sizes: Pick<BertConfig, "vocab_size" | "hidden_size" | "num_hidden_layers" | "num_labels">,
+  more: Pick<BertConfig, "intermediate_size" | "max_position_embeddings" | "type_vocab_size">,
+): [field: string, count: number, how: string][] {
+  const { vocab_size, num_hidden_layers: layers, num_labels, hidden_size: width } = sizes;
+  const { intermediate_size: inner, max_position_embeddings: positions, type_vocab_size: typeVocab } = more;
+  const perLayer = 4 * width * width + 2 * width * inner + 9 * width + inner;
+  return [
+    ["vocab_size", vocab_size * width, `vocab_size ${vocab_size} × hidden_size ${width}`],
+    ["max_position_embeddings", positions * width, `max_position_embeddings ${positions} × hidden_size ${width}`],
+    ["type_vocab_size", typeVocab * width, `type_vocab_size ${typeVocab} × hidden_size ${width}`],
+    [
+      "num_hidden_layers",
+      layers * perLayer,
+      `num_hidden_layers ${layers} × (hidden_size ${width}, intermediate_size ${inner})`,
+    ],
+    ["num_labels", (width + 1) * (width + num_labels), `num_labels ${num_labels} × hidden_size ${width}`],
+  ];
 }
 
 /**
@@ -303,69 +433,31 @@ export function parseGPT2Config(raw: Raw, file = "config.json"): GPT2Config {
  * allocation, and `id2label` must map the class indices 0…num_labels−1 (plain integer keys) to unique names.
  */
 export function parseBertConfig(raw: Raw, file = "config.json"): BertConfig {
-  const L = CONFIG_LIMITS;
   const model_type = raw.model_type === "roberta" ? "roberta" : "bert";
-  const vocab_size = int(raw, file, "vocab_size", 30522, 1, L.vocab);
-  const hidden = int(raw, file, "hidden_size", 768, 1, L.width);
-  const layers = int(raw, file, "num_hidden_layers", 12, 1, L.layers);
-  const heads = int(raw, file, "num_attention_heads", 12, 1, hidden);
-  if (hidden % heads !== 0) {
-    throw new ConfigError(file, "num_attention_heads", `(${heads}) must divide hidden_size (${hidden})`);
-  }
-  const intermediate = int(raw, file, "intermediate_size", 3072, 1, L.inner);
-  const positions = int(raw, file, "max_position_embeddings", 512, 1, L.positions);
-  const typeVocab = int(raw, file, "type_vocab_size", 2, 1, L.small);
-  const act = String(raw.hidden_act ?? "gelu");
-  if (!["gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "tanh"].includes(act)) {
-    throw new ConfigError(file, "hidden_act", `${show(act)} is not supported`);
-  }
-  const pet = raw.position_embedding_type ?? "absolute";
-  if (pet !== "absolute") {
-    throw new ConfigError(file, "position_embedding_type", `${show(pet)} is not supported (only "absolute")`);
-  }
-  const given = parseId2Label(raw, file);
-  const givenCount = given ? Object.keys(given).length : 0;
-  const numLabels = raw.num_labels !== undefined
-    ? int(raw, file, "num_labels", undefined, 1, L.small)
-    : givenCount || 2;
-  if (givenCount > 0 && givenCount !== numLabels) {
-    throw new ConfigError(file, "id2label", `has ${givenCount} entries but num_labels is ${numLabels}`);
-  }
-  const id2label: Record<string, string> = givenCount > 0 ? given! : {};
-  if (givenCount === 0) { for (let i = 0; i < numLabels; i++) id2label[String(i)] = `LABEL_${i}`; }
-  const label2id = Object.fromEntries(Object.entries(id2label).map(([k, v]) => [v, Number(k)]));
-  const H = hidden;
-  checkParamBytes(file, [
-    ["vocab_size", vocab_size * H, `vocab_size ${vocab_size} × hidden_size ${H}`],
-    ["max_position_embeddings", positions * H, `max_position_embeddings ${positions} × hidden_size ${H}`],
-    ["type_vocab_size", typeVocab * H, `type_vocab_size ${typeVocab} × hidden_size ${H}`],
-    [
-      "num_hidden_layers",
-      layers * (4 * H * H + 2 * H * intermediate + 9 * H + intermediate),
-      `num_hidden_layers ${layers} × (hidden_size ${H}, intermediate_size ${intermediate})`,
-    ],
-    ["num_labels", (H + 1) * (H + numLabels), `num_labels ${numLabels} × hidden_size ${H}`],
-  ]);
-  const cd = raw.classifier_dropout;
+  const widths = readFields(raw, file, BERT_WIDTHS);
+  const num_attention_heads = headCount(raw, file, "num_attention_heads", "hidden_size", widths.hidden_size);
+  const sizes = readFields(raw, file, BERT_SIZES);
+  const hidden_act = supportedName(raw, file, "hidden_act", "gelu", BERT_ACTIVATIONS);
+  checkAbsolutePositions(raw, file);
+  const labels = parseLabels(raw, file);
+  checkParamBytes(file, bertParamTerms({ ...widths, num_labels: labels.num_labels }, sizes));
+  const classifierDropout = raw.classifier_dropout;
   const config: BertConfig = {
     ...raw,
     model_type,
-    vocab_size,
-    hidden_size: hidden,
-    num_hidden_layers: layers,
-    num_attention_heads: heads,
-    intermediate_size: intermediate,
-    hidden_act: act,
-    hidden_dropout_prob: prob(raw, file, "hidden_dropout_prob", 0.1),
-    attention_probs_dropout_prob: prob(raw, file, "attention_probs_dropout_prob", 0.1),
-    max_position_embeddings: positions,
-    type_vocab_size: typeVocab,
+    ...widths,
+    num_attention_heads,
+    intermediate_size: sizes.intermediate_size,
+    hidden_act,
+    ...readFields(raw, file, BERT_DROPOUTS),
+    max_position_embeddings: sizes.max_position_embeddings,
+    type_vocab_size: sizes.type_vocab_size,
     layer_norm_eps: positive(raw, file, "layer_norm_eps", 1e-12),
     pad_token_id: int(raw, file, "pad_token_id", model_type === "roberta" ? 1 : 0, 0),
-    num_labels: numLabels,
-    id2label,
-    label2id,
-    classifier_dropout: cd === null || cd === undefined ? null : prob(raw, file, "classifier_dropout", 0.1),
+    ...labels,
+    classifier_dropout: classifierDropout === null || classifierDropout === undefined
+      ? null
+      : prob(raw, file, "classifier_dropout", 0.1),
   };
   SOURCES.set(config, file);
   return config;

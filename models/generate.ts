@@ -159,6 +159,132 @@ function validate(model: GPT2LMHeadModel, prompts: number[][], o: GenerateOption
   }
 }
 
+/** The stop and padding token ids of one {@linkcode generate} call (eos -1: none). */
+interface SpecialIds {
+  eos: number;
+  pad: number;
+}
+
+/**
+ * Resolves EOS and padding ids from the options, else the model config. Old configs keep transformers' default
+ * ids (50256) even with a smaller vocabulary: those are ignored.
+ */
+function resolveSpecialIds(model: GPT2LMHeadModel, options: GenerateOptions): SpecialIds {
+  const cfg = model.config, vocab = cfg.vocab_size;
+  const inVocab = (id: number | null | undefined) =>
+    id !== null && id !== undefined && id >= 0 && id < vocab ? id : null;
+  const eos = options.eosTokenId === undefined ? inVocab(cfg.eos_token_id) ?? -1 : options.eosTokenId ?? -1;
+  const pad = options.padTokenId ?? inVocab(cfg.pad_token_id) ?? (eos >= 0 ? eos : 0);
+  if (eos >= vocab) throw new Error(`generate: eosTokenId ${eos} is outside the vocabulary (${vocab})`);
+  if (pad < 0 || pad >= vocab) throw new Error(`generate: padTokenId ${pad} is outside the vocabulary (${vocab})`);
+  return { eos, pad };
+}
+
+/** Everything one {@linkcode generate} call keeps across its decode steps. */
+interface DecodeState {
+  /** Prompt rows. */
+  batch: number;
+  /** Tokens to generate at most. */
+  maxNew: number;
+  /** Left-padded prompt ids [batch, promptLength] and their attention mask. */
+  promptIds: number[][];
+  promptMask: number[][];
+  promptLength: number;
+  /** i32 [batch, promptLength + maxNew]: the attention mask of prompt and generated tokens, on the GPU. */
+  attentionMask: Tensor;
+  /** i32 [batch, promptLength + maxNew]: position ids (counted from each row's first real token), on the GPU. */
+  positionIds: Tensor;
+  /** Preallocated KV cache: each step writes its keys/values in place (no concatenation, no uploads). */
+  cache: KVCache;
+  /** GPU token choice, finished rows and the generated block. */
+  sampler: TokenSampler;
+}
+
+/**
+ * Left-pads the prompts and allocates the decode state. Every per-step input lives on the GPU from the start: no
+ * upload (and so no forced submit) per token.
+ */
+function startDecode(
+  model: GPT2LMHeadModel,
+  prompts: number[][],
+  options: GenerateOptions,
+  special: SpecialIds,
+): DecodeState {
+  const batch = prompts.length, maxNew = options.maxNewTokens, vocab = model.config.vocab_size;
+  const { ids: promptIds, mask: promptMask } = leftPad(prompts, special.pad);
+  const promptLength = promptIds[0].length, totalLength = promptLength + maxNew;
+  const fullMask = promptMask.map((row) => [...row, ...new Array(maxNew).fill(1)]);
+  const positions = positionIdsFromMask(fullMask);
+  const sampler = new TokenSampler(batch, maxNew, vocab, {
+    ...options,
+    eosTokenId: special.eos,
+    padTokenId: special.pad,
+  });
+  const attentionMask = keep(tensor(fullMask.flat(), [batch, totalLength], "i32"));
+  const positionIds = keep(tensor(positions.flat(), [batch, totalLength], "i32"));
+  const cache = model.allocKVCache(batch, totalLength);
+  return { batch, maxNew, promptIds, promptMask, promptLength, attentionMask, positionIds, cache, sampler };
+}
+
+/**
+ * Records one decode step without reading back: step 0 prefills the whole prompt into the cache, later steps feed
+ * the previous step's tokens; the LM head runs on the last position only and the sampler fills column `step`.
+ */
+function decodeStep(model: GPT2LMHeadModel, state: DecodeState, step: number): void {
+  const { batch, promptLength, cache } = state;
+  tidy(() =>
+    noGrad(() => {
+      const input = step === 0 ? tensor(state.promptIds.flat(), [batch, promptLength], "i32") : state.sampler.nextIds;
+      const inputLength = step === 0 ? promptLength : 1;
+      const end = promptLength + step;
+      const out = model.forward({
+        inputIds: input,
+        attentionMask: state.attentionMask,
+        positionIds: slice(state.positionIds, 1, end - inputLength, end),
+        pastKeyValues: cache,
+        useCache: true,
+        skipLogits: true,
+        outputHidden: true,
+      });
+      cache.length = out.pastKeyValues!.length;
+      const last = reshape(slice(out.hidden!, 1, inputLength - 1, inputLength), [batch, model.config.n_embd]);
+      state.sampler.step(matmul(last, model.lmHead, { transB: true }), step);
+    })
+  );
+}
+
+/** Whether the early-stop check runs after `steps` steps (it needs an EOS, and not after the last step). */
+function isStopCheckStep(steps: number, maxNew: number, interval: number, eos: number): boolean {
+  return interval > 0 && eos >= 0 && steps % interval === 0 && steps < maxNew;
+}
+
+/** Reads back the finished flags: true once every row has produced EOS (one readback). */
+async function allRowsFinished(sampler: TokenSampler): Promise<boolean> {
+  const finished = await sampler.finished.toArray();
+  return finished.every((flag) => flag !== 0);
+}
+
+/** Reads back the generated block (one readback) and cuts each row after its first EOS. */
+async function collectOutput(state: DecodeState, steps: number, eos: number): Promise<GenerateOutput> {
+  const { batch, maxNew } = state;
+  const flat = await state.sampler.tokens.toArray();
+  const tokens: number[][] = [];
+  for (let row = 0; row < batch; row++) tokens.push(Array.from(flat.subarray(row * maxNew, row * maxNew + steps)));
+  const responses = tokens.map((row) => {
+    const eosAt = eos >= 0 ? row.indexOf(eos) : -1;
+    return eosAt >= 0 ? row.slice(0, eosAt + 1) : row;
+  });
+  return { responses, tokens, promptIds: state.promptIds, promptMask: state.promptMask, steps };
+}
+
+/** Frees the KV cache, the sampler and the GPU mask and positions. */
+function disposeDecode(state: DecodeState): void {
+  for (const t of [...state.cache.keys, ...state.cache.values]) t.dispose();
+  state.sampler.dispose();
+  state.attentionMask.dispose();
+  state.positionIds.dispose();
+}
+
 /**
  * Generates continuations of `prompts` (token-id rows of any lengths; they are left-padded).
  * The model runs in its current mode; call `model.eval()` first for deterministic greedy output.
@@ -169,69 +295,24 @@ export async function generate(
   options: GenerateOptions,
 ): Promise<GenerateOutput> {
   validate(model, prompts, options);
-  const cfg = model.config;
-  const B = prompts.length, N = options.maxNewTokens, V = cfg.vocab_size;
-  // Old configs keep transformers' default ids (50256) even with a smaller vocabulary: ignore those.
-  const inVocab = (id: number | null | undefined) => id !== null && id !== undefined && id >= 0 && id < V ? id : null;
-  const eos = options.eosTokenId === undefined ? inVocab(cfg.eos_token_id) ?? -1 : options.eosTokenId ?? -1;
-  const pad = options.padTokenId ?? inVocab(cfg.pad_token_id) ?? (eos >= 0 ? eos : 0);
-  if (eos >= V) throw new Error(`generate: eosTokenId ${eos} is outside the vocabulary (${V})`);
-  if (pad < 0 || pad >= V) throw new Error(`generate: padTokenId ${pad} is outside the vocabulary (${V})`);
-  const { ids, mask } = leftPad(prompts, pad);
-  const Tp = ids[0].length;
-  const fullMask = mask.map((r) => [...r, ...new Array(N).fill(1)]);
-  const positions = positionIdsFromMask(fullMask);
-  const sampler = new TokenSampler(B, N, V, { ...options, eosTokenId: eos, padTokenId: pad });
-  // Every per-step input lives on the GPU from the start: no upload (and so no forced submit) per token.
-  const maskT = keep(tensor(fullMask.flat(), [B, Tp + N], "i32"));
-  const posT = keep(tensor(positions.flat(), [B, Tp + N], "i32"));
-  // Preallocated KV cache: each step writes its keys/values in place (no concatenation, no uploads).
-  const cache: KVCache = model.allocKVCache(B, Tp + N);
-  const head = model.lmHead;
+  const special = resolveSpecialIds(model, options);
+  const state = startDecode(model, prompts, options, special);
+  const stopCheckInterval = options.stopCheckInterval ?? 16;
   let steps = 0;
-  const interval = options.stopCheckInterval ?? 16;
   try {
-    for (let step = 0; step < N; step++) {
-      tidy(() =>
-        noGrad(() => {
-          const input = step === 0 ? tensor(ids.flat(), [B, Tp], "i32") : sampler.nextIds;
-          const T = step === 0 ? Tp : 1;
-          const pos = slice(posT, 1, Tp + step - T, Tp + step);
-          const out = model.forward({
-            inputIds: input,
-            attentionMask: maskT,
-            positionIds: pos,
-            pastKeyValues: cache,
-            useCache: true,
-            skipLogits: true,
-            outputHidden: true,
-          });
-          cache.length = out.pastKeyValues!.length;
-          // LM head on the last position only.
-          const last = reshape(slice(out.hidden!, 1, T - 1, T), [B, model.config.n_embd]);
-          sampler.step(matmul(last, head, { transB: true }), step);
-        })
-      );
+    for (let step = 0; step < state.maxNew; step++) {
+      decodeStep(model, state, step);
       // Submit this token's work now: the GPU runs it while the CPU records the next token.
       runtime().flush();
       steps = step + 1;
-      if (interval > 0 && eos >= 0 && steps % interval === 0 && steps < N) {
-        const done = await sampler.finished.toArray();
-        if (done.every((d) => d !== 0)) break;
+      if (
+        isStopCheckStep(steps, state.maxNew, stopCheckInterval, special.eos) && await allRowsFinished(state.sampler)
+      ) {
+        break;
       }
     }
-    const flat = await sampler.tokens.toArray();
-    const rows: number[][] = [];
-    for (let b = 0; b < B; b++) rows.push(Array.from(flat.subarray(b * N, b * N + steps)));
-    const responses = rows.map((r) => {
-      const k = eos >= 0 ? r.indexOf(eos) : -1;
-      return k >= 0 ? r.slice(0, k + 1) : r;
-    });
-    return { responses, tokens: rows, promptIds: ids, promptMask: mask, steps };
+    return await collectOutput(state, steps, special.eos);
   } finally {
-    for (const t of [...cache.keys, ...cache.values]) t.dispose();
-    sampler.dispose();
-    maskT.dispose();
-    posT.dispose();
+    disposeDecode(state);
   }
 }

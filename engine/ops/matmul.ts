@@ -102,6 +102,115 @@ export interface MatmulOptions {
   alpha?: number;
 }
 
+/** A validated {@linkcode matmul} call: sizes, broadcast batch shape, transposes and operand shapes. */
+interface MatmulProblem {
+  /** op(A) is [M, K], op(B) [K, N], the output [...batch, M, N]. */
+  M: number;
+  N: number;
+  K: number;
+  /** The broadcast batch dims of the output. */
+  batch: number[];
+  transA: boolean;
+  transB: boolean;
+  alpha: number;
+  /** The operands' shapes when the product was taken. */
+  aShape: number[];
+  bShape: number[];
+  /** Element strides of each operand's batch dims against `batch` (0 = broadcast). */
+  aStrides: number[];
+  bStrides: number[];
+}
+
+/** The broadcast of two operands' batch dims (NumPy rules); `desc` names the operands in the error. */
+function broadcastBatch(aBatch: number[], bBatch: number[], desc: string): number[] {
+  const dims = Math.max(aBatch.length, bBatch.length);
+  const batch: number[] = [];
+  for (let i = 0; i < dims; i++) {
+    const da = aBatch[aBatch.length - dims + i] ?? 1, db = bBatch[bBatch.length - dims + i] ?? 1;
+    check(da === db || da === 1 || db === 1, "matmul", `batch dims do not broadcast for ${desc}`);
+    batch.push(da === 1 ? db : da);
+  }
+  return batch;
+}
+
+/** Checks the operands of {@linkcode matmul} (dtype, rank, inner and batch dims) and returns its sizes. */
+function matmulProblem(a: Tensor, b: Tensor, options: MatmulOptions): MatmulProblem {
+  const transA = options.transA ?? false, transB = options.transB ?? false, alpha = options.alpha ?? 1;
+  const desc = `a [${a.shape}]${transA ? " (transA)" : ""} and b [${b.shape}]${transB ? " (transB)" : ""}`;
+  check(a.dtype === "f32" && b.dtype === "f32", "matmul", `expects f32 tensors, got ${a.dtype} and ${b.dtype}`);
+  check(a.ndim >= 2 && b.ndim >= 2, "matmul", `needs operands with at least 2 dims, got ${desc}`);
+  const aRows = a.shape[a.ndim - 2], aCols = a.shape[a.ndim - 1];
+  const bRows = b.shape[b.ndim - 2], bCols = b.shape[b.ndim - 1];
+  const [M, innerA] = transA ? [aCols, aRows] : [aRows, aCols];
+  const [innerB, N] = transB ? [bCols, bRows] : [bRows, bCols];
+  check(innerA === innerB, "matmul", `inner dimensions differ (${innerA} vs ${innerB}) for ${desc}`);
+  const batch = broadcastBatch(a.shape.slice(0, -2), b.shape.slice(0, -2), desc);
+  return {
+    M,
+    N,
+    K: innerA,
+    batch,
+    transA,
+    transB,
+    alpha,
+    aShape: [...a.shape],
+    bShape: [...b.shape],
+    aStrides: batchStrides(a.shape, batch),
+    bStrides: batchStrides(b.shape, batch),
+  };
+}
+
+/** An operand holding a gradient (marked `scaled` for mixed precision). */
+const gradOperand = (storage: Storage, trans: boolean, strides: number[]): Operand => ({
+  storage,
+  trans,
+  strides,
+  scaled: true,
+});
+
+/** dA = dC · op(B)ᵀ (stored [M, K]) or op(B) · dCᵀ (stored [K, M]), summed where A broadcast. */
+function matmulGradA(g: Tensor, savedB: Tensor, p: MatmulProblem): Tensor {
+  const { M, N, K, batch, alpha } = p;
+  const dC = (trans: boolean) => gradOperand(g.storage, trans, contiguous(batch, M * N));
+  const opB = (trans: boolean): Operand => ({ storage: savedB.storage, trans, strides: p.bStrides });
+  const full = p.transA
+    ? mm(opB(p.transB), dC(true), K, M, N, [...batch, K, M], batch, alpha)
+    : mm(dC(false), opB(!p.transB), M, K, N, [...batch, M, K], batch, alpha);
+  return takeResult(full, p.aShape);
+}
+
+/** Whether B is one matrix shared by every batch of an untransposed A, so dB can fold the batch into its reduction. */
+function isSharedWeight(p: MatmulProblem): boolean {
+  const batches = numel(p.batch);
+  return numel(p.bShape.slice(0, -2)) === 1 && batches > 1 && numel(p.aShape.slice(0, -2)) === batches && !p.transA;
+}
+
+/**
+ * dB of a B shared across the batch: the batch folds into the reduction ([B·M, K]ᵀ · [B·M, N]), written straight
+ * into `b`'s gradient slot ({@linkcode gradOutput}).
+ */
+function sharedWeightGrad(g: Tensor, savedA: Tensor, p: MatmulProblem, b: Tensor): Tensor {
+  const { M, N, K, alpha } = p;
+  const rows = numel(p.batch) * M;
+  const dC = (trans: boolean) => gradOperand(g.storage, trans, []);
+  const opA = (trans: boolean): Operand => ({ storage: savedA.storage, trans, strides: [] });
+  return p.transB
+    ? productInto(dC(true), opA(false), N, K, rows, gradOutput(b), alpha)
+    : productInto(opA(true), dC(false), K, N, rows, gradOutput(b), alpha);
+}
+
+/** dB = op(A)ᵀ · dC (stored [K, N]) or dCᵀ · op(A) (stored [N, K]), summed where B broadcast. */
+function matmulGradB(g: Tensor, savedA: Tensor, p: MatmulProblem, b: Tensor): Tensor {
+  if (isSharedWeight(p)) return sharedWeightGrad(g, savedA, p, b);
+  const { M, N, K, batch, alpha } = p;
+  const dC = (trans: boolean) => gradOperand(g.storage, trans, contiguous(batch, M * N));
+  const opA = (trans: boolean): Operand => ({ storage: savedA.storage, trans, strides: p.aStrides });
+  const full = p.transB
+    ? mm(dC(true), opA(p.transA), N, K, M, [...batch, N, K], batch, alpha)
+    : mm(opA(!p.transA), dC(false), K, N, M, [...batch, K, N], batch, alpha);
+  return takeResult(full, p.bShape);
+}
+
 /**
  * Batched matrix product: `a` [...batch, M, K] · `b` [...batch, K, N] → [...batch, M, N], with
  * NumPy broadcasting of the batch dims (e.g. x [B, T, C] · W [C, N]). `transA` / `transB` use an
@@ -109,68 +218,18 @@ export interface MatmulOptions {
  * Differentiable in both operands; gradients of broadcast operands are summed over the batch.
  */
 export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tensor {
-  const transA = options.transA ?? false, transB = options.transB ?? false, alpha = options.alpha ?? 1;
-  const desc = `a [${a.shape}]${transA ? " (transA)" : ""} and b [${b.shape}]${transB ? " (transB)" : ""}`;
-  check(a.dtype === "f32" && b.dtype === "f32", "matmul", `expects f32 tensors, got ${a.dtype} and ${b.dtype}`);
-  check(a.ndim >= 2 && b.ndim >= 2, "matmul", `needs operands with at least 2 dims, got ${desc}`);
-  const ar = a.shape[a.ndim - 2], ac = a.shape[a.ndim - 1];
-  const br = b.shape[b.ndim - 2], bc = b.shape[b.ndim - 1];
-  const [M, Ka] = transA ? [ac, ar] : [ar, ac];
-  const [Kb, N] = transB ? [bc, br] : [br, bc];
-  check(Ka === Kb, "matmul", `inner dimensions differ (${Ka} vs ${Kb}) for ${desc}`);
-  const K = Ka;
-  const ab = a.shape.slice(0, -2), bb = b.shape.slice(0, -2);
-  const nbd = Math.max(ab.length, bb.length);
-  const batch: number[] = [];
-  for (let i = 0; i < nbd; i++) {
-    const da = ab[ab.length - nbd + i] ?? 1, db = bb[bb.length - nbd + i] ?? 1;
-    check(da === db || da === 1 || db === 1, "matmul", `batch dims do not broadcast for ${desc}`);
-    batch.push(da === 1 ? db : da);
-  }
-  const outShape = [...batch, M, N];
-  const aOp: Operand = { storage: a.storage, trans: transA, strides: batchStrides(a.shape, batch) };
-  const bOp: Operand = { storage: b.storage, trans: transB, strides: batchStrides(b.shape, batch) };
-  const out = mm(aOp, bOp, M, N, K, outShape, batch, alpha);
+  const p = matmulProblem(a, b, options);
+  const opA: Operand = { storage: a.storage, trans: p.transA, strides: p.aStrides };
+  const opB: Operand = { storage: b.storage, trans: p.transB, strides: p.bStrides };
+  const out = mm(opA, opB, p.M, p.N, p.K, [...p.batch, p.M, p.N], p.batch, p.alpha);
   if (!needsGrad(a, b)) return out;
-
-  const aShape = [...a.shape], bShape = [...b.shape];
-  const sa = b.requiresGrad ? saveForBackward(a) : null;
-  const sb = a.requiresGrad ? saveForBackward(b) : null;
-  const gStr = contiguous(batch, M * N);
+  const savedA = b.requiresGrad ? saveForBackward(a) : null;
+  const savedB = a.requiresGrad ? saveForBackward(b) : null;
   return record(out, "matmul", [a, b], (g) => {
-    const G = (trans: boolean, strides = gStr): Operand => ({ storage: g.storage, trans, strides, scaled: true });
-    let ga: Tensor | null = null, gb: Tensor | null = null;
-    if (sb) {
-      // dA = dC · op(B)ᵀ (stored [M, K]) or op(B) · dCᵀ (stored [K, M]), summed where A broadcast.
-      const B = (trans: boolean): Operand => ({ storage: sb.storage, trans, strides: bOp.strides });
-      ga = takeResult(
-        transA
-          ? mm(B(transB), G(true), K, M, N, [...batch, K, M], batch, alpha)
-          : mm(G(false), B(!transB), M, K, N, [...batch, M, K], batch, alpha),
-        aShape,
-      );
-    }
-    if (sa) {
-      // dB = op(A)ᵀ · dC (stored [K, N]) or dCᵀ · op(A) (stored [N, K]), summed where B broadcast.
-      const nb = numel(batch);
-      if (numel(bShape.slice(0, -2)) === 1 && nb > 1 && numel(aShape.slice(0, -2)) === nb && !transA) {
-        // B shared across the batch: fold the batch into the reduction ([B·M, K]ᵀ · [B·M, N]).
-        const A = (trans: boolean): Operand => ({ storage: sa.storage, trans, strides: [] });
-        gb = transB
-          ? productInto(G(true, []), A(false), N, K, nb * M, gradOutput(b), alpha)
-          : productInto(A(true), G(false, []), K, N, nb * M, gradOutput(b), alpha);
-      } else {
-        const A = (trans: boolean): Operand => ({ storage: sa.storage, trans, strides: aOp.strides });
-        gb = takeResult(
-          transB
-            ? mm(G(true), A(transA), N, K, M, [...batch, N, K], batch, alpha)
-            : mm(A(!transA), G(false), K, N, M, [...batch, K, N], batch, alpha),
-          bShape,
-        );
-      }
-    }
-    return [ga, gb];
-  }, [sa, sb].filter((t): t is Tensor => t !== null));
+    const gradA = savedB ? matmulGradA(g, savedB, p) : null;
+    const gradB = savedA ? matmulGradB(g, savedA, p, b) : null;
+    return [gradA, gradB];
+  }, [savedA, savedB].filter((t): t is Tensor => t !== null));
 }
 
 // ------------------------------------------------------------------ linear
