@@ -79,6 +79,8 @@ export interface Kernel<F extends ParamFields = ParamFields, B extends string = 
   readonly unused: readonly B[];
   /** Where each field lives in the uniform block. */
   readonly layout: readonly FieldLayout[];
+  /** The fields an op writes (the layout without padding). */
+  readonly fields: readonly FieldLayout[];
   /** Size of the uniform block in bytes (WGSL struct size). */
   readonly uniformBytes: number;
 }
@@ -128,6 +130,7 @@ export function kernel<const F extends ParamFields, const B extends string, cons
     overrides: declaration.overrides ?? [],
     unused: declaration.unused ?? [],
     layout,
+    fields: layout.filter((field) => !field.name.startsWith("_")),
     uniformBytes: bytes,
   };
 }
@@ -145,8 +148,7 @@ export function packParams(
   base: number,
 ): void {
   words.fill(0, base, base + k.uniformBytes / 4);
-  for (const field of k.layout) {
-    if (field.name.startsWith("_")) continue;
+  for (const field of k.fields) {
     const value = values[field.name];
     const at = base + field.offset;
     if (typeof value === "number") {

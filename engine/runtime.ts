@@ -14,6 +14,13 @@ import { shaderSource } from "./shaders.ts";
 import { type Access, type Kernel, overridesKey, packParams, type ParamFields, type ParamValues } from "./kernel.ts";
 
 export type { Access } from "./kernel.ts";
+export { Storage } from "./storage.ts";
+export { f32Bits, grid1d, rowWorkgroup } from "./grid.ts";
+import { Storage } from "./storage.ts";
+
+/** Pipelines of one kernel by override values (one level per declared override), the pipeline under COMPILED. */
+type VariantTree = Map<unknown, VariantTree | CompiledKernel>;
+const COMPILED = Symbol("compiled");
 
 /** A built pipeline with its bind-group layout, a small id for bind-group keys and its profile label. */
 interface CompiledKernel {
@@ -21,46 +28,6 @@ interface CompiledKernel {
   layout: GPUBindGroupLayout;
   id: number;
   label: string;
-}
-
-/** Reference-counted GPU buffer holding a tensor's elements. */
-export class Storage {
-  /** Number of owners (tensors and saved autograd views). */
-  refs = 1;
-  /** Wraps a buffer (one owner); use {@linkcode Runtime.alloc} or {@linkcode Storage.view}. */
-  constructor(
-    /** The pooled buffer (may be larger than `bytes`). */
-    readonly buffer: GPUBuffer,
-    /** Bytes in use. */
-    readonly bytes: number,
-    private readonly rt: Runtime,
-    /** Byte offset into `buffer` (non-zero for views into a larger buffer; a multiple of 256). */
-    readonly byteOffset = 0,
-    /** The storage this one is a view of (kept alive while the view lives). */
-    readonly parent: Storage | null = null,
-  ) {}
-  /** Adds an owner. */
-  retain(): this {
-    if (this.refs <= 0) throw new Error("use of a disposed tensor");
-    this.refs++;
-    return this;
-  }
-  /** Drops an owner; the buffer returns to the pool when none remain. */
-  release(): void {
-    if (this.refs <= 0) return;
-    if (--this.refs === 0) {
-      if (this.parent) this.parent.release();
-      else this.rt.recycle(this.buffer);
-    }
-  }
-
-  /** A view of `bytes` bytes starting at `byteOffset` (must be 256-byte aligned) within this storage. */
-  view(byteOffset: number, bytes: number): Storage {
-    if (byteOffset % 256 !== 0) throw new Error(`storage view offset ${byteOffset} is not a multiple of 256`);
-    if (byteOffset + bytes > this.bytes) throw new Error("storage view out of bounds");
-    this.retain();
-    return new Storage(this.buffer, bytes, this.rt, this.byteOffset + byteOffset, this);
-  }
 }
 
 const UNIFORM_STRIDE = 256;
@@ -122,6 +89,7 @@ export class Runtime {
     pipelines: 0,
   };
   private pipelines = new Map<string, CompiledKernel>();
+  private variants = new WeakMap<Kernel, VariantTree>();
   private bindGroups = new Map<string, GPUBindGroup>();
   private bufferIds = new WeakMap<GPUBuffer, number>();
   /** Batch id of the last recorded command that used each buffer. */
@@ -237,6 +205,24 @@ export class Runtime {
     return compiled;
   }
 
+  /**
+   * The pipeline of a kernel with the given constants, cached on the kernel object in a tree keyed by the values of
+   * its declared overrides in order (no key string per dispatch).
+   */
+  #variant(k: Kernel, constants: Readonly<Record<string, number>> | undefined): CompiledKernel {
+    let node = this.variants.get(k);
+    if (!node) this.variants.set(k, node = new Map());
+    for (const name of k.overrides) {
+      const value = constants?.[name];
+      let next = node.get(value) as VariantTree | undefined;
+      if (!next) node.set(value, next = new Map());
+      node = next;
+    }
+    let compiled = node.get(COMPILED) as CompiledKernel | undefined;
+    if (!compiled) node.set(COMPILED, compiled = this.#pipeline(k.shader, k.entry, k.access, constants));
+    return compiled;
+  }
+
   #compile(
     shader: string,
     entry: string,
@@ -295,10 +281,12 @@ export class Runtime {
     grid: readonly [number, number?, number?],
     overrides?: Readonly<Partial<Record<O, number>>>,
   ): void {
-    const storages = k.bindingNames.map((name) => bindings[name]);
+    const names = k.bindingNames;
+    const storages = new Array<Storage>(names.length);
+    for (let i = 0; i < names.length; i++) storages[i] = bindings[names[i]];
     const [x, y = 1, z = 1] = grid;
     if (!this.#gridFits(k.shader, x, y, z)) return;
-    const compiled = this.#pipeline(k.shader, k.entry, k.access, overrides as Record<string, number> | undefined);
+    const compiled = this.#variant(k, overrides as Record<string, number> | undefined);
     const offset = this.#reserveUniforms();
     packParams(k, params as Record<string, number>, this.arenaCpu, this.arenaF32, this.arenaI32, offset / 4);
     this.#record(compiled, storages, offset, x, y, z);
@@ -491,30 +479,4 @@ export class Runtime {
     await this.device.queue.onSubmittedWorkDone();
     await this.checkErrors();
   }
-}
-
-/** Bit pattern of a float32 as an unsigned 32-bit word, for uniform blocks. */
-export function f32Bits(x: number): number {
-  F32[0] = x;
-  return U32[0];
-}
-const F32 = new Float32Array(1);
-const U32 = new Uint32Array(F32.buffer);
-
-/** Workgroup grid covering `n` invocations of `wg` threads, spread over x and y (≤ 65535 each). */
-export function grid1d(n: number, wg = 256): [number, number] {
-  const groups = Math.ceil(n / wg);
-  if (groups <= 65535) return [Math.max(groups, 1), 1];
-  const y = Math.ceil(groups / 65535);
-  return [Math.ceil(groups / y), y];
-}
-
-/**
- * Threads per workgroup for kernels that reduce one row per workgroup: a power of two from 32 to
- * 256, about a quarter of the row length, so short rows do not pay for idle threads and barriers.
- */
-export function rowWorkgroup(n: number): number {
-  let wg = 32;
-  while (wg < 256 && wg * 4 < n) wg *= 2;
-  return wg;
 }
