@@ -8,6 +8,8 @@ import { allKernels } from "../engine/kernels/mod.ts";
 import { type Kernel, layoutParams, packParams, type ParamFields, type ParamType } from "../engine/kernel.ts";
 import { shaderSource } from "../engine/shaders.ts";
 import { WGSL_CODES } from "../engine/kernels/codes.ts";
+import { BINARY, UNARY } from "../engine/kernels/elementwise.ts";
+import type { Runtime, Storage } from "../engine/runtime.ts";
 
 interface BindingDecl {
   name: string;
@@ -200,4 +202,19 @@ Deno.test("kernels: op-code tables become WGSL constants that the shaders use", 
   }
   const act = shaderSource("activation");
   for (const name of ["ACT_GELU", "ACT_GELU_NEW", "ACT_RELU"]) assert.ok(act.includes(`case ${name}:`), name);
+});
+
+Deno.test("kernels: a missing or misnamed field or binding is a type error (checked by deno check)", () => {
+  // Never called: the function exists for the type checker, which must reject each marked line.
+  const typeChecks = (rt: Runtime, s: Storage) => {
+    // @ts-expect-error: field `b` is missing
+    rt.run(UNARY, { n: 1, a: 0 }, { x: s, y: s }, [1]);
+    // @ts-expect-error: binding `y` is missing
+    rt.run(UNARY, { n: 1, a: 0, b: 0 }, { x: s }, [1]);
+    // @ts-expect-error: a vector field takes numbers, not a number
+    rt.run(BINARY, { n: 1, ndim: 1, same: 1, shape: 1, astride: [], bstride: [] }, { a: s, b: s, out: s }, [1]);
+    // @ts-expect-error: `OPS` is not an override of the unary kernel
+    rt.run(UNARY, { n: 1, a: 0, b: 0 }, { x: s, y: s }, [1], { OPS: 1 });
+  };
+  assert.equal(typeof typeChecks, "function");
 });
