@@ -135,6 +135,26 @@ export function kernel<const F extends ParamFields, const B extends string, cons
   };
 }
 
+/** The options of a kernel beyond its shader, entry, params and bindings. */
+export interface KernelOptions<B extends string, O extends string> {
+  /** `override` constants the op may set. */
+  readonly overrides?: readonly O[];
+  /** Bindings the entry point never touches. */
+  readonly unused?: readonly NoInfer<B>[];
+}
+
+/**
+ * Declares the entry points of one shader that share its `Params`: `const heads = shaderKernels("heads", P)`, then
+ * `heads("split1", { src: "read", d1: "rw" })` for each entry.
+ */
+export function shaderKernels<const F extends ParamFields>(shader: string, params: F) {
+  return <const B extends string, const O extends string = never>(
+    entry: string,
+    bindings: Readonly<Record<B, Access>>,
+    options: KernelOptions<B, O> = {},
+  ): Kernel<F, B, O> => kernel<F, B, O>({ shader, entry, params, bindings, ...options });
+}
+
 /**
  * Writes `values` into `words` at word offset `base` following `layout`: the whole block is zeroed first, so
  * padding and unwritten vector lanes are zero. Throws when a field is missing or a vector is too long.

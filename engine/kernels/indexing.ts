@@ -6,7 +6,7 @@
  * @module
  */
 
-import { kernel } from "../kernel.ts";
+import { kernel, shaderKernels } from "../kernel.ts";
 
 const GATHER_PARAMS = {
   n: "u32",
@@ -16,17 +16,13 @@ const GATHER_PARAMS = {
   shape: "array<vec4<u32>, 2>",
   stride: "array<vec4<u32>, 2>",
 } as const;
+const gather = shaderKernels("gather", GATHER_PARAMS);
 const GATHER_BINDINGS = { x: "read", index: "read", out: "rw" } as const;
 
 /** torch.gather: `a` = ndim, `b` = axis, `c` = x's size along it; `shape` = index shape, `stride` = x strides. */
-export const GATHER = kernel({ shader: "gather", entry: "gather", params: GATHER_PARAMS, bindings: GATHER_BINDINGS });
+export const GATHER = gather("gather", GATHER_BINDINGS);
 /** Row selection of x viewed as `[outer, V, inner]`: `a` = index length K, `b` = V, `c` = inner. */
-export const INDEX_SELECT = kernel({
-  shader: "gather",
-  entry: "index_select",
-  params: GATHER_PARAMS,
-  bindings: GATHER_BINDINGS,
-});
+export const INDEX_SELECT = gather("index_select", GATHER_BINDINGS);
 
 const INDEX_SORT_PARAMS = {
   m: "u32",
@@ -40,60 +36,33 @@ const INDEX_SORT_PARAMS = {
   shape: "array<vec4<u32>, 2>",
   stride: "array<vec4<u32>, 2>",
 } as const;
+const indexSort = shaderKernels("index_sort", INDEX_SORT_PARAMS);
 const SORT_BINDINGS = { keys: "rw", vals: "rw" } as const;
 const KEYS_BINDINGS = { keys: "rw", vals: "rw", index: "read" } as const;
 
 /** (destination row, source) pairs of an index-select backward: `a` = K, `b` = V; padded to `total`. */
-export const SORT_KEYS_ROWS = kernel({
-  shader: "index_sort",
-  entry: "keys_rows",
-  params: INDEX_SORT_PARAMS,
-  bindings: KEYS_BINDINGS,
-});
+export const SORT_KEYS_ROWS = indexSort("keys_rows", KEYS_BINDINGS);
 /** (destination element, source) pairs of a gather backward: `a` = ndim, `b` = axis, `c` = axis size. */
-export const SORT_KEYS_GATHER = kernel({
-  shader: "index_sort",
-  entry: "keys_gather",
-  params: INDEX_SORT_PARAMS,
-  bindings: KEYS_BINDINGS,
-});
+export const SORT_KEYS_GATHER = indexSort("keys_gather", KEYS_BINDINGS);
 /** Bitonic sort of each block of 512 pairs in workgroup memory. */
-export const SORT_LOCAL = kernel({
-  shader: "index_sort",
-  entry: "local_sort",
-  params: INDEX_SORT_PARAMS,
-  bindings: SORT_BINDINGS,
-});
+export const SORT_LOCAL = indexSort("local_sort", SORT_BINDINGS);
 /** One global bitonic compare-exchange step: block size `a` = k, distance `b` = j. */
-export const SORT_GLOBAL_STEP = kernel({
-  shader: "index_sort",
-  entry: "global_step",
-  params: INDEX_SORT_PARAMS,
-  bindings: SORT_BINDINGS,
-});
+export const SORT_GLOBAL_STEP = indexSort("global_step", SORT_BINDINGS);
 /** The steps of distance < 512 of merge stage `a` = k, in workgroup memory. */
-export const SORT_LOCAL_MERGE = kernel({
-  shader: "index_sort",
-  entry: "local_merge",
-  params: INDEX_SORT_PARAMS,
-  bindings: SORT_BINDINGS,
-});
+export const SORT_LOCAL_MERGE = indexSort("local_merge", SORT_BINDINGS);
 
 const SCATTER_PARAMS = { m: "u32", inner: "u32", rows: "u32", _pad: "u32" } as const;
+const scatterAdd = shaderKernels("scatter_add", SCATTER_PARAMS);
 
 /** Partial sums of each chunk of sorted pairs into `out` (`[ceil(m / CHUNK), inner]`). */
-export const SCATTER_CHUNK_PARTIALS = kernel({
-  shader: "scatter_add",
-  entry: "chunk_partials",
-  params: SCATTER_PARAMS,
-  bindings: { keys: "read", vals: "read", src: "read", out: "rw" },
+export const SCATTER_CHUNK_PARTIALS = scatterAdd("chunk_partials", {
+  keys: "read",
+  vals: "read",
+  src: "read",
+  out: "rw",
 });
 /** The first pair of each run of equal rows sums the run (its chunk partials) into `out`. */
-export const SCATTER_ADD = kernel({
-  shader: "scatter_add",
-  params: SCATTER_PARAMS,
-  bindings: { keys: "read", vals: "read", src: "read", out: "rw", partials: "read" },
-});
+export const SCATTER_ADD = scatterAdd("main", { keys: "read", vals: "read", src: "read", out: "rw", partials: "read" });
 
 const MASK_PARAMS = {
   n: "u32",
@@ -105,21 +74,14 @@ const MASK_PARAMS = {
   astride: "array<vec4<u32>, 2>",
   bstride: "array<vec4<u32>, 2>",
 } as const;
+const maskedFill = shaderKernels("masked_fill", MASK_PARAMS);
 
 /** `out = mask ? value : a` (`INVERT`: where the mask is zero), mask f32 or i32 (`MASK_F32`), broadcast. */
-export const MASKED_FILL = kernel({
-  shader: "masked_fill",
-  entry: "masked_fill",
-  params: MASK_PARAMS,
-  bindings: { a: "read", mask: "read", out: "rw" },
+export const MASKED_FILL = maskedFill("masked_fill", { a: "read", mask: "read", out: "rw" }, {
   overrides: ["MASK_F32", "INVERT"],
 });
 /** `out = mask ? a : b` with broadcasting of all three. */
-export const WHERE_SELECT = kernel({
-  shader: "masked_fill",
-  entry: "where_select",
-  params: MASK_PARAMS,
-  bindings: { a: "read", mask: "read", out: "rw", b: "read" },
+export const WHERE_SELECT = maskedFill("where_select", { a: "read", mask: "read", out: "rw", b: "read" }, {
   overrides: ["MASK_F32", "INVERT"],
 });
 

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { kernel } from "../kernel.ts";
+import { kernel, shaderKernels } from "../kernel.ts";
 
 /** `Params` of `cross_entropy.wgsl`; `nan_bits` is the bit pattern written for out-of-range targets. */
 const CROSS_ENTROPY_PARAMS = {
@@ -18,33 +18,28 @@ const CROSS_ENTROPY_PARAMS = {
   nan_bits: "u32",
   _pad1: "u32",
 } as const;
+const crossEntropy = shaderKernels("cross_entropy", CROSS_ENTROPY_PARAMS);
 
 /**
  * Per row of logits `x` [rows, n]: the loss of mode `MODE` (0 log-prob of target `t`, 1 cross-entropy, 2 entropy)
  * into `out` and the row's logsumexp into `lse`; `WG` threads per row.
  */
-export const CROSS_ENTROPY = kernel({
-  shader: "cross_entropy",
-  params: CROSS_ENTROPY_PARAMS,
-  bindings: { x: "read", t: "read", out: "rw", lse: "rw" },
+export const CROSS_ENTROPY = crossEntropy("main", { x: "read", t: "read", out: "rw", lse: "rw" }, {
   overrides: ["MODE", "WG"],
 });
 /** Sum (or mean over non-ignored targets) of the per-row losses `x` into `out[0]`, the count into `lse[0]`. */
-export const CROSS_ENTROPY_REDUCE = kernel({
-  shader: "cross_entropy",
-  entry: "reduce",
-  params: CROSS_ENTROPY_PARAMS,
-  bindings: { x: "read", t: "read", out: "rw", lse: "rw" },
+export const CROSS_ENTROPY_REDUCE = crossEntropy("reduce", { x: "read", t: "read", out: "rw", lse: "rw" }, {
   overrides: ["MODE", "WG"],
 });
 /** Gradient w.r.t. the logits into `out`, one thread per logit: `g` the output gradient, `extra` count or entropy. */
-export const CROSS_ENTROPY_GRAD = kernel({
-  shader: "cross_entropy",
-  entry: "grad",
-  params: CROSS_ENTROPY_PARAMS,
-  bindings: { x: "read", t: "read", out: "rw", lse: "rw", g: "read", extra: "read" },
-  overrides: ["MODE", "WG"],
-});
+export const CROSS_ENTROPY_GRAD = crossEntropy("grad", {
+  x: "read",
+  t: "read",
+  out: "rw",
+  lse: "rw",
+  g: "read",
+  extra: "read",
+}, { overrides: ["MODE", "WG"] });
 
 /** `Params` of `ppo_loss.wgsl`. */
 const PPO_LOSS_PARAMS = {
@@ -57,22 +52,22 @@ const PPO_LOSS_PARAMS = {
   _pad0: "u32",
   _pad1: "u32",
 } as const;
+const ppoLoss = shaderKernels("ppo_loss", PPO_LOSS_PARAMS);
 
 /**
  * PPO's loss (TRL's `PPOTrainer.loss`) of log-probs `lp` and values `vp` against the rollout data `packed` [6, n]:
  * the scalar loss into `scalar` and its statistics into `stats`. One workgroup.
  */
-export const PPO_LOSS = kernel({
-  shader: "ppo_loss",
-  params: PPO_LOSS_PARAMS,
-  bindings: { lp: "read", vp: "read", packed: "read", stats: "rw", scalar: "rw" },
-});
+export const PPO_LOSS = ppoLoss("main", { lp: "read", vp: "read", packed: "read", stats: "rw", scalar: "rw" });
 /** Its gradients `dlp`, `dvp` given the statistics and the loss gradient in `scalar`; one thread per element. */
-export const PPO_LOSS_GRAD = kernel({
-  shader: "ppo_loss",
-  entry: "grad",
-  params: PPO_LOSS_PARAMS,
-  bindings: { lp: "read", vp: "read", packed: "read", stats: "rw", scalar: "rw", dlp: "rw", dvp: "rw" },
+export const PPO_LOSS_GRAD = ppoLoss("grad", {
+  lp: "read",
+  vp: "read",
+  packed: "read",
+  stats: "rw",
+  scalar: "rw",
+  dlp: "rw",
+  dvp: "rw",
 });
 
 /** Per row: KL(softmax(x·inv_temp) ‖ softmax(y·inv_temp)) into `kl`, one workgroup per row. */

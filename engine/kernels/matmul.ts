@@ -7,7 +7,7 @@
  * @module
  */
 
-import { kernel } from "../kernel.ts";
+import { kernel, shaderKernels } from "../kernel.ts";
 
 /** `Params` of `matmul_io.wgsl`: sizes, the grid's first batch, alpha, split K and batch dims/strides. */
 const TILED_PARAMS = {
@@ -23,6 +23,8 @@ const TILED_PARAMS = {
   astride: "vec4<u32>",
   bstride: "vec4<u32>",
 } as const;
+const matmul = shaderKernels("matmul", TILED_PARAMS);
+const matmulCoop = shaderKernels("matmul_coop", TILED_PARAMS);
 
 /** Bindings 1–8 of `matmul_io.wgsl`: each operand as scalars and as vec4s, bias, output, residual, pre-activation. */
 const TILED_BINDINGS = {
@@ -47,10 +49,7 @@ const EPILOGUE = ["BIAS", "ACT", "RESID", "PRE"] as const;
  * (WG_Y·TM) × (WG_X·TN) output tile per workgroup with a k tile of BK staged in workgroup memory.
  * Grid: (⌈N / BN⌉, ⌈M / BM⌉, batches · splits).
  */
-export const MATMUL = kernel({
-  shader: "matmul",
-  params: TILED_PARAMS,
-  bindings: TILED_BINDINGS,
+export const MATMUL = matmul("main", TILED_BINDINGS, {
   overrides: ["WG_X", "WG_Y", "TM", "TN", "BK", ...OPERAND_AND_EPILOGUE],
 });
 
@@ -58,10 +57,7 @@ export const MATMUL = kernel({
  * {@linkcode MATMUL} on cooperative matrices: f16 operands (gradients scaled by a power of two from `amax`), f32
  * accumulation; WM × WN subgroups of SG invocations, each FM × FN fragments of 16 × 16.
  */
-export const MATMUL_COOP = kernel({
-  shader: "matmul_coop",
-  params: TILED_PARAMS,
-  bindings: { ...TILED_BINDINGS, amax: "read" },
+export const MATMUL_COOP = matmulCoop("main", { ...TILED_BINDINGS, amax: "read" }, {
   overrides: ["SG", "WM", "WN", "FM", "FN", "BK", "SCALE_A", "SCALE_B", ...OPERAND_AND_EPILOGUE],
 });
 
