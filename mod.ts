@@ -119,6 +119,21 @@ export {
   type ValueHeadOutput,
 } from "./models/mod.ts";
 
+// LoRA adapters (peft's format): attach to a GPT-2 policy, save/load adapter folders, merge.
+export {
+  attachLora,
+  baseModelView,
+  loadLoraAdapter,
+  loadLoraPolicy,
+  LoraAdapter,
+  type LoraConfig,
+  type LoraOptions,
+  saveLoraAdapter,
+  saveMergedModel,
+  saveMergedPolicy,
+  trainableParameters,
+} from "./models/mod.ts";
+
 // PPO: TRL's classic trainer (configuration, host-side math, the fused loss).
 export {
   type KLController,

@@ -20,6 +20,7 @@ import { EMBEDDED_TITLE, replacesDemoRun } from "./app/demo_run.ts";
 import { printable } from "./formats/safetensors.ts";
 import { parseSuppressTokens, resolveSuppressTokens, resolveUserPath, withFlagNames } from "./app/cli_args.ts";
 import { loadTokenizer } from "./models/tokenizer/load.ts";
+import type { LoraOptions } from "./models/lora_peft.ts";
 
 const HELP = `Usage: deno run -A train.ts [options]
 
@@ -51,6 +52,14 @@ PPO (--batch-size and --mini-batch-size default to 16 and 4 here, smaller than P
                          unknown token, e.g. BERT's [UNK], unless it is its EOS)
   --seed N               seed for sampling, shuffling and initialisation, in [0, 4294967295] (default 0)
   --config FILE          JSON with more PPOConfig fields (TRL names, e.g. {"cliprange": 0.1})
+
+LoRA (peft's LoraConfig; only the adapter and the value head train, the reference is the base without it):
+  --lora-r N             rank; turns LoRA on (default: off, every weight trains)
+  --lora-alpha X         scaling alpha (update × alpha / r; default 8, peft's)
+  --lora-dropout P       dropout on the adapter's input in training mode (default 0)
+  --lora-target-modules  GPT-2 layers to adapt, comma-separated among c_attn, c_proj, c_fc (also attn.c_proj,
+    LIST                 mlp.c_proj; default c_attn, peft's GPT-2 default)
+  --merge-lora           at the end, also write DIR/merged: the model with the adapter merged (HF folder)
 
 Output:
   --out DIR              output folder (default runs/ppo)
@@ -128,6 +137,11 @@ const FLAG_OPTIONS = {
   "save-every": { type: "string" },
   "save-total-limit": { type: "string" },
   "suppress-tokens": { type: "string" },
+  "lora-r": { type: "string" },
+  "lora-alpha": { type: "string" },
+  "lora-dropout": { type: "string" },
+  "lora-target-modules": { type: "string" },
+  "merge-lora": { type: "boolean" },
   resume: { type: "boolean" },
   overwrite: { type: "boolean" },
   "force-rebuild": { type: "boolean" },
@@ -251,6 +265,27 @@ function runLengths(flags: Flags, embedded: boolean) {
   return { steps, maxNewTokens, minNewTokens, saveEvery, saveTotalLimit };
 }
 
+/** The --lora-* flags as LoRA options (undefined without --lora-r); exits on a bad value. */
+function loraFlags(flags: Flags): LoraOptions | undefined {
+  const r = numericFlag(flags["lora-r"], "lora-r", true, 1);
+  const others = ["lora-alpha", "lora-dropout", "lora-target-modules", "merge-lora"] as const;
+  if (r === undefined) {
+    const stray = others.find((f) => flags[f] !== undefined);
+    if (stray) fail(`--${stray} needs --lora-r (LoRA is off without it)`);
+    return undefined;
+  }
+  const loraAlpha = numericFlag(flags["lora-alpha"], "lora-alpha", false, -Infinity) ?? 8;
+  const loraDropout = numericFlag(flags["lora-dropout"], "lora-dropout", false, 0, 0.999999) ?? 0;
+  const list = flags["lora-target-modules"];
+  const targetModules = list === undefined ? ["c_attn"] : list.split(",").map((t) => t.trim()).filter(Boolean);
+  const known = /^(?:(?:attn|mlp)\.)?(?:c_attn|c_proj|c_fc)$/;
+  const bad = targetModules.find((t) => !known.test(t));
+  if (!targetModules.length || bad !== undefined) {
+    fail(`--lora-target-modules: "${printable(bad ?? list ?? "", 40)}" is not a GPT-2 layer (c_attn, c_proj, c_fc)`);
+  }
+  return { r, loraAlpha, loraDropout, targetModules };
+}
+
 /** Policy and reward folders and the prompt texts of a run. */
 interface RunData {
   policyDir: string;
@@ -323,6 +358,7 @@ async function runOptions(flags: Flags): Promise<RLHFOptions> {
   const fromFile = configFile ? await readConfigFile(configFile) : {};
   const ppo = ppoSettings(flags, embedded, fromFile, configFile);
   const lengths = runLengths(flags, embedded);
+  const lora = loraFlags(flags);
   // Not given: runs/ppo in the working directory (the project root under `deno task train`), as an absolute path.
   const outDir = pathFlag("out", flags.out) ?? resolve(Deno.cwd(), "runs/ppo");
   const data = embedded
@@ -351,6 +387,7 @@ async function runOptions(flags: Flags): Promise<RLHFOptions> {
     saveTotalLimit: lengths.saveTotalLimit,
     // A user's run: runRLHF titles the report after the policy and reward folders.
     title: embedded ? EMBEDDED_TITLE : undefined,
+    ...(lora ? { lora, mergeLora: Boolean(flags["merge-lora"]) } : {}),
   };
 }
 

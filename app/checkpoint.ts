@@ -2,8 +2,8 @@
  * Training checkpoints written atomically: a checkpoint is assembled in a temporary folder, every
  * file synced, and only then renamed to `checkpoint-<step>`; `latest.json` (also replaced
  * atomically) names the newest complete one. A crash at any point leaves the previous checkpoint
- * intact. Contents: the policy in Hugging Face format plus its value head, the optimiser moments
- * (`optimizer.safetensors`), `trainer_state.json` (KL controller, score moments, RNG and step
+ * intact. Contents: the policy in Hugging Face format (a LoRA run: its adapter in peft's format) plus its value
+ * head, the optimiser moments (`optimizer.safetensors`), `trainer_state.json` (KL controller, score moments, RNG and step
  * counters, and the pipeline's own state) and, written last, `manifest.json`: every other file's size
  * and SHA-256. Loading verifies the manifest and falls back to the newest intact checkpoint when the
  * newest is damaged. Nothing in a checkpoint is executed when loading.
@@ -15,6 +15,7 @@ import { readSafetensors, type SafetensorsWriteTensor, writeSafetensors } from "
 import { exists, writeJsonAtomic } from "../formats/fs_atomic.ts";
 import { TOKENIZER_FOLDER_FILES } from "../models/tokenizer/load.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
+import { savePolicy } from "../models/lora_policy.ts";
 import type { PPOTrainerState } from "../ppo/trainer.ts";
 
 /** Pipeline state stored next to the trainer state (anything JSON-serialisable). */
@@ -35,7 +36,9 @@ export interface LoadedCheckpoint {
 const MANIFEST = "manifest.json";
 const MANIFEST_FORMAT = "rlhf-webgpu-manifest-1";
 /** Files every checkpoint has besides the policy's weights (the manifest lists them all). */
-const REQUIRED = ["config.json", "value_head.safetensors", "optimizer.safetensors", "trainer_state.json"];
+const REQUIRED = ["value_head.safetensors", "optimizer.safetensors", "trainer_state.json"];
+/** One of these describes the policy: a model's config.json, or a LoRA run's peft adapter_config.json. */
+const POLICY_CONFIGS = ["config.json", "adapter_config.json"];
 
 /** SHA-256 (hex) and size of a file, read in chunks (checkpoints can be gigabytes). */
 async function fileDigest(path: string): Promise<{ bytes: number; sha256: string }> {
@@ -72,7 +75,7 @@ export async function checkpointDamage(dir: string): Promise<string | null> {
     if (await exists(`${dir}/trainer_state.json`)) {
       // Written before manifests existed: require its files to be present.
       for (const f of REQUIRED) if (!(await exists(`${dir}/${f}`))) return `${f} is missing`;
-      return null;
+      return (await exists(`${dir}/config.json`)) ? null : "config.json is missing";
     }
     return `${MANIFEST} is missing`;
   }
@@ -84,6 +87,7 @@ export async function checkpointDamage(dir: string): Promise<string | null> {
   }
   if (m.format !== MANIFEST_FORMAT || !m.files || typeof m.files !== "object") return `${MANIFEST} is not a manifest`;
   for (const f of REQUIRED) if (!(f in m.files)) return `${MANIFEST} does not list ${f}`;
+  if (!POLICY_CONFIGS.some((f) => f in m.files!)) return `${MANIFEST} does not list ${POLICY_CONFIGS.join(" or ")}`;
   for (const [name, want] of Object.entries(m.files)) {
     if (!/^[\w.-]+$/.test(name)) return `${MANIFEST} names an invalid file "${name.slice(0, 60)}"`;
     const st = await Deno.stat(`${dir}/${name}`).catch(() => null);
@@ -123,7 +127,7 @@ export async function saveCheckpoint(
   const tmp = `${outDir}/.${name}.tmp-${Deno.pid}-${Date.now()}`;
   await Deno.mkdir(tmp, { recursive: true });
   try {
-    await policy.savePretrained(tmp);
+    await savePolicy(policy, tmp); // a LoRA policy: peft's adapter files and the value head
     if (options.sideFilesFrom) await copySideFiles(options.sideFilesFrom, tmp);
     await writeTrainerState(tmp, step, trainer, run);
     await writeManifest(tmp);

@@ -49,6 +49,7 @@ export function divergence(stats: Record<string, number>): string | null {
 export async function nonFiniteState(policy: CausalLMWithValueHead, optimizer: AdamW): Promise<string[]> {
   const named: [string, Tensor][] = [
     ...[...policy.model.params].map(([n, t]): [string, Tensor] => [`policy weight ${n}`, t]),
+    ...[...(policy.model.lora?.params ?? [])].map(([n, t]): [string, Tensor] => [`policy weight ${n}`, t]),
     ...[...policy.vHead].map(([n, t]): [string, Tensor] => [`value head ${n}`, t]),
   ];
   const nameOf = new Map<Tensor, string>(named.map(([n, t]) => [t, n.replace(/^(policy weight|value head) /, "")]));

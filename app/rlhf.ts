@@ -10,13 +10,15 @@ import { initEngine } from "../engine/init.ts";
 import { writeFileAtomic } from "../formats/fs_atomic.ts";
 import { loadGPT2, loadSequenceClassifier } from "../models/auto.ts";
 import type { BertForSequenceClassification } from "../models/bert.ts";
-import { CausalLMWithValueHead } from "../models/value_head.ts";
+import type { CausalLMWithValueHead } from "../models/value_head.ts";
+import type { LoraOptions } from "../models/lora_peft.ts";
+import { disposePolicy, loadRunPolicy, saveMergedPolicy } from "../models/lora_policy.ts";
 import { loadTokenizer, type Tokenizer } from "../models/tokenizer/mod.ts";
 import { classifyTexts, type PromptFormat, promptFormat } from "../models/text.ts";
 import { type PPOConfig, ppoConfig, type PPOConfigInput } from "../ppo/config.ts";
 import { SeededRng } from "../engine/random.ts";
 import { type PPOGenerateOptions, type PPOStats, PPOTrainer } from "../ppo/trainer.ts";
-import { loadCheckpoint, type LoadedCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { loadCheckpoint, type LoadedCheckpoint, MODEL_SIDE_FILES, saveCheckpoint } from "./checkpoint.ts";
 import { divergence, negativeKlWarning, nonFiniteState } from "./health.ts";
 import { lockOutDir, prepareOutDir } from "./outdir.ts";
 import { type MetricsRow, writeReport } from "./report.ts";
@@ -75,6 +77,14 @@ export interface RLHFOptions {
   title?: string;
   /** Stop after this many steps in this process (for tests of resumption). */
   stopAfter?: number;
+  /**
+   * Train a LoRA adapter (peft's LoraConfig: r, loraAlpha, loraDropout, targetModules) and the value head instead of
+   * every weight; the reference is the base without the adapter (no copy), checkpoints hold the adapter in peft's
+   * format.
+   */
+  lora?: LoraOptions;
+  /** With `lora`: at the end, write the merged model as a complete Hugging Face folder `<outDir>/merged`. */
+  mergeLora?: boolean;
 }
 
 /** Summary of a finished (or interrupted) run. */
@@ -174,8 +184,10 @@ async function runLocked(options: RLHFOptions, config: PPOConfig, log: (line: st
   }
   const report = await writeRunReport(run, last, logs);
   if (interrupts.interrupted) log(`interrupted after step ${last}; continue with --resume`);
+  if (options.mergeLora && run.policy.model.lora) await writeMerged(run);
   run.trainer.dispose();
-  for (const p of [...run.policy.parameters(), ...run.rewardModel.parameters()]) p.dispose();
+  disposePolicy(run.policy);
+  for (const p of run.rewardModel.parameters()) p.dispose();
   return { step: last, metrics: logs.metrics, report, interrupted: interrupts.interrupted };
 }
 
@@ -190,11 +202,9 @@ async function loadRun(options: RLHFOptions, config: PPOConfig, log: (line: stri
   const labelIndex = rewardLabelIndex(options, rewardModel.labels);
   const checkpoint = options.resume ? await loadCheckpoint(options.outDir, log) : null;
   if (options.resume && !checkpoint) log(`resume: no checkpoint in ${options.outDir}; starting from step 0`);
-  const policy = await CausalLMWithValueHead.fromPretrained(
-    checkpoint ? checkpoint.dir : options.policyDir,
-    config.seed,
-  );
-  const reference = checkpoint ? (await loadGPT2(options.policyDir)).eval() : null;
+  const policy = await loadRunPolicy(options.policyDir, checkpoint?.dir ?? null, options.lora, config.seed);
+  // A resumed full fine-tune needs the original weights as reference; a LoRA policy's base is its reference.
+  const reference = checkpoint && !options.lora ? (await loadGPT2(options.policyDir)).eval() : null;
   const format = promptFormat(policyTokenizer, policy.model.config);
   const prompts = encodePrompts(options.prompts, format, policy.model.config.n_positions - options.maxNewTokens, log);
   const trainer = new PPOTrainer(config, policy, reference, format);
@@ -214,6 +224,13 @@ async function loadRun(options: RLHFOptions, config: PPOConfig, log: (line: stri
     suppressTokens,
     checkpoint,
   };
+}
+
+/** Writes `<outDir>/merged`: the policy with its adapter merged, with the policy folder's tokenizer files. */
+async function writeMerged(run: LoadedRun): Promise<void> {
+  const dir = `${run.options.outDir}/merged`;
+  await saveMergedPolicy(run.policy, dir, run.options.policyDir, MODEL_SIDE_FILES);
+  run.log(`merged LoRA model written to ${dir}`);
 }
 
 function rewardLabelIndex(options: RLHFOptions, labels: readonly string[]): number {

@@ -17,6 +17,7 @@ import { mergeHeads, splitHeads } from "../engine/ops/heads.ts";
 import { crossEntropy } from "../engine/ops/loss.ts";
 import { ModelBase } from "./module.ts";
 import { Layers } from "./layers.ts";
+import type { LoraAdapter } from "./lora.ts";
 import { checkTokenIds, keyPaddingMask, positionIdsFromMask, rangePositionIds } from "./inputs.ts";
 
 export { positionIdsFromMask } from "./inputs.ts";
@@ -85,10 +86,17 @@ interface ForwardPass {
 /** GPT-2 with a language-modelling head. */
 export class GPT2LMHeadModel extends ModelBase<GPT2Config> {
   /** The shared layer calls on this model's parameters (Conv1D weights, [in, out]). */
-  readonly #layers = new Layers(this, { param: (name) => this.param(name), drop: (x, rate) => this.drop(x, rate) }, {
-    weightLayout: "in_out",
-    residualFirst: true,
-  });
+  readonly #layers = new Layers(this, {
+    param: (name) => this.param(name),
+    drop: (x, rate) => this.drop(x, rate),
+    lora: (name) => this.lora?.module(name) ?? null,
+  }, { weightLayout: "in_out", residualFirst: true });
+
+  /**
+   * A LoRA adapter on the Conv1D layers, or null ({@linkcode attachLora}): when set and enabled, targeted layers add
+   * its low-rank update.
+   */
+  lora: LoraAdapter | null = null;
 
   /** Name used in error messages. */
   protected get label(): string {
@@ -176,7 +184,8 @@ export class GPT2LMHeadModel extends ModelBase<GPT2Config> {
     if (cache.length + length > capacity) {
       throw new Error(`GPT-2: KV cache capacity ${capacity} is too small for ${cache.length + length} positions`);
     }
-    if (isGradEnabled() && this.parameters().some((param) => param.requiresGrad)) {
+    const params = [...this.parameters(), ...(this.lora?.enabled ? this.lora.parameters() : [])];
+    if (isGradEnabled() && params.some((param) => param.requiresGrad)) {
       throw new Error("GPT-2: a preallocated KV cache is written in place; use it under noGrad()");
     }
     return cache.length;

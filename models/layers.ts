@@ -10,6 +10,7 @@ import { add } from "../engine/ops/elementwise.ts";
 import { linear, type LinearOptions } from "../engine/ops/matmul.ts";
 import { layerNorm } from "../engine/ops/norm.ts";
 import type { ModelBase } from "./module.ts";
+import { loraLinear, type LoraModule } from "./lora.ts";
 
 /** How a model family stores its linear weights and adds its residuals. */
 export interface LayerStyle {
@@ -36,6 +37,8 @@ export interface LayerAccess {
   param(name: string): Tensor;
   /** Dropout with probability `p` in training mode (advancing the model's seed); the identity otherwise. */
   drop(x: Tensor, p: number): Tensor;
+  /** The LoRA adapter of layer `name`, when the model has an enabled one targeting it. */
+  lora?(name: string): LoraModule | null;
 }
 
 /** A model's layers, called by parameter name (`name.weight`, `name.bias`). */
@@ -54,10 +57,13 @@ export class Layers {
     this.style = style;
   }
 
-  /** x·W + b of layer `name`, with the given fused epilogue (activation, residual). */
+  /** x·W + b of layer `name` (plus its LoRA update, if adapted), with the given fused epilogue (activation, residual). */
   linear(name: string, x: Tensor, options: LinearOptions = {}): Tensor {
     const weight = this.access.param(name + ".weight"), bias = this.access.param(name + ".bias");
-    return linear(x, weight, bias, { weightLayout: this.style.weightLayout, ...options });
+    const full = { weightLayout: this.style.weightLayout, ...options };
+    const lora = this.access.lora?.(name) ?? null;
+    if (lora) return loraLinear(x, weight, bias, lora, full, (t, p) => this.access.drop(t, p));
+    return linear(x, weight, bias, full);
   }
 
   /** residual + dropout(x·W + b): one kernel (residual added in the store) when dropout is the identity. */

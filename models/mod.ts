@@ -8,6 +8,9 @@ export * from "./config.ts";
 export * from "./gpt2.ts";
 export * from "./bert.ts";
 export * from "./value_head.ts";
+export * from "./lora.ts";
+export * from "./lora_peft.ts";
+export * from "./lora_policy.ts";
 export * from "./generate.ts";
 export * from "./auto.ts";
 export {

@@ -12,6 +12,7 @@ import { entropyFromLogits, logProbsOf } from "../engine/ops/loss.ts";
 import { type AdamW, clipGradNorm } from "../engine/optim.ts";
 import type { SeededRng } from "../engine/random.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
+import { trainableParameters } from "../models/lora_policy.ts";
 import type { PaddedBatch } from "./batch.ts";
 import type { PPOConfig } from "./config.ts";
 import { PPO_STATS, ppoLoss } from "./loss.ts";
@@ -52,7 +53,7 @@ export async function optimizeEpochs(
   targets: PPOTargets,
 ): Promise<{ stats: Tensor[]; earlyStopped: boolean }> {
   const config = run.config;
-  const params = run.policy.parameters();
+  const params = trainableParameters(run.policy);
   const stats: Tensor[] = [];
   let earlyStopped = false;
   run.optimizer.zeroGrad();

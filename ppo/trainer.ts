@@ -9,6 +9,8 @@ import { empty, keep, readAll, runtime, type Tensor } from "../engine/tensor.ts"
 import { AdamW, type AdamWHyper, type OptimizerStateDict } from "../engine/optim.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";
 import type { CausalLMWithValueHead } from "../models/value_head.ts";
+import { baseModelView } from "../models/lora_peft.ts";
+import { trainableParameters } from "../models/lora_policy.ts";
 import { generate, type GenerateOptions, type GenerateOutput } from "../models/generate.ts";
 import { type PPOConfig, ppoConfig, type PPOConfigInput } from "./config.ts";
 import { computeAdvantages } from "./advantages.ts";
@@ -111,7 +113,7 @@ export class PPOTrainer {
   readonly config: PPOConfig;
   /** The policy (trained). */
   readonly policy: CausalLMWithValueHead;
-  /** The frozen reference model. */
+  /** The frozen reference model (for a LoRA policy by default its base weights without the adapter: no copy). */
   readonly ref: GPT2LMHeadModel;
   /** AdamW over the policy's parameters (lr, betas, eps and weight decay from the config). */
   readonly optimizer: AdamW;
@@ -136,11 +138,12 @@ export class PPOTrainer {
   #ownsRef: boolean;
 
   /**
-   * Validates the config, makes the reference copy when `ref` is null and creates the AdamW optimiser over the
-   * policy's (flat) parameters.
+   * Validates the config, makes the reference copy when `ref` is null (for a policy with a LoRA adapter, a view of
+   * its base weights without the adapter instead, as TRL with peft: no second copy) and creates the AdamW optimiser
+   * over the policy's trainable (flat) parameters (with LoRA: the adapter's and the value head's).
    * @param config a PPO config (validated with {@linkcode ppoConfig})
    * @param policy the policy with its value head
-   * @param ref the reference model, or null for a frozen GPU copy of the policy's current weights
+   * @param ref the reference model, or null for a frozen GPU copy of the policy's current weights (LoRA: its base)
    * @param tokenizer supplies the pad and EOS ids (null: the model config's)
    */
   constructor(
@@ -154,8 +157,8 @@ export class PPOTrainer {
     const c = this.config;
     this.policy = policy;
     if (ref === policy.model) throw new Error("PPOTrainer: ref is the policy's own model; pass null for a frozen copy");
-    this.#ownsRef = ref === null;
-    this.ref = ref ?? copyModel(policy.model);
+    this.#ownsRef = ref === null && !policy.model.lora;
+    this.ref = ref ?? (policy.model.lora ? baseModelView(policy.model) : copyModel(policy.model));
     const policyConfig = policy.model.config, refConfig = this.ref.config;
     if (policyConfig.vocab_size !== refConfig.vocab_size) {
       throw new Error(
@@ -163,7 +166,7 @@ export class PPOTrainer {
       );
     }
     ({ eosTokenId: this.eosTokenId, padTokenId: this.padTokenId } = specialTokenIds(tokenizer, policyConfig));
-    this.optimizer = new AdamW(policy.parameters(), {
+    this.optimizer = new AdamW(trainableParameters(policy), {
       lr: c.learning_rate,
       betas: [c.adam_beta1, c.adam_beta2],
       eps: c.adam_epsilon,
