@@ -10,6 +10,7 @@ import { GPT2LMHeadModel } from "../models/gpt2.ts";
 import { BertForSequenceClassification } from "../models/bert.ts";
 import { generate } from "../models/generate.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
+import { attachLora, type LoraOptions } from "../models/lora_peft.ts";
 import { parseBertConfig, parseGPT2Config } from "../models/config.ts";
 import { type ParamSpec, uploadParams } from "../models/weights.ts";
 import type { HostTensor } from "../formats/host_tensor.ts";
@@ -263,9 +264,10 @@ type TrainerCtor = new (
  * One PPO iteration as `torch_ppo.py` times it: generate (policy samples `response` tokens for `batch` random
  * queries) → score (reward model on the responses, read back) → `PPOTrainer.step` (rollout forward of policy and
  * reference, rewards and GAE, `epochs` × mini-batches of backward + Adam). `ppo/trainer.ts` is imported at run
- * time: the benchmark is skipped with a note when it is missing or fails to load.
+ * time: the benchmark is skipped with a note when it is missing or fails to load. With `lora`, the policy trains a
+ * LoRA adapter and its value head (the reference is the base without the adapter: no copy).
  */
-export async function benchPpo(ctx: Ctx, s: PpoSizes): Promise<Result> {
+export async function benchPpo(ctx: Ctx, s: PpoSizes, lora?: LoraOptions): Promise<Result> {
   const url = new URL("../ppo/trainer.ts", import.meta.url);
   const exists = await Deno.stat(url).then(() => true, () => false);
   if (!exists) return { skipped: "ppo/trainer.ts does not exist" };
@@ -288,6 +290,7 @@ export async function benchPpo(ctx: Ctx, s: PpoSizes): Promise<Result> {
     eos_token_id: V - 1,
     bos_token_id: V - 1,
   });
+  if (lora) attachLora(gpt2, lora);
   const policy = new CausalLMWithValueHead(gpt2, undefined, 0);
   let rm: BertForSequenceClassification | null = null;
   let trainer: TrainerLike | null = null;
@@ -372,6 +375,8 @@ export async function benchPpo(ctx: Ctx, s: PpoSizes): Promise<Result> {
       ppo_epochs: s.epochs,
       mini_batch: s.mini,
       n_layer: s.gpt2.n_layer,
+      trainable_params: (lora ? [...gpt2.lora!.parameters(), ...policy.vHead.values()] : policy.parameters())
+        .reduce((a, p) => a + p.size, 0),
       reward_layers: rm.config.num_hidden_layers,
       repeats: runs.length,
       min_total_ms: sig(byTotal[0].total_ms),
@@ -387,6 +392,7 @@ export async function benchPpo(ctx: Ctx, s: PpoSizes): Promise<Result> {
   } finally {
     trainer?.dispose();
     disposeModel(policy);
+    gpt2.lora?.dispose();
     disposeModel(rm);
   }
 }
