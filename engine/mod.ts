@@ -16,6 +16,7 @@ export { type KernelTime, type Profile } from "./profiler.ts";
 export { type Access, f32Bits, grid1d, rowWorkgroup, Runtime, type RuntimeStats, Storage } from "./runtime.ts";
 export type { FieldLayout, Kernel, ParamFields, ParamType, ParamValue, ParamValues } from "./kernel.ts";
 export { initEngine } from "./init.ts";
+export { preloadShaders, provideShaders } from "./shaders.ts";
 export {
   check,
   type DType,

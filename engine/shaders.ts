@@ -47,6 +47,18 @@ export function shaderSource(name: string): string {
   return src;
 }
 
+/**
+ * Supplies the sources of shader files by name (`shaders/<name>.wgsl` without the extension) ahead of use, so that
+ * they are neither read nor fetched: how a browser bundle carries its kernels (`web/build.ts` embeds them all).
+ */
+export function provideShaders(sources: Readonly<Record<string, string>>): void {
+  for (const [name, src] of Object.entries(sources)) {
+    if (!/^[a-z0-9_]+$/.test(name)) throw new Error(`invalid shader name "${name}"`);
+    raw.set(name, src);
+  }
+  expanded.clear();
+}
+
 /** True when shaders can be read from disk on demand (the package was imported from a local path). */
 export function shadersAreLocal(): boolean {
   return base.protocol === "file:";

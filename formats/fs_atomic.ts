@@ -5,11 +5,11 @@
  * @module
  */
 
-import { basename, dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { joinPath, parentPath, urlToPath } from "./files.ts";
+export { exists } from "./files.ts";
 
 function toPath(path: string | URL): string {
-  return path instanceof URL ? fileURLToPath(path) : path;
+  return path instanceof URL ? urlToPath(path) : path;
 }
 
 function randomSuffix(): string {
@@ -30,8 +30,8 @@ function randomSuffix(): string {
  */
 export async function writeFileAtomic(path: string | URL, data: Uint8Array | string): Promise<void> {
   const target = toPath(path);
-  const dir = dirname(target);
-  const tmp = join(dir, `.${basename(target)}.${Deno.pid}.${randomSuffix()}.tmp`);
+  const dir = parentPath(target), base = target.replace(/\/+$/, "").split("/").pop();
+  const tmp = joinPath(dir, `.${base}.${Deno.pid}.${randomSuffix()}.tmp`);
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   let file: Deno.FsFile | undefined;
   try {
@@ -81,21 +81,4 @@ export async function writeJsonAtomic(path: string | URL, value: unknown): Promi
   const text = JSON.stringify(value, null, 2);
   if (text === undefined) throw new TypeError(`writeJsonAtomic(${toPath(path)}): value is not JSON-serializable`);
   await writeFileAtomic(path, text + "\n");
-}
-
-/**
- * Whether `path` exists, following symbolic links. Never throws: a path that cannot be looked at (no permission,
- * a broken link) counts as absent.
- *
- * @param path File or folder path (or `file:` URL).
- * @param kind `"any"` (default): anything counts, folders included; `"file"`: only a regular file counts.
- * @returns True when something of that kind is at `path`.
- */
-export async function exists(path: string | URL, kind: "any" | "file" = "any"): Promise<boolean> {
-  try {
-    const info = await Deno.stat(path);
-    return kind === "any" || info.isFile;
-  } catch {
-    return false;
-  }
 }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { exists } from "./fs_atomic.ts";
+import { exists, isRemote } from "./files.ts";
 import { readSafetensors, readShardedSafetensors, type SafetensorsContents } from "./safetensors.ts";
 import { displayPath, SafetensorsError } from "./safetensors_checks.ts";
 import { readTorchCheckpoint, type TorchCheckpointOptions } from "./torch_checkpoint.ts";
@@ -46,6 +46,9 @@ async function readWeightFile(
 ): Promise<SafetensorsContents> {
   if (name === "model.safetensors") return await readSafetensors(path);
   if (name === "model.safetensors.index.json") return await readShardedSafetensors(path);
+  if (isRemote(path)) {
+    throw new Error(`${displayPath(path)}: pytorch_model.bin is read from local files only; convert to safetensors`);
+  }
   return { tensors: await readTorchCheckpoint(path, { expectedShape: options.expectedShape }), metadata: {} };
 }
 

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { dirname, isAbsolute, join } from "node:path";
+import { isAbsolutePath, joinPath, parentPath } from "./files.ts";
 import { type DType, type HostTensor, shapeSize } from "./host_tensor.ts";
 import { float16BitsToFloat32, float32ToBfloat16Bits, float32ToFloat16Bits } from "./float16.ts";
 import {
@@ -273,7 +273,7 @@ export async function readSafetensors(path: string | URL): Promise<SafetensorsCo
 }
 
 function resolveSibling(base: string | URL, name: string): string | URL {
-  return base instanceof URL ? new URL(name, base) : join(dirname(base), name);
+  return base instanceof URL ? new URL(name, base) : joinPath(parentPath(base), name);
 }
 
 /** A sharded checkpoint's index: which shard holds each tensor, and the index's own metadata (as strings). */
@@ -299,7 +299,7 @@ async function readShardIndex(indexPath: string | URL, file: string): Promise<Sh
 function namesByShard(file: string, weightMap: Record<string, string>): Map<string, string[]> {
   const byShard = new Map<string, string[]>();
   for (const [name, shard] of Object.entries(weightMap)) {
-    if (shard === "" || isAbsolute(shard) || shard.split(/[\\/]/).includes("..")) {
+    if (shard === "" || isAbsolutePath(shard) || shard.split(/[\\/]/).includes("..")) {
       fail(file, `weight_map[${q(name)}]: invalid shard file name ${q(shard)}`);
     }
     const list = byShard.get(shard) ?? [];

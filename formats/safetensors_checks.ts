@@ -4,7 +4,7 @@
  * @module
  */
 
-import { fileURLToPath } from "node:url";
+import { filesFor, isNotFound, urlToPath } from "./files.ts";
 
 /** Largest accepted JSON header, in bytes. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -86,17 +86,15 @@ export function checkStringMap(file: string, what: string, value: unknown): Reco
 
 /** How a path or URL is shown in messages: a `file:` URL as its path, another URL as itself. */
 export function displayPath(path: string | URL): string {
-  return path instanceof URL ? (path.protocol === "file:" ? fileURLToPath(path) : path.href) : path;
+  return path instanceof URL ? (path.protocol === "file:" ? urlToPath(path) : path.href) : path;
 }
 
 /** The bytes of the file at `path`; a missing or unreadable file is a {@linkcode SafetensorsError} about `file`. */
 export async function readBytes(path: string | URL, file: string): Promise<Uint8Array> {
   try {
-    return await Deno.readFile(path);
+    return await filesFor(path).readBytes(path);
   } catch (err) {
-    const reason = err instanceof Deno.errors.NotFound
-      ? "file not found"
-      : `cannot read file (${(err as Error)?.message ?? err})`;
+    const reason = isNotFound(err) ? "file not found" : `cannot read file (${(err as Error)?.message ?? err})`;
     throw new SafetensorsError(file, reason, { cause: err });
   }
 }

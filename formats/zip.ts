@@ -8,7 +8,6 @@
  * @module
  */
 
-import { createInflateRaw } from "node:zlib";
 import { printable } from "./pickle.ts";
 
 /** Thrown for malformed, truncated or unsupported ZIP archives. */
@@ -274,9 +273,11 @@ export class ZipReader {
 
 /**
  * Inflates raw DEFLATE `data` into one buffer of `size` bytes, copying each {@link INFLATE_CHUNK}-byte piece of
- * output into it as it comes, and stops the inflater as soon as the output would overflow the buffer.
+ * output into it as it comes, and stops the inflater as soon as the output would overflow the buffer. `node:zlib` is
+ * imported here, on first use, so that the module also loads where there is none (a browser bundle).
  */
-function inflateRaw(data: Uint8Array, size: number, name: string): Promise<Uint8Array> {
+async function inflateRaw(data: Uint8Array, size: number, name: string): Promise<Uint8Array> {
+  const { createInflateRaw } = await import("node:zlib");
   const out = new Uint8Array(size);
   let total = 0, settled = false;
   return new Promise((resolve, reject) => {

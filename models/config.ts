@@ -5,6 +5,7 @@
  */
 
 import { printable } from "../formats/safetensors.ts";
+import { filesFor, isNotFound } from "../formats/files.ts";
 
 /** GPT-2 hyper-parameters (HF `GPT2Config` names). */
 export interface GPT2Config {
@@ -465,13 +466,13 @@ export function parseBertConfig(raw: Raw, file = "config.json"): BertConfig {
 
 /** Reads and parses `config.json` in a model folder (clear errors for a missing folder or bad JSON). */
 export async function readConfigJson(dir: string): Promise<Raw> {
-  const file = `${dir.replace(/\/$/, "")}/config.json`;
+  const file = `${dir.replace(/\/$/, "")}/config.json`, files = filesFor(dir);
   let text: string;
   try {
-    text = await Deno.readTextFile(file);
+    text = await files.readText(file);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      const dirExists = await Deno.stat(dir).then((s) => s.isDirectory).catch(() => false);
+    if (isNotFound(e)) {
+      const dirExists = await files.stat(dir).then((s) => s.isDirectory).catch(() => false);
       throw new Error(
         dirExists ? `${file}: not found (is ${dir} a Hugging Face model folder?)` : `${dir}: no such folder`,
       );

@@ -11,6 +11,7 @@ import { dropout } from "../engine/ops/dropout.ts";
 import { reshape } from "../engine/ops/shape.ts";
 import { lcg32 } from "../engine/random.ts";
 import { readSafetensors } from "../formats/safetensors.ts";
+import { exists, joinPath } from "../formats/files.ts";
 import type { GPT2Inputs, GPT2LMHeadModel, GPT2Output } from "./gpt2.ts";
 import { loadGPT2, savePretrained } from "./auto.ts";
 import { matchWeights, saveParams, uploadParams } from "./weights.ts";
@@ -53,9 +54,8 @@ export class CausalLMWithValueHead {
   /** Loads a policy folder; uses `value_head.safetensors` when present, else a fresh head. */
   static async fromPretrained(dir: string, seed = 0): Promise<CausalLMWithValueHead> {
     const model = await loadGPT2(dir);
-    const file = `${dir}/value_head.safetensors`;
-    const exists = await Deno.stat(file).then(() => true).catch(() => false);
-    if (!exists) return new CausalLMWithValueHead(model, undefined, seed);
+    const file = joinPath(dir, "value_head.safetensors");
+    if (!(await exists(file))) return new CausalLMWithValueHead(model, undefined, seed);
     const C = model.config.n_embd;
     const host = matchWeights(
       { tensors: (await readSafetensors(file)).tensors, file },

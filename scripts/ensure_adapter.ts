@@ -10,6 +10,10 @@
  * - `DENO_WEBGPU_BACKEND` set by the user: that choice is kept and only checked.
  * - `RLHF_SETUP_NO_INSTALL=1`: never installs anything; reports what it found.
  *
+ * - `--browser` (what `deno task test` passes): also makes sure headless Chromium is there for the browser test
+ *   (`tests/browser_test.ts`), installing Debian's `chromium` with apt-get when missing, and saying clearly when it
+ *   cannot (the browser test then fails, naming this step).
+ *
  * Exits 1 only when no adapter exists at all. The engine makes the same Vulkan-before-GL choice in every process
  * (`engine/device.ts`) and names the API in its start-up line.
  */
@@ -57,23 +61,46 @@ async function hasCommand(name: string): Promise<boolean> {
   return st?.success ?? false;
 }
 
-/** Installs Mesa's Vulkan driver with apt-get (sudo when not root); false when that is not possible here. */
-async function installVulkanDriver(): Promise<boolean> {
+/** Installs Debian package `pkg` with apt-get (sudo when not root); false, saying why, when that is not possible. */
+async function aptInstall(pkg: string, elsewhere: string): Promise<boolean> {
   if (!await hasCommand("apt-get")) {
-    console.error(
-      "setup: apt-get not found; install Mesa's Vulkan driver with your package manager " +
-        "(Fedora: mesa-vulkan-drivers, Arch: vulkan-swrast, Alpine: mesa-vulkan-swrast)",
-    );
+    console.error(`setup: apt-get not found; install ${elsewhere} with your package manager`);
     return false;
   }
   // sudo asks for a password only at a terminal; elsewhere (CI) -n fails at once instead of hanging.
   const sudo = Deno.uid?.() === 0 ? [] : Deno.stdin.isTerminal() ? ["sudo"] : ["sudo", "-n"];
   if (sudo.length && !await hasCommand("sudo")) {
-    console.error("setup: not root and no sudo: cannot install mesa-vulkan-drivers (ask an administrator)");
+    console.error(`setup: not root and no sudo: cannot install ${pkg} (ask an administrator)`);
     return false;
   }
   return await run([...sudo, "apt-get", "update", "-qq"]) &&
-    await run([...sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", "mesa-vulkan-drivers"]);
+    await run([...sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", pkg]);
+}
+
+/** Installs Mesa's Vulkan driver with apt-get (sudo when not root); false when that is not possible here. */
+function installVulkanDriver(): Promise<boolean> {
+  const elsewhere =
+    "Mesa's Vulkan driver (Fedora: mesa-vulkan-drivers, Arch: vulkan-swrast, Alpine: mesa-vulkan-swrast)";
+  return aptInstall("mesa-vulkan-drivers", elsewhere);
+}
+
+const CHROMIUM_NAMES = ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"];
+
+/** With `--browser`: makes sure a Chromium is on PATH for the browser test, installing Debian's when missing. */
+async function ensureChromium(): Promise<void> {
+  if (Deno.env.get("CHROMIUM")) return;
+  for (const name of CHROMIUM_NAMES) if (await hasCommand(name)) return;
+  if (Deno.env.get("RLHF_SETUP_NO_INSTALL") === "1") {
+    console.error(
+      "setup: no chromium, and RLHF_SETUP_NO_INSTALL=1: the browser test (tests/browser_test.ts) will fail",
+    );
+    return;
+  }
+  console.error("setup: installing chromium for the browser test (headless, WebGPU on SwiftShader)");
+  if (await aptInstall("chromium", "Chromium (or set CHROMIUM to a Chrome binary)") && await hasCommand("chromium")) {
+    return;
+  }
+  console.error("setup: COULD NOT INSTALL chromium: the browser test (tests/browser_test.ts) will fail until it is");
 }
 
 function describe(found: Found, api: string): string {
@@ -134,4 +161,6 @@ async function main(): Promise<number> {
   return 1;
 }
 
-Deno.exit(await main());
+const status = await main();
+if (Deno.args.includes("--browser")) await ensureChromium();
+Deno.exit(status);

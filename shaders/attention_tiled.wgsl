@@ -224,8 +224,11 @@ fn fwd(
   var lsum = vec4<f32>(0.0);
   var acc: array<vec4<f32>, MAXACC>;
   var s: array<vec4<f32>, MAXRT>;
-  for (var j0 = 0u; j0 < qr.kend; j0 += BT) {
-    load_key_tile(bh, b, j0, qr.kend, l);
+  // The block's key count, taken outside qr (which also holds per-thread rows): Tint's uniformity analysis needs the
+  // loop bound of a loop with barriers to be visibly workgroup-uniform.
+  let kend = key_end(min(i0 + BR, p.Tq) - 1u);
+  for (var j0 = 0u; j0 < kend; j0 += BT) {
+    load_key_tile(bh, b, j0, kend, l);
     workgroupBarrier();
     // scores of the thread's 4 rows × RT keys
     for (var x = 0u; x < RT; x++) { s[x] = vec4<f32>(0.0); }
@@ -325,8 +328,11 @@ fn grad_q(
   var acc: array<vec4<f32>, MAXACC>;
   var s: array<vec4<f32>, MAXRT>;
   var dp: array<vec4<f32>, MAXRT>;
-  for (var j0 = 0u; j0 < qr.kend; j0 += BT) {
-    load_key_tile(bh, b, j0, qr.kend, l);
+  // The block's key count, taken outside qr (which also holds per-thread rows): Tint's uniformity analysis needs the
+  // loop bound of a loop with barriers to be visibly workgroup-uniform.
+  let kend = key_end(min(i0 + BR, p.Tq) - 1u);
+  for (var j0 = 0u; j0 < kend; j0 += BT) {
+    load_key_tile(bh, b, j0, kend, l);
     workgroupBarrier();
     tile_dots2(&s, &dp, a0, tc);
     for (var x = 0u; x < RT; x++) {

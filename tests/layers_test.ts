@@ -11,7 +11,8 @@ const LAYERS = ["formats", "engine", "models", "ppo", "app", "."] as const;
 
 function layerOf(path: string): number {
   const top = path.includes("/") ? path.slice(0, path.indexOf("/")) : ".";
-  return LAYERS.indexOf(top as typeof LAYERS[number]);
+  // web/ (the browser page and bundle) is an application beside app/.
+  return LAYERS.indexOf((top === "web" ? "app" : top) as typeof LAYERS[number]);
 }
 
 async function sources(dir: string, out: string[] = []): Promise<string[]> {
@@ -32,7 +33,7 @@ async function importsOf(path: string): Promise<string[]> {
 }
 
 const modules = [
-  ...(await Promise.all(["formats", "engine", "models", "ppo", "app"].map((d) => sources(d)))).flat(),
+  ...(await Promise.all(["formats", "engine", "models", "ppo", "app", "web"].map((d) => sources(d)))).flat(),
   "mod.ts",
   "train.ts",
   "cli.ts",

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { filesFor, joinPath as join } from "../../formats/files.ts";
 import { cleanUpTokenization, type EncodedRow, Tokenizer } from "./base.ts";
 import { checkIds, configFlag, readJsonIfExists, readTokenizerSettings } from "./config.ts";
 import { show } from "../config.ts";
@@ -98,7 +98,7 @@ export class ByteLevelBpeTokenizer extends Tokenizer {
   /** Loads `vocab.json` + `merges.txt` (+ tokenizer_config.json / special_tokens_map.json) from a folder. */
   static async fromDir(dir: string): Promise<ByteLevelBpeTokenizer> {
     const vocab = checkIds(join(dir, "vocab.json"), await readJsonIfExists(join(dir, "vocab.json")));
-    const merges = parseMerges(await Deno.readTextFile(join(dir, "merges.txt")));
+    const merges = parseMerges(await filesFor(dir).readText(join(dir, "merges.txt")));
     const settings = await readTokenizerSettings(dir, GPT2_DEFAULT_SPECIAL_TOKENS);
     return new ByteLevelBpeTokenizer(vocab, merges, settings, dir);
   }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { filesFor, isNotFound, joinPath as join } from "../../formats/files.ts";
 import type { SpecialTokenName, SpecialTokens, TokenizerSettings } from "./types.ts";
 import { printable } from "../../formats/safetensors.ts";
 import { CONFIG_LIMITS, show } from "../config.ts";
@@ -24,9 +24,9 @@ const SPECIAL_KEYS: [SpecialTokenName, string][] = [
 /** Reads a text file, or returns `undefined` when it does not exist. */
 export async function readTextIfExists(path: string): Promise<string | undefined> {
   try {
-    return await Deno.readTextFile(path);
+    return await filesFor(path).readText(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
+    if (isNotFound(e)) return undefined;
     throw e;
   }
 }
@@ -69,9 +69,9 @@ function checkId(path: string, token: string, id: unknown): number {
 /** Whether `path` exists and is a file. */
 export async function isFile(path: string): Promise<boolean> {
   try {
-    return (await Deno.stat(path)).isFile;
+    return (await filesFor(path).stat(path)).isFile;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
+    if (isNotFound(e)) return false;
     throw e;
   }
 }

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { filesFor, joinPath as join } from "../../formats/files.ts";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { type EncodedRow, Tokenizer } from "./base.ts";
 import { readTokenizerSettings, tokenContent } from "./config.ts";
@@ -82,7 +82,7 @@ export class HfJsonTokenizer extends Tokenizer {
     const path = join(dir, "tokenizer.json");
     let json: Record<string, unknown>;
     try {
-      json = JSON.parse(await Deno.readTextFile(path));
+      json = JSON.parse(await filesFor(path).readText(path));
     } catch (e) {
       throw new Error(`tokenizer: cannot read ${path}: ${printable((e as Error).message)}`);
     }

@@ -4,8 +4,7 @@
  * @module
  */
 
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { type FileKind, filesFor, isNotFound, joinPath as join, urlToPath } from "../../formats/files.ts";
 import type { Tokenizer } from "./base.ts";
 import { ByteLevelBpeTokenizer } from "./bpe.ts";
 import { isFile } from "./config.ts";
@@ -38,12 +37,12 @@ export const TOKENIZER_FOLDER_FILES: readonly string[] = [
  * when present. Throws when the folder is missing or holds none of the tokenizer files.
  */
 export async function loadTokenizer(dir: string | URL): Promise<Tokenizer> {
-  const path = dir instanceof URL ? fileURLToPath(dir) : dir;
-  let info: Deno.FileInfo;
+  const path = dir instanceof URL ? urlToPath(dir) : dir;
+  let info: FileKind;
   try {
-    info = await Deno.stat(path);
+    info = await filesFor(path).stat(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
+    if (isNotFound(e)) {
       throw new Error(`tokenizer: folder ${path} does not exist (looked for ${TOKENIZER_FILES.join(", ")})`);
     }
     throw e;

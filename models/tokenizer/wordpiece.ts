@@ -4,7 +4,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { filesFor, joinPath as join } from "../../formats/files.ts";
 import { basicTokenize, type BasicTokenizerOptions } from "./bert_basic.ts";
 import { cleanUpTokenization, type EncodedRow, Tokenizer } from "./base.ts";
 import { configFlag, readTokenizerSettings } from "./config.ts";
@@ -88,7 +88,7 @@ export class WordPieceTokenizer extends Tokenizer {
 
   /** Loads `vocab.txt` (+ tokenizer_config.json / special_tokens_map.json) from a folder. */
   static async fromDir(dir: string): Promise<WordPieceTokenizer> {
-    const vocab = parseVocabTxt(await Deno.readTextFile(join(dir, "vocab.txt")));
+    const vocab = parseVocabTxt(await filesFor(dir).readText(join(dir, "vocab.txt")));
     const settings = await readTokenizerSettings(dir, BERT_DEFAULT_SPECIAL_TOKENS);
     return new WordPieceTokenizer(vocab, settings, dir);
   }
