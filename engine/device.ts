@@ -5,8 +5,8 @@
  * @module
  */
 
-/** Which WebGPU implementation a device comes from. */
-export type BackendName = "deno" | "dawn";
+/** Which WebGPU implementation a device comes from: Deno's built-in one, Dawn through npm, or a browser's. */
+export type BackendName = "deno" | "dawn" | "browser";
 
 /**
  * The graphics API under the WebGPU implementation: what `DENO_WEBGPU_BACKEND` selects in Deno's WebGPU (wgpu).
@@ -31,7 +31,7 @@ export interface DeviceOptions {
    * are submitted before a wait (bench/dawn_probe.ts), so it stays opt-in. When not given, the environment variable
    * `RLHF_WEBGPU_BACKEND` (auto | deno | dawn) decides.
    */
-  backend?: "auto" | BackendName;
+  backend?: "auto" | "deno" | "dawn";
   /**
    * Dawn's module for `backend: "dawn"`: `await import("npm:webgpu@0.6.2")`. The library never imports it itself, so
    * its 130 MB package is fetched only by programs that choose Dawn.
@@ -193,13 +193,13 @@ export function startupLine(h: DeviceHandle): string {
 }
 
 /** The implementation asked for: the option, else `RLHF_WEBGPU_BACKEND`, else "auto" (anything else throws). */
-function backendChoice(options: DeviceOptions): "auto" | BackendName {
+function backendChoice(options: DeviceOptions): "auto" | "deno" | "dawn" {
   const fromEnv = (typeof Deno !== "undefined" ? Deno.env.get("RLHF_WEBGPU_BACKEND") : undefined) ?? "auto";
   const choice = options.backend ?? fromEnv;
   if (!["auto", "deno", "dawn"].includes(choice)) {
     throw new Error(`RLHF_WEBGPU_BACKEND must be auto, deno or dawn (got "${choice}")`);
   }
-  return choice as "auto" | BackendName;
+  return choice as "auto" | "deno" | "dawn";
 }
 
 /** An adapter and where it came from. */
@@ -210,7 +210,7 @@ interface FoundAdapter {
 }
 
 /** Finds an adapter through Dawn or Deno's WebGPU; throws, saying where it looked and what to install, when none. */
-async function findAdapter(choice: "auto" | BackendName, options: DeviceOptions): Promise<FoundAdapter> {
+async function findAdapter(choice: "auto" | "deno" | "dawn", options: DeviceOptions): Promise<FoundAdapter> {
   const pref = options.powerPreference ?? "high-performance";
   if (choice === "dawn") {
     const adapter = await dawnAdapter(pref, options.dawn);
@@ -218,7 +218,8 @@ async function findAdapter(choice: "auto" | BackendName, options: DeviceOptions)
     return { adapter, backend: "dawn", graphicsApi: "auto" };
   }
   const found = await builtinAdapter(pref);
-  if (found.adapter) return { adapter: found.adapter, backend: "deno", graphicsApi: found.api };
+  const builtin: BackendName = typeof Deno === "undefined" ? "browser" : "deno";
+  if (found.adapter) return { adapter: found.adapter, backend: builtin, graphicsApi: found.api };
   let where = "";
   if (found.userSet) {
     where = ` with DENO_WEBGPU_BACKEND=${Deno.env.get("DENO_WEBGPU_BACKEND")} (from the environment)`;

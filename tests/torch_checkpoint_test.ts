@@ -455,6 +455,20 @@ function mutate(src: Uint8Array, rand: () => number, hot: number): Uint8Array {
   return b;
 }
 
+/** Parses one fuzz input: whether it loaded (else it threw a clean TorchCheckpointError) and the peak RSS growth. */
+async function fuzzCase(input: Uint8Array, it: number): Promise<{ loaded: boolean; growth: number }> {
+  const before = canMeasure && resetPeak() ? memoryStatus()!.rss : NaN;
+  let loaded = false;
+  try {
+    await parseTorchCheckpoint(input, "fuzz.bin");
+    loaded = true;
+  } catch (e) {
+    assert.ok(e instanceof TorchCheckpointError, `iteration ${it}: ${e instanceof Error ? e.stack : e}`);
+    assert.ok(!e.message.includes("internal error"), `iteration ${it}: ${(e.cause as Error)?.stack}`);
+  }
+  return { loaded, growth: memoryStatus()!.hwm - before };
+}
+
 // Figures (seed 0x5eed, FUZZ_FIGURES=1): 1000 cases, 953 clean TorchCheckpointErrors, 47 load; peak growth ≤ 0.3 MB.
 Deno.test("fuzz: mutated checkpoints only ever throw TorchCheckpointError, within bounded peak memory", async () => {
   const bin = await fixture("gpt2-tiny/pytorch_model.bin");
@@ -476,19 +490,18 @@ Deno.test("fuzz: mutated checkpoints only ever throw TorchCheckpointError, withi
       input = await buildZip(parts.map((e) => e === pkl ? { name: e.name, data } : e));
     } else if (kind === 2) input = mutate(hand, rand, 600);
     else input = mutate(legacy, rand, legacy.length);
-    const before = canMeasure && resetPeak() ? memoryStatus()!.rss : NaN;
-    try {
-      await parseTorchCheckpoint(input, "fuzz.bin");
-      ok++;
-    } catch (e) {
-      assert.ok(e instanceof TorchCheckpointError, `iteration ${it}: ${e instanceof Error ? e.stack : e}`);
-      assert.ok(!e.message.includes("internal error"), `iteration ${it}: ${(e.cause as Error)?.stack}`);
-      failed++;
-    }
-    // Peak resident growth within the case: at most twice the input plus the runtime's slack (GC, JIT).
-    const growth = memoryStatus()!.hwm - before;
+    const limit = 2 * input.length + 64 * 2 ** 20;
+    const first = await fuzzCase(input, it);
+    const loaded = first.loaded;
+    let growth = first.growth;
+    // Peak resident growth within the case: at most twice the input plus the runtime's slack (GC, JIT). A heap
+    // expansion of the runtime's own (seen once under a fully loaded machine) does not repeat; a bomb does: the
+    // same bytes are parsed again before the case fails.
+    if (growth > limit) growth = (await fuzzCase(input, it)).growth;
     peak = Math.max(peak, growth || 0);
-    assert.ok(!(growth > 2 * input.length + 64 * 2 ** 20), `iteration ${it}: peak memory grew by ${growth} bytes`);
+    assert.ok(!(growth > limit), `iteration ${it}: peak memory grew by ${growth} bytes`);
+    if (loaded) ok++;
+    else failed++;
   }
   assert.ok(ok > 0 && failed > 0, `fuzz should see both outcomes (ok ${ok}, failed ${failed})`);
   if (Deno.env.get("FUZZ_FIGURES")) console.log(JSON.stringify({ cases: 1000, ok, failed, peakGrowth: peak }));
