@@ -202,8 +202,10 @@ Deno.test("demo prepareDefault: tiny build writes loadable folders; the manifest
     assert.ok(a.prompts.length >= 200);
     assert.ok(Number.isFinite(a.metrics.lmLoss) && a.metrics.classifierAccuracy >= 0);
     assert.deepEqual([a.metrics.gpt2Steps, a.metrics.classifierSteps], [6, 4]);
-    const manifest = JSON.parse(await Deno.readTextFile(`${cacheDir}/manifest.json`));
+    const manifestFile = `${cacheDir}/manifest.json`;
+    const manifest = JSON.parse(await Deno.readTextFile(manifestFile));
     assert.equal(manifest.key, a.key);
+    assert.deepEqual(manifest.prompts, a.prompts, "the manifest holds the prompts (the browser page reads them)");
     const policy = await loadGPT2(a.policyDir);
     const reward = await loadSequenceClassifier(a.rewardDir);
     const tok = await loadTokenizer(a.policyDir);
@@ -218,8 +220,11 @@ Deno.test("demo prepareDefault: tiny build writes loadable folders; the manifest
     assert.equal(out.tokens[0].length, 3);
     for (const p of [...policy.parameters(), ...reward.parameters()]) p.dispose();
 
+    // A cache written before manifests held the prompts gets them when it is reused.
+    await Deno.writeTextFile(manifestFile, JSON.stringify({ ...manifest, prompts: undefined }));
     const t0 = performance.now();
     const b = await prepareDefault(options);
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(manifestFile)).prompts, a.prompts);
     assert.equal(b.cached, true);
     assert.equal(b.key, a.key);
     assert.deepEqual(b.metrics, a.metrics);

@@ -195,6 +195,10 @@ async function reuseCache(
     !await isCompleteModelFolder(rewardDir)
   ) return null;
   log(`default models: reusing ${cacheDir} (key ${build.key.slice(0, 12)})`);
+  // The browser page (web/) reads the prompts from the manifest; caches written before it held them get them now.
+  if (!Array.isArray(manifest.prompts)) {
+    await writeJsonAtomic(`${cacheDir}/manifest.json`, { ...manifest, prompts: build.data.prompts });
+  }
   const { format: _format, ...built } = manifest;
   return {
     ...built,
@@ -249,7 +253,7 @@ async function buildDefaultModels(
       total: secondsSince(startedAt),
     },
   };
-  await writeJsonAtomic(manifestFile, { format: DEMO_FORMAT_VERSION, ...result, prompts: undefined });
+  await writeJsonAtomic(manifestFile, { format: DEMO_FORMAT_VERSION, ...result }); // prompts included, for web/
   log(`default models: built in ${result.timings.total.toFixed(1)}s → ${cacheDir}`);
   return result;
 }
