@@ -10,6 +10,7 @@
  */
 
 import { writeJsonAtomic } from "../formats/fs_atomic.ts";
+import { filesFor } from "../formats/files.ts";
 import type { HostTensor } from "../formats/host_tensor.ts";
 import { readSafetensors, writeHostTensors } from "../formats/safetensors.ts";
 import { GPT2LMHeadModel } from "./gpt2.ts";
@@ -145,7 +146,7 @@ export async function readAdapterConfig(dir: string): Promise<LoraConfig> {
   const file = `${dir}/${ADAPTER_CONFIG_FILE}`;
   let text: string;
   try {
-    text = await Deno.readTextFile(file);
+    text = await filesFor(file).readText(file);
   } catch (e) {
     throw new Error(`${file}: cannot read (${(e as Error).message})`);
   }

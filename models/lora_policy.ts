@@ -8,6 +8,7 @@
 
 import type { Tensor } from "../engine/tensor.ts";
 import { readSafetensors } from "../formats/safetensors.ts";
+import { exists } from "../formats/files.ts";
 import { loadGPT2 } from "./auto.ts";
 import { CausalLMWithValueHead } from "./value_head.ts";
 import {
@@ -52,7 +53,7 @@ export async function savePolicy(policy: CausalLMWithValueHead, dir: string): Pr
 
 /** True when `dir` holds a peft adapter (adapter_config.json). */
 export async function isAdapterFolder(dir: string): Promise<boolean> {
-  return await Deno.stat(`${dir}/${ADAPTER_CONFIG_FILE}`).then((s) => s.isFile).catch(() => false);
+  return await exists(`${dir}/${ADAPTER_CONFIG_FILE}`, "file");
 }
 
 /**
@@ -102,8 +103,7 @@ export async function loadRunPolicy(
 /** `dir/value_head.safetensors` for hidden size C, uploaded; undefined when the folder has none. */
 async function readValueHead(dir: string, C: number): Promise<Map<string, Tensor> | undefined> {
   const file = `${dir}/${VALUE_HEAD_FILE}`;
-  const present = await Deno.stat(file).then((s) => s.isFile).catch(() => false);
-  if (!present) return undefined;
+  if (!await exists(file, "file")) return undefined;
   const spec = new Map([["v_head.summary.weight", [1, C]], ["v_head.summary.bias", [1]]]);
   return uploadParams(matchWeights({ tensors: (await readSafetensors(file)).tensors, file }, spec));
 }
@@ -121,7 +121,6 @@ export async function saveMergedPolicy(
   await saveMergedModel(policy.model, dir);
   if (!sideFilesFrom) return;
   for (const f of sideFiles) {
-    const present = await Deno.stat(`${sideFilesFrom}/${f}`).then((s) => s.isFile).catch(() => false);
-    if (present) await Deno.copyFile(`${sideFilesFrom}/${f}`, `${dir}/${f}`);
+    if (await exists(`${sideFilesFrom}/${f}`, "file")) await Deno.copyFile(`${sideFilesFrom}/${f}`, `${dir}/${f}`);
   }
 }
