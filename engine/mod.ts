@@ -14,6 +14,7 @@ export {
 } from "./device.ts";
 export { type KernelTime, type Profile } from "./profiler.ts";
 export { type Access, f32Bits, grid1d, rowWorkgroup, Runtime, type RuntimeStats, Storage } from "./runtime.ts";
+export type { DispatchObserver, ObservedDispatch } from "./observer.ts";
 export type { FieldLayout, Kernel, ParamFields, ParamType, ParamValue, ParamValues } from "./kernel.ts";
 export { initEngine } from "./init.ts";
 export { preloadShaders, provideShaders } from "./shaders.ts";

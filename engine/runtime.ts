@@ -15,6 +15,8 @@ import { type Access, type Kernel, overridesKey, packParams, type ParamFields, t
 
 export type { Access } from "./kernel.ts";
 export { Storage } from "./storage.ts";
+export type { DispatchObserver, ObservedDispatch } from "./observer.ts";
+import type { DispatchObserver } from "./observer.ts";
 export { f32Bits, grid1d, rowWorkgroup } from "./grid.ts";
 import { Storage } from "./storage.ts";
 
@@ -289,8 +291,21 @@ export class Runtime {
     const compiled = this.#variant(k, overrides as Record<string, number> | undefined);
     const offset = this.#reserveUniforms();
     packParams(k, params as Record<string, number>, this.arenaCpu, this.arenaF32, this.arenaI32, offset / 4);
+    const observed = this.observer && { kernel: k as Kernel, storages, grid: [x, y, z] as [number, number, number] };
+    if (observed) {
+      const words = this.arenaCpu.slice(offset / 4, (offset + k.uniformBytes) / 4);
+      this.observer!.before({ ...observed, words, overrides: { ...overrides } as Record<string, number> });
+    }
     this.#record(compiled, storages, offset, x, y, z);
+    if (observed) this.observer!.after();
   }
+
+  /**
+   * Watches every dispatch of {@linkcode run} (null: none; the default). Used by tools that record workloads, e.g.
+   * the test comparing kernels across backends; `before` and `after` run synchronously around the recording, so an
+   * observer may record copies of the bindings in order with the dispatch.
+   */
+  observer: DispatchObserver | null = null;
 
   /** False for an empty grid (nothing to record); throws when a dimension exceeds the device limit. */
   #gridFits(shader: string, x: number, y: number, z: number): boolean {
