@@ -1,0 +1,9 @@
+/**
+ * The CPU kernels: importing this module registers every family's CPU implementation in the kernel table
+ * (`kernel_table.ts`).
+ * @module
+ */
+
+import "./kernels/elementwise.ts";
+
+export { cpuKernelOf, defineCpuKernel, type HostArray, hostArray, unpackParams } from "./kernel_table.ts";

@@ -1,0 +1,150 @@
+/**
+ * The CPU kernels (`engine/cpu/`) against the WGSL kernels: real workloads run on the WebGPU backend (llvmpipe here)
+ * with every kernel's dispatches captured — uniform block, grid, constants, bindings before and after — and each
+ * captured dispatch is replayed through the kernel's CPU implementation from the same inputs; every written binding
+ * must agree (exactly for integer outputs, within float32 rounding otherwise).
+ */
+import { assert, ready } from "./helpers.ts";
+import { type CapturedDispatch, captureDispatches } from "./dispatch_capture.ts";
+import { noGrad, runtime, tensor, tidy } from "../engine/tensor.ts";
+import { backward } from "../engine/autograd.ts";
+import { AdamW, clipGradNorm } from "../engine/optim.ts";
+import * as ops from "../engine/ops/mod.ts";
+import { GPT2LMHeadModel } from "../models/gpt2.ts";
+import { BertForSequenceClassification } from "../models/bert.ts";
+import { generate } from "../models/generate.ts";
+import { CausalLMWithValueHead } from "../models/value_head.ts";
+import { PPOTrainer } from "../ppo/trainer.ts";
+import { cpuKernelOf, hostArray } from "../engine/cpu/kernel_table.ts";
+import { allKernels } from "../engine/kernels/mod.ts";
+import "../engine/cpu/mod.ts";
+
+const GPT2 = { n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 97, n_positions: 64, attn_pdrop: 0.1, resid_pdrop: 0.1 };
+const BERT = {
+  vocab_size: 60,
+  hidden_size: 32,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  intermediate_size: 48,
+  max_position_embeddings: 32,
+  num_labels: 2,
+};
+
+/** Training, decoding, classification and PPO on tiny models, plus ops the models do not reach. */
+const WORKLOADS: Record<string, () => Promise<void> | void> = {
+  "GPT-2 training step (dropout, AdamW, clipping)": () => {
+    const model = GPT2LMHeadModel.random(GPT2, 1).train();
+    const opt = new AdamW(model.parameters(), { lr: 1e-3 });
+    tidy(() => {
+      const ids = tensor([1, 5, 9, 2, 7, 3, 4, 8], [2, 4], "i32");
+      backward(model.forward({ inputIds: ids, labels: ids }).loss!);
+    });
+    clipGradNorm(model.parameters(), 1.0);
+    opt.step();
+    opt.zeroGrad();
+  },
+  "GPT-2 sampling with a KV cache": async () => {
+    const model = GPT2LMHeadModel.random({ ...GPT2, attn_pdrop: 0, resid_pdrop: 0 }, 2).eval();
+    await generate(model, [[1, 2, 3], [4, 5]], { maxNewTokens: 3, doSample: true, topK: 5, topP: 0.9, seed: 3 });
+  },
+  "BERT classifier forward and backward": () => {
+    const model = BertForSequenceClassification.random(BERT, 4).eval();
+    tidy(() => {
+      const ids = tensor([2, 7, 9, 3, 2, 11, 3, 0], [2, 4], "i32");
+      const mask = tensor([1, 1, 1, 1, 1, 1, 1, 0], [2, 4], "i32");
+      const out = model.forward({ inputIds: ids, attentionMask: mask, labels: tensor([0, 1], [2], "i32") });
+      backward(out.loss!);
+    });
+  },
+  "PPO step": async () => {
+    const policy = new CausalLMWithValueHead(GPT2LMHeadModel.random({ ...GPT2, attn_pdrop: 0, resid_pdrop: 0 }, 5));
+    const trainer = new PPOTrainer({ batch_size: 2, mini_batch_size: 1, ppo_epochs: 1 }, policy, null, null);
+    await trainer.step([[5, 6, 7], [8, 9]], [[20, 21], [24, 25, 26]], [1.0, -0.5]);
+    trainer.dispose?.();
+  },
+  "reductions, indexing, long attention and split-K products": () => {
+    noGrad(() =>
+      tidy(() => {
+        const x = tensor(Array.from({ length: 6 * 300 }, (_, i) => Math.sin(i)), [6, 300]);
+        ops.sum(x, 1), ops.mean(x, 0), ops.max(x, 1), ops.argmax(x, 0), ops.softmax(x), ops.logSoftmax(x);
+        ops.slice(x, 1, 5, 200), ops.concat([x, x], 0), ops.permute(ops.reshape(x, [6, 30, 10]), [2, 0, 1]);
+        const idx = tensor([3, 0, 5, 1], [4], "i32");
+        ops.indexSelect(x, 0, idx), ops.maskedFill(x, ops.cast(ops.full([6, 1], 1), "i32"), -1);
+        const q = tensor(Array.from({ length: 2 * 300 * 8 }, (_, i) => Math.cos(i * 0.37)), [1, 2, 300, 8]);
+        ops.scaledDotProductAttention(q, q, q, { causal: true });
+        const a = tensor(Array.from({ length: 16 * 1024 }, (_, i) => Math.sin(i * 0.1)), [16, 1024]);
+        ops.matmul(a, a, { transB: true });
+      })
+    );
+  },
+};
+
+async function captureAll(): Promise<CapturedDispatch[]> {
+  const rt = runtime();
+  const all: CapturedDispatch[] = [];
+  for (const run of Object.values(WORKLOADS)) all.push(...await captureDispatches(rt, run));
+  return all;
+}
+
+/** The first word of `actual` that disagrees with `expected` under the kernel's agreement, as a message. */
+function disagreement(actual: Uint32Array, expected: Uint32Array, exact: boolean, rtol: number, atol: number) {
+  const af = new Float32Array(actual.buffer), ef = new Float32Array(expected.buffer);
+  for (let i = 0; i < expected.length; i++) {
+    if (actual[i] === expected[i]) continue;
+    if (!exact && Math.abs(af[i] - ef[i]) <= atol + rtol * Math.abs(ef[i])) continue;
+    return `word ${i}: cpu ${af[i]} (0x${actual[i].toString(16)}) vs gpu ${ef[i]} (0x${expected[i].toString(16)})`;
+  }
+  return null;
+}
+
+/** Replays one captured dispatch on its CPU kernel; returns a message per disagreeing binding. */
+function replay(c: CapturedDispatch): string[] {
+  const entry = cpuKernelOf(c.kernel)!;
+  const hosts = c.before.map((bytes) => hostArray(bytes));
+  const bindings = Object.fromEntries(c.kernel.bindingNames.map((name, b) => [name, hosts[c.storageOf[b]]]));
+  const params = Object.fromEntries(
+    c.kernel.layout.map((f) => [f.name, unpackField(c.words, f.offset, f.words, f.kind)]),
+  );
+  entry.run({ params, bindings, grid: c.grid, overrides: c.overrides });
+  const { exact = false, rtol = 1e-5, atol = 1e-6 } = entry.agreement;
+  const problems: string[] = [];
+  c.after.forEach((expected, i) => {
+    if (!expected) return;
+    const bad = disagreement(hosts[i].u32, new Uint32Array(expected.buffer), exact, rtol, atol);
+    const names = c.kernel.bindingNames.filter((_, b) => c.storageOf[b] === i).join("/");
+    if (bad) problems.push(`${c.kernel.shader}:${c.kernel.entry} ${JSON.stringify(c.overrides)} ${names}: ${bad}`);
+  });
+  return problems;
+}
+
+function unpackField(words: Uint32Array, offset: number, count: number, kind: "u32" | "i32" | "f32") {
+  const read = (i: number) =>
+    kind === "f32"
+      ? new Float32Array(words.buffer, words.byteOffset)[i]
+      : kind === "i32"
+      ? new Int32Array(words.buffer, words.byteOffset)[i]
+      : words[i];
+  return count === 1 ? read(offset) : Array.from({ length: count }, (_, i) => read(offset + i));
+}
+
+Deno.test("cpu kernels: every captured dispatch replays on the CPU with the WGSL kernel's results", async () => {
+  await ready;
+  const captured = await captureAll();
+  assert.ok(captured.length > 50, `captured ${captured.length} dispatches`);
+  const missing = new Set<string>();
+  const problems: string[] = [];
+  for (const c of captured) {
+    if (!cpuKernelOf(c.kernel)) missing.add(`${c.kernel.shader}:${c.kernel.entry}`);
+    else problems.push(...replay(c));
+  }
+  assert.deepEqual(problems, [], "CPU results differ from the WGSL kernels'");
+  assert.deepEqual([...missing].sort(), [], "captured kernels without a CPU implementation");
+});
+
+Deno.test("cpu kernels: which declared kernels have a CPU implementation", () => {
+  const kernels = allKernels();
+  const without = kernels.filter((k) => !cpuKernelOf(k.kernel)).map((k) => k.name);
+  // The cooperative-matrix kernel (and its operand scan) runs only on GPUs with tensor cores; the CPU never needs it.
+  const gpuOnly = new Set(["matmul.MATMUL_COOP", "matmul.OPERAND_AMAX"]);
+  assert.deepEqual(without.filter((name) => !gpuOnly.has(name)), []);
+});
