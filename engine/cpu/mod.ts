@@ -4,6 +4,8 @@
  * @module
  */
 
+import "./kernels/attention.ts";
 import "./kernels/elementwise.ts";
+import "./kernels/heads.ts";
 
 export { cpuKernelOf, defineCpuKernel, type HostArray, hostArray, unpackParams } from "./kernel_table.ts";
