@@ -4,8 +4,9 @@
  * @module
  */
 
-import "./kernels/attention.ts";
 import "./kernels/elementwise.ts";
-import "./kernels/heads.ts";
+import "./kernels/indexing.ts";
+import "./kernels/random.ts";
+import "./kernels/reduce.ts";
 
 export { cpuKernelOf, defineCpuKernel, type HostArray, hostArray, unpackParams } from "./kernel_table.ts";

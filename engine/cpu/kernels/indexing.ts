@@ -1,0 +1,196 @@
+/**
+ * CPU kernels of the indexing family (`engine/kernels/indexing.ts`), all moving 32-bit words: gather and
+ * index-select (`gather.wgsl`), the (key, value) pairs and bitonic sort steps of the deterministic scatter-add
+ * (`index_sort.wgsl`) and its run sums (`scatter_add.wgsl`), masked fill and where (`masked_fill.wgsl`), block copies
+ * (`slice.wgsl`) and strided copies (`permute.wgsl`).
+ *
+ * Every sort step reproduces the shader's compare-exchange network exactly (the pairs of one step are disjoint, so
+ * applying them in sequence equals applying them at once), so the intermediate key/value arrays agree word for word.
+ * @module
+ */
+
+import * as K from "../../kernels/indexing.ts";
+import { defineCpuKernel } from "../kernel_table.ts";
+
+const f = Math.fround;
+const DROP = 0xffffffff;
+const BLOCK = 512;
+const CHUNK = 64;
+const exact = { exact: true };
+
+/**
+ * Word offset of row-major element `i` of `shape` (the first `ndim` lanes) in an array with `stride`, leaving out
+ * dimension `skip` (as the shaders' coordinate loops).
+ */
+function stridedOffset(i: number, ndim: number, shape: number[], stride: number[], skip = -1): number {
+  let rem = i, off = 0;
+  for (let d = ndim - 1; d >= 0; d--) {
+    if (d !== skip) off += (rem % shape[d]) * stride[d];
+    rem = Math.floor(rem / shape[d]);
+  }
+  return off;
+}
+
+// ---------------------------------------------------------------- gather.wgsl
+
+defineCpuKernel(K.GATHER, ({ params: p, bindings: b }) => {
+  const x = b.x.u32, index = b.index.i32, out = b.out.u32;
+  for (let i = 0; i < p.n; i++) {
+    const v = index[i];
+    const off = stridedOffset(i, p.a, p.shape, p.stride, p.b);
+    out[i] = v < 0 || v >= p.c ? 0 : x[off + v * p.stride[p.b]];
+  }
+}, exact);
+
+defineCpuKernel(K.INDEX_SELECT, ({ params: p, bindings: b }) => {
+  const x = b.x.u32, index = b.index.i32, out = b.out.u32;
+  for (let i = 0; i < p.n; i++) {
+    const r = Math.floor(i / p.c), j = i - r * p.c;
+    const o = Math.floor(r / p.a), v = index[r - o * p.a];
+    out[i] = v < 0 || v >= p.b ? 0 : x[(o * p.b + v) * p.c + j];
+  }
+}, exact);
+
+// ---------------------------------------------------------------- index_sort.wgsl
+
+defineCpuKernel(K.SORT_KEYS_ROWS, ({ params: p, bindings: b }) => {
+  const index = b.index.i32, keys = b.keys.u32, vals = b.vals.u32;
+  for (let e = 0; e < p.total; e++) {
+    let key = DROP;
+    if (e < p.m) {
+      const o = Math.floor(e / p.a), v = index[e - o * p.a];
+      if (v >= 0 && v < p.b) key = o * p.b + v;
+    }
+    keys[e] = key;
+    vals[e] = e;
+  }
+}, exact);
+
+defineCpuKernel(K.SORT_KEYS_GATHER, ({ params: p, bindings: b }) => {
+  const index = b.index.i32, keys = b.keys.u32, vals = b.vals.u32;
+  for (let e = 0; e < p.total; e++) {
+    let key = DROP;
+    if (e < p.m) {
+      const v = index[e];
+      if (v >= 0 && v < p.c) key = stridedOffset(e, p.a, p.shape, p.stride, p.b) + v * p.stride[p.b];
+    }
+    keys[e] = key;
+    vals[e] = e;
+  }
+}, exact);
+
+/**
+ * One bitonic compare-exchange of pair number `t` at distance `j` in stage `k`: positions i and i + j swap when
+ * their order disagrees with the direction (ascending where position i has bit k clear).
+ */
+function exchange(keys: Uint32Array, vals: Uint32Array, t: number, k: number, j: number): void {
+  const i = (t & ~(j - 1)) * 2 + (t & (j - 1)), l = i + j;
+  const asc = (i & k) === 0;
+  const [ka, va, kb, vb] = [keys[i], vals[i], keys[l], vals[l]];
+  const bFirst = kb < ka || (kb === ka && vb < va);
+  if (bFirst === asc) [keys[i], vals[i], keys[l], vals[l]] = [kb, vb, ka, va];
+}
+
+/** Runs steps j = `from` … 1 of stage `k` inside each 512-pair block of the first `total` pairs. */
+function blockSteps(keys: Uint32Array, vals: Uint32Array, total: number, k: number, from: number): void {
+  for (let j = from; j > 0; j >>= 1) {
+    for (let t = 0; t < total / 2; t++) exchange(keys, vals, t, k, j);
+  }
+}
+
+defineCpuKernel(K.SORT_LOCAL, ({ params: p, bindings: b }) => {
+  for (let k = 2; k <= BLOCK; k <<= 1) blockSteps(b.keys.u32, b.vals.u32, p.total, k, k >> 1);
+}, exact);
+
+defineCpuKernel(K.SORT_LOCAL_MERGE, ({ params: p, bindings: b }) => {
+  blockSteps(b.keys.u32, b.vals.u32, p.total, p.a, BLOCK >> 1);
+}, exact);
+
+defineCpuKernel(K.SORT_GLOBAL_STEP, ({ params: p, bindings: b }) => {
+  for (let t = 0; t < p.total / 2; t++) exchange(b.keys.u32, b.vals.u32, t, p.a, p.b);
+}, exact);
+
+// ---------------------------------------------------------------- scatter_add.wgsl
+
+/** Float32 sum of src[vals[e], j] for e from `start` while keys[e] = key and e < end; returns [sum, stop]. */
+function runSum(
+  keys: Uint32Array,
+  vals: Uint32Array,
+  src: Float32Array,
+  inner: number,
+  j: number,
+  range: [number, number],
+): [number, number] {
+  const key = keys[range[0]];
+  let acc = 0, e = range[0];
+  for (; e < range[1] && keys[e] === key; e++) acc = f(acc + src[vals[e] * inner + j]);
+  return [acc, e];
+}
+
+defineCpuKernel(K.SCATTER_CHUNK_PARTIALS, ({ params: p, bindings: b }) => {
+  const keys = b.keys.u32, vals = b.vals.u32, src = b.src.f32;
+  for (let start = CHUNK, c = 1; start < p.m; start += CHUNK, c++) {
+    const key = keys[start];
+    if (key >= p.rows || keys[start - 1] !== key) continue;
+    const end = Math.min(start + CHUNK, p.m);
+    for (let j = 0; j < p.inner; j++) b.out.f32[c * p.inner + j] = runSum(keys, vals, src, p.inner, j, [start, end])[0];
+  }
+}, exact); // the same float32 additions in the same order
+
+defineCpuKernel(K.SCATTER_ADD, ({ params: p, bindings: b }) => {
+  const keys = b.keys.u32, vals = b.vals.u32, src = b.src.f32, partials = b.partials.f32;
+  for (let k = 0; k < p.m; k++) {
+    const key = keys[k];
+    if (key >= p.rows || (k > 0 && keys[k - 1] === key)) continue;
+    const end = Math.min((Math.floor(k / CHUNK) + 1) * CHUNK, p.m);
+    for (let j = 0; j < p.inner; j++) {
+      let [acc, e] = runSum(keys, vals, src, p.inner, j, [k, end]);
+      if (e === end && end < p.m) {
+        for (let c = end / CHUNK; c * CHUNK < p.m && keys[c * CHUNK] === key; c++) {
+          acc = f(acc + partials[c * p.inner + j]);
+        }
+      }
+      b.out.f32[key * p.inner + j] = acc;
+    }
+  }
+}, exact);
+
+// ---------------------------------------------------------------- masked_fill.wgsl
+
+/** masked_fill.wgsl's is_set: non-zero (±0.0 both zero for f32 masks), flipped by INVERT. */
+function maskTest(overrides: { MASK_F32?: number; INVERT?: number }): (bits: number) => boolean {
+  const f32 = (overrides.MASK_F32 ?? 0) === 1, invert = (overrides.INVERT ?? 0) === 1;
+  return (bits) => ((f32 ? bits & 0x7fffffff : bits) !== 0) !== invert;
+}
+
+defineCpuKernel(K.MASKED_FILL, ({ params: p, bindings: b, overrides: o }) => {
+  const set = maskTest(o), a = b.a.u32, mask = b.mask.u32, out = b.out.u32;
+  for (let i = 0; i < p.n; i++) {
+    out[i] = set(mask[stridedOffset(i, p.ndim, p.shape, p.mstride)]) ? p.value : a[i];
+  }
+}, exact);
+
+defineCpuKernel(K.WHERE_SELECT, ({ params: p, bindings: b, overrides: o }) => {
+  const set = maskTest(o), mask = b.mask.u32, out = b.out.u32;
+  for (let i = 0; i < p.n; i++) {
+    const take = set(mask[stridedOffset(i, p.ndim, p.shape, p.mstride)]);
+    out[i] = take
+      ? b.a.u32[stridedOffset(i, p.ndim, p.shape, p.astride)]
+      : b.b.u32[stridedOffset(i, p.ndim, p.shape, p.bstride)];
+  }
+}, exact);
+
+// ---------------------------------------------------------------- slice.wgsl, permute.wgsl
+
+defineCpuKernel(K.SLICE, ({ params: p, bindings: b }) => {
+  const src = b.src.u32, dst = b.dst.u32;
+  for (let i = 0; i < p.n; i++) {
+    const o = Math.floor(i / p.chunk), j = i - o * p.chunk;
+    dst[o * p.dstRow + p.dstOff + j] = src[o * p.srcRow + p.srcOff + j];
+  }
+}, exact);
+
+defineCpuKernel(K.PERMUTE, ({ params: p, bindings: b }) => {
+  const src = b.src.u32, dst = b.dst.u32;
+  for (let i = 0; i < p.n; i++) dst[i] = src[stridedOffset(i, p.ndim, p.shape, p.stride)];
+}, exact);
