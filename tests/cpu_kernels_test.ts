@@ -78,6 +78,8 @@ const WORKLOADS: Record<string, () => Promise<void> | void> = {
       })
     );
   },
+  "attention with gradients: tiled, row and matmul paths, masks, dropout, cache length, head layouts": () =>
+    tidy(attentionWithGradients),
 };
 
 /** Backward passes and paths the models do not reach: long rows and columns, many pairs to sort, where, non-finite. */
@@ -100,6 +102,25 @@ async function rareReductionsAndIndexing(): Promise<void> {
   const bad = [tensor([1, Infinity, NaN, -Infinity, 2], [5]), tensor(wave(3000, 0.1).map((v) => 1 / v), [3000])];
   await ops.countNonFinite(bad);
   bad.forEach((t) => t.dispose());
+}
+
+/** Attention paths the models do not reach, each with its backward, and the 2- and 4-part head layouts. */
+function attentionWithGradients(): void {
+  const wave = (shape: readonly number[], s: number) =>
+    tensor(Array.from({ length: shape.reduce((a, b) => a * b) }, (_, i) => Math.sin(i * s + 0.3)), shape);
+  const leaf = (shape: number[], s: number) => wave(shape, s).requireGrad();
+  const gradOf = (y: ReturnType<typeof tensor>, s: number) => backward(y, wave(y.shape, s));
+  const [q, k, v] = [leaf([2, 2, 12, 8], 0.37), leaf([2, 2, 14, 8], 0.53), leaf([2, 2, 14, 8], 0.71)];
+  const pad = tensor(Array.from({ length: 2 * 14 }, (_, i) => (i % 14 === 4 || i === 26 ? 0 : 0.5)), [2, 14]);
+  const common = { keyPaddingMask: pad, kvLength: 13, dropoutP: 0.2, seed: 7 };
+  gradOf(ops.scaledDotProductAttention(q, k, v, { ...common, causal: true }), 0.9);
+  gradOf(ops.scaledDotProductAttention(ops.slice(q, 2, 0, 3), k, v, { ...common, scale: 0.4 }), 1.1);
+  const [ql, kl, vl] = [leaf([1, 1, 260, 8], 0.29), leaf([1, 1, 260, 8], 0.41), leaf([1, 1, 260, 8], 0.63)];
+  gradOf(ops.scaledDotProductAttention(ql, kl, vl, { causal: true, dropoutP: 0.1, seed: 5 }), 0.8);
+  const x2 = leaf([2, 3, 2 * 16], 0.21), x4 = leaf([2, 3, 4 * 16], 0.23);
+  gradOf(ops.splitHeads(x2, 2, 2)[1], 0.5);
+  const parts = ops.splitHeads(x4, 2, 4);
+  gradOf(ops.add(ops.mergeHeads(parts[0]), ops.mergeHeads(parts[2])), 0.6);
 }
 
 async function captureAll(): Promise<CapturedDispatch[]> {

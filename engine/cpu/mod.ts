@@ -4,7 +4,9 @@
  * @module
  */
 
+import "./kernels/attention.ts";
 import "./kernels/elementwise.ts";
+import "./kernels/heads.ts";
 import "./kernels/indexing.ts";
 import "./kernels/random.ts";
 import "./kernels/reduce.ts";
