@@ -63,6 +63,7 @@ const WORKLOADS: Record<string, () => Promise<void> | void> = {
     trainer.dispose?.();
   },
   "reductions, indexing, long attention and split-K products": async () => {
+    rareProducts();
     await rareReductionsAndIndexing();
     noGrad(() =>
       tidy(() => {
@@ -121,6 +122,34 @@ function attentionWithGradients(): void {
   gradOf(ops.splitHeads(x2, 2, 2)[1], 0.5);
   const parts = ops.splitHeads(x4, 2, 4);
   gradOf(ops.add(ops.mergeHeads(parts[0]), ops.mergeHeads(parts[2])), 0.6);
+}
+
+/** Products the tiny models do not reach: every epilogue flag on the tiled kernel, split K (plain and fused), alpha. */
+function rareProducts(): void {
+  const wave = (shape: number[], s: number) =>
+    tensor(Array.from({ length: shape.reduce((x, y) => x * y) }, (_, i) => Math.sin(i * s + 0.1)), shape);
+  tidy(() => {
+    // Tiled, TRANS_B, bias, gelu_new, residual and the pre-activation; backward adds TRANS_A products.
+    const x = wave([40, 24], 0.7).requireGrad(), w = wave([36, 24], 0.3).requireGrad();
+    const y = ops.linear(x, w, wave([36], 1.1).requireGrad(), {
+      weightLayout: "out_in",
+      activation: "gelu_new",
+      residual: wave([40, 36], 0.9),
+    });
+    backward(y, wave([40, 36], 0.2));
+    // K = 520 on a small grid: split K, plain (partials summed by reduce.wgsl) and with the epilogue in the sum.
+    const xl = wave([40, 520], 0.05).requireGrad();
+    ops.matmul(xl, xl, { transB: true });
+    const fused = ops.linear(xl, wave([520, 36], 0.11), wave([36], 2.1), {
+      activation: "gelu",
+      residual: wave([40, 36], 1.3),
+    });
+    backward(fused, wave([40, 36], 0.4));
+    // A broadcast over batches, stored transposed, with alpha (tiled), and a few-row product with alpha (gemv).
+    const b = wave([3, 20, 36], 0.6);
+    ops.matmul(wave([20, 40], 0.4), b, { transA: true, alpha: 0.5 });
+    ops.matmul(wave([20, 3], 0.8), b, { transA: true, alpha: -2 });
+  });
 }
 
 async function captureAll(): Promise<CapturedDispatch[]> {

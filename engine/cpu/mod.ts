@@ -8,6 +8,7 @@ import "./kernels/attention.ts";
 import "./kernels/elementwise.ts";
 import "./kernels/heads.ts";
 import "./kernels/indexing.ts";
+import "./kernels/matmul.ts";
 import "./kernels/random.ts";
 import "./kernels/reduce.ts";
 
