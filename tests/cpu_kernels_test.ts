@@ -8,13 +8,15 @@ import { assert, ready } from "./helpers.ts";
 import { type CapturedDispatch, captureDispatches } from "./dispatch_capture.ts";
 import { noGrad, runtime, tensor, tidy } from "../engine/tensor.ts";
 import { backward } from "../engine/autograd.ts";
-import { AdamW, clipGradNorm } from "../engine/optim.ts";
+import { createFlatParameters } from "../engine/flat.ts";
+import { AdamW, clipGradNorm, SGD } from "../engine/optim.ts";
 import * as ops from "../engine/ops/mod.ts";
 import { GPT2LMHeadModel } from "../models/gpt2.ts";
 import { BertForSequenceClassification } from "../models/bert.ts";
-import { generate } from "../models/generate.ts";
+import { generate, TokenSampler } from "../models/generate.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
 import { PPOTrainer } from "../ppo/trainer.ts";
+import { fullKl } from "../ppo/loss.ts";
 import { cpuKernelOf, hostArray } from "../engine/cpu/kernel_table.ts";
 import { allKernels } from "../engine/kernels/mod.ts";
 import "../engine/cpu/mod.ts";
@@ -81,7 +83,54 @@ const WORKLOADS: Record<string, () => Promise<void> | void> = {
   },
   "attention with gradients: tiled, row and matmul paths, masks, dropout, cache length, head layouts": () =>
     tidy(attentionWithGradients),
+  "losses: ignored and out-of-range targets, sum, entropy, full KL": () => tidy(lossPaths),
+  "optimisers and clipping: AdamW amsgrad/maximize, SGD with and without momentum, p = 3 and ∞ norms": () =>
+    tidy(optimiserPaths),
+  "greedy selection over a long vocabulary: suppressed tokens, EOS after min_new, finished rows": () =>
+    tidy(() => samplerSteps({ doSample: false, suppressTokens: [3, 40, 999], minNewTokens: 1 }, 2)),
+  "sampling over a long vocabulary with temperature and top-p alone, padding a finished row": () =>
+    tidy(() => samplerSteps({ doSample: true, temperature: 0.7, topP: 0.8, seed: 11 }, 2)),
+  "sampling over a long vocabulary with top-k and top-p, suppressed tokens": () =>
+    tidy(() => samplerSteps({ doSample: true, topK: 50, topP: 0.95, seed: 12, suppressTokens: [7, 123] }, 2)),
 };
+
+const waveValues = (n: number, s: number) => Array.from({ length: n }, (_, i) => Math.sin(i * s + 0.3));
+
+/** Cross-entropy with ignored and out-of-range targets ("mean" and "sum"), entropy and full KL with gradients. */
+function lossPaths(): void {
+  const logits = tensor(waveValues(6 * 300, 0.7).map((v) => 3 * v), [6, 300]).requireGrad();
+  backward(ops.crossEntropy(logits, tensor([4, -100, 299, 0, -100, 17], [6], "i32"), { ignoreIndex: -100 }));
+  backward(ops.crossEntropy(logits, tensor([4, 300, 9, 0, 1, 2], [6], "i32"), { reduction: "sum" }));
+  backward(ops.entropyFromLogits(logits), tensor(waveValues(6, 1.1), [6]));
+  fullKl(logits, tensor(waveValues(6 * 300, 0.9), [6, 300]), 0.7);
+}
+
+/** Two steps of each optimiser entry (fresh and existing state) and the p = 3 and ∞ gradient norms. */
+function optimiserPaths(): void {
+  const inits = [5000, 300, 700, 40].map((n, i) => ({ shape: [n], data: Float32Array.from(waveValues(n, i + 0.1)) }));
+  const [a, b, c, d] = createFlatParameters(inits).params;
+  const grads = (s: number) =>
+    [a, b, c, d].forEach((p, i) => backward(ops.mul(p, p), tensor(waveValues(p.size, s + i), p.shape)));
+  const adam = new AdamW([{ params: [a] }, { params: [b], maximize: true }], { amsgrad: true, weightDecay: 0.1 });
+  const sgd = new SGD([{ params: [c], nesterov: true }, { params: [d], dampening: 0.3 }], { lr: 0.1, momentum: 0.9 });
+  const plain = new SGD([a, b], { lr: 0.05, weightDecay: 0.01 });
+  for (const s of [0.5, 0.8]) {
+    grads(s);
+    clipGradNorm([a, b, c, d], 0.5, s < 0.6 ? 3 : Infinity);
+    adam.step(), sgd.step(), plain.step();
+    [adam, sgd, plain].forEach((o) => o.zeroGrad());
+  }
+  [adam, sgd, plain].forEach((o) => o.dispose());
+  [a, b, c, d].forEach((p) => p.dispose());
+}
+
+/** `steps` sampler steps over logits [2, 1000] (EOS = row 0's argmax, so row 0 finishes and is padded after). */
+function samplerSteps(options: ConstructorParameters<typeof TokenSampler>[3], steps: number): void {
+  const V = 1000, logits = tensor(waveValues(2 * V, 0.37).map((v, i) => 4 * v + (i === 123 ? 9 : 0)), [2, V]);
+  const sampler = new TokenSampler(2, steps, V, { eosTokenId: 123, padTokenId: 5, ...options });
+  for (let step = 0; step < steps; step++) sampler.step(logits, step);
+  sampler.dispose();
+}
 
 /** Backward passes and paths the models do not reach: long rows and columns, many pairs to sort, where, non-finite. */
 async function rareReductionsAndIndexing(): Promise<void> {
