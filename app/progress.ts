@@ -7,6 +7,11 @@
 import type { DeviceHandle } from "../engine/device.ts";
 import { runtime } from "../engine/tensor.ts";
 
+/** Whether the backend compiles kernels on first use (every WebGPU backend; not the CPU backend). */
+export function compilesKernels(h: Pick<DeviceHandle, "backend">): boolean {
+  return h.backend !== "cpu";
+}
+
 /** How long the first use of the GPU kernels takes on this device, for the line that announces it. */
 export function compileNote(h: Pick<DeviceHandle, "graphicsApi" | "isFallbackAdapter">): string {
   if (h.graphicsApi === "gl" && h.isFallbackAdapter) {
@@ -112,6 +117,7 @@ export class ProgressLog {
 
   /** Says that the first step compiles the GPU kernels. */
   announceCompilation(step: number): void {
+    if (!compilesKernels(this.#runtime.handle)) return;
     this.log(
       `step ${step} compiles the GPU kernels for generation, scoring and PPO on first use (${
         compileNote(this.#runtime.handle)

@@ -310,7 +310,7 @@ async function main(args: BenchArgs): Promise<void> {
   const rt = await initEngine({ ...(await engineOptions(args.backend)), verbose: true });
   if (args.tuning) setMatmulTuning(args.tuning);
   const h = rt.handle;
-  const lim = h.device.limits;
+  const lim = rt.limits;
   const overheadProbe = randTensor([256], 0);
   const overheadMs = await measureSyncOverhead(
     () => rt.run(FILL, { n: 256, bits: 0, start: 0, step: 0 }, { y: overheadProbe.storage }, [1]),

@@ -62,7 +62,7 @@ const tileLabel = (c: MatmulTileConfig) =>
 
 /** Fit and grid facts of a tile (mirrors the checks in engine/ops/matmul.ts). */
 function matmulTileInfo(c: MatmulTileConfig, M: number, N: number): { info: Result; problem: string | null } {
-  const lim = runtime().device.limits;
+  const lim = runtime().limits;
   const threads = c.wgX * c.wgY, bytes = 4 * c.bk * (c.wgY * c.tm + c.wgX * c.tn);
   const bm = c.wgY * c.tm, bn = c.wgX * c.tn, gm = Math.ceil(M / bm), gn = Math.ceil(N / bn);
   const info = { workgroups: gm * gn, utilization: sig(M * N / (gm * bm * gn * bn), 3), threads, wg_bytes: bytes };
@@ -111,7 +111,7 @@ const tileOnly = (tile: MatmulTileConfig): MatmulTuningPatch => ({
 
 /** Matrix–vector candidates: rows per workgroup × [columns, threads per column] (both B layouts). */
 function gemvCandidates(s: MatmulShape, small: boolean): Candidate[] {
-  const lim = runtime().device.limits, few = Math.min(s.M, s.N), cols = Math.max(s.M, s.N);
+  const lim = runtime().limits, few = Math.min(s.M, s.N), cols = Math.max(s.M, s.N);
   const rowsList = small ? [4, 16] as const : [4, 8, 16] as const;
   const layouts: [number, number][] = small ? [[8, 32], [32, 8]] : [[8, 32], [16, 16], [32, 8], [64, 4], [4, 64]];
   return rowsList.flatMap((rows) =>
@@ -137,7 +137,7 @@ function gemvCandidates(s: MatmulShape, small: boolean): Candidate[] {
 
 /** Split-K candidates: the default tiers with split K forced at several workgroup targets. */
 function splitKCandidates(s: MatmulShape, small: boolean): Candidate[] {
-  const lim = runtime().device.limits;
+  const lim = runtime().limits;
   return (small ? [264, 1056] : [132, 264, 528, 1056, 2112]).map((target): Candidate => {
     const setting: MatmulTuningPatch = {
       gemvMaxRows: 0,
@@ -160,7 +160,7 @@ async function matmulShape(run: Run, s: MatmulShape, endAt: number): Promise<Res
   const a = randTensor(transA ? [K, M] : [M, K], 1), b = randTensor(transB ? [N, K] : [K, N], 2);
   const def = defaultMatmulTile(M, N);
   const tuned = getMatmulTuning(), few = Math.min(M, N) <= tuned.gemvMaxRows;
-  const plan = tilePlan(M, N, K, 1, true, runtime().device.limits);
+  const plan = tilePlan(M, N, K, 1, true, runtime().limits);
   const defLabel = few
     ? `gemv_r${Math.min(tuned.gemvRows, Math.min(M, N) <= 4 ? 4 : Math.min(M, N) <= 8 ? 8 : 16)}`
     : plan.splits > 1
@@ -279,7 +279,7 @@ async function main(): Promise<void> {
     () => rt.sync(),
   );
   probe.dispose();
-  const h = rt.handle, lim = rt.device.limits;
+  const h = rt.handle, lim = rt.limits;
   log(`${h.backend} WebGPU (${h.graphicsApi}) on ${h.adapterName}; one sync costs ${overheadMs.toFixed(2)} ms`);
   const run: Run = { small: args.small, overheadMs, endAt: started + budgetMs, aborted: null };
   const bestSettings = { matmul: {} as Record<string, unknown>, attention: {} as Record<string, unknown> };

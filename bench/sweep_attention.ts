@@ -28,7 +28,7 @@ const SHARES = [0.25, 0.33, 0.33];
 
 /** Workgroup cost of a tile (mirrors `tileLayout` in engine/ops/attention.ts) and why it cannot run, if so. */
 function attnTileInfo(kind: AttnKernel, c: AttentionTileConfig, D: number, BH: number, T: number) {
-  const lim = runtime().device.limits;
+  const lim = runtime().limits;
   const dp4 = Math.ceil(D / 4), rd4 = Math.ceil(dp4 / c.tc), rows = 4 * c.tq, threads = c.tq * c.tc;
   let sr = Math.max(dp4, rd4 * c.tc);
   if (sr % 2 === 0) sr++;

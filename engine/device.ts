@@ -5,8 +5,8 @@
  * @module
  */
 
-/** Which WebGPU implementation a device comes from: Deno's built-in one, Dawn through npm, or a browser's. */
-export type BackendName = "deno" | "dawn" | "browser";
+/** Where kernels run: Deno's built-in WebGPU, Dawn through npm, a browser's WebGPU, or the CPU backend. */
+export type BackendName = "deno" | "dawn" | "browser" | "cpu";
 
 /**
  * The graphics API under the WebGPU implementation: what `DENO_WEBGPU_BACKEND` selects in Deno's WebGPU (wgpu).
@@ -29,9 +29,10 @@ export interface DeviceOptions {
    * "auto" (default) and "deno": Deno's built-in WebGPU. "dawn": Dawn, from the module given as `dawn`. Auto does not
    * pick Dawn: on the lent H200 (2026-11-26) Dawn 0.6.2 under Deno 2.9.6 segfaults once more than 256 dispatches
    * are submitted before a wait (bench/dawn_probe.ts), so it stays opt-in. When not given, the environment variable
-   * `RLHF_WEBGPU_BACKEND` (auto | deno | dawn) decides.
+   * `RLHF_WEBGPU_BACKEND` (auto | deno | dawn | cpu) decides. "cpu": no WebGPU at all — tensors in host memory and
+   * the CPU implementation of every kernel (`engine/cpu/`; matrix products by OpenBLAS when it loads).
    */
-  backend?: "auto" | "deno" | "dawn";
+  backend?: "auto" | "deno" | "dawn" | "cpu";
   /**
    * Dawn's module for `backend: "dawn"`: `await import("npm:webgpu@0.6.2")`. The library never imports it itself, so
    * its 130 MB package is fetched only by programs that choose Dawn.
@@ -45,8 +46,8 @@ export interface DeviceOptions {
 
 /** What was chosen: the device plus a description for logs and benchmarks. */
 export interface DeviceHandle {
-  /** The WebGPU device. */
-  device: GPUDevice;
+  /** The WebGPU device (null on the CPU backend). */
+  device: GPUDevice | null;
   /** The implementation behind it. */
   backend: BackendName;
   /** The graphics API under it (see {@linkcode GraphicsApi}). */
@@ -181,6 +182,7 @@ export const GL_SLOW_PATH =
  * on wgpu's GL backend, that it is the slow path and how to get Vulkan.
  */
 export function startupLine(h: DeviceHandle): string {
+  if (h.backend === "cpu") return `rlhf-webgpu: CPU backend (${h.adapterName})`;
   const api = h.graphicsApi === "auto" ? "" : ` (${h.graphicsApi})`;
   let note = "";
   if (h.isFallbackAdapter && h.graphicsApi === "gl") {
@@ -192,14 +194,14 @@ export function startupLine(h: DeviceHandle): string {
   return `rlhf-webgpu: ${h.backend} WebGPU${api} on ${h.adapterName}${note}`;
 }
 
-/** The implementation asked for: the option, else `RLHF_WEBGPU_BACKEND`, else "auto" (anything else throws). */
-function backendChoice(options: DeviceOptions): "auto" | "deno" | "dawn" {
-  const fromEnv = (typeof Deno !== "undefined" ? Deno.env.get("RLHF_WEBGPU_BACKEND") : undefined) ?? "auto";
+/** The backend asked for: the option, else `RLHF_WEBGPU_BACKEND`, else "auto" (anything else throws). */
+export function backendChoice(options: DeviceOptions): "auto" | "deno" | "dawn" | "cpu" {
+  const fromEnv = (typeof Deno !== "undefined" ? Deno.env.get("RLHF_WEBGPU_BACKEND") : undefined) || "auto";
   const choice = options.backend ?? fromEnv;
-  if (!["auto", "deno", "dawn"].includes(choice)) {
-    throw new Error(`RLHF_WEBGPU_BACKEND must be auto, deno or dawn (got "${choice}")`);
+  if (!["auto", "deno", "dawn", "cpu"].includes(choice)) {
+    throw new Error(`RLHF_WEBGPU_BACKEND must be auto, deno, dawn or cpu (got "${choice}")`);
   }
-  return choice as "auto" | "deno" | "dawn";
+  return choice as "auto" | "deno" | "dawn" | "cpu";
 }
 
 /** An adapter and where it came from. */
@@ -286,11 +288,13 @@ function reportDeviceLoss(device: GPUDevice): void {
  * `wgpu-cooperative-matrix`). Throws a clear error when no adapter exists.
  */
 export async function requestGpuDevice(options: DeviceOptions = {}): Promise<DeviceHandle> {
-  const found = await findAdapter(backendChoice(options), options);
+  const choice = backendChoice(options);
+  if (choice === "cpu") throw new Error("requestGpuDevice: the CPU backend has no GPU device (use initEngine)");
+  const found = await findAdapter(choice, options);
   const handle = describeDevice(await openDevice(found.adapter), found);
   if (options.verbose || handle.isFallbackAdapter && options.verbose !== false) {
     console.error(startupLine(handle));
   }
-  reportDeviceLoss(handle.device);
+  reportDeviceLoss(handle.device!);
   return handle;
 }

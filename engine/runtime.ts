@@ -17,6 +17,8 @@ export type { Access } from "./kernel.ts";
 export { Storage } from "./storage.ts";
 export type { DispatchObserver, ObservedDispatch } from "./observer.ts";
 import type { DispatchObserver } from "./observer.ts";
+import type { Backend, BackendLimits } from "./backend.ts";
+import type { StorageBuffer } from "./storage.ts";
 export { f32Bits, grid1d, rowWorkgroup } from "./grid.ts";
 import { Storage } from "./storage.ts";
 
@@ -74,7 +76,7 @@ function bucket(bytes: number): number {
 }
 
 /** The engine's GPU runtime (one per device). */
-export class Runtime {
+export class Runtime implements Backend {
   /** The device. */
   readonly device: GPUDevice;
   /** Device description. */
@@ -115,6 +117,7 @@ export class Runtime {
   /** Creates the runtime of a device (see `initEngine`). */
   constructor(handle: DeviceHandle) {
     this.handle = handle;
+    if (!handle.device) throw new Error("Runtime: a WebGPU device is needed (the CPU backend is CpuRuntime)");
     this.device = handle.device;
     this.uniformAlign = Math.max(UNIFORM_STRIDE, this.device.limits.minUniformBufferOffsetAlignment);
     this.maxBinding = this.device.limits.maxStorageBufferBindingSize;
@@ -126,6 +129,11 @@ export class Runtime {
     this.device.addEventListener("uncapturederror", (e) => {
       console.error(`rlhf-webgpu: uncaptured WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
     });
+  }
+
+  /** The device's limits (for kernel planning). */
+  get limits(): BackendLimits {
+    return this.device.limits;
   }
 
   /** Largest storage buffer binding the device allows, in bytes. */
@@ -156,12 +164,12 @@ export class Runtime {
   }
 
   /** Returns a buffer to the pool (called by {@linkcode Storage.release}). */
-  recycle(buffer: GPUBuffer): void {
+  recycle(buffer: StorageBuffer): void {
     const size = buffer.size;
     this.stats.liveBytes -= size;
     let list = this.free.get(size);
     if (!list) this.free.set(size, list = []);
-    list.push(buffer);
+    list.push(buffer as GPUBuffer);
   }
 
   /** Destroys every pooled buffer not in use. */
@@ -180,14 +188,14 @@ export class Runtime {
   /** Uploads bytes into a storage at a byte offset, keeping order with recorded work. */
   write(storage: Storage, data: ArrayBufferView, byteOffset = 0): void {
     // queue.writeBuffer runs before not-yet-submitted commands: submit any that touch this buffer first.
-    if (this.encoder && this.usedIn.get(storage.buffer) === this.batch) this.flush();
+    if (this.encoder && this.usedIn.get(storage.buffer as GPUBuffer) === this.batch) this.flush();
     const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
     let padded = bytes;
     if (bytes.byteLength % 4 !== 0) {
       padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
       padded.set(bytes);
     }
-    this.device.queue.writeBuffer(storage.buffer, storage.byteOffset + byteOffset, padded);
+    this.device.queue.writeBuffer(storage.buffer as GPUBuffer, storage.byteOffset + byteOffset, padded);
   }
 
   // ---------------------------------------------------------------- kernels
@@ -327,7 +335,7 @@ export class Runtime {
   #bindGroup(compiled: CompiledKernel, storages: readonly Storage[]): GPUBindGroup {
     let key = `${compiled.id}`;
     for (const s of storages) {
-      key += "," + this.#idOf(s.buffer) + (s.byteOffset || s.parent ? `@${s.byteOffset}+${s.bytes}` : "");
+      key += "," + this.#idOf(s.buffer as GPUBuffer) + (s.byteOffset || s.parent ? `@${s.byteOffset}+${s.bytes}` : "");
     }
     let group = this.bindGroups.get(key);
     if (!group) {
@@ -336,8 +344,8 @@ export class Runtime {
         entries.push({
           binding: i + 1,
           resource: s.parent
-            ? { buffer: s.buffer, offset: s.byteOffset, size: Math.max(4, Math.ceil(s.bytes / 4) * 4) }
-            : { buffer: s.buffer },
+            ? { buffer: s.buffer as GPUBuffer, offset: s.byteOffset, size: Math.max(4, Math.ceil(s.bytes / 4) * 4) }
+            : { buffer: s.buffer as GPUBuffer },
         })
       );
       group = this.device.createBindGroup({ layout: compiled.layout, entries });
@@ -356,7 +364,7 @@ export class Runtime {
     z: number,
   ): void {
     const group = this.#bindGroup(compiled, storages);
-    for (const s of storages) this.usedIn.set(s.buffer, this.batch);
+    for (const s of storages) this.usedIn.set(s.buffer as GPUBuffer, this.batch);
     const prof = this.profiler;
     let pass: GPUComputePassEncoder;
     if (prof) {
@@ -414,12 +422,12 @@ export class Runtime {
   /** Records a buffer-to-buffer copy (byte counts must be multiples of 4). */
   copy(src: Storage, srcOffset: number, dst: Storage, dstOffset: number, bytes: number): void {
     if (bytes === 0) return;
-    this.usedIn.set(src.buffer, this.batch);
-    this.usedIn.set(dst.buffer, this.batch);
+    this.usedIn.set(src.buffer as GPUBuffer, this.batch);
+    this.usedIn.set(dst.buffer as GPUBuffer, this.batch);
     this.#commandEncoder().copyBufferToBuffer(
-      src.buffer,
+      src.buffer as GPUBuffer,
       src.byteOffset + srcOffset,
-      dst.buffer,
+      dst.buffer as GPUBuffer,
       dst.byteOffset + dstOffset,
       bytes,
     );
@@ -470,7 +478,7 @@ export class Runtime {
     const enc = this.#commandEncoder();
     items.forEach((it, i) => {
       enc.copyBufferToBuffer(
-        it.storage.buffer,
+        it.storage.buffer as GPUBuffer,
         it.storage.byteOffset,
         staging,
         offsets[i],

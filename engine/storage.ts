@@ -3,10 +3,23 @@
  * @module
  */
 
+/** Host memory standing in for a GPU buffer on the CPU backend. */
+export class HostBuffer {
+  /** The bytes. */
+  readonly data: ArrayBuffer;
+  /** Allocates `size` bytes. */
+  constructor(readonly size: number) {
+    this.data = new ArrayBuffer(size);
+  }
+}
+
+/** A storage's buffer: a GPU buffer, or host memory on the CPU backend. */
+export type StorageBuffer = GPUBuffer | HostBuffer;
+
 /** Where a storage's buffer returns when its last owner lets go (the runtime). */
 export interface BufferPool {
   /** Takes back a buffer no storage uses any more. */
-  recycle(buffer: GPUBuffer): void;
+  recycle(buffer: StorageBuffer): void;
 }
 
 /** Reference-counted GPU buffer holding a tensor's elements. */
@@ -16,7 +29,7 @@ export class Storage {
   /** Wraps a buffer (one owner); use `Runtime.alloc` or {@linkcode Storage.view}. */
   constructor(
     /** The pooled buffer (may be larger than `bytes`). */
-    readonly buffer: GPUBuffer,
+    readonly buffer: StorageBuffer,
     /** Bytes in use. */
     readonly bytes: number,
     private readonly pool: BufferPool,

@@ -7,7 +7,8 @@
 
 import type { DType } from "../formats/host_tensor.ts";
 import { shapeSize } from "../formats/host_tensor.ts";
-import type { Runtime, Storage } from "./runtime.ts";
+import type { Storage } from "./runtime.ts";
+import type { Backend } from "./backend.ts";
 
 export type { DType };
 
@@ -30,15 +31,15 @@ export interface GradNode {
   released: boolean;
 }
 
-let current: Runtime | null = null;
+let current: Backend | null = null;
 
 /** Makes `rt` the active runtime (called once by `initEngine` in engine/init.ts). */
-export function setRuntime(rt: Runtime): void {
+export function setRuntime(rt: Backend): void {
   current = rt;
 }
 
 /** The active runtime; throws when {@linkcode initEngine} has not completed. */
-export function runtime(): Runtime {
+export function runtime(): Backend {
   if (!current) throw new Error("rlhf-webgpu: call `await initEngine()` before creating tensors");
   return current;
 }

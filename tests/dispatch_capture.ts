@@ -5,7 +5,8 @@
  */
 import type { DispatchObserver, ObservedDispatch } from "../engine/observer.ts";
 import type { Kernel } from "../engine/kernel.ts";
-import type { Runtime, Storage } from "../engine/runtime.ts";
+import type { Storage } from "../engine/runtime.ts";
+import type { Backend } from "../engine/backend.ts";
 
 /** A dispatch with its bindings' bytes before and after it ran. */
 export interface CapturedDispatch {
@@ -37,7 +38,7 @@ const padded = (bytes: number) => Math.max(4, Math.ceil(bytes / 4) * 4);
  * constants), then returns them.
  */
 export async function captureDispatches(
-  rt: Runtime,
+  rt: Backend,
   workload: () => Promise<void> | void,
   perKernel = 2,
 ): Promise<CapturedDispatch[]> {
@@ -79,7 +80,7 @@ export async function captureDispatches(
   return await readCaptures(rt, pending);
 }
 
-async function readCaptures(rt: Runtime, pending: Pending[]): Promise<CapturedDispatch[]> {
+async function readCaptures(rt: Backend, pending: Pending[]): Promise<CapturedDispatch[]> {
   const all = pending.flatMap((p) => [...p.before, ...p.after.filter((s): s is Storage => s !== null)]);
   const bytes = await rt.read(all.map((storage) => ({ storage, bytes: storage.bytes })));
   for (const s of all) s.release();

@@ -96,15 +96,25 @@ Deno.test("a run that diverges (lr 10) stops with an error; the last good checkp
     steps: 8,
     ppo: { batch_size: 4, mini_batch_size: 2, ppo_epochs: 4, learning_rate: 10, seed: 5 },
   });
-  await assert.rejects(runRLHF(o), /step 2: the policy collapsed: entropy .* — training diverged/);
+  // On llvmpipe the policy collapses at step 2 (entropy 0); backends whose rounding differs may see the loss turn NaN
+  // at another step first. Whichever step diverges, everything before it stays saved and intact.
+  const error = await runRLHF(o).then(() => null, (e: Error) => e);
+  const diverged = /step (\d+): (?:the policy collapsed: entropy|ppo\/loss\/total is NaN).* — training diverged/
+    .exec(error?.message ?? "");
+  assert.ok(diverged, `expected a divergence error, got ${error?.message}`);
+  const step = Number(diverged[1]);
+  if (runtime().handle.backend !== "cpu") assert.equal(step, 2, "on WebGPU the policy collapses at step 2");
   const ck = await loadCheckpoint(out);
-  assert.equal(ck?.step, 1);
-  assert.equal(await checkpointDamage(ck!.dir), null);
-  const { tensors } = await readSafetensors(`${ck!.dir}/optimizer.safetensors`);
-  for (const [name, t] of tensors) assert.ok((t.data as Float32Array).every(Number.isFinite), name);
-  const steps = (await Deno.readTextFile(`${out}/metrics.jsonl`)).trim().split("\n").map((l) => JSON.parse(l).step);
-  assert.deepEqual(steps, [1], "the diverged step is not logged");
-  assert.equal(lines.filter((l) => /^saved /.test(l)).length, 1, "only step 1 was saved");
+  assert.equal(ck?.step ?? 0, step - 1, "the newest checkpoint is the last good step");
+  if (ck) {
+    assert.equal(await checkpointDamage(ck.dir), null);
+    const { tensors } = await readSafetensors(`${ck.dir}/optimizer.safetensors`);
+    for (const [name, t] of tensors) assert.ok((t.data as Float32Array).every(Number.isFinite), name);
+  }
+  const metrics = await Deno.readTextFile(`${out}/metrics.jsonl`).catch(() => "");
+  const steps = metrics.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l).step);
+  assert.deepEqual(steps, Array.from({ length: step - 1 }, (_, i) => i + 1), "the diverged step is not logged");
+  assert.equal(lines.filter((l) => /^saved /.test(l)).length, step - 1, "only the good steps were saved");
   assert.ok(!(await Deno.stat(`${out}/${LOCK_FILE}`).catch(() => null)), "the lock is released after the error");
   for (const d of [policyDir, out]) await Deno.remove(d, { recursive: true });
 });

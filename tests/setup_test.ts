@@ -9,10 +9,11 @@ import { type DeviceHandle, startupLine } from "../engine/device.ts";
 const DEVICE = new URL("../engine/device.ts", import.meta.url).href;
 const SETUP = new URL("../scripts/ensure_adapter.ts", import.meta.url).pathname;
 
-/** Runs `deno <args>` with this process's environment minus DENO_WEBGPU_BACKEND, plus `env`. */
+/** Runs `deno <args>` with this process's environment minus DENO_WEBGPU_BACKEND and RLHF_WEBGPU_BACKEND, plus `env`. */
 async function deno(args: string[], env: Record<string, string> = {}) {
   const base = Deno.env.toObject();
   delete base.DENO_WEBGPU_BACKEND; // the engine of this test process set it
+  delete base.RLHF_WEBGPU_BACKEND; // these tests are about the WebGPU path, also when the suite runs on the CPU backend
   const out = await new Deno.Command(Deno.execPath(), {
     args,
     clearEnv: true,

@@ -36,7 +36,7 @@ import {
   trainSentimentClassifier,
 } from "./classifier.ts";
 import { type Log, stderrLog } from "./train_loop.ts";
-import { compileNote } from "../progress.ts";
+import { compileNote, compilesKernels } from "../progress.ts";
 
 export * from "./data.ts";
 export * from "./train_loop.ts";
@@ -264,9 +264,11 @@ async function pretrainPolicy(build: BuildInputs, tokenizer: Tokenizer, log: Log
   const encode = (s: string) => tokenizer.encode(s, { addSpecialTokens: false });
   const lmTrain = data.lmTrain.map(encode), lmHeldOut = data.lmHeldOut.map(encode);
   if (lmTrain.some((r) => r.includes(UNK_ID))) throw new Error("prepareDefault: LM sentence with [UNK] (vocab bug)");
+  const handle = runtime().handle;
+  const compiling = compilesKernels(handle) ? `; the first step compiles the GPU kernels (${compileNote(handle)})` : "";
   log(
     `default models: pretraining GPT-2 (${gpt2Config.nLayer} layers, width ${gpt2Config.nEmbd}, ` +
-      `${gpt2Config.steps} steps); the first step compiles the GPU kernels (${compileNote(runtime().handle)})`,
+      `${gpt2Config.steps} steps)${compiling}`,
   );
   return await pretrainGPT2(lmTrain, lmHeldOut.slice(0, 256), data.vocab.length, gpt2Config, log);
 }

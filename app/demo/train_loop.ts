@@ -10,7 +10,7 @@ import { readAll, runtime, type Tensor, tidy } from "../../engine/tensor.ts";
 import { backward } from "../../engine/autograd.ts";
 import type { AdamW } from "../../engine/optim.ts";
 import { shuffled } from "./data.ts";
-import { formatDuration, StepClock } from "../progress.ts";
+import { compilesKernels, formatDuration, StepClock } from "../progress.ts";
 
 /** A progress sink (default: stderr). */
 export type Log = (line: string) => void;
@@ -156,9 +156,9 @@ class LoopProgress {
     const time = this.#clock.tick(step + 1);
     let line = `${name} step ${step + 1}/${this.total} loss ${mean.toFixed(3)} lr ${lr.toExponential(2)}  ` +
       `${time.stepSeconds.toFixed(2)} s/step  ${formatDuration(now)}`;
-    if (step === 0) {
+    if (step === 0 && compilesKernels(this.#runtime.handle)) {
       line += ` (the first step compiled ${this.#runtime.stats.pipelines - this.#kernelsBefore} GPU kernels)`;
-    } else if (step + 1 < this.total) line += `  ETA ${formatDuration(time.etaSeconds)}`;
+    } else if (step > 0 && step + 1 < this.total) line += `  ETA ${formatDuration(time.etaSeconds)}`;
     this.log(line);
   }
 }

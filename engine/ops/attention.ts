@@ -176,7 +176,7 @@ function tileLayout(kind: TiledKernel, c: AttentionTileConfig, D: number): TileL
     ? rows * sr + 2 * c.bt * sr + c.bt * c.tq + 2 * threads
     : 2 * rows * sr + 2 * c.bt * sr + (kind === "grad_kv" ? 2 : 1) * c.bt * c.tq;
   const bytes = 16 * vec4s + 4 * c.bt * (kind === "grad_kv" ? 2 : 1);
-  const lim = runtime().device.limits;
+  const lim = runtime().limits;
   const fits = rd4 <= 8 && c.bt % c.tc === 0 && c.bt / c.tc <= 16 && threads <= lim.maxComputeInvocationsPerWorkgroup &&
     threads <= lim.maxComputeWorkgroupSizeX && bytes <= lim.maxComputeWorkgroupStorageSize;
   return { constants: { DH: D, TQ: c.tq, TC: c.tc, BT: c.bt, SR: sr }, rows, threads, bytes, fits };

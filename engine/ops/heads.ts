@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { StorageBuffer } from "../storage.ts";
 import { grid1d, type Storage } from "../runtime.ts";
 import {
   type HeadsKernel,
@@ -70,7 +71,7 @@ function mergeRaw(parts: readonly (Tensor | null)[], { B, T, H, D }: HeadDims): 
   if (size === 0) return out;
   const rt = runtime();
   const temps: Storage[] = [];
-  const seen = new Set<GPUBuffer>();
+  const seen = new Set<StorageBuffer>();
   let mask = 0;
   const bound = parts.map((t, j) => {
     if (!t) {

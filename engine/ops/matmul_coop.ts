@@ -12,6 +12,7 @@
  */
 
 import type { Runtime, Storage } from "../runtime.ts";
+import type { Backend } from "../backend.ts";
 import { check, runtime } from "../tensor.ts";
 import { MATMUL_COOP, OPERAND_AMAX } from "../kernels/matmul.ts";
 import { FILL } from "../kernels/elementwise.ts";
@@ -39,7 +40,7 @@ function envPrecision(): MatmulPrecision {
 
 let precision: MatmulPrecision | null = null;
 /** Per runtime: true once the start-up check passed, else why mixed precision is off. */
-const verdicts = new WeakMap<Runtime, true | string>();
+const verdicts = new WeakMap<Backend, true | string>();
 
 /**
  * Sets how products are computed (see {@linkcode MatmulPrecision}); returns the previous setting. The default comes
@@ -68,7 +69,7 @@ export interface MatmulPrecisionStatus {
 }
 
 /** Why the device cannot run the cooperative-matrix kernel, or null when it can (pending the start-up check). */
-function deviceProblem(rt: Runtime): string | null {
+function deviceProblem(rt: Backend): string | null {
   const h = rt.handle;
   if (!h.hasCoopMatrix) return "the device has no wgpu-cooperative-matrix feature";
   if (!h.hasF16) return "the device has no shader-f16";
@@ -77,7 +78,7 @@ function deviceProblem(rt: Runtime): string | null {
 }
 
 /** The precision status of `rt` (default: the engine's runtime). */
-export function matmulPrecisionStatus(rt: Runtime = runtime()): MatmulPrecisionStatus {
+export function matmulPrecisionStatus(rt: Backend = runtime()): MatmulPrecisionStatus {
   const setting = getMatmulPrecision();
   if (setting === "fp32") return { setting, mixed: false, reason: "fp32 products (precision set to fp32)" };
   const problem = deviceProblem(rt) ?? (verdicts.get(rt) === true ? null : verdicts.get(rt) ?? "not checked yet");
@@ -91,7 +92,7 @@ export function matmulPrecisionStatus(rt: Runtime = runtime()): MatmulPrecisionS
 }
 
 /** The subgroup size to run the cooperative-matrix kernel with, or 0 for the fp32 kernels; throws for "mixed". */
-export function coopSubgroup(rt: Runtime): number {
+export function coopSubgroup(rt: Backend): number {
   const st = matmulPrecisionStatus(rt);
   if (!st.mixed && st.setting === "mixed") {
     throw new Error(
@@ -145,7 +146,7 @@ export function coopConstants(tile: MatmulCoopTile, subgroup: number): Record<st
  * Records the largest magnitudes of the operands to scale (slot 0: A, slot 1: B; 0 where not scaled) into a new
  * 2-word storage, which the caller binds as the kernel's `amax` and releases after recording.
  */
-export function recordAmax(rt: Runtime, a: Storage | null, b: Storage | null): Storage {
+export function recordAmax(rt: Backend, a: Storage | null, b: Storage | null): Storage {
   const out = rt.alloc(8);
   rt.run(FILL, { n: 2, bits: 0, start: 0, step: 0 }, { y: out }, [1]);
   for (const [slot, operand] of [[0, a], [1, b]] as const) {
@@ -229,7 +230,7 @@ const CHECK = { M: 40, N: 72, K: 112, transA: true, transB: true };
  * (kernel rejected, wrong numbers) mixed precision stays off for this runtime and the reason is kept for
  * {@linkcode matmulPrecisionStatus}; with the setting "mixed" the failure is thrown.
  */
-export async function verifyCoopMatmul(rt: Runtime): Promise<void> {
+export async function verifyCoopMatmul(rt: Backend): Promise<void> {
   if (deviceProblem(rt) || verdicts.has(rt)) return;
   const subgroup = rt.handle.subgroupSize!;
   const { M, N, K } = CHECK;

@@ -9,7 +9,8 @@
  * @module
  */
 
-import { grid1d, type Runtime, type Storage } from "../runtime.ts";
+import { grid1d, type Storage } from "../runtime.ts";
+import type { Backend } from "../backend.ts";
 import { check, empty, runtime, type Tensor } from "../tensor.ts";
 import { MATMUL, MATMUL_COOP, MATMUL_GEMV, MATMUL_SPLITK_SUM } from "../kernels/matmul.ts";
 import { SUM_COLS } from "../kernels/reduce.ts";
@@ -141,20 +142,20 @@ function pad4(v: number[], fill: number): number[] {
   return [...new Array(4 - v.length).fill(fill), ...v];
 }
 
-const spares = new WeakMap<Runtime, { read: Storage; write: Storage }>();
+const spares = new WeakMap<Backend, { read: Storage; write: Storage }>();
 
 /**
  * Small storages bound where a kernel declares a binding it does not use: one for read-only
  * bindings, another for read-write ones (one buffer may not be bound both ways in a dispatch).
  */
-function spareStorages(rt: Runtime): { read: Storage; write: Storage } {
+function spareStorages(rt: Backend): { read: Storage; write: Storage } {
   let spare = spares.get(rt);
   if (!spare) spares.set(rt, spare = { read: rt.alloc(256), write: rt.alloc(256) });
   return spare;
 }
 
 /** The epilogue's pipeline constants (bias excepted) and its residual and pre-activation bindings. */
-function epilogueBindings(rt: Runtime, epilogue: Epilogue) {
+function epilogueBindings(rt: Backend, epilogue: Epilogue) {
   const spare = spareStorages(rt);
   return {
     constants: { ACT: epilogue.act, RESID: epilogue.resid ? 1 : 0, PRE: epilogue.pre ? 1 : 0 },
@@ -234,10 +235,10 @@ function gemvView(product: Product, batches: BatchLayout): GemvView {
 }
 
 /** The matrix–vector kernel's workgroup (columns, threads per column, rows) for a view, or null if none fits. */
-function gemvWorkgroup(rt: Runtime, view: GemvView): { columns: number; slices: number; rows: 4 | 8 | 16 } | null {
+function gemvWorkgroup(rt: Backend, view: GemvView): { columns: number; slices: number; rows: 4 | 8 | 16 } | null {
   const tuning: Readonly<MatmulTuning> = currentTuning();
   const [columns, slices] = view.kMajor ? tuning.gemvK : tuning.gemvN;
-  const limits = rt.device.limits;
+  const limits = rt.limits;
   const sharedBytes = (rows: number) => columns * slices * rows * 4;
   let rows = gemvRowsFor(view.rows);
   while (rows > 4 && sharedBytes(rows) > limits.maxComputeWorkgroupStorageSize) rows = (rows / 2) as 4 | 8;
@@ -247,7 +248,7 @@ function gemvWorkgroup(rt: Runtime, view: GemvView): { columns: number; slices: 
 }
 
 /** The matrix–vector kernel; false when its workgroup does not fit the device (the tiled kernel then runs). */
-function gemv(rt: Runtime, product: Product, out: Tensor, batches: BatchLayout): boolean {
+function gemv(rt: Backend, product: Product, out: Tensor, batches: BatchLayout): boolean {
   const view = gemvView(product, batches);
   const wg = gemvWorkgroup(rt, view);
   if (!wg) return false;
@@ -328,10 +329,10 @@ function isPlain(product: Product): boolean {
 }
 
 /** The tile and split of the tiled kernel (cooperative-matrix in mixed precision) for a product. */
-function chooseTiled(rt: Runtime, product: Product, batches: BatchLayout): TiledChoice {
+function chooseTiled(rt: Backend, product: Product, batches: BatchLayout): TiledChoice {
   const { N, K } = product, M = batches.M;
   const splittable = isPlain(product) || currentTuning().splitK.withEpilogue;
-  const limits = rt.device.limits;
+  const limits = rt.limits;
   const subgroup = coopSubgroup(rt);
   if (subgroup > 0) {
     const plan = coopTilePlan(M, N, K, batches.count, splittable, limits, subgroup);
@@ -346,7 +347,7 @@ function chooseTiled(rt: Runtime, product: Product, batches: BatchLayout): Tiled
 }
 
 /** The tiled kernel, splitting K when the grid is small and K long (the sum then applies any epilogue). */
-function tiled(rt: Runtime, product: Product, out: Tensor, batches: BatchLayout): void {
+function tiled(rt: Backend, product: Product, out: Tensor, batches: BatchLayout): void {
   const { N, a, b } = product, M = batches.M;
   const choice = chooseTiled(rt, product, batches);
   const gx = Math.ceil(N / choice.tileCols), gy = Math.ceil(M / choice.tileRows);
@@ -380,7 +381,7 @@ function tiled(rt: Runtime, product: Product, out: Tensor, batches: BatchLayout)
 }
 
 /** Bindings 1–8 and pipeline constants of the tiled kernels (the cooperative-matrix kernel adds its own). */
-function tiledBindings(rt: Runtime, product: Product, batches: BatchLayout, choice: TiledChoice, part: Tensor) {
+function tiledBindings(rt: Backend, product: Product, batches: BatchLayout, choice: TiledChoice, part: Tensor) {
   const { N, K, a, b } = product, M = batches.M;
   const vecA = (a.trans ? M : K) % 4 === 0 && batches.aStrides.every((s) => s % 4 === 0);
   const vecB = (b.trans ? K : N) % 4 === 0 && batches.bStrides.every((s) => s % 4 === 0);
@@ -411,7 +412,7 @@ function tiledBindings(rt: Runtime, product: Product, batches: BatchLayout, choi
 }
 
 /** out = epilogue(Σ_s part[s, :]) over the `splits` partial products of a split-K product. */
-function sumSplits(rt: Runtime, product: Product, part: Tensor, out: Tensor, splits: number): void {
+function sumSplits(rt: Backend, product: Product, part: Tensor, out: Tensor, splits: number): void {
   if (isPlain(product)) {
     // out[i] = Σ_s part[s, i]: reduce.wgsl's column sum over the [1, S, size] view.
     const params = { outer: 1, n: splits, inner: out.size, scale: 1, total: splits * out.size, groups: 0 };

@@ -10,6 +10,7 @@
  * @module
  */
 
+import * as MATMUL_KERNELS from "../../kernels/matmul.ts";
 import * as K from "../../kernels/reduce.ts";
 import { defineCpuKernel } from "../kernel_table.ts";
 
@@ -246,4 +247,11 @@ defineCpuKernel(K.COUNT_NONFINITE, ({ params: p, bindings: b }) => {
   let count = 0;
   for (let i = 0; i < p.n; i++) if ((x[i] & 0x7f800000) === 0x7f800000) count++;
   b.out.u32[p.slot] = (b.out.u32[p.slot] + count) >>> 0;
+}, { exact: true });
+
+// The largest |x| as the atomic max of the bit patterns with the sign cleared (a NaN's bits exceed any number's).
+defineCpuKernel(MATMUL_KERNELS.OPERAND_AMAX, ({ params: p, bindings: b }) => {
+  let m = 0;
+  for (let i = 0; i < p.n; i++) m = Math.max(m, b.x.u32[i] & 0x7fffffff);
+  b.out.u32[p.slot] = Math.max(b.out.u32[p.slot], m);
 }, { exact: true });
