@@ -21,6 +21,7 @@ export {
   type Access,
   AdamW,
   type AdamWHyper,
+  type Backend,
   type BackendName,
   backward,
   type BackwardOptions,

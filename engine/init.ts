@@ -40,10 +40,10 @@ async function start(options: DeviceOptions): Promise<Backend> {
   return active = rt;
 }
 
-/** The CPU backend: no adapter to find; the start-up line when asked for. */
+/** The CPU backend: no adapter to find; its start-up line unless `verbose: false`. */
 function startCpu(options: DeviceOptions): Backend {
   const rt = new CpuRuntime();
-  if (options.verbose) console.error(startupLine(rt.handle));
+  if (options.verbose !== false) console.error(startupLine(rt.handle));
   setRuntime(rt);
   return active = rt;
 }

@@ -15,6 +15,9 @@ export {
 export { type KernelTime, type Profile } from "./profiler.ts";
 export { type Access, f32Bits, grid1d, rowWorkgroup, Runtime, type RuntimeStats, Storage } from "./runtime.ts";
 export type { DispatchObserver, ObservedDispatch } from "./observer.ts";
+export type { Backend, BackendLimits } from "./backend.ts";
+export { HostBuffer, type StorageBuffer } from "./storage.ts";
+export { CpuRuntime } from "./cpu/runtime.ts";
 export type { FieldLayout, Kernel, ParamFields, ParamType, ParamValue, ParamValues } from "./kernel.ts";
 export { initEngine } from "./init.ts";
 export { preloadShaders, provideShaders } from "./shaders.ts";

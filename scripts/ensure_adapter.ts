@@ -13,6 +13,8 @@
  * - `--browser` (what `deno task test` passes): also makes sure headless Chromium is there for the browser test
  *   (`tests/browser_test.ts`), installing Debian's `chromium` with apt-get when missing, and saying clearly when it
  *   cannot (the browser test then fails, naming this step).
+ * - `--blas` (what `deno task test:cpu` passes): also makes sure OpenBLAS is there for the CPU backend's matrix
+ *   products, installing Debian's `libopenblas0-pthread` when missing (without it they run in TypeScript, slower).
  *
  * Exits 1 only when no adapter exists at all. The engine makes the same Vulkan-before-GL choice in every process
  * (`engine/device.ts`) and names the API in its start-up line.
@@ -103,6 +105,26 @@ async function ensureChromium(): Promise<void> {
   console.error("setup: COULD NOT INSTALL chromium: the browser test (tests/browser_test.ts) will fail until it is");
 }
 
+/** With `--blas`: makes sure OpenBLAS is there for the CPU backend's matrix products (Debian's, via apt-get). */
+async function ensureOpenBlas(): Promise<void> {
+  const found = ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"].some((dir) => {
+    try {
+      return Deno.statSync(`${dir}/libopenblas.so.0`).isFile;
+    } catch {
+      return false;
+    }
+  });
+  if (found || Deno.build.os !== "linux") return;
+  if (Deno.env.get("RLHF_SETUP_NO_INSTALL") === "1") {
+    console.error("setup: no OpenBLAS and RLHF_SETUP_NO_INSTALL=1: the CPU backend multiplies in TypeScript (slower)");
+    return;
+  }
+  console.error("setup: installing libopenblas0-pthread for the CPU backend's matrix products");
+  if (!await aptInstall("libopenblas0-pthread", "OpenBLAS (libopenblas.so.0)")) {
+    console.error("setup: COULD NOT INSTALL OpenBLAS: the CPU backend multiplies in TypeScript (correct, slower)");
+  }
+}
+
 function describe(found: Found, api: string): string {
   return `${found.name} (${api}${found.f16 ? ", shader-f16" : ""})`;
 }
@@ -163,4 +185,5 @@ async function main(): Promise<number> {
 
 const status = await main();
 if (Deno.args.includes("--browser")) await ensureChromium();
+if (Deno.args.includes("--blas")) await ensureOpenBlas();
 Deno.exit(status);

@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { Runtime, Storage } from "../runtime.ts";
+import type { Storage } from "../runtime.ts";
 import type { Backend } from "../backend.ts";
 import { check, runtime } from "../tensor.ts";
 import { MATMUL_COOP, OPERAND_AMAX } from "../kernels/matmul.ts";
