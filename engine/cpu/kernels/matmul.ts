@@ -67,16 +67,60 @@ function batchOffsets(z: number, shape: number[], aStride: number[], bStride: nu
 /** C' [rows, cols] = alpha · A' [rows, K] · B' [K, cols] into a new contiguous array. */
 function product(a: StridedMatrix, b: StridedMatrix, rows: number, cols: number, k: number, alpha: number) {
   const out = new Float32Array(rows * cols);
-  if (k === 0 || rows === 0 || cols === 0) return out;
-  const c = { data: out, offset: 0, ld: cols };
-  sgemm({ M: rows, N: cols, K: k, alpha, a: asOperand(a, rows, k), b: asOperand(b, k, cols), beta: 0, c });
+  productInto(a, b, rows, cols, k, alpha, { data: out, offset: 0, ld: cols });
   return out;
+}
+
+/** C [rows, cols] (row-major at `c.offset`, leading dimension `c.ld`) = alpha · A' · B', written in place. */
+function productInto(
+  a: StridedMatrix,
+  b: StridedMatrix,
+  rows: number,
+  cols: number,
+  k: number,
+  alpha: number,
+  c: { data: Float32Array; offset: number; ld: number },
+): void {
+  if (rows === 0 || cols === 0) return;
+  if (k === 0) {
+    for (let m = 0; m < rows; m++) c.data.fill(0, c.offset + m * c.ld, c.offset + m * c.ld + cols);
+    return;
+  }
+  sgemm({ M: rows, N: cols, K: k, alpha, a: asOperand(a, rows, k), b: asOperand(b, k, cols), beta: 0, c });
+}
+
+/** True when the store is the product itself: no bias, activation, residual or pre-activation to write. */
+const plainStore = (e: Epilogue) => e.bias === 0 && e.act === 0 && !e.resid && !e.pre;
+
+/** Writes a [rows, cols] block through the epilogue at C offset `offC` with row stride `ldc` (column stride 1). */
+function storeBlock(
+  b: EpilogueBindings,
+  e: Epilogue,
+  block: Float32Array,
+  rows: number,
+  cols: number,
+  offC: number,
+  ldc: number,
+): void {
+  const bias = b.bias.f32, c = b.c.f32, resid = b.resid.f32, pre = b.pre.f32;
+  for (let m = 0; m < rows; m++) {
+    const row = offC + m * ldc, from = m * cols;
+    for (let n = 0; n < cols; n++) {
+      let r = block[from + n];
+      if (e.bias === 1) r = Math.fround(r + bias[n]);
+      else if (e.bias === 2) r = Math.fround(r + bias[m]);
+      if (e.pre) pre[row + n] = r;
+      if (e.act !== 0) r = act(e.act, r);
+      if (e.resid) r += resid[row + n];
+      c[row + n] = r;
+    }
+  }
 }
 
 defineCpuKernel(K.MATMUL, ({ params: p, bindings: b, grid, overrides: o }) => {
   const bm = (o.WG_Y ?? 16) * (o.TM ?? 4), bn = (o.WG_X ?? 16) * (o.TN ?? 4);
   const rows = Math.min(p.M, grid[1] * bm), cols = Math.min(p.N, grid[0] * bn);
-  const write = epilogueWriter(b, epilogueOf(o));
+  const epilogue = epilogueOf(o);
   const transA = (o.TRANS_A ?? 0) !== 0, transB = (o.TRANS_B ?? 0) !== 0;
   for (let wz = 0; wz < grid[2]; wz++) {
     // tileOrigin: z = split · nbatch + batch; split s covers k ∈ [s·kchunk, min(K, (s+1)·kchunk)).
@@ -90,11 +134,9 @@ defineCpuKernel(K.MATMUL, ({ params: p, bindings: b, grid, overrides: o }) => {
     const bb = transB
       ? { data: b.bS.f32, offset: offB + kBegin, rowStride: 1, colStride: p.K }
       : { data: b.bS.f32, offset: offB + kBegin * p.N, rowStride: p.N, colStride: 1 };
-    const out = product(a, bb, rows, cols, kLen, p.alpha);
     const offC = z * p.M * p.N;
-    for (let m = 0; m < rows; m++) {
-      for (let n = 0; n < cols; n++) write(offC + m * p.N + n, m, n, out[m * cols + n]);
-    }
+    if (plainStore(epilogue)) productInto(a, bb, rows, cols, kLen, p.alpha, { data: b.c.f32, offset: offC, ld: p.N });
+    else storeBlock(b, epilogue, product(a, bb, rows, cols, kLen, p.alpha), rows, cols, offC, p.N);
   }
 }, PRODUCT_AGREEMENT);
 

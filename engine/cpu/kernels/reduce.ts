@@ -72,11 +72,18 @@ defineCpuKernel(K.SUM_COLS_SPLIT, ({ params: p, bindings: b }) => {
   }
 });
 
+// One thread per output sums its column in order; here the columns of a row advance together (the same float32
+// additions in the same order per column, as a Float32Array rounds every store).
 defineCpuKernel(K.SUM_COLS, ({ params: p, bindings: b }) => {
-  const x = b.x.f32, y = b.y.f32;
-  for (let j = 0; j < p.outer * p.inner; j++) {
-    const o = Math.floor(j / p.inner), base = o * p.n * p.inner + (j - o * p.inner);
-    y[j] = f(stridedSum(0, p.n, 1, (k) => x[base + k * p.inner]) * p.scale);
+  const x = b.x.f32, y = b.y.f32, inner = p.inner, acc = new Float32Array(inner);
+  for (let o = 0; o < p.outer; o++) {
+    acc.fill(0);
+    const base = o * p.n * inner;
+    for (let k = 0; k < p.n; k++) {
+      const row = base + k * inner;
+      for (let i = 0; i < inner; i++) acc[i] += x[row + i];
+    }
+    for (let i = 0; i < inner; i++) y[o * inner + i] = f(acc[i] * p.scale);
   }
 });
 
