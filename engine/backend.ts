@@ -9,7 +9,7 @@ import type { DeviceHandle } from "./device.ts";
 import type { Kernel, ParamFields, ParamValues } from "./kernel.ts";
 import type { DispatchObserver } from "./observer.ts";
 import type { Profile } from "./profiler.ts";
-import type { RuntimeStats } from "./runtime.ts";
+import type { RuntimeStats } from "./stats.ts";
 import type { Storage, StorageBuffer } from "./storage.ts";
 
 /** The limits kernel planning reads (a WebGPU device's, or generous ones on the CPU). */

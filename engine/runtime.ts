@@ -15,6 +15,8 @@ import { type Access, type Kernel, overridesKey, packParams, type ParamFields, t
 
 export type { Access } from "./kernel.ts";
 export { Storage } from "./storage.ts";
+export { type RuntimeStats, zeroStats } from "./stats.ts";
+import { type RuntimeStats, zeroStats } from "./stats.ts";
 export type { DispatchObserver, ObservedDispatch } from "./observer.ts";
 import type { DispatchObserver } from "./observer.ts";
 import type { Backend, BackendLimits } from "./backend.ts";
@@ -43,30 +45,6 @@ const AUTO_FLUSH_DISPATCHES = 256;
 const ARENA_BYTES = 1 << 20;
 const USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 
-/** Counters the benchmarks and tests read. */
-export interface RuntimeStats {
-  /** Dispatches recorded since creation (buffer copies included; see `copies`). */
-  dispatches: number;
-  /** Buffer-to-buffer copies recorded since creation (also counted in `dispatches`). */
-  copies: number;
-  /** Queue submits since creation. */
-  submits: number;
-  /** Readback round trips since creation. */
-  readbacks: number;
-  /** Bytes currently held by live (not pooled) storages. */
-  liveBytes: number;
-  /** Highest `liveBytes` seen. */
-  peakBytes: number;
-  /** Bytes held by the pool, live or free. */
-  pooledBytes: number;
-  /**
-   * Compute pipelines (kernel variants) built since creation. Each is compiled once, on first use; drivers finish
-   * the compilation when the kernel first runs (on llvmpipe from a cold shader cache: tenths of a second each on
-   * Vulkan, seconds each on OpenGL), so a run's first steps are slower.
-   */
-  pipelines: number;
-}
-
 /** Rounds a byte size up to a pool bucket: multiples of 256 B, then 1/8-octave steps. */
 function bucket(bytes: number): number {
   const b = Math.max(256, Math.ceil(bytes / 256) * 256);
@@ -82,16 +60,7 @@ export class Runtime implements Backend {
   /** Device description. */
   readonly handle: DeviceHandle;
   /** Counters. */
-  readonly stats: RuntimeStats = {
-    dispatches: 0,
-    copies: 0,
-    submits: 0,
-    readbacks: 0,
-    liveBytes: 0,
-    peakBytes: 0,
-    pooledBytes: 0,
-    pipelines: 0,
-  };
+  readonly stats: RuntimeStats = zeroStats();
   private pipelines = new Map<string, CompiledKernel>();
   private variants = new WeakMap<Kernel, VariantTree>();
   private bindGroups = new Map<string, GPUBindGroup>();

@@ -10,7 +10,7 @@ import type { DeviceHandle } from "../device.ts";
 import { type Kernel, packParams, type ParamFields, type ParamValues } from "../kernel.ts";
 import type { DispatchObserver } from "../observer.ts";
 import type { Profile } from "../profiler.ts";
-import type { RuntimeStats } from "../runtime.ts";
+import { type RuntimeStats, zeroStats } from "../stats.ts";
 import { HostBuffer, Storage, type StorageBuffer } from "../storage.ts";
 import { blasBackend } from "./blas.ts";
 import { cpuKernelOf, type HostArray, unpackParams } from "./kernel_table.ts";
@@ -47,16 +47,7 @@ export class CpuRuntime implements Backend {
   /** Limits for kernel planning. */
   readonly limits: BackendLimits = CPU_LIMITS;
   /** Counters (dispatches are kernel calls; there are no submits). */
-  readonly stats: RuntimeStats = {
-    dispatches: 0,
-    copies: 0,
-    submits: 0,
-    readbacks: 0,
-    liveBytes: 0,
-    peakBytes: 0,
-    pooledBytes: 0,
-    pipelines: 0,
-  };
+  readonly stats: RuntimeStats = zeroStats();
   /** Watches every dispatch (null: none). */
   observer: DispatchObserver | null = null;
   #free = new Map<number, HostBuffer[]>();
