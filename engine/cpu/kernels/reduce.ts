@@ -36,8 +36,15 @@ function stridedSum(start: number, end: number, step: number, term: (k: number) 
 
 /** The row sum of `term(k)`, k < n, as a workgroup of `wg` threads forms it (strided partials, then the tree). */
 function rowSum(wg: number, n: number, term: (k: number) => number): number {
-  return treeReduce(wg, (l) => stridedSum(l, n, wg, term), (a, b) => f(a + b));
+  // Float32Array stores round to float32: the same additions, in the same order, as the shader's threads and tree.
+  const red = ROW_SCRATCH.length >= wg ? ROW_SCRATCH : new Float32Array(wg);
+  for (let l = 0; l < wg; l++) red[l] = stridedSum(l, n, wg, term);
+  for (let s = wg >> 1; s > 0; s >>= 1) {
+    for (let l = 0; l < s; l++) red[l] = red[l] + red[l + s];
+  }
+  return red[0];
 }
+const ROW_SCRATCH = new Float32Array(256);
 
 const fAdd = (a: number, b: number) => f(a + b);
 
