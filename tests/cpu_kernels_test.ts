@@ -17,7 +17,7 @@ import { generate, TokenSampler } from "../models/generate.ts";
 import { CausalLMWithValueHead } from "../models/value_head.ts";
 import { PPOTrainer } from "../ppo/trainer.ts";
 import { fullKl } from "../ppo/loss.ts";
-import { cpuKernelOf, hostArray } from "../engine/cpu/kernel_table.ts";
+import { cpuKernelOf, hostArray, unpackParams } from "../engine/cpu/kernel_table.ts";
 import { allKernels } from "../engine/kernels/mod.ts";
 import "../engine/cpu/mod.ts";
 
@@ -224,10 +224,7 @@ function replay(c: CapturedDispatch): string[] {
   const entry = cpuKernelOf(c.kernel)!;
   const hosts = c.before.map((bytes) => hostArray(bytes));
   const bindings = Object.fromEntries(c.kernel.bindingNames.map((name, b) => [name, hosts[c.storageOf[b]]]));
-  const params = Object.fromEntries(
-    c.kernel.layout.map((f) => [f.name, unpackField(c.words, f.offset, f.words, f.kind)]),
-  );
-  entry.run({ params, bindings, grid: c.grid, overrides: c.overrides });
+  entry.run({ params: unpackParams(c.kernel, c.words), bindings, grid: c.grid, overrides: c.overrides });
   const { exact = false, rtol = 1e-5, atol = 1e-6 } = entry.agreement;
   const problems: string[] = [];
   c.after.forEach((expected, i) => {
@@ -237,16 +234,6 @@ function replay(c: CapturedDispatch): string[] {
     if (bad) problems.push(`${c.kernel.shader}:${c.kernel.entry} ${JSON.stringify(c.overrides)} ${names}: ${bad}`);
   });
   return problems;
-}
-
-function unpackField(words: Uint32Array, offset: number, count: number, kind: "u32" | "i32" | "f32") {
-  const read = (i: number) =>
-    kind === "f32"
-      ? new Float32Array(words.buffer, words.byteOffset)[i]
-      : kind === "i32"
-      ? new Int32Array(words.buffer, words.byteOffset)[i]
-      : words[i];
-  return count === 1 ? read(offset) : Array.from({ length: count }, (_, i) => read(offset + i));
 }
 
 Deno.test("cpu kernels: every captured dispatch replays on the CPU with the WGSL kernel's results", async () => {

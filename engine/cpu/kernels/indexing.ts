@@ -10,9 +10,9 @@
  */
 
 import * as K from "../../kernels/indexing.ts";
+import { f } from "../workgroup.ts";
 import { defineCpuKernel } from "../kernel_table.ts";
 
-const f = Math.fround;
 const DROP = 0xffffffff;
 const BLOCK = 512;
 const CHUNK = 64;

@@ -13,19 +13,10 @@
 import * as MATMUL_KERNELS from "../../kernels/matmul.ts";
 import * as K from "../../kernels/reduce.ts";
 import { defineCpuKernel } from "../kernel_table.ts";
+import { f, treeReduce } from "../workgroup.ts";
 
-const f = Math.fround;
 const LOWEST = -3.4028234663852886e38;
 const NONE = 0xffffffff;
-
-/** Combines `wg` per-thread values (`partial(lid)`) by the shaders' halving tree: red[l] ⊕= red[l + s]. */
-function treeReduce<T>(wg: number, partial: (lid: number) => T, combine: (a: T, b: T) => T): T {
-  const red = Array.from({ length: wg }, (_, l) => partial(l));
-  for (let s = wg >> 1; s > 0; s >>= 1) {
-    for (let l = 0; l < s; l++) red[l] = combine(red[l], red[l + s]);
-  }
-  return red[0];
-}
 
 /** Float32 sum of `term(k)` for k = start, start + step, … < end (one thread's strided loop). */
 function stridedSum(start: number, end: number, step: number, term: (k: number) => number): number {
