@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { initEngine } from "../engine/init.ts";
-import { noGrad, type Tensor, tensor } from "../engine/tensor.ts";
+import { noGrad, runtime, type Tensor, tensor } from "../engine/tensor.ts";
 import { backward } from "../engine/autograd.ts";
 import { mulberry32 } from "../engine/random.ts";
 import { setMatmulPrecision } from "../engine/ops/matmul_coop.ts";
@@ -20,6 +20,11 @@ export const ready: Promise<unknown> = initEngine({ verbose: false });
 
 /** Seeded PRNG (mulberry32) returning floats in [0, 1). */
 export const rng: (seed: number) => () => number = mulberry32;
+
+/** Whether the suite runs on the CPU backend (`RLHF_WEBGPU_BACKEND=cpu`); call after `ready`. */
+export function onCpuBackend(): boolean {
+  return runtime().handle.backend === "cpu";
+}
 
 /** Row-major strides of a shape. */
 export function strides(shape: readonly number[]): number[] {

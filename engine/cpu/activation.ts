@@ -8,8 +8,14 @@ import { ACTIVATIONS, UNARY_OPS } from "../kernels/codes.ts";
 
 const GELU_C = 0.7978845608028654; // sqrt(2 / pi)
 
-/** tanh with its argument clamped to ±15, as the shaders' safe_tanh. */
-export const safeTanh = (v: number): number => Math.tanh(Math.min(15, Math.max(-15, v)));
+/**
+ * tanh with its argument clamped to ±15, as the shaders' safe_tanh, as 1 − 2 / (e^{2v} + 1): one `exp` instead of
+ * V8's `Math.tanh` (about twice as fast; absolute error ~1e-16, far below float32 rounding).
+ */
+export const safeTanh = (v: number): number => {
+  const c = v > 15 ? 15 : v < -15 ? -15 : v;
+  return 1 - 2 / (Math.exp(2 * c) + 1);
+};
 
 /** erf by the same Chebyshev fit the shaders use (|error| < 1.2e-7). */
 export function erf(v: number): number {
@@ -44,6 +50,17 @@ export function act(code: number, v: number): number {
       return Math.max(v, 0);
     default:
       return v;
+  }
+}
+
+/** x[i] = act(x[i]) for i in [from, to): one loop per activation (the hot epilogue of the MLP's first product). */
+export function actInPlace(code: number, x: Float32Array, from: number, to: number): void {
+  if (code === ACTIVATIONS.gelu_new.code) {
+    for (let i = from; i < to; i++) x[i] = geluTanh(x[i]);
+  } else if (code === ACTIVATIONS.gelu.code) {
+    for (let i = from; i < to; i++) x[i] = geluErf(x[i]);
+  } else if (code === ACTIVATIONS.relu.code) {
+    for (let i = from; i < to; i++) x[i] = Math.max(x[i], 0);
   }
 }
 

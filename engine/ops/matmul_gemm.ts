@@ -340,7 +340,8 @@ function chooseTiled(rt: Backend, product: Product, batches: BatchLayout): Tiled
     const tileConstants = coopConstants(plan.tile, subgroup);
     return { subgroup, tileConstants, tileRows: bm, tileCols: bn, splits: plan.splits, kchunk: plan.kchunk };
   }
-  const plan = tilePlan(M, N, K, batches.count, splittable, limits);
+  // On the CPU backend one BLAS call per layer does the whole K: splitting only adds partial products and a sum.
+  const plan = tilePlan(M, N, K, batches.count, splittable && rt.handle.backend !== "cpu", limits);
   const { wgX, wgY, tm, tn, bk } = plan.tile;
   const tileConstants = { WG_X: wgX, WG_Y: wgY, TM: tm, TN: tn, BK: bk };
   return { subgroup, tileConstants, tileRows: wgY * tm, tileCols: wgX * tn, splits: plan.splits, kchunk: plan.kchunk };

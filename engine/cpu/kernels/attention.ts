@@ -13,8 +13,9 @@ import * as K from "../../kernels/attention.ts";
 import type { AttentionParams } from "../../kernels/attention.ts";
 import { type CpuCall, defineCpuKernel, type HostArray } from "../kernel_table.ts";
 import { dropKeep } from "../rng.ts";
+import { sgemm } from "../blas.ts";
 
-/** Everything a row computation reads: uniforms, head size, mask kind and the operand arrays. */
+/** Everything a block computation reads: uniforms, head size, mask kind and the operand arrays. */
 interface Attn {
   p: AttentionParams;
   D: number;
@@ -31,6 +32,7 @@ interface Attn {
 
 type Bindings = Readonly<Record<string, HostArray>>;
 type Fields = typeof K.ATTENTION.params;
+type TiledOverride = "MASK" | "DH" | "TQ" | "TC" | "BT" | "SR";
 
 function attnOf(p: AttentionParams, b: Bindings, D: number, maskKind: number): Attn {
   const mask = b.mask ?? b.q;
@@ -57,13 +59,6 @@ function padOk(a: Attn, b: number, j: number): boolean {
   return true;
 }
 
-/** Whether query `i` of batch `b` sees key `j` (j < Tk, causal: j ≤ Tk − Tq + i, and the padding mask). */
-function visible(a: Attn, b: number, i: number, j: number): boolean {
-  if (j >= a.p.Tk) return false;
-  if (a.p.causal === 1 && j > a.p.Tk - a.p.Tq + i) return false;
-  return padOk(a, b, j);
-}
-
 /** The dropout factor of flat probability index `idx`: 1 when off, else keep ? 1/(1 − p) : 0. */
 function dropFactor(p: AttentionParams, idx: number): number {
   if (p.drop_on === 0) return 1;
@@ -76,90 +71,199 @@ function dot(x: Float32Array, xo: number, y: Float32Array, yo: number, n: number
   return s;
 }
 
-/** Forward of query `i` of (b·H + h) = `bh`: out = Σ_j softmax_j · Z_j · v_j and lse = max + log Σ exp. */
-function forwardRow(a: Attn, bh: number, i: number, out: Float32Array, lse: Float32Array): void {
-  const { p, D } = a, b = Math.floor(bh / p.H), row = bh * p.Tq + i, kb = bh * p.Tcap;
-  const s = new Float64Array(p.Tk).fill(-Infinity);
-  let m = -Infinity;
-  for (let j = 0; j < p.Tk; j++) {
-    if (!visible(a, b, i, j)) continue;
-    s[j] = dot(a.q, row * D, a.k, (kb + j) * D, D) * p.scale;
-    m = Math.max(m, s[j]);
-  }
-  let l = 0;
-  const acc = new Float64Array(D);
-  for (let j = 0; j < p.Tk; j++) {
-    if (s[j] === -Infinity) continue;
-    const e = Math.exp(s[j] - m);
-    l += e;
-    const w = e * dropFactor(p, row * p.Tk + j);
-    if (w !== 0) { for (let d = 0; d < D; d++) acc[d] += w * a.v[(kb + j) * D + d]; }
-  }
-  const inv = l > 0 ? 1 / l : 0;
-  for (let d = 0; d < D; d++) out[row * D + d] = acc[d] * inv;
-  lse[row] = l > 0 ? m + Math.log(l) : 0;
+/** Scratch arrays reused across calls (grown on demand): kernels run one at a time. */
+const scratch: Float32Array[] = [new Float32Array(0), new Float32Array(0), new Float32Array(0)];
+function scratchOf(slot: number, n: number): Float32Array {
+  if (scratch[slot].length < n) scratch[slot] = new Float32Array(Math.max(n, 2 * scratch[slot].length));
+  return scratch[slot];
 }
 
-/** P·Z and dS = P (Z (dO·v) − Δ) of (query i, key j) of `bh`, with P = exp(s − lse) recomputed; zeros if masked. */
-function gradPair(a: Attn, bh: number, i: number, j: number): [number, number] {
-  const { p, D } = a, row = bh * p.Tq + i, ko = (bh * p.Tcap + j) * D;
-  if (!visible(a, Math.floor(bh / p.H), i, j)) return [0, 0];
-  const pr = Math.exp(dot(a.q, row * D, a.k, ko, D) * p.scale - a.lse![row]);
-  const z = dropFactor(p, row * p.Tk + j);
-  return [pr * z, pr * (dot(a.dout!, row * D, a.v, ko, D) * z - a.dlt![row])];
-}
-
-/** dq_i = scale Σ_j dS_ij k_j into `g1`. */
-function gradQRow(a: Attn, bh: number, i: number, g1: Float32Array): void {
-  const { p, D } = a, row = bh * p.Tq + i, acc = new Float64Array(D);
-  for (let j = 0; j < p.Tk; j++) {
-    const ds = gradPair(a, bh, i, j)[1];
-    if (ds !== 0) { for (let d = 0; d < D; d++) acc[d] += ds * a.k[(bh * p.Tcap + j) * D + d]; }
+/**
+ * Scores of query rows [lo, hi) of head `bh` against its Tk keys, `scale · q_i · k_j`, into `s` ([hi − lo, Tk]),
+ * by one product; then `f(r, i, rowOff)` turns each row into probabilities in place. Keys a query may not see
+ * (causal limit, padding mask) are flagged with −Infinity first.
+ */
+function scoreBlock(a: Attn, bh: number, lo: number, hi: number, s: Float32Array): void {
+  const { p, D } = a, Tk = p.Tk, nq = hi - lo;
+  sgemm({
+    M: nq,
+    N: Tk,
+    K: D,
+    alpha: p.scale,
+    a: { data: a.q, offset: (bh * p.Tq + lo) * D, ld: D, trans: false },
+    b: { data: a.k, offset: bh * p.Tcap * D, ld: D, trans: true },
+    beta: 0,
+    c: { data: s, offset: 0, ld: Tk },
+  });
+  const b = Math.floor(bh / p.H), padded = a.maskKind !== 0;
+  for (let r = 0; r < nq; r++) {
+    const i = lo + r, row = r * Tk;
+    const lim = p.causal === 1 ? Tk - p.Tq + i : Tk - 1; // last visible key
+    for (let j = Math.max(lim + 1, 0); j < Tk; j++) s[row + j] = -Infinity;
+    if (padded) { for (let j = 0; j <= lim && j < Tk; j++) if (!padOk(a, b, j)) s[row + j] = -Infinity; }
   }
-  for (let d = 0; d < D; d++) g1[row * D + d] = acc[d] * p.scale;
 }
 
-/** dk_j = scale Σ_i dS_ij q_i into `g1` and dv_j = Σ_i P_ij Z_ij dO_i into `g2` (zeros for stored keys ≥ Tk). */
-function gradKVRow(a: Attn, bh: number, j: number, g1: Float32Array, g2: Float32Array): void {
-  const { p, D } = a, ak = new Float64Array(D), av = new Float64Array(D);
-  for (let i = 0; i < p.Tq && j < p.Tk; i++) {
-    const [pz, ds] = gradPair(a, bh, i, j), o = (bh * p.Tq + i) * D;
-    for (let d = 0; d < D; d++) {
-      ak[d] += ds * a.q[o + d];
-      av[d] += pz * a.dout![o + d];
+/** C (rows at `cOff`, ld D) = alpha · op(A) [M, Kd] · B [Kd, D] (B rows at `bOff`, ld D). */
+function productRows(
+  M: number,
+  Kd: number,
+  alpha: number,
+  a: { data: Float32Array; offset: number; ld: number; trans: boolean },
+  b: Float32Array,
+  bOff: number,
+  c: Float32Array,
+  cOff: number,
+  D: number,
+): void {
+  sgemm({
+    M,
+    N: D,
+    K: Kd,
+    alpha,
+    a,
+    b: { data: b, offset: bOff, ld: D, trans: false },
+    beta: 0,
+    c: { data: c, offset: cOff, ld: D },
+  });
+}
+
+/** Forward of query rows [lo, hi) of `bh`: out = Σ_j softmax_j · Z_j · v_j and lse = max + log Σ exp (0 if none). */
+function forwardBlock(a: Attn, bh: number, lo: number, hi: number, out: Float32Array, lse: Float32Array): void {
+  const { p, D } = a, Tk = p.Tk, nq = hi - lo;
+  if (nq <= 0) return;
+  const s = scratchOf(0, nq * Tk);
+  scoreBlock(a, bh, lo, hi, s);
+  for (let r = 0; r < nq; r++) {
+    const row = r * Tk, flat = (bh * p.Tq + lo + r) * Tk;
+    let m = -Infinity;
+    for (let j = 0; j < Tk; j++) if (s[row + j] > m) m = s[row + j];
+    let l = 0;
+    for (let j = 0; j < Tk; j++) {
+      const e = s[row + j] === -Infinity ? 0 : Math.exp(s[row + j] - m);
+      l += e;
+      s[row + j] = e;
+    }
+    const inv = l > 0 ? 1 / l : 0;
+    if (p.drop_on === 0) { for (let j = 0; j < Tk; j++) s[row + j] *= inv; }
+    else for (let j = 0; j < Tk; j++) s[row + j] *= inv * dropFactor(p, flat + j);
+    lse[bh * p.Tq + lo + r] = l > 0 ? m + Math.log(l) : 0;
+  }
+  productRows(
+    nq,
+    Tk,
+    1,
+    { data: s, offset: 0, ld: Tk, trans: false },
+    a.v,
+    bh * p.Tcap * D,
+    out,
+    (bh * p.Tq + lo) * D,
+    D,
+  );
+}
+
+/**
+ * The backward matrices of query rows [lo, hi) of `bh`: `pz` = P·Z and `ds` = P ⊙ (Z ⊙ (dO·vᵀ) − Δ), with
+ * P = exp(s − lse) recomputed (zero where masked), each [hi − lo, Tk].
+ */
+function gradBlock(a: Attn, bh: number, lo: number, hi: number, pz: Float32Array, ds: Float32Array): void {
+  const { p, D } = a, Tk = p.Tk, nq = hi - lo, lse = a.lse!, dlt = a.dlt!;
+  scoreBlock(a, bh, lo, hi, pz);
+  sgemm({
+    M: nq,
+    N: Tk,
+    K: D,
+    alpha: 1,
+    a: { data: a.dout!, offset: (bh * p.Tq + lo) * D, ld: D, trans: false },
+    b: { data: a.v, offset: bh * p.Tcap * D, ld: D, trans: true },
+    beta: 0,
+    c: { data: ds, offset: 0, ld: Tk },
+  });
+  for (let r = 0; r < nq; r++) {
+    const row = r * Tk, q = bh * p.Tq + lo + r, flat = q * Tk, l = lse[q], d = dlt[q];
+    for (let j = 0; j < Tk; j++) {
+      const sc = pz[row + j];
+      if (sc === -Infinity) {
+        pz[row + j] = 0;
+        ds[row + j] = 0;
+        continue;
+      }
+      const pr = Math.exp(sc - l), z = dropFactor(p, flat + j);
+      pz[row + j] = pr * z;
+      ds[row + j] = pr * (ds[row + j] * z - d);
     }
   }
-  const o = (bh * p.Tcap + j) * D;
-  for (let d = 0; d < D; d++) {
-    g1[o + d] = ak[d] * p.scale;
-    g2[o + d] = av[d];
+}
+
+/** dq_i = scale Σ_j dS_ij k_j for query rows [lo, hi) of `bh` into `g1`. */
+function gradQBlock(a: Attn, bh: number, lo: number, hi: number, g1: Float32Array): void {
+  const { p, D } = a, Tk = p.Tk, nq = hi - lo;
+  if (nq <= 0) return;
+  const pz = scratchOf(0, nq * Tk), ds = scratchOf(1, nq * Tk);
+  gradBlock(a, bh, lo, hi, pz, ds);
+  productRows(
+    nq,
+    Tk,
+    p.scale,
+    { data: ds, offset: 0, ld: Tk, trans: false },
+    a.k,
+    bh * p.Tcap * D,
+    g1,
+    (bh * p.Tq + lo) * D,
+    D,
+  );
+}
+
+/**
+ * dk_j = scale Σ_i dS_ij q_i into `g1` and dv_j = Σ_i P_ij Z_ij dO_i into `g2` for stored key rows [lo, hi) of `bh`
+ * (zeros for rows ≥ Tk).
+ */
+function gradKVBlock(a: Attn, bh: number, lo: number, hi: number, g1: Float32Array, g2: Float32Array): void {
+  const { p, D } = a, Tk = p.Tk, Tq = p.Tq, top = Math.min(hi, Tk);
+  if (hi <= lo) return;
+  const rows = bh * p.Tcap * D;
+  if (top > lo) {
+    const pz = scratchOf(0, Tq * Tk), ds = scratchOf(1, Tq * Tk);
+    gradBlock(a, bh, 0, Tq, pz, ds);
+    const qOff = bh * Tq * D;
+    productRows(top - lo, Tq, p.scale, { data: ds, offset: lo, ld: Tk, trans: true }, a.q, qOff, g1, rows + lo * D, D);
+    productRows(top - lo, Tq, 1, { data: pz, offset: lo, ld: Tk, trans: true }, a.dout!, qOff, g2, rows + lo * D, D);
+  }
+  const from = rows + Math.max(lo, top) * D, to = rows + hi * D;
+  if (to > from) {
+    g1.fill(0, from, to);
+    g2.fill(0, from, to);
   }
 }
 
-/** Calls `f(bh, r)` for each row `r` (< `per`) of each (b, h) a row kernel's workgroups cover (one per row). */
-function eachRow(c: CpuCall<Fields>, per: number, f: (bh: number, r: number) => void): void {
+/** Calls `f(bh, lo, hi)` with the rows [lo, hi) (< `per`) of each (b, h) a row kernel's workgroups cover (one per row). */
+function eachRowBlock(c: CpuCall<Fields>, per: number, f: (bh: number, lo: number, hi: number) => void): void {
   const n = Math.min(c.params.rows, c.grid[0] * c.grid[1]);
-  for (let row = 0; row < n; row++) f(Math.floor(row / per), row % per);
+  for (let bh = 0; bh * per < n; bh++) f(bh, 0, Math.min(per, n - bh * per));
 }
 
-/** Calls `f(bh, r)` for each row `r` (< `limit`) of the blocks of 4·TQ rows a tiled kernel's workgroups own. */
-function eachTiledRow(
-  c: CpuCall<Fields, string, "MASK" | "DH" | "TQ" | "TC" | "BT" | "SR">,
+/**
+ * Calls `f(bh, lo, hi)` with the rows [lo, hi) (< `limit`) of the blocks of 4·TQ rows a tiled kernel's workgroups
+ * own: workgroup `flat` takes block `flat mod nblk` of head `flat / nblk`, counted from the end when `reverse`.
+ */
+function eachTiledBlock(
+  c: CpuCall<Fields, string, TiledOverride>,
   limit: number,
   reverse: boolean,
-  f: (bh: number, r: number) => void,
+  f: (bh: number, lo: number, hi: number) => void,
 ): void {
   const { params: p, grid } = c, br = 4 * (c.overrides.TQ ?? 8);
   const n = Math.min(p.rows, grid[0] * grid[1]);
-  for (let flat = 0; flat < n; flat++) {
-    const r = flat % p.nblk, blk = reverse ? p.nblk - 1 - r : r;
-    for (let x = blk * br; x < Math.min((blk + 1) * br, limit); x++) f(Math.floor(flat / p.nblk), x);
+  for (let bh = 0; bh * p.nblk < n; bh++) {
+    const blocks = Math.min(p.nblk, n - bh * p.nblk);
+    const lo = reverse ? (p.nblk - blocks) * br : 0, hi = reverse ? p.nblk * br : blocks * br;
+    if (Math.min(hi, limit) > lo) f(bh, lo, Math.min(hi, limit));
   }
 }
 
 defineCpuKernel(K.ATTENTION, (c) => {
   const a = attnOf(c.params, c.bindings, c.params.D, c.overrides.MASK ?? 0);
-  eachRow(c, c.params.Tq, (bh, i) => forwardRow(a, bh, i, c.bindings.out.f32, c.bindings.lse.f32));
+  eachRowBlock(c, c.params.Tq, (bh, lo, hi) => forwardBlock(a, bh, lo, hi, c.bindings.out.f32, c.bindings.lse.f32));
 });
 
 defineCpuKernel(K.ATTENTION_DELTA, ({ params: p, bindings: b, grid }) => {
@@ -169,29 +273,29 @@ defineCpuKernel(K.ATTENTION_DELTA, ({ params: p, bindings: b, grid }) => {
 
 defineCpuKernel(K.ATTENTION_GRAD_Q, (c) => {
   const a = attnOf(c.params, c.bindings, c.params.D, c.overrides.MASK ?? 0);
-  eachRow(c, c.params.Tq, (bh, i) => gradQRow(a, bh, i, c.bindings.g1.f32));
+  eachRowBlock(c, c.params.Tq, (bh, lo, hi) => gradQBlock(a, bh, lo, hi, c.bindings.g1.f32));
 });
 
 defineCpuKernel(K.ATTENTION_GRAD_KV, (c) => {
   const a = attnOf(c.params, c.bindings, c.params.D, c.overrides.MASK ?? 0);
-  eachRow(c, c.params.Tcap, (bh, j) => gradKVRow(a, bh, j, c.bindings.g1.f32, c.bindings.g2.f32));
+  eachRowBlock(c, c.params.Tcap, (bh, lo, hi) => gradKVBlock(a, bh, lo, hi, c.bindings.g1.f32, c.bindings.g2.f32));
 });
 
 defineCpuKernel(K.ATTENTION_TILED, (c) => {
   const a = attnOf(c.params, c.bindings, c.overrides.DH ?? 64, c.overrides.MASK ?? 0);
   const { out, lse_out } = c.bindings;
-  eachTiledRow(c, c.params.Tq, true, (bh, i) => forwardRow(a, bh, i, out.f32, lse_out.f32));
+  eachTiledBlock(c, c.params.Tq, true, (bh, lo, hi) => forwardBlock(a, bh, lo, hi, out.f32, lse_out.f32));
 });
 
 defineCpuKernel(K.ATTENTION_TILED_GRAD_Q, (c) => {
   const a = attnOf(c.params, c.bindings, c.overrides.DH ?? 64, c.overrides.MASK ?? 0);
-  eachTiledRow(c, c.params.Tq, true, (bh, i) => gradQRow(a, bh, i, c.bindings.g1.f32));
+  eachTiledBlock(c, c.params.Tq, true, (bh, lo, hi) => gradQBlock(a, bh, lo, hi, c.bindings.g1.f32));
 });
 
 defineCpuKernel(K.ATTENTION_TILED_GRAD_KV, (c) => {
   const a = attnOf(c.params, c.bindings, c.overrides.DH ?? 64, c.overrides.MASK ?? 0);
   const { g1, g2 } = c.bindings;
-  eachTiledRow(c, c.params.Tcap, false, (bh, j) => gradKVRow(a, bh, j, g1.f32, g2.f32));
+  eachTiledBlock(c, c.params.Tcap, false, (bh, lo, hi) => gradKVBlock(a, bh, lo, hi, g1.f32, g2.f32));
 });
 
 /** Keys of score row `row` the softmax may attend: the causal limit (j < lim) and the padding mask. */

@@ -17,7 +17,7 @@
 
 import * as K from "../../kernels/matmul.ts";
 import { type Agreement, defineCpuKernel, type HostArray, launchedThreads } from "../kernel_table.ts";
-import { act } from "../activation.ts";
+import { act, actInPlace } from "../activation.ts";
 import { asOperand, sgemm, type StridedMatrix } from "../blas.ts";
 
 /** Agreement of the products (see the module comment). */
@@ -92,28 +92,22 @@ function productInto(
 /** True when the store is the product itself: no bias, activation, residual or pre-activation to write. */
 const plainStore = (e: Epilogue) => e.bias === 0 && e.act === 0 && !e.resid && !e.pre;
 
-/** Writes a [rows, cols] block through the epilogue at C offset `offC` with row stride `ldc` (column stride 1). */
-function storeBlock(
-  b: EpilogueBindings,
-  e: Epilogue,
-  block: Float32Array,
-  rows: number,
-  cols: number,
-  offC: number,
-  ldc: number,
-): void {
+/**
+ * Applies the epilogue in place to the [rows, cols] product already in C at `offC` (row stride `ldc`): bias, the
+ * pre-activation copy, activation, residual — each a pass over the block, as the shader's store does per element.
+ */
+function epilogueInPlace(b: EpilogueBindings, e: Epilogue, rows: number, cols: number, offC: number, ldc: number) {
   const bias = b.bias.f32, c = b.c.f32, resid = b.resid.f32, pre = b.pre.f32;
   for (let m = 0; m < rows; m++) {
-    const row = offC + m * ldc, from = m * cols;
-    for (let n = 0; n < cols; n++) {
-      let r = block[from + n];
-      if (e.bias === 1) r = Math.fround(r + bias[n]);
-      else if (e.bias === 2) r = Math.fround(r + bias[m]);
-      if (e.pre) pre[row + n] = r;
-      if (e.act !== 0) r = act(e.act, r);
-      if (e.resid) r += resid[row + n];
-      c[row + n] = r;
+    const row = offC + m * ldc, end = row + cols;
+    if (e.bias === 1) { for (let i = row, n = 0; i < end; i++, n++) c[i] += bias[n]; }
+    else if (e.bias === 2) {
+      const bm = bias[m];
+      for (let i = row; i < end; i++) c[i] += bm;
     }
+    if (e.pre) pre.set(c.subarray(row, end), row);
+    if (e.act !== 0) actInPlace(e.act, c, row, end);
+    if (e.resid) { for (let i = row; i < end; i++) c[i] += resid[i]; }
   }
 }
 
@@ -135,8 +129,8 @@ defineCpuKernel(K.MATMUL, ({ params: p, bindings: b, grid, overrides: o }) => {
       ? { data: b.bS.f32, offset: offB + kBegin, rowStride: 1, colStride: p.K }
       : { data: b.bS.f32, offset: offB + kBegin * p.N, rowStride: p.N, colStride: 1 };
     const offC = z * p.M * p.N;
-    if (plainStore(epilogue)) productInto(a, bb, rows, cols, kLen, p.alpha, { data: b.c.f32, offset: offC, ld: p.N });
-    else storeBlock(b, epilogue, product(a, bb, rows, cols, kLen, p.alpha), rows, cols, offC, p.N);
+    productInto(a, bb, rows, cols, kLen, p.alpha, { data: b.c.f32, offset: offC, ld: p.N });
+    if (!plainStore(epilogue)) epilogueInPlace(b, epilogue, rows, cols, offC, p.N);
   }
 }, PRODUCT_AGREEMENT);
 

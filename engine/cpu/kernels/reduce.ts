@@ -3,10 +3,10 @@
  * as `[outer, n, inner]` and their backward (`reduce.wgsl`), softmax and log-softmax with their backward
  * (`softmax.wgsl`), layer normalisation (`layer_norm.wgsl`) and the non-finite count (`tensor_scan.wgsl`).
  *
- * Float arithmetic is rounded to float32 after every operation, and sums follow the shaders' order: where a
- * workgroup of `WG` threads shares a row, each thread's strided partial is formed first and the partials are then
- * combined by the same halving tree as `workgroup_reduce.wgsl` / `softmax_common.wgsl` (a fixed summation order,
- * not a thread emulation), so sums match bit for bit and only `exp`/`log` may differ in the last bits.
+ * Row kernels (sums, softmax, layer norm and their backward) are plain loops accumulating in float64 and storing
+ * float32: more accurate than the shaders' float32 workgroup trees, which differ from them only by rounding. The
+ * partial-sum kernels that feed other kernels (`SUM_PARTIAL`, `SUM_COLS*`, the layer-norm chunk sums) keep the
+ * shaders' order in float32, and max/arg-max selections are exact.
  * @module
  */
 
@@ -25,27 +25,16 @@ function stridedSum(start: number, end: number, step: number, term: (k: number) 
   return acc;
 }
 
-/** The row sum of `term(k)`, k < n, as a workgroup of `wg` threads forms it (strided partials, then the tree). */
-function rowSum(wg: number, n: number, term: (k: number) => number): number {
-  // Float32Array stores round to float32: the same additions, in the same order, as the shader's threads and tree.
-  const red = ROW_SCRATCH.length >= wg ? ROW_SCRATCH : new Float32Array(wg);
-  for (let l = 0; l < wg; l++) red[l] = stridedSum(l, n, wg, term);
-  for (let s = wg >> 1; s > 0; s >>= 1) {
-    for (let l = 0; l < s; l++) red[l] = red[l] + red[l + s];
-  }
-  return red[0];
-}
-const ROW_SCRATCH = new Float32Array(256);
-
 const fAdd = (a: number, b: number) => f(a + b);
 
 // ---------------------------------------------------------------- reduce.wgsl
 
-defineCpuKernel(K.SUM_ROWS, ({ params: p, bindings: b, overrides: o }) => {
-  const wg = o.WG ?? 256, x = b.x.f32, y = b.y.f32;
+defineCpuKernel(K.SUM_ROWS, ({ params: p, bindings: b }) => {
+  const x = b.x.f32, y = b.y.f32, n = p.n;
   for (let row = 0; row < p.outer; row++) {
-    const base = row * p.n;
-    y[row] = f(rowSum(wg, p.n, (k) => x[base + k]) * p.scale);
+    let acc = 0;
+    for (let k = row * n, end = k + n; k < end; k++) acc += x[k];
+    y[row] = acc * p.scale;
   }
 });
 
@@ -142,100 +131,90 @@ defineCpuKernel(K.MAX_GRAD, ({ params: p, bindings: b }) => {
 
 // ---------------------------------------------------------------- softmax.wgsl
 
-/** A running (max m, Σ exp(x − m)) pair. */
-type Online = { m: number; s: number };
-
-/** softmax_common's online_add. */
-function onlineAdd(ms: Online, v: number): Online {
-  if (v > ms.m) return { m: v, s: f(f(ms.s * f(Math.exp(f(ms.m - v)))) + 1) };
-  return { m: ms.m, s: f(ms.s + f(Math.exp(f(v - ms.m)))) };
-}
-
-/** softmax_common's merge of two pairs in row_stats. */
-function onlineMerge(a: Online, b: Online): Online {
-  const mm = Math.max(a.m, b.m);
-  return { m: mm, s: f(f(a.s * f(Math.exp(f(a.m - mm)))) + f(b.s * f(Math.exp(f(b.m - mm))))) };
-}
-
 defineCpuKernel(K.SOFTMAX, ({ params: p, bindings: b, overrides: o }) => {
-  const wg = o.WG ?? 256, log = (o.LOG ?? 0) !== 0, x = b.x.f32, y = b.y.f32;
-  for (let row = 0; row < p.rows; row++) {
-    const base = row * p.n;
-    const partial = (l: number) => {
-      let ms: Online = { m: LOWEST, s: 0 };
-      for (let k = l; k < p.n; k += wg) ms = onlineAdd(ms, x[base + k]);
-      return ms;
-    };
-    const { m, s } = treeReduce(wg, partial, onlineMerge);
-    const lse = f(m + f(Math.log(s))), inv = f(1 / s);
-    for (let k = 0; k < p.n; k++) {
-      y[base + k] = log ? f(x[base + k] - lse) : f(f(Math.exp(f(x[base + k] - m))) * inv);
+  const log = (o.LOG ?? 0) !== 0, x = b.x.f32, y = b.y.f32, n = p.n;
+  for (let base = 0; base < p.rows * n; base += n) {
+    const end = base + n;
+    let m = LOWEST, sum = 0;
+    for (let k = base; k < end; k++) if (x[k] > m) m = x[k];
+    for (let k = base; k < end; k++) sum += Math.exp(x[k] - m);
+    if (log) {
+      const lse = m + Math.log(sum);
+      for (let k = base; k < end; k++) y[k] = x[k] - lse;
+    } else {
+      const inv = 1 / sum;
+      for (let k = base; k < end; k++) y[k] = Math.exp(x[k] - m) * inv;
     }
   }
 });
 
 defineCpuKernel(K.SOFTMAX_GRAD, ({ params: p, bindings: b, overrides: o }) => {
-  const wg = o.WG ?? 256, log = (o.LOG ?? 0) !== 0, yv = b.x.f32, dx = b.y.f32, g = b.g.f32;
-  for (let row = 0; row < p.rows; row++) {
-    const base = row * p.n;
-    const tot = rowSum(wg, p.n, (k) => log ? g[base + k] : f(g[base + k] * yv[base + k]));
-    for (let k = base; k < base + p.n; k++) {
-      dx[k] = log ? f(g[k] - f(f(Math.exp(yv[k])) * tot)) : f(yv[k] * f(g[k] - tot));
-    }
+  const log = (o.LOG ?? 0) !== 0, yv = b.x.f32, dx = b.y.f32, g = b.g.f32, n = p.n;
+  for (let base = 0; base < p.rows * n; base += n) {
+    const end = base + n;
+    let tot = 0;
+    if (log) { for (let k = base; k < end; k++) tot += g[k]; }
+    else for (let k = base; k < end; k++) tot += g[k] * yv[k];
+    if (log) { for (let k = base; k < end; k++) dx[k] = g[k] - Math.exp(yv[k]) * tot; }
+    else for (let k = base; k < end; k++) dx[k] = yv[k] * (g[k] - tot);
   }
 });
 
 // ---------------------------------------------------------------- layer_norm.wgsl
 
-defineCpuKernel(K.LAYER_NORM, ({ params: p, bindings: b, overrides: o }) => {
-  const wg = o.WG ?? 256, x = b.x.f32, w = b.w.f32, bias = b.bias.f32, y = b.y.f32, C = p.C;
+defineCpuKernel(K.LAYER_NORM, ({ params: p, bindings: b }) => {
+  const x = b.x.f32, w = b.w.f32, bias = b.bias.f32, y = b.y.f32, st = b.stats.f32, C = p.C;
   for (let row = 0; row < p.rows; row++) {
     const base = row * C;
-    const mean = f(rowSum(wg, C, (c) => x[base + c]) / C);
-    const variance = rowSum(wg, C, (c) => {
-      const d = f(x[base + c] - mean);
-      return f(d * d);
-    });
-    const rstd = f(1 / Math.sqrt(f(f(variance / C) + p.eps)));
-    for (let c = 0; c < C; c++) y[base + c] = f(f(f(f(x[base + c] - mean) * rstd) * w[c]) + bias[c]);
-    b.stats.f32[2 * row] = mean;
-    b.stats.f32[2 * row + 1] = rstd;
+    let sum = 0;
+    for (let c = 0; c < C; c++) sum += x[base + c];
+    const mean = Math.fround(sum / C);
+    let sq = 0;
+    for (let c = 0; c < C; c++) {
+      const d = x[base + c] - mean;
+      sq += d * d;
+    }
+    const rstd = Math.fround(1 / Math.sqrt(sq / C + p.eps));
+    for (let c = 0; c < C; c++) y[base + c] = (x[base + c] - mean) * rstd * w[c] + bias[c];
+    st[2 * row] = mean;
+    st[2 * row + 1] = rstd;
   }
 });
 
-defineCpuKernel(K.LAYER_NORM_GRAD_X, ({ params: p, bindings: b, overrides: o }) => {
-  const wg = o.WG ?? 256, x = b.x.f32, w = b.w.f32, gy = b.gy.f32, dx = b.dx.f32, C = p.C;
+defineCpuKernel(K.LAYER_NORM_GRAD_X, ({ params: p, bindings: b }) => {
+  const x = b.x.f32, w = b.w.f32, gy = b.gy.f32, dx = b.dx.f32, st = b.st.f32, C = p.C;
   for (let row = 0; row < p.rows; row++) {
-    const base = row * C, mean = b.st.f32[2 * row], rstd = b.st.f32[2 * row + 1];
-    const xh = (c: number) => f(f(x[base + c] - mean) * rstd);
-    const partial = (l: number) => {
-      let sg = 0, sgx = 0;
-      for (let c = l; c < C; c += wg) {
-        const gh = f(gy[base + c] * w[c]);
-        sg = f(sg + gh);
-        sgx = f(sgx + f(f(gh * f(x[base + c] - mean)) * rstd));
-      }
-      return [sg, sgx];
-    };
-    const [sg, sgx] = treeReduce(wg, partial, (a, c) => [f(a[0] + c[0]), f(a[1] + c[1])]);
-    const mg = f(sg / C), mgx = f(sgx / C);
-    for (let c = 0; c < C; c++) dx[base + c] = f(rstd * f(f(f(gy[base + c] * w[c]) - mg) - f(xh(c) * mgx)));
+    const base = row * C, mean = st[2 * row], rstd = st[2 * row + 1];
+    let sg = 0, sgx = 0;
+    for (let c = 0; c < C; c++) {
+      const gh = gy[base + c] * w[c];
+      sg += gh;
+      sgx += gh * (x[base + c] - mean);
+    }
+    const mg = sg / C, mgx = sgx * rstd / C;
+    for (let c = 0; c < C; c++) {
+      dx[base + c] = rstd * (gy[base + c] * w[c] - mg - (x[base + c] - mean) * rstd * mgx);
+    }
   }
 });
 
 defineCpuKernel(K.LAYER_NORM_GRAD_WB, ({ params: p, bindings: b, grid }) => {
-  const x = b.x.f32, g = b.g2.f32, st = b.st2.f32, C = p.C;
+  const x = b.x.f32, g = b.g2.f32, st = b.st2.f32, C = p.C, sw = new Float64Array(C), sb = new Float64Array(C);
   for (let chunk = 0; chunk < grid[1]; chunk++) {
     const r0 = chunk * p.chunk, r1 = Math.min(p.rows, r0 + p.chunk);
-    for (let c = 0; c < C; c++) {
-      let sw = 0, sb = 0;
-      for (let r = r0; r < r1; r++) {
-        const gv = g[r * C + c];
-        sw = f(sw + f(f(gv * f(x[r * C + c] - st[2 * r])) * st[2 * r + 1]));
-        sb = f(sb + gv);
+    sw.fill(0);
+    sb.fill(0);
+    for (let r = r0; r < r1; r++) {
+      const base = r * C, mean = st[2 * r], rstd = st[2 * r + 1];
+      for (let c = 0; c < C; c++) {
+        const gv = g[base + c];
+        sw[c] += gv * (x[base + c] - mean) * rstd;
+        sb[c] += gv;
       }
-      b.dw.f32[chunk * C + c] = sw;
-      b.db.f32[chunk * C + c] = sb;
+    }
+    for (let c = 0; c < C; c++) {
+      b.dw.f32[chunk * C + c] = sw[c];
+      b.db.f32[chunk * C + c] = sb[c];
     }
   }
 });
