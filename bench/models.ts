@@ -260,14 +260,34 @@ type TrainerCtor = new (
   tokenizer: null,
 ) => TrainerLike;
 
+/** Figures of one PPO iteration (ms, counts and the loss when the trainer reports it). */
+export type PpoIterationFigures = Record<string, number> & {
+  total_ms: number;
+  generate_ms: number;
+  score_and_forward_ms: number;
+  optimize_ms: number;
+};
+
+/** Models, reward model and trainer of a PPO benchmark, ready to run iterations. */
+export interface PpoSession {
+  /** One iteration on fresh random queries: generate → score → `PPOTrainer.step`, timed per phase. */
+  iteration(): Promise<PpoIterationFigures>;
+  /** Parameters the optimiser updates. */
+  trainableParams: number;
+  /** Layers of the reward model. */
+  rewardLayers: number;
+  /** Frees the trainer and every model. */
+  dispose(): void;
+}
+
 /**
- * One PPO iteration as `torch_ppo.py` times it: generate (policy samples `response` tokens for `batch` random
- * queries) → score (reward model on the responses, read back) → `PPOTrainer.step` (rollout forward of policy and
- * reference, rewards and GAE, `epochs` × mini-batches of backward + Adam). `ppo/trainer.ts` is imported at run
- * time: the benchmark is skipped with a note when it is missing or fails to load. With `lora`, the policy trains a
- * LoRA adapter and its value head (the reference is the base without the adapter: no copy).
+ * Builds what one PPO iteration as `torch_ppo.py` times it needs: the policy (GPT-2 without dropout, with a value
+ * head; with `lora`, a LoRA adapter and its value head train and the reference is the base without the adapter, no
+ * copy), a BERT reward model and `ppo/trainer.ts`'s PPOTrainer (its frozen reference copy, Adam lr 1.41e-5, KL coef
+ * 0.2, γ 1, λ 0.95, clip 0.2, vf coef 0.1). `ppo/trainer.ts` is imported at run time: `{skipped}` with a note when
+ * it is missing or fails to load.
  */
-export async function benchPpo(ctx: Ctx, s: PpoSizes, lora?: LoraOptions): Promise<Result> {
+export async function ppoSession(ctx: Ctx, s: PpoSizes, lora?: LoraOptions): Promise<PpoSession | { skipped: string }> {
   const url = new URL("../ppo/trainer.ts", import.meta.url);
   const exists = await Deno.stat(url).then(() => true, () => false);
   if (!exists) return { skipped: "ppo/trainer.ts does not exist" };
@@ -294,9 +314,14 @@ export async function benchPpo(ctx: Ctx, s: PpoSizes, lora?: LoraOptions): Promi
   const policy = new CausalLMWithValueHead(gpt2, undefined, 0);
   let rm: BertForSequenceClassification | null = null;
   let trainer: TrainerLike | null = null;
+  const dispose = () => {
+    trainer?.dispose();
+    disposeModel(policy);
+    gpt2.lora?.dispose();
+    disposeModel(rm);
+  };
   try {
     rm = bertModel(s.bert).eval();
-    const rmVocab = rm.config.vocab_size;
     trainer = new Trainer(
       {
         batch_size: s.batch,
@@ -316,50 +341,75 @@ export async function benchPpo(ctx: Ctx, s: PpoSizes, lora?: LoraOptions): Promi
       null,
       null,
     );
-    ctx.log(`models ready in ${((now() - t0) / 1000).toFixed(1)} s`);
-    const rt = runtime();
-    let it = 0;
-    const iteration = async () => {
-      const queries = randIds(s.batch, s.query, V, 100 + it++);
-      const d0 = rt.stats.dispatches, r0 = rt.stats.readbacks;
-      let t = now();
-      const gen = await trainer!.generate(queries, { maxNewTokens: s.response, minNewTokens: s.response });
-      const generate_ms = now() - t;
-      t = now();
-      const R = Math.max(...gen.responses.map((r) => r.length));
-      const rmIds = gen.responses.flatMap((r) => [...r, ...new Array(R - r.length).fill(0)].map((x) => x % rmVocab));
-      const mask = gen.responses.map((r) => [...new Array(r.length).fill(1), ...new Array(R - r.length).fill(0)]);
-      const logits = tidy(() =>
-        noGrad(() => rm!.forward({ inputIds: tensor(rmIds, [s.batch, R], "i32"), attentionMask: mask }).logits)
-      );
-      const flat = await logits.toArray();
-      logits.dispose();
-      const scores = Array.from({ length: s.batch }, (_, b) => flat[b * rm!.config.num_labels + 1]);
-      const score_ms = now() - t;
-      t = now();
-      const st = await trainer!.step(queries, gen.responses, scores);
-      const step_ms = now() - t;
-      // The trainer reports its phases in seconds under TRL's names; without them, the whole step is "optimize".
-      const sec = (k: string) => typeof st[k] === "number" && Number.isFinite(st[k]) ? st[k] * 1000 : null;
-      const fwd = sec("time/ppo/forward_pass");
-      const gae = (sec("time/ppo/compute_rewards") ?? 0) + (sec("time/ppo/compute_advantages") ?? 0);
-      const loss = st["ppo/loss/total"];
-      return {
-        total_ms: generate_ms + score_ms + step_ms,
-        generate_ms,
-        score_ms,
-        step_ms,
-        ...(fwd !== null ? { rollout_forward_ms: fwd } : {}),
-        score_and_forward_ms: score_ms + (fwd ?? 0) + gae,
-        optimize_ms: step_ms - (fwd ?? 0) - gae,
-        response_len: R,
-        dispatches: rt.stats.dispatches - d0,
-        readbacks: rt.stats.readbacks - r0,
-        ...(typeof loss === "number" ? { loss } : {}),
-      };
+  } catch (e) {
+    dispose();
+    throw e;
+  }
+  ctx.log(`models ready in ${((now() - t0) / 1000).toFixed(1)} s`);
+  const rmodel = rm, tr = trainer, rmVocab = rm.config.vocab_size, rt = runtime();
+  let it = 0;
+  const iteration = async (): Promise<PpoIterationFigures> => {
+    const queries = randIds(s.batch, s.query, V, 100 + it++);
+    const d0 = rt.stats.dispatches, r0 = rt.stats.readbacks;
+    let t = now();
+    const gen = await tr.generate(queries, { maxNewTokens: s.response, minNewTokens: s.response });
+    const generate_ms = now() - t;
+    t = now();
+    const R = Math.max(...gen.responses.map((r) => r.length));
+    const rmIds = gen.responses.flatMap((r) => [...r, ...new Array(R - r.length).fill(0)].map((x) => x % rmVocab));
+    const mask = gen.responses.map((r) => [...new Array(r.length).fill(1), ...new Array(R - r.length).fill(0)]);
+    const logits = tidy(() =>
+      noGrad(() => rmodel.forward({ inputIds: tensor(rmIds, [s.batch, R], "i32"), attentionMask: mask }).logits)
+    );
+    const flat = await logits.toArray();
+    logits.dispose();
+    const scores = Array.from({ length: s.batch }, (_, b) => flat[b * rmodel.config.num_labels + 1]);
+    const score_ms = now() - t;
+    t = now();
+    const st = await tr.step(queries, gen.responses, scores);
+    const step_ms = now() - t;
+    // The trainer reports its phases in seconds under TRL's names; without them, the whole step is "optimize".
+    const sec = (k: string) => typeof st[k] === "number" && Number.isFinite(st[k]) ? st[k] * 1000 : null;
+    const fwd = sec("time/ppo/forward_pass");
+    const gae = (sec("time/ppo/compute_rewards") ?? 0) + (sec("time/ppo/compute_advantages") ?? 0);
+    const loss = st["ppo/loss/total"];
+    return {
+      total_ms: generate_ms + score_ms + step_ms,
+      generate_ms,
+      score_ms,
+      step_ms,
+      ...(fwd !== null ? { rollout_forward_ms: fwd } : {}),
+      score_and_forward_ms: score_ms + (fwd ?? 0) + gae,
+      optimize_ms: step_ms - (fwd ?? 0) - gae,
+      response_len: R,
+      dispatches: rt.stats.dispatches - d0,
+      readbacks: rt.stats.readbacks - r0,
+      ...(typeof loss === "number" ? { loss } : {}),
     };
+  };
+  return {
+    iteration,
+    trainableParams: (lora ? [...gpt2.lora!.parameters(), ...policy.vHead.values()] : policy.parameters())
+      .reduce((a, p) => a + p.size, 0),
+    rewardLayers: rm.config.num_hidden_layers,
+    dispose,
+  };
+}
+
+/**
+ * One PPO iteration as `torch_ppo.py` times it ({@linkcode ppoSession}): generate (policy samples `response` tokens
+ * for `batch` random queries) → score (reward model on the responses, read back) → `PPOTrainer.step` (rollout
+ * forward of policy and reference, rewards and GAE, `epochs` × mini-batches of backward + Adam); a warm-up
+ * iteration, then the median iteration's figures and the fastest total. Skipped with a note when
+ * `ppo/trainer.ts` is missing or fails to load.
+ */
+export async function benchPpo(ctx: Ctx, s: PpoSizes, lora?: LoraOptions): Promise<Result> {
+  const session = await ppoSession(ctx, s, lora);
+  if ("skipped" in session) return session;
+  try {
+    const iteration = session.iteration;
     await iteration(); // warm-up: compiles every pipeline
-    const runs: Awaited<ReturnType<typeof iteration>>[] = [];
+    const runs: PpoIterationFigures[] = [];
     const repeats = ctx.small ? 1 : 3;
     while (runs.length < repeats) {
       const t = now();
@@ -375,9 +425,8 @@ export async function benchPpo(ctx: Ctx, s: PpoSizes, lora?: LoraOptions): Promi
       ppo_epochs: s.epochs,
       mini_batch: s.mini,
       n_layer: s.gpt2.n_layer,
-      trainable_params: (lora ? [...gpt2.lora!.parameters(), ...policy.vHead.values()] : policy.parameters())
-        .reduce((a, p) => a + p.size, 0),
-      reward_layers: rm.config.num_hidden_layers,
+      trainable_params: session.trainableParams,
+      reward_layers: session.rewardLayers,
       repeats: runs.length,
       min_total_ms: sig(byTotal[0].total_ms),
     };
@@ -390,9 +439,6 @@ export async function benchPpo(ctx: Ctx, s: PpoSizes, lora?: LoraOptions): Promi
     }
     return out;
   } finally {
-    trainer?.dispose();
-    disposeModel(policy);
-    gpt2.lora?.dispose();
-    disposeModel(rm);
+    session.dispose();
   }
 }
