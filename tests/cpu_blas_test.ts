@@ -14,6 +14,7 @@ import {
   type SgemmCall,
   sgemmFallback,
   sgemmNative,
+  sgemmSmall,
 } from "../engine/cpu/blas.ts";
 import { mulberry32 } from "../engine/random.ts";
 
@@ -97,6 +98,10 @@ Deno.test("cpu blas: the TypeScript fallback agrees with a float64 reference", (
   checkImplementation(sgemmFallback, "fallback");
 });
 
+Deno.test("cpu blas: the small-product loops agree with a float64 reference", () => {
+  checkImplementation(sgemmSmall, "small");
+});
+
 Deno.test("cpu blas: operands are checked against their arrays before the product", () => {
   const small = new Float32Array(10);
   const call = (ld: number): SgemmCall => ({
@@ -109,7 +114,7 @@ Deno.test("cpu blas: operands are checked against their arrays before the produc
     beta: 0,
     c: { data: new Float32Array(9), offset: 0, ld: 3 },
   });
-  for (const impl of [sgemm, sgemmFallback]) {
+  for (const impl of [sgemm, sgemmFallback, sgemmSmall]) {
     assert.throws(() => impl(call(4)), RangeError); // rows reach element 2·4 + 3 = 11 > 10
     assert.throws(() => impl(call(2)), RangeError); // ld below the row length
     impl(call(3));

@@ -32,8 +32,10 @@ export function erf(v: number): number {
 const geluErf = (v: number) => 0.5 * v * (1 + erf(v * 0.7071067811865476));
 const geluErfGrad = (v: number) =>
   0.5 * (1 + erf(v * 0.7071067811865476)) + v * 0.3989422804014327 * Math.exp(-0.5 * v * v);
-const geluTanh = (v: number) => 0.5 * v * (1 + safeTanh(GELU_C * (v + 0.044715 * v * v * v)));
-function geluTanhGrad(v: number): number {
+/** gelu_new (tanh approximation) of v. */
+export const geluTanh = (v: number): number => 0.5 * v * (1 + safeTanh(GELU_C * (v + 0.044715 * v * v * v)));
+/** d gelu_new / dv at v. */
+export function geluTanhGrad(v: number): number {
   const t = safeTanh(GELU_C * (v + 0.044715 * v * v * v));
   return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * v * v);
 }

@@ -208,9 +208,37 @@ export function sgemmFallback(call: SgemmCall): void {
   }
 }
 
-/** C = alpha · op(A) · op(B) + beta · C: the native BLAS when loaded, else {@linkcode sgemmFallback}. */
+/**
+ * Products of at most this many multiply-adds (M·N·K) run as plain TypeScript loops: below it a native call's fixed
+ * cost (the FFI transition, argument checks, OpenBLAS's set-up: about 1–2 µs) exceeds the arithmetic — the one-row
+ * products of token-by-token decoding, for instance.
+ */
+export const SMALL_PRODUCT = 4096;
+
+/** C = alpha · op(A) · op(B) + beta · C by direct dot products (float64 accumulation), for tiny products. */
+export function sgemmSmall(call: SgemmCall): void {
+  checkCall(call);
+  const { M, N, K, alpha, beta, a, b, c } = call;
+  // Element steps along a row (k) and down a column (m / n) of op(A) and op(B).
+  const ak = a.trans ? a.ld : 1, am = a.trans ? 1 : a.ld, bk = b.trans ? 1 : b.ld, bn = b.trans ? b.ld : 1;
+  const A = a.data, B = b.data, C = c.data;
+  for (let m = 0; m < M; m++) {
+    const arow = a.offset + m * am, crow = c.offset + m * c.ld;
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0, ia = arow, ib = b.offset + n * bn; k < K; k++, ia += ak, ib += bk) s += A[ia] * B[ib];
+      C[crow + n] = beta === 0 ? alpha * s : alpha * s + beta * C[crow + n];
+    }
+  }
+}
+
+/**
+ * C = alpha · op(A) · op(B) + beta · C: the native BLAS when loaded (tiny products in TypeScript, see
+ * {@linkcode SMALL_PRODUCT}), else {@linkcode sgemmFallback}.
+ */
 export function sgemm(call: SgemmCall): void {
-  if (hasNativeBlas()) sgemmNative(call);
+  if (call.M * call.N * call.K <= SMALL_PRODUCT) sgemmSmall(call);
+  else if (hasNativeBlas()) sgemmNative(call);
   else sgemmFallback(call);
 }
 

@@ -5,9 +5,9 @@
  */
 
 import * as K from "../../kernels/elementwise.ts";
-import { BINARY_OPS } from "../../kernels/codes.ts";
+import { BINARY_OPS, UNARY_OPS } from "../../kernels/codes.ts";
 import { defineCpuKernel } from "../kernel_table.ts";
-import { unaryDerivative, unaryForward } from "../activation.ts";
+import { geluTanh, geluTanhGrad, unaryDerivative, unaryForward } from "../activation.ts";
 
 defineCpuKernel(K.FILL, ({ params: p, bindings: b }) => b.y.u32.fill(p.bits, 0, p.n), { exact: true });
 
@@ -30,6 +30,10 @@ defineCpuKernel(K.F32_TO_I32, ({ params: p, bindings: b }) => {
 
 defineCpuKernel(K.UNARY, ({ params: p, bindings: b, overrides: o }) => {
   const op = o.OP ?? 0, x = b.x.f32, y = b.y.f32;
+  if (op === UNARY_OPS.geluNew) {
+    for (let i = 0; i < p.n; i++) y[i] = geluTanh(x[i]);
+    return;
+  }
   for (let i = 0; i < p.n; i++) y[i] = unaryForward(op, x[i], p.a, p.b);
 });
 
@@ -40,6 +44,10 @@ defineCpuKernel(K.UNARY_GRAD, ({ params: p, bindings: b, overrides: o }) => {
 
 defineCpuKernel(K.UNARY_GRAD_X, ({ params: p, bindings: b, overrides: o }) => {
   const op = o.OP ?? 0, x = b.x.f32, g = b.g.f32, dx = b.dx.f32;
+  if (op === UNARY_OPS.geluNew) {
+    for (let i = 0; i < p.n; i++) dx[i] = g[i] * geluTanhGrad(x[i]);
+    return;
+  }
   for (let i = 0; i < p.n; i++) dx[i] = g[i] * unaryDerivative(op, x[i], 0, p.a, p.b);
 });
 
@@ -59,15 +67,22 @@ defineCpuKernel(K.BINARY, ({ params: p, bindings: b, overrides: o }) => {
     for (let i = 0; i < p.n; i++) out[i] = apply(a[i], bb[i]);
     return;
   }
-  for (let i = 0; i < p.n; i++) {
-    let rem = i, ai = 0, bi = 0;
-    for (let d = p.ndim - 1; d >= 0; d--) {
+  if (p.ndim === 0) {
+    for (let i = 0; i < p.n; i++) out[i] = apply(a[0], bb[0]);
+    return;
+  }
+  // Rows of the innermost dimension: the operands' offsets are found once per row, then step by their strides.
+  const last = p.ndim - 1, inner = p.shape[last], as = p.astride[last], bs = p.bstride[last];
+  for (let start = 0; start < p.n; start += inner) {
+    let rem = start / inner, ai = 0, bi = 0;
+    for (let d = last - 1; d >= 0; d--) {
       const c = rem % p.shape[d];
-      rem = Math.floor(rem / p.shape[d]);
+      rem = (rem - c) / p.shape[d];
       ai += c * p.astride[d];
       bi += c * p.bstride[d];
     }
-    out[i] = apply(a[ai], bb[bi]);
+    const end = Math.min(start + inner, p.n);
+    for (let i = start; i < end; i++, ai += as, bi += bs) out[i] = apply(a[ai], bb[bi]);
   }
 });
 

@@ -10,41 +10,36 @@ import { type CpuCall, defineCpuKernel, type HostArray } from "../kernel_table.t
 
 type Call = CpuCall<typeof K.SPLIT_HEADS_1.params, string, never>;
 
-/** Index in the packed tensor of part 0 of head-layout index i = ((b·H + h)·T + t)·D + d. */
-function packedIndex(p: Call["params"], i: number): number {
-  const d = i % p.D, r = Math.floor(i / p.D), t = r % p.T, r2 = Math.floor(r / p.T);
-  const h = r2 % p.H, b = Math.floor(r2 / p.H);
-  return (b * p.T + t) * p.parts * p.H * p.D + h * p.D + d;
-}
-
-/** Index in a head tensor of packed-row index i = (b·T + t)·C + c. */
-function headIndex(p: Call["params"], i: number): number {
-  const C = p.H * p.D, c = i % C, bt = Math.floor(i / C), h = Math.floor(c / p.D), d = c - h * p.D;
-  const b = Math.floor(bt / p.T), t = bt - b * p.T;
-  return ((b * p.H + h) * p.T + t) * p.D + d;
-}
-
 /** The bindings `src`, `d1`, … in order. */
 function parts(b: Readonly<Record<string, HostArray>>, count: number): Uint32Array[] {
   return Array.from({ length: count }, (_, j) => (j === 0 ? b.src : b[`d${j}`]).u32);
 }
 
+// Both layouts are rows of D contiguous words: head-layout row r = (b·H + h)·T + t is packed row (b·T + t), head h.
+// The copies move such rows whole, stopping where `n` (the elements the dispatch covers) ends.
+
 function split(n: number) {
   return ({ params: p, bindings: b }: Call) => {
-    const src = b.src.u32, outs = parts(b, n + 1).slice(1), C = p.H * p.D;
-    for (let i = 0; i < p.n; i++) {
-      const s = packedIndex(p, i);
-      for (let j = 0; j < n; j++) outs[j][i] = src[s + j * C];
+    const src = b.src.u32, outs = parts(b, n + 1).slice(1), D = p.D, C = p.H * D, rowLen = p.parts * C;
+    for (let r = 0; r * D < p.n; r++) {
+      const t = r % p.T, bh = (r - t) / p.T, h = bh % p.H, bb = (bh - h) / p.H;
+      const from = (bb * p.T + t) * rowLen + h * D, at = r * D, len = Math.min(D, p.n - at);
+      for (let j = 0; j < n; j++) outs[j].set(src.subarray(from + j * C, from + j * C + len), at);
     }
   };
 }
 
 function merge(n: number) {
   return ({ params: p, bindings: b }: Call) => {
-    const ins = parts(b, n), out = b[`d${n}`].u32, C = p.H * p.D;
-    for (let i = 0; i < p.n; i++) {
-      const g = headIndex(p, i), bt = Math.floor(i / C), o = bt * p.parts * C + (i - bt * C);
-      for (let j = 0; j < n; j++) out[o + j * C] = ((p.mask >>> j) & 1) !== 0 ? ins[j][g] : 0;
+    const ins = parts(b, n), out = b[`d${n}`].u32, D = p.D, C = p.H * D, rowLen = p.parts * C;
+    for (let i0 = 0; i0 < p.n; i0 += D) {
+      const bt = Math.floor(i0 / C), h = (i0 - bt * C) / D, t = bt % p.T, bb = (bt - t) / p.T;
+      const from = ((bb * p.H + h) * p.T + t) * D, at = bt * rowLen + h * D, len = Math.min(D, p.n - i0);
+      for (let j = 0; j < n; j++) {
+        const o = at + j * C;
+        if (((p.mask >>> j) & 1) !== 0) out.set(ins[j].subarray(from, from + len), o);
+        else out.fill(0, o, o + len);
+      }
     }
   };
 }

@@ -138,20 +138,25 @@ defineCpuKernel(K.SCATTER_CHUNK_PARTIALS, ({ params: p, bindings: b }) => {
 }, exact); // the same float32 additions in the same order
 
 defineCpuKernel(K.SCATTER_ADD, ({ params: p, bindings: b }) => {
-  const keys = b.keys.u32, vals = b.vals.u32, src = b.src.f32, partials = b.partials.f32;
+  const keys = b.keys.u32, vals = b.vals.u32, src = b.src.f32, partials = b.partials.f32, out = b.out.f32;
+  const inner = p.inner, acc = new Float32Array(inner); // float32 stores: the shader's additions, in its order
   for (let k = 0; k < p.m; k++) {
     const key = keys[k];
     if (key >= p.rows || (k > 0 && keys[k - 1] === key)) continue;
+    // The run of `key` within k's chunk, then (if it reaches the chunk's end) the later chunks' partial sums.
     const end = Math.min((Math.floor(k / CHUNK) + 1) * CHUNK, p.m);
-    for (let j = 0; j < p.inner; j++) {
-      let [acc, e] = runSum(keys, vals, src, p.inner, j, [k, end]);
-      if (e === end && end < p.m) {
-        for (let c = end / CHUNK; c * CHUNK < p.m && keys[c * CHUNK] === key; c++) {
-          acc = f(acc + partials[c * p.inner + j]);
-        }
-      }
-      b.out.f32[key * p.inner + j] = acc;
+    acc.fill(0);
+    let e = k;
+    for (; e < end && keys[e] === key; e++) {
+      const row = vals[e] * inner;
+      for (let j = 0; j < inner; j++) acc[j] += src[row + j];
     }
+    if (e === end && end < p.m) {
+      for (let c = end / CHUNK; c * CHUNK < p.m && keys[c * CHUNK] === key; c++) {
+        for (let j = 0; j < inner; j++) acc[j] += partials[c * inner + j];
+      }
+    }
+    out.set(acc, key * inner);
   }
 }, exact);
 
@@ -183,10 +188,11 @@ defineCpuKernel(K.WHERE_SELECT, ({ params: p, bindings: b, overrides: o }) => {
 // ---------------------------------------------------------------- slice.wgsl, permute.wgsl
 
 defineCpuKernel(K.SLICE, ({ params: p, bindings: b }) => {
-  const src = b.src.u32, dst = b.dst.u32;
-  for (let i = 0; i < p.n; i++) {
-    const o = Math.floor(i / p.chunk), j = i - o * p.chunk;
-    dst[o * p.dstRow + p.dstOff + j] = src[o * p.srcRow + p.srcOff + j];
+  const src = b.src.u32, dst = b.dst.u32, chunk = p.chunk;
+  // Whole chunks of `chunk` words row by row, then the part of a last chunk that `n` covers.
+  for (let o = 0, done = 0; done < p.n; o++, done += chunk) {
+    const len = Math.min(chunk, p.n - done), from = o * p.srcRow + p.srcOff;
+    dst.set(src.subarray(from, from + len), o * p.dstRow + p.dstOff);
   }
 }, exact);
 

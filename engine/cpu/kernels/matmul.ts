@@ -136,15 +136,21 @@ defineCpuKernel(K.MATMUL, ({ params: p, bindings: b, grid, overrides: o }) => {
 
 defineCpuKernel(K.MATMUL_GEMV, ({ params: p, bindings: b, grid, overrides: o }) => {
   const rows = Math.min(p.M, grid[1] * (o.ROWS ?? 4)), cols = Math.min(p.N, grid[0] * (o.COLS ?? 64));
-  const write = epilogueWriter(b, epilogueOf(o));
+  const e = epilogueOf(o), write = epilogueWriter(b, e);
   for (let wz = 0; wz < grid[2]; wz++) {
     const z = wz + p.batch0;
     const [offA, offB] = batchOffsets(z, p.bshape, p.astride, p.bstride);
     // A' (m, k) at offA + m·sam + k·sak, B' (k, n) at offB + k·sbk + n·sbn, C (m, n) at z·M·N + m·scm + n·scn.
     const a = { data: b.a.f32, offset: offA, rowStride: p.sam, colStride: p.sak };
     const bb = { data: b.b.f32, offset: offB, rowStride: p.sbk, colStride: p.sbn };
-    const out = product(a, bb, rows, cols, p.K, p.alpha);
     const offC = z * p.M * p.N;
+    if (p.scn === 1 && (p.scm >= cols || rows <= 1)) {
+      // Row-major output: the product straight into C, then the epilogue in place.
+      productInto(a, bb, rows, cols, p.K, p.alpha, { data: b.c.f32, offset: offC, ld: Math.max(p.scm, cols) });
+      if (!plainStore(e)) epilogueInPlace(b, e, rows, cols, offC, Math.max(p.scm, cols));
+      continue;
+    }
+    const out = product(a, bb, rows, cols, p.K, p.alpha);
     for (let m = 0; m < rows; m++) {
       for (let n = 0; n < cols; n++) write(offC + m * p.scm + n * p.scn, m, n, out[m * cols + n]);
     }

@@ -4,15 +4,16 @@
  * sample drawn with the shader's counter-based random number, and EOS/pad bookkeeping.
  *
  * Every sum keeps the shader's order — each of the 256 threads owns a contiguous chunk of the vocabulary, chunk sums
- * meet in the halving tree, and the sampling prefix sums are the Hillis–Steele scan — in float32, so thresholds and
- * the sampled token come out the same as on the GPU.
+ * meet in the halving tree, and the sampling prefix sums are the Hillis–Steele scan — in float32 (typed-array
+ * scratch, no per-thread objects), so thresholds and the sampled token come out the same as on the GPU. The row's
+ * exp(z − max) values are computed once and reused by every bisection round.
  * @module
  */
 
 import { SAMPLE } from "../../kernels/sampling.ts";
 import { defineCpuKernel } from "../kernel_table.ts";
 import { mix32 } from "../rng.ts";
-import { f, fexp, treeReduce } from "../workgroup.ts";
+import { f } from "../workgroup.ts";
 
 const WG = 256;
 const NONE = 0xffffffff;
@@ -33,45 +34,45 @@ interface SampleParams {
   suppress_words: number;
 }
 
+/** Per-row scratch, reused across rows and calls (kernels run one at a time). */
+let zBuf = new Float32Array(0), eBuf = new Float32Array(0);
+const kept = new Float32Array(WG), incl = new Float32Array(WG), scanTmp = new Float32Array(WG);
+const red = new Float32Array(WG);
+
 /** The row's logits as `logit_at` reads them: suppressed and early-EOS tokens at −3e38, divided by temperature. */
 function rowLogits(p: SampleParams, logits: Float32Array, suppress: Uint32Array, row: number): Float32Array {
-  const z = logits.slice(row * p.vocab, (row + 1) * p.vocab);
-  for (let i = 0; i < p.vocab; i++) {
-    if (i === p.eos && p.step < p.min_new) z[i] = BLOCKED;
-    const w = i >>> 5;
-    if (w < p.suppress_words && ((suppress[w] >>> (i & 31)) & 1) === 1) z[i] = BLOCKED;
-    if (p.greedy === 0) z[i] = f(z[i] / p.temperature);
+  if (zBuf.length !== p.vocab) zBuf = new Float32Array(p.vocab);
+  const z = zBuf;
+  z.set(logits.subarray(row * p.vocab, (row + 1) * p.vocab));
+  if (p.eos >= 0 && p.eos < p.vocab && p.step < p.min_new) z[p.eos] = BLOCKED;
+  for (let w = 0; w < p.suppress_words; w++) {
+    const bits = suppress[w];
+    if (bits === 0) continue;
+    for (let k = 0; k < 32 && w * 32 + k < p.vocab; k++) if (((bits >>> k) & 1) === 1) z[w * 32 + k] = BLOCKED;
   }
+  if (p.greedy === 0 && p.temperature !== 1) { for (let i = 0; i < p.vocab; i++) z[i] = z[i] / p.temperature; }
   return z;
 }
 
-/** The contiguous chunk [lo, hi) of thread `lid`. */
-function chunkOf(lid: number, vocab: number): [number, number] {
-  const chunk = Math.ceil(vocab / WG);
-  const lo = Math.min(lid * chunk, vocab);
-  return [lo, Math.min(lo + chunk, vocab)];
-}
+/** The contiguous chunk length of each of the WG threads (thread `lid` owns [lid·chunk, (lid + 1)·chunk) ∩ vocab). */
+const chunkLen = (vocab: number) => Math.ceil(vocab / WG);
 
-/** Per thread: the float32 sum of exp(z − gmax) over its chunk's z ≥ t. */
-function chunkMasses(z: Float32Array, t: number, gmax: number): number[] {
-  return Array.from({ length: WG }, (_, lid) => {
-    const [lo, hi] = chunkOf(lid, z.length);
+/** Per thread into `out`: the float32 sum of e_i = exp(z_i − gmax) over its chunk's z_i ≥ t, in index order. */
+function chunkMasses(z: Float32Array, e: Float32Array, t: number, out: Float32Array): void {
+  const n = z.length, chunk = chunkLen(n);
+  for (let lid = 0; lid < WG; lid++) {
+    const lo = Math.min(lid * chunk, n), hi = Math.min(lo + chunk, n);
     let s = 0;
-    for (let i = lo; i < hi; i++) if (z[i] >= t) s = f(s + fexp(f(z[i] - gmax)));
-    return s;
-  });
+    for (let i = lo; i < hi; i++) if (z[i] >= t) s = f(s + e[i]);
+    out[lid] = s;
+  }
 }
 
-const fsum = (v: number[]) => treeReduce(WG, (l) => v[l], (a, b) => f(a + b));
-
-/** Per thread: (max z, first index attaining it) over its chunk. */
-function chunkMax(z: Float32Array): [number, number][] {
-  return Array.from({ length: WG }, (_, lid) => {
-    const [lo, hi] = chunkOf(lid, z.length);
-    let m = f(-3.4e38), arg = NONE;
-    for (let i = lo; i < hi; i++) if (z[i] > m) [m, arg] = [z[i], i];
-    return [m, arg];
-  });
+/** The halving-tree float32 sum of `v` (WG values), as `workgroup_reduce.wgsl` adds them. */
+function fsum(v: Float32Array): number {
+  red.set(v);
+  for (let s = WG >> 1; s > 0; s >>= 1) for (let l = 0; l < s; l++) red[l] = red[l] + red[l + s];
+  return red[0];
 }
 
 /** Top-k threshold: 32 halvings of [gmin, gmax] keeping count(z ≥ t) ≥ k. */
@@ -89,32 +90,44 @@ function topKThreshold(p: SampleParams, z: Float32Array, gmin: number, gmax: num
 }
 
 /** Top-p threshold: 32 halvings of [thresh, gmax] keeping the kept mass ≥ top_p · total. */
-function topPThreshold(p: SampleParams, z: Float32Array, thresh: number, gmax: number): number {
+function topPThreshold(p: SampleParams, z: Float32Array, e: Float32Array, thresh: number, gmax: number): number {
   if (!(p.top_p < 1)) return thresh;
-  const total = fsum(chunkMasses(z, thresh, gmax));
-  const goal = f(p.top_p * total);
+  chunkMasses(z, e, thresh, kept);
+  const goal = f(p.top_p * fsum(kept));
   let a = thresh, b = gmax;
   for (let it = 0; it < 32; it++) {
     const mid = f(a + f(f(b - a) * 0.5));
-    if (fsum(chunkMasses(z, mid, gmax)) >= goal) a = mid;
+    chunkMasses(z, e, mid, kept);
+    if (fsum(kept) >= goal) a = mid;
     else b = mid;
   }
   return a;
 }
 
-/** Inclusive Hillis–Steele scan of the per-thread masses, in the shader's order of additions. */
-function scan(v: number[]): number[] {
-  let cur = v.slice();
-  for (let off = 1; off < WG; off <<= 1) cur = cur.map((x, lid) => lid >= off ? f(x + cur[lid - off]) : x);
-  return cur;
+/** Inclusive Hillis–Steele scan of `kept` into `incl`, in the shader's order of additions. */
+function scan(): void {
+  incl.set(kept);
+  for (let off = 1; off < WG; off <<= 1) {
+    scanTmp.set(incl);
+    for (let lid = off; lid < WG; lid++) incl[lid] = scanTmp[lid] + scanTmp[lid - off];
+  }
 }
 
 /** The sampled token of `row` (NONE when no thread picks one). */
 function sampleRow(p: SampleParams, z: Float32Array, gmax: number, row: number): number {
+  const n = z.length, chunk = chunkLen(n);
+  if (eBuf.length !== n) eBuf = new Float32Array(n);
+  const e = eBuf;
   let gmin = f(3.4e38);
-  for (const v of z) if (v > -1.0e38) gmin = Math.min(gmin, v);
-  const thresh = topPThreshold(p, z, topKThreshold(p, z, gmin, gmax), gmax);
-  const kept = chunkMasses(z, thresh, gmax), incl = scan(kept), keptTotal = incl[WG - 1];
+  for (let i = 0; i < n; i++) {
+    const v = z[i];
+    if (v > -1.0e38 && v < gmin) gmin = v;
+    e[i] = Math.exp(f(v - gmax)); // rounded to float32 by the store, as the shader's exp
+  }
+  const thresh = topPThreshold(p, z, e, topKThreshold(p, z, gmin, gmax), gmax);
+  chunkMasses(z, e, thresh, kept);
+  scan();
+  const keptTotal = incl[WG - 1];
   const bits = mix32(mix32((p.seed ^ mix32(Math.imul(row, 0x9e3779b9))) >>> 0) ^ mix32((p.step + 0x632be5ab) >>> 0));
   const goal = f(f((bits >>> 8) / 16777216) * keptTotal);
   let token = NONE;
@@ -122,12 +135,12 @@ function sampleRow(p: SampleParams, z: Float32Array, gmax: number, row: number):
     const before = f(incl[lid] - kept[lid]);
     const last = goal < incl[lid] || lid === WG - 1 || incl[lid] >= keptTotal;
     if (!(kept[lid] > 0 && goal >= before && last)) continue;
-    const [lo, hi] = chunkOf(lid, z.length);
+    const lo = Math.min(lid * chunk, n), hi = Math.min(lo + chunk, n);
     let acc = before, pick = NONE;
     for (let i = lo; i < hi; i++) {
       if (z[i] < thresh) continue;
       pick = i;
-      acc = f(acc + fexp(f(z[i] - gmax)));
+      acc = f(acc + e[i]);
       if (acc > goal) break;
     }
     token = Math.min(token, pick);
@@ -137,10 +150,16 @@ function sampleRow(p: SampleParams, z: Float32Array, gmax: number, row: number):
 
 /** The chosen token of `row`: greedy (first index of the maximum) or sampled. */
 function chooseToken(p: SampleParams, z: Float32Array, row: number): number {
-  const maxima = chunkMax(z);
-  const gmax = treeReduce(WG, (l) => maxima[l][0], Math.max);
+  // The maximum is order-free; the greedy pick is its first index (the chunks are contiguous and in order).
+  let gmax = f(-3.4e38), arg = NONE;
+  for (let i = 0; i < z.length; i++) {
+    if (z[i] > gmax) {
+      gmax = z[i];
+      arg = i;
+    }
+  }
   if (p.greedy !== 1) return sampleRow(p, z, gmax, row);
-  return Math.min(...maxima.map(([m, arg]) => m === gmax ? arg : NONE));
+  return arg;
 }
 
 defineCpuKernel(SAMPLE, ({ params: p, bindings: b, grid }) => {
