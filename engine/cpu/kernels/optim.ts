@@ -5,166 +5,186 @@
  * (`grad_norm.wgsl`: per-workgroup partials over the same partition of the elements, their combination into the
  * norm and clipping coefficient, and the scaling).
  *
- * Arithmetic is rounded to float32 after every operation, in the shaders' order.
+ * Plain element loops in float64, results stored as float32 (the shaders round after every operation; only the
+ * rounding differs). The updates run segment by segment with each parameter's hyper-parameters hoisted out of its
+ * loop; the norms accumulate each workgroup's elements in float64 in index order rather than the shader's strided
+ * threads and halving tree.
  * @module
  */
 
 import * as K from "../../kernels/optim.ts";
 import { defineCpuKernel, type HostArray } from "../kernel_table.ts";
-import { covered, f, strided, treeReduce } from "../workgroup.ts";
+import { covered, f } from "../workgroup.ts";
 
 // ---------------------------------------------------------------- adamw.wgsl
 
 /** Words of one segment-table entry: start, n, flags, h0…h6. */
 const SEGMENT_WORDS = 10;
 
-/** One parameter's flags and hyper-parameters (see shaders/adamw.wgsl). */
-interface Hyper {
-  flags: number;
-  h: Float32Array;
-}
+/**
+ * Updates elements [start, stop) of one segment; `flags` and the hyper-parameters h0…h6 at `f32[h + 0…6]` are the
+ * segment's (see shaders/adamw.wgsl).
+ */
+type SegmentUpdate = (start: number, stop: number, flags: number, f32: Float32Array, h: number) => void;
 
-/** Arrays an update reads and writes. */
-interface UpdateArrays {
-  param: Float32Array;
-  grad: Float32Array;
-  s0?: Float32Array;
-  s1?: Float32Array;
-  s2?: Float32Array;
-}
-
-type Update = (h: Hyper, i: number, a: UpdateArrays) => void;
-
-/** Runs `update` on every element of the dispatch that lies inside a segment, found as the shader's binary search. */
-function runSegments(
+/**
+ * Runs `update` over the part of every segment that the dispatch reaches (elements base … base + covered − 1). The
+ * shader finds an element's segment by binary search over the sorted starts — the last segment starting at or before
+ * it — and skips the element unless it lies inside that segment; over a sorted table segment s therefore owns
+ * [start_s, min(start_s + n_s, start_{s+1})).
+ */
+function forSegments(
   p: { n: number; base: number; count: number },
   segments: HostArray,
   grid: readonly [number, number, number],
-  a: UpdateArrays,
-  update: Update,
+  update: SegmentUpdate,
 ): void {
-  const word = (s: number, k: number) => segments.u32[s * SEGMENT_WORDS + k];
-  for (let k = 0; k < covered(p.n, grid); k++) {
-    const i = p.base + k;
-    let lo = 0, hi = p.count;
-    while (hi - lo > 1) {
-      const mid = (lo + hi) >>> 1;
-      if (word(mid, 0) <= i) lo = mid;
-      else hi = mid;
-    }
-    if (!(i >= word(lo, 0) && i - word(lo, 0) < word(lo, 1))) continue;
-    const at = lo * SEGMENT_WORDS;
-    update({ flags: word(lo, 2), h: segments.f32.subarray(at + 3, at + SEGMENT_WORDS) }, i, a);
+  const words = segments.u32, end = p.base + covered(p.n, grid);
+  for (let s = 0; s < p.count; s++) {
+    const at = s * SEGMENT_WORDS, start = words[at];
+    const next = s + 1 < p.count ? words[at + SEGMENT_WORDS] : Infinity;
+    const lo = Math.max(start, p.base), hi = Math.min(start + words[at + 1], next, end);
+    if (lo < hi) update(lo, hi, words[at + 2], segments.f32, at + 3);
   }
 }
 
-/** The gradient, negated when maximising (flag bit 0). */
-const loadGrad = (h: Hyper, i: number, a: UpdateArrays) => (h.flags & 1) !== 0 ? -a.grad[i] : a.grad[i];
-
-/** Updates m (torch.lerp) and v; returns the decayed parameter. */
-function adamMoments(h: Hyper, i: number, a: UpdateArrays, g: number): number {
-  const w = h.h[1], m = a.s0![i];
-  a.s0![i] = Math.abs(w) < 0.5 ? f(m + f(w * f(g - m))) : f(g - f(f(g - m) * f(1 - w)));
-  a.s1![i] = f(f(a.s1![i] * h.h[2]) + f(h.h[3] * f(g * g)));
-  return f(a.param[i] * h.h[0]);
+/**
+ * AdamW in torch's order: p ← p·h0; m ← lerp(m, g, h1); v ← v·h2 + h3·g²; p ← p − h4 · m / (√v̂ / h5 + h6), with
+ * v̂ = v, or with amsgrad (`s2` given) the running maximum of v kept in s2. The gradient is negated when maximising
+ * (flag bit 0).
+ */
+function adamw(
+  param: Float32Array,
+  grad: Float32Array,
+  s0: Float32Array,
+  s1: Float32Array,
+  s2: Float32Array | null,
+): SegmentUpdate {
+  return (start, stop, flags, hp, h) => {
+    const sign = (flags & 1) !== 0 ? -1 : 1, decay = hp[h], w = hp[h + 1], beta2 = hp[h + 2], oneMinusBeta2 = hp[h + 3];
+    const stepSize = hp[h + 4], correction = hp[h + 5], eps = hp[h + 6];
+    // torch.lerp(m, g, w): m + w·(g − m) for |w| < 0.5, else g − (g − m)·(1 − w)
+    const fromM = Math.abs(w) < 0.5, oneMinusW = 1 - w, invCorrection = 1 / correction;
+    for (let i = start; i < stop; i++) {
+      const g = sign * grad[i], m = s0[i];
+      const m1 = fromM ? m + w * (g - m) : g - (g - m) * oneMinusW;
+      const v1 = s1[i] * beta2 + oneMinusBeta2 * (g * g);
+      s0[i] = m1;
+      s1[i] = v1;
+      let vhat = v1;
+      if (s2 !== null) s2[i] = vhat = Math.max(s2[i], f(v1));
+      param[i] = param[i] * decay - stepSize * (m1 / (Math.sqrt(vhat) * invCorrection + eps));
+    }
+  };
 }
 
-/** p ← x − h4 · m / (√vhat / h5 + h6). */
-function adamApply(h: Hyper, i: number, a: UpdateArrays, x: number, vhat: number): void {
-  const denom = f(f(f(Math.sqrt(vhat)) / h.h[5]) + h.h[6]);
-  a.param[i] = f(x + f(-h.h[4] * f(a.s0![i] / denom)));
+/**
+ * torch.optim.SGD: d = g + h1·p (g negated when maximising); with momentum (`s0` given) the buffer
+ * b ← h2·b + h3·d (b ← d on the first step, flag bit 1) and d = b, or d + h2·b for Nesterov (flag bit 2); p ← p − h0·d.
+ */
+function sgd(param: Float32Array, grad: Float32Array, s0: Float32Array | null): SegmentUpdate {
+  return (start, stop, flags, hp, h) => {
+    const sign = (flags & 1) !== 0 ? -1 : 1, lr = hp[h], decay = hp[h + 1], momentum = hp[h + 2];
+    const damp = hp[h + 3], first = (flags & 2) !== 0, nesterov = (flags & 4) !== 0;
+    if (s0 === null) {
+      for (let i = start; i < stop; i++) {
+        const x = param[i];
+        param[i] = x - lr * (sign * grad[i] + decay * x);
+      }
+      return;
+    }
+    for (let i = start; i < stop; i++) {
+      const x = param[i], d = sign * grad[i] + decay * x;
+      const buf = first ? d : s0[i] * momentum + damp * d;
+      s0[i] = buf;
+      param[i] = x - lr * (nesterov ? d + momentum * buf : buf);
+    }
+  };
 }
-
-const adamw: Update = (h, i, a) => adamApply(h, i, a, adamMoments(h, i, a, loadGrad(h, i, a)), a.s1![i]);
-
-const adamwAmsgrad: Update = (h, i, a) => {
-  const x = adamMoments(h, i, a, loadGrad(h, i, a));
-  const vmax = Math.max(a.s2![i], a.s1![i]);
-  a.s2![i] = vmax;
-  adamApply(h, i, a, x, vmax);
-};
-
-/** The SGD direction: gradient plus weight decay h1 times the parameter. */
-const sgdDirection = (h: Hyper, i: number, a: UpdateArrays) => f(loadGrad(h, i, a) + f(h.h[1] * a.param[i]));
-
-const sgd: Update = (h, i, a) => {
-  a.param[i] = f(a.param[i] + f(-h.h[0] * sgdDirection(h, i, a)));
-};
-
-const sgdMomentum: Update = (h, i, a) => {
-  let d = sgdDirection(h, i, a);
-  const buf = (h.flags & 2) === 0 ? f(f(a.s0![i] * h.h[2]) + f(h.h[3] * d)) : d;
-  a.s0![i] = buf;
-  d = (h.flags & 4) !== 0 ? f(d + f(h.h[2] * buf)) : buf;
-  a.param[i] = f(a.param[i] + f(-h.h[0] * d));
-};
 
 defineCpuKernel(K.ADAMW, ({ params: p, bindings: b, grid }) => {
-  runSegments(p, b.segments, grid, { param: b.param.f32, grad: b.grad.f32, s0: b.s0.f32, s1: b.s1.f32 }, adamw);
+  forSegments(p, b.segments, grid, adamw(b.param.f32, b.grad.f32, b.s0.f32, b.s1.f32, null));
 });
 
 defineCpuKernel(K.ADAMW_AMSGRAD, ({ params: p, bindings: b, grid }) => {
-  const arrays = { param: b.param.f32, grad: b.grad.f32, s0: b.s0.f32, s1: b.s1.f32, s2: b.s2.f32 };
-  runSegments(p, b.segments, grid, arrays, adamwAmsgrad);
+  forSegments(p, b.segments, grid, adamw(b.param.f32, b.grad.f32, b.s0.f32, b.s1.f32, b.s2.f32));
 });
 
 defineCpuKernel(K.SGD, ({ params: p, bindings: b, grid }) => {
-  runSegments(p, b.segments, grid, { param: b.param.f32, grad: b.grad.f32 }, sgd);
+  forSegments(p, b.segments, grid, sgd(b.param.f32, b.grad.f32, null));
 });
 
 defineCpuKernel(K.SGD_MOMENTUM, ({ params: p, bindings: b, grid }) => {
-  runSegments(p, b.segments, grid, { param: b.param.f32, grad: b.grad.f32, s0: b.s0.f32 }, sgdMomentum);
+  forSegments(p, b.segments, grid, sgd(b.param.f32, b.grad.f32, b.s0.f32));
 });
 
 // ---------------------------------------------------------------- grad_accumulate.wgsl
 
 defineCpuKernel(K.GRAD_ACCUMULATE, ({ params: p, bindings: b, grid }) => {
-  const dst = b.dst.f32, src = b.src.f32;
-  for (let i = 0; i < covered(p.n, grid); i++) dst[i] = f(dst[i] + src[i]);
+  const dst = b.dst.f32, src = b.src.f32, end = covered(p.n, grid);
+  for (let i = 0; i < end; i++) dst[i] += src[i];
 });
 
 // ---------------------------------------------------------------- grad_norm.wgsl
 
 const NORM_WG = 256;
+/** The quiet NaN the shader's ∞-norm writes once any element is NaN. */
 const QUIET_NAN = 0x7fc00000;
-const NAN_F32 = new Float32Array(new Uint32Array([QUIET_NAN]).buffer)[0];
+/** The shader's 1e-6 (a float32 literal) added to the norm before dividing. */
+const NORM_EPS = f(1e-6);
 
-/** `term` of MODE: x², |x|ᵖ (0 at 0) or |x|. */
-function term(mode: number, x: number, pnorm: number): number {
-  const a = Math.abs(x);
-  if (mode === 0) return f(x * x);
-  if (mode === 1) return a === 0 ? 0 : f(Math.pow(a, pnorm));
-  return a;
+/** Σx² (MODE 0), Σ|x|ᵖ (MODE 1, 0 at 0) or max |x| (MODE 2) of src[lo, hi), continuing from `acc`. */
+function normTerms(mode: number, src: Float32Array, lo: number, hi: number, pnorm: number, acc: number): number {
+  if (mode === 0) {
+    for (let i = lo; i < hi; i++) acc += src[i] * src[i];
+  } else if (mode === 1) {
+    for (let i = lo; i < hi; i++) {
+      const a = Math.abs(src[i]);
+      if (a !== 0) acc += Math.pow(a, pnorm);
+    }
+  } else {
+    for (let i = lo; i < hi; i++) acc = Math.max(acc, Math.abs(src[i])); // NaN stays NaN
+  }
+  return acc;
 }
 
-/** `combine` of MODE: a sum, or for ∞ a maximum that propagates NaN. */
-function combiner(mode: number): (a: number, b: number) => number {
-  if (mode !== 2) return (a, b) => f(a + b);
-  return (a, b) => Number.isNaN(a) || Number.isNaN(b) ? NAN_F32 : Math.max(a, b);
+/** Stores a partial or total: for MODE 2 a NaN as the shader's quiet NaN bits. */
+function storeNorm(dst: HostArray, i: number, mode: number, v: number): void {
+  if (mode === 2 && Number.isNaN(v)) dst.u32[i] = QUIET_NAN;
+  else dst.f32[i] = v;
 }
 
+/**
+ * Workgroup g of grid[0] reduces the 256-element blocks g·256 + j·(grid[0]·256) below n (its threads' strided
+ * elements) into dst[base + g].
+ */
 defineCpuKernel(K.GRAD_NORM_PARTIAL, ({ params: p, bindings: b, overrides: o, grid }) => {
-  const mode = o.MODE ?? 0, src = b.src.f32, combine = combiner(mode), stride = grid[0] * NORM_WG;
+  const mode = o.MODE ?? 0, src = b.src.f32, n = p.n, stride = grid[0] * NORM_WG;
   for (let g = 0; g < grid[0]; g++) {
-    const partial = (l: number) =>
-      strided(g * NORM_WG + l, p.n, stride, 0, (acc, i) => combine(acc, term(mode, src[i], p.pnorm)));
-    b.dst.f32[p.base + g] = treeReduce(NORM_WG, partial, combine);
+    let acc = 0;
+    for (let lo = g * NORM_WG; lo < n; lo += stride) {
+      acc = normTerms(mode, src, lo, Math.min(lo + NORM_WG, n), p.pnorm, acc);
+    }
+    storeNorm(b.dst, p.base + g, mode, acc);
   }
 });
 
+/** One workgroup: the partials into the norm dst[0] and coef[0] = min(1, max_norm / (norm + 1e-6)), NaN kept. */
 defineCpuKernel(K.GRAD_NORM_FINALIZE, ({ params: p, bindings: b, overrides: o }) => {
-  const mode = o.MODE ?? 0, src = b.src.f32, combine = combiner(mode);
-  const s = treeReduce(NORM_WG, (l) => strided(l, p.n, NORM_WG, 0, (acc, i) => combine(acc, src[i])), combine);
+  const mode = o.MODE ?? 0, src = b.src.f32;
+  let s = 0;
+  if (mode === 2) { for (let i = 0; i < p.n; i++) s = Math.max(s, src[i]); }
+  else for (let i = 0; i < p.n; i++) s += src[i];
   let total = s;
-  if (mode === 0) total = f(Math.sqrt(s));
-  else if (mode === 1 && s !== 0) total = f(Math.pow(s, f(1 / p.pnorm)));
-  b.dst.f32[0] = total;
-  let c = f(p.max_norm / f(total + f(1e-6)));
+  if (mode === 0) total = Math.sqrt(s);
+  else if (mode === 1 && s !== 0) total = Math.pow(s, 1 / p.pnorm);
+  storeNorm(b.dst, 0, mode, total);
+  let c = p.max_norm / (f(total) + NORM_EPS);
   if (!Number.isNaN(c)) c = Math.min(c, 1);
   b.coef.f32[0] = c;
 });
 
 defineCpuKernel(K.GRAD_NORM_SCALE, ({ params: p, bindings: b, grid }) => {
-  const dst = b.dst.f32, c = b.src.f32[0];
-  for (let i = 0; i < covered(p.n, grid); i++) dst[i] = f(dst[i] * c);
+  const dst = b.dst.f32, c = b.src.f32[0], end = covered(p.n, grid);
+  for (let i = 0; i < end; i++) dst[i] *= c;
 });
