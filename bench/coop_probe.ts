@@ -26,7 +26,7 @@ import {
   type Tensor,
 } from "../engine/mod.ts";
 import { maxError } from "../engine/ops/matmul_coop.ts";
-import { disposeAll, median, now, randTensor, sig, sync } from "./lib.ts";
+import { disposeAll, engineOptions, median, now, randTensor, sig, sync } from "./lib.ts";
 
 const args = Deno.args;
 const outFile = args.includes("--out") ? args[args.indexOf("--out") + 1] : null;
@@ -207,7 +207,7 @@ async function tryVariant(device: GPUDevice, v: Variant, sg: number): Promise<Re
 
 // ------------------------------------------------------------------ 3. engine products, fp32 vs mixed
 
-const rt = await initEngine({ verbose: true });
+const rt = await initEngine({ ...(await engineOptions(null)), verbose: true });
 const status = matmulPrecisionStatus(rt);
 report.engine = { adapter: rt.handle.adapterName, precision: status, subgroup_size: rt.handle.subgroupSize };
 log(status.reason);

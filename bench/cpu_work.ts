@@ -264,7 +264,7 @@ function openblasThreads(): number | null {
  * @param a parsed arguments (set `OPENBLAS_NUM_THREADS` before this when `a.threads` is given)
  */
 export async function runCpuWork(a: CpuWorkArgs): Promise<Result> {
-  const rt = await initEngine({ backend: a.backend === "cpu" ? "cpu" : "auto", verbose: false });
+  const rt = await initEngine({ backend: a.backend, verbose: false });
   const s = a.small ? SMALL : FULL;
   const results: Record<string, Result> = {};
   for (const w of a.only) {

@@ -10,7 +10,7 @@
 
 import { runtime, type Tensor, tensor } from "../engine/tensor.ts";
 import type { MatmulTuningPatch } from "../engine/ops/matmul_tuning.ts";
-import type { DawnModule, DeviceOptions } from "../engine/device.ts";
+import type { BackendChoice, DawnModule, DeviceOptions } from "../engine/device.ts";
 
 /** Milliseconds since an arbitrary origin (high resolution). */
 export function now(): number {
@@ -254,8 +254,11 @@ export interface BenchArgs {
   out: string | null;
   /** Whole-run time budget in seconds: later benchmarks are skipped once it is spent. */
   budgetS: number;
-  /** WebGPU implementation ("auto" unless given; env RLHF_WEBGPU_BACKEND applies then). */
-  backend: "auto" | "deno" | "dawn" | null;
+  /**
+   * WebGPU implementation; null: the environment's `RLHF_WEBGPU_BACKEND`, else "webgpu" (GPU microbenchmarks measure
+   * WebGPU kernels, so they do not follow auto to the CPU backend on a software adapter unless asked with "auto").
+   */
+  backend: "webgpu" | "auto" | "deno" | "dawn" | null;
   /** Print the benchmark names and exit. */
   list: boolean;
   /** Also attribute GPU time per kernel with timestamp queries (one extra, profiled iteration). */
@@ -270,7 +273,7 @@ export interface BenchArgs {
 }
 
 /**
- * Parses `[--small] [--only a,b] [--out FILE] [--budget-s N] [--hard-timeout-s N] [--backend auto|deno|dawn]
+ * Parses `[--small] [--only a,b] [--out FILE] [--budget-s N] [--hard-timeout-s N] [--backend webgpu|auto|deno|dawn]
  * [--profile] [--list] [--tuning JSON]`
  * (`--flag=value` also works). Throws on unknown flags.
  * @param args `Deno.args`
@@ -335,7 +338,9 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
       }
       case "--backend": {
         const b = value();
-        if (b !== "auto" && b !== "deno" && b !== "dawn") throw new Error(`--backend must be auto, deno or dawn`);
+        if (b !== "webgpu" && b !== "auto" && b !== "deno" && b !== "dawn") {
+          throw new Error(`--backend must be webgpu, auto, deno or dawn`);
+        }
         r.backend = b;
         break;
       }
@@ -354,12 +359,12 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
 const DAWN_PACKAGE = "npm:webgpu@0.6.2";
 
 /**
- * `initEngine` options for a `--backend` choice (null: the environment's `RLHF_WEBGPU_BACKEND`, else auto); for Dawn
- * its module is imported here, as the library leaves that to the program.
+ * `initEngine` options for a `--backend` choice (null: the environment's `RLHF_WEBGPU_BACKEND`, else "webgpu"); for
+ * Dawn its module is imported here, as the library leaves that to the program.
  */
-export async function engineOptions(backend: "auto" | "deno" | "dawn" | null): Promise<DeviceOptions> {
-  const choice = backend ?? Deno.env.get("RLHF_WEBGPU_BACKEND") ?? "auto";
-  if (choice !== "dawn") return backend ? { backend } : {};
+export async function engineOptions(backend: BenchArgs["backend"]): Promise<DeviceOptions> {
+  const choice = (backend ?? Deno.env.get("RLHF_WEBGPU_BACKEND") ?? "webgpu") as BackendChoice;
+  if (choice !== "dawn") return { backend: choice };
   const spec = DAWN_PACKAGE;
   return { backend: "dawn", dawn: await import(spec) as DawnModule };
 }

@@ -9,7 +9,7 @@
 
 import { parseArgs } from "node:util";
 import { initEngine } from "../engine/init.ts";
-import { type Bench, gitCommit, now, type Result, runSuite, sig } from "./lib.ts";
+import { type Bench, engineOptions, gitCommit, now, type Result, runSuite, sig } from "./lib.ts";
 import { benchPpo, type PpoSizes } from "./models.ts";
 
 const BERT = { vocab_size: 512, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 256 };
@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   const sizes = SIZES[values.size ?? "small"];
   if (!sizes) throw new Error(`--size must be one of ${Object.keys(SIZES).join(", ")}`);
   const r = Number(values.r ?? 8), targetModules = (values.targets ?? "c_attn").split(",");
-  const rt = await initEngine({ verbose: true });
+  const rt = await initEngine({ ...(await engineOptions(null)), verbose: true });
   const log = (m: string) => console.error(`[lora bench] ${m}`);
   const benches: Bench[] = [
     { name: "ppo_iteration", capS: 600, run: (ctx) => benchPpo(ctx, sizes) },

@@ -14,7 +14,7 @@
 
 import { AdamW, backward, initEngine, matmulPrecisionStatus, setMatmulPrecision, tensor, tidy } from "../engine/mod.ts";
 import { disposeModel, gpt2Model } from "./models.ts";
-import { now, sig } from "./lib.ts";
+import { engineOptions, now, sig } from "./lib.ts";
 
 const arg = (name: string, def: number) => {
   const i = Deno.args.indexOf(`--${name}`);
@@ -72,7 +72,7 @@ async function curve(precision: "fp32" | "auto"): Promise<{ losses: number[]; ms
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 if (import.meta.main) {
-  const rt = await initEngine({ verbose: true });
+  const rt = await initEngine({ ...(await engineOptions(null)), verbose: true });
   const status = matmulPrecisionStatus(rt);
   console.error(`[curve] ${status.reason}`);
   const report: Record<string, unknown> = { adapter: rt.handle.adapterName, steps, layers, B, T, precision: status };

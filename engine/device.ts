@@ -26,13 +26,16 @@ export interface DawnModule {
 /** Options for {@linkcode requestGpuDevice}. */
 export interface DeviceOptions {
   /**
-   * "auto" (default) and "deno": Deno's built-in WebGPU. "dawn": Dawn, from the module given as `dawn`. Auto does not
-   * pick Dawn: on the lent H200 (2026-11-26) Dawn 0.6.2 under Deno 2.9.6 segfaults once more than 256 dispatches
-   * are submitted before a wait (bench/dawn_probe.ts), so it stays opt-in. When not given, the environment variable
-   * `RLHF_WEBGPU_BACKEND` (auto | deno | dawn | cpu) decides. "cpu": no WebGPU at all — tensors in host memory and
-   * the CPU implementation of every kernel (`engine/cpu/`; matrix products by OpenBLAS when it loads).
+   * Where kernels run. "auto" (default): Deno's built-in WebGPU on a real GPU, and the CPU backend when the only
+   * adapter is a software one (llvmpipe, lavapipe, SwiftShader — emulating a GPU on the CPU is many times slower
+   * than the CPU backend) or when there is none; in a browser, the browser's WebGPU. "webgpu" and "deno": Deno's
+   * built-in WebGPU whatever the adapter (a browser's in a browser). "dawn": Dawn, from the module given as `dawn`;
+   * auto never picks Dawn: on the lent H200 (2026-11-26) Dawn 0.6.2 under Deno 2.9.6 segfaults once more than 256
+   * dispatches are submitted before a wait (bench/dawn_probe.ts), so it stays opt-in. "cpu": no WebGPU at all —
+   * tensors in host memory and the CPU implementation of every kernel (`engine/cpu/`; matrix products by OpenBLAS
+   * when it loads). When not given, the environment variable `RLHF_WEBGPU_BACKEND` (same values) decides.
    */
-  backend?: "auto" | "deno" | "dawn" | "cpu";
+  backend?: BackendChoice;
   /**
    * Dawn's module for `backend: "dawn"`: `await import("npm:webgpu@0.6.2")`. The library never imports it itself, so
    * its 130 MB package is fetched only by programs that choose Dawn.
@@ -78,7 +81,8 @@ function adapterDescription(adapter: GPUAdapter): string {
   return info.description || [info.vendor, info.architecture, info.device].filter((s) => s).join(" ") || "unknown";
 }
 
-function isSoftware(adapter: GPUAdapter): boolean {
+/** Whether `adapter` is a software one (llvmpipe, lavapipe, SwiftShader, or flagged as a fallback adapter). */
+export function isSoftwareAdapter(adapter: GPUAdapter): boolean {
   const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
   const desc = adapterDescription(adapter).toLowerCase();
   return Boolean(info.isFallbackAdapter) || /llvmpipe|lavapipe|swiftshader|software/.test(desc);
@@ -194,14 +198,32 @@ export function startupLine(h: DeviceHandle): string {
   return `rlhf-webgpu: ${h.backend} WebGPU${api} on ${h.adapterName}${note}`;
 }
 
+/** The values of {@linkcode DeviceOptions.backend} and of `RLHF_WEBGPU_BACKEND`. */
+export type BackendChoice = "auto" | "webgpu" | "deno" | "dawn" | "cpu";
+
+const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "webgpu", "deno", "dawn", "cpu"];
+
 /** The backend asked for: the option, else `RLHF_WEBGPU_BACKEND`, else "auto" (anything else throws). */
-export function backendChoice(options: DeviceOptions): "auto" | "deno" | "dawn" | "cpu" {
+export function backendChoice(options: DeviceOptions): BackendChoice {
   const fromEnv = (typeof Deno !== "undefined" ? Deno.env.get("RLHF_WEBGPU_BACKEND") : undefined) || "auto";
   const choice = options.backend ?? fromEnv;
-  if (!["auto", "deno", "dawn", "cpu"].includes(choice)) {
-    throw new Error(`RLHF_WEBGPU_BACKEND must be auto, deno, dawn or cpu (got "${choice}")`);
+  if (!BACKEND_CHOICES.includes(choice as BackendChoice)) {
+    throw new Error(`RLHF_WEBGPU_BACKEND must be one of ${BACKEND_CHOICES.join(", ")} (got "${choice}")`);
   }
-  return choice as "auto" | "deno" | "dawn" | "cpu";
+  return choice as BackendChoice;
+}
+
+/**
+ * For `backend: "auto"` in Deno: why the CPU backend should run instead of Deno's WebGPU — the only adapter is a
+ * software one, or there is none — or null when a hardware adapter exists (or in a browser).
+ */
+export async function reasonForCpu(options: DeviceOptions): Promise<string | null> {
+  if (typeof Deno === "undefined") return null;
+  const found = await builtinAdapter(options.powerPreference ?? "high-performance");
+  if (!found.adapter) return "no WebGPU adapter found";
+  if (!isSoftwareAdapter(found.adapter)) return null;
+  return `the only WebGPU adapter is a software one (${adapterDescription(found.adapter)}); ` +
+    "RLHF_WEBGPU_BACKEND=webgpu uses it anyway";
 }
 
 /** An adapter and where it came from. */
@@ -212,7 +234,7 @@ interface FoundAdapter {
 }
 
 /** Finds an adapter through Dawn or Deno's WebGPU; throws, saying where it looked and what to install, when none. */
-async function findAdapter(choice: "auto" | "deno" | "dawn", options: DeviceOptions): Promise<FoundAdapter> {
+async function findAdapter(choice: Exclude<BackendChoice, "cpu">, options: DeviceOptions): Promise<FoundAdapter> {
   const pref = options.powerPreference ?? "high-performance";
   if (choice === "dawn") {
     const adapter = await dawnAdapter(pref, options.dawn);
@@ -263,7 +285,7 @@ function describeDevice(device: GPUDevice, found: FoundAdapter): DeviceHandle {
     backend,
     graphicsApi,
     adapterName: adapterDescription(adapter),
-    isFallbackAdapter: isSoftware(adapter),
+    isFallbackAdapter: isSoftwareAdapter(adapter),
     hasF16: device.features.has("shader-f16"),
     hasTimestamps: device.features.has("timestamp-query"),
     hasCoopMatrix: device.features.has("wgpu-cooperative-matrix" as GPUFeatureName),

@@ -16,8 +16,12 @@
  * - `--blas` (what `deno task test:cpu` passes): also makes sure OpenBLAS is there for the CPU backend's matrix
  *   products, installing Debian's `libopenblas0-pthread` when missing (without it they run in TypeScript, slower).
  *
- * Exits 1 only when no adapter exists at all. The engine makes the same Vulkan-before-GL choice in every process
- * (`engine/device.ts`) and names the API in its start-up line.
+ * - `--cpu-ok` (what `deno task train` passes): the program runs on the CPU backend where auto finds no hardware
+ *   adapter (`engine/device.ts`), so a software adapter or none is fine: nothing is installed for WebGPU then, and
+ *   OpenBLAS is made sure of as with `--blas`. With a GPU, the adapter is checked as usual.
+ *
+ * Exits 1 only when no adapter exists at all (never with `--cpu-ok`). The engine makes the same Vulkan-before-GL
+ * choice in every process (`engine/device.ts`) and names the API in its start-up line.
  */
 
 import { GL_SLOW_PATH } from "../engine/device.ts";
@@ -183,7 +187,19 @@ async function main(): Promise<number> {
   return 1;
 }
 
-const status = await main();
+/** With `--cpu-ok`: true (and says so) when the only adapter is a software one or there is none. */
+async function cpuBackendRuns(): Promise<boolean> {
+  const f = Deno.build.os === "linux" ? await probe("vulkan") ?? await probe("gl") : await probe();
+  if (f && !/llvmpipe|lavapipe|swiftshader|software/i.test(f.name)) return false;
+  console.error(
+    `setup: ${f ? `the only WebGPU adapter is ${f.name}, a software one` : "no WebGPU adapter"}: ` +
+      "the program runs on the CPU backend (no WebGPU driver needed)",
+  );
+  return true;
+}
+
+const cpuOk = Deno.args.includes("--cpu-ok");
+const status = cpuOk && await cpuBackendRuns() ? 0 : await main();
 if (Deno.args.includes("--browser")) await ensureChromium();
-if (Deno.args.includes("--blas")) await ensureOpenBlas();
+if (Deno.args.includes("--blas") || cpuOk) await ensureOpenBlas();
 Deno.exit(status);

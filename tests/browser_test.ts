@@ -98,8 +98,8 @@ Deno.test("browser: the demo page runs PPO in headless Chromium and matches a De
       assert.ok(s.rewardMean >= 0 && s.rewardMean <= 1 && Number.isFinite(s.kl), JSON.stringify(s));
     }
 
-    // The same run in Deno, reading the models over HTTP from the same server.
-    await initEngine();
+    // The same run in Deno's WebGPU (the same kernels as the tab's), reading the models over HTTP from the same server.
+    await initEngine({ backend: "webgpu" });
     const demo = await openDemo(`${base}/models/`, RUN);
     const probe = await probeLogits(demo);
     const probeScale = Math.max(...probe.map(Math.abs));

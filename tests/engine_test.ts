@@ -11,7 +11,10 @@ Deno.test("device: reports the adapter and rejects an unknown backend name", asy
   const h = runtime().handle;
   assert.equal(h.backend, Deno.env.get("RLHF_WEBGPU_BACKEND") === "cpu" ? "cpu" : "deno");
   assert.ok(h.adapterName.length > 0);
-  await assert.rejects(requestGpuDevice({ backend: "metal" as "deno" }), /must be auto, deno, dawn or cpu/);
+  await assert.rejects(
+    requestGpuDevice({ backend: "metal" as "deno" }),
+    /must be one of auto, webgpu, deno, dawn, cpu/,
+  );
   await assert.rejects(requestGpuDevice({ backend: "cpu" }), /the CPU backend has no GPU device/);
   // The library never imports Dawn's 130 MB package itself: the program passes it.
   await assert.rejects(

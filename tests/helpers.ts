@@ -15,6 +15,9 @@ export { assert };
 // with cooperative matrices the default would be mixed precision). tests/matmul_coop_test.ts tests that path.
 setMatmulPrecision("fp32");
 
+// The suite runs on the backend RLHF_WEBGPU_BACKEND names (`deno task test`: webgpu, `deno task test:cpu`: cpu);
+// unset, on WebGPU — also in the processes tests start, which inherit it — rather than on auto's choice.
+if (!Deno.env.get("RLHF_WEBGPU_BACKEND")) Deno.env.set("RLHF_WEBGPU_BACKEND", "webgpu");
 /** Starts the engine once per test file. */
 export const ready: Promise<unknown> = initEngine({ verbose: false });
 

@@ -7,6 +7,7 @@ import { assert } from "./helpers.ts";
 import { type DeviceHandle, startupLine } from "../engine/device.ts";
 
 const DEVICE = new URL("../engine/device.ts", import.meta.url).href;
+const INIT = new URL("../engine/init.ts", import.meta.url).href;
 const SETUP = new URL("../scripts/ensure_adapter.ts", import.meta.url).pathname;
 
 /** Runs `deno <args>` with this process's environment minus DENO_WEBGPU_BACKEND and RLHF_WEBGPU_BACKEND, plus `env`. */
@@ -48,6 +49,43 @@ Deno.test("engine: with DENO_WEBGPU_BACKEND unset, Vulkan when it has an adapter
   if (Deno.build.os === "linux") assert.equal(api, await rawAdapter("vulkan") ? "vulkan" : "gl");
   else if (Deno.build.os === "darwin") assert.equal(api, "metal");
   assert.match(r.stderr, new RegExp(`rlhf-webgpu: deno WebGPU \\(${api}\\) on `), r.stderr);
+});
+
+/** initEngine's choice in a fresh process, beside what a raw adapter request finds there. */
+function autoChoice(env: Record<string, string> = {}) {
+  const code = `import { initEngine } from "${INIT}";
+import { isSoftwareAdapter } from "${DEVICE}";
+const rt = await initEngine({});
+const a = await navigator.gpu?.requestAdapter();
+console.log(JSON.stringify({ backend: rt.handle.backend, adapter: Boolean(a), software: a ? isSoftwareAdapter(a) : null }));`;
+  return deno(["eval", code], env);
+}
+
+Deno.test("initEngine auto: the CPU backend when the only adapter is software (or none), WebGPU on a GPU; the start-up line says why", async () => {
+  const r = await autoChoice();
+  assert.equal(r.code, 0, r.stderr);
+  const { backend, adapter, software } = JSON.parse(r.stdout);
+  if (!adapter || software) {
+    assert.equal(backend, "cpu", r.stderr);
+    const why = adapter
+      ? "the only WebGPU adapter is a software one \\(.+\\); RLHF_WEBGPU_BACKEND=webgpu"
+      : "no WebGPU";
+    assert.match(r.stderr, new RegExp(`rlhf-webgpu: CPU backend \\(.+\\); chosen because ${why}`), r.stderr);
+  } else {
+    assert.equal(backend, "deno", r.stderr);
+  }
+  // "webgpu" keeps Deno's WebGPU whatever the adapter; "cpu" never asks for one; a wrong name is refused.
+  if (adapter) {
+    const w = await autoChoice({ RLHF_WEBGPU_BACKEND: "webgpu" });
+    assert.equal(w.code, 0, w.stderr);
+    assert.equal(JSON.parse(w.stdout).backend, "deno");
+  }
+  const c = await autoChoice({ RLHF_WEBGPU_BACKEND: "cpu" });
+  assert.equal(JSON.parse(c.stdout).backend, "cpu");
+  assert.doesNotMatch(c.stderr, /chosen because/);
+  const bad = await autoChoice({ RLHF_WEBGPU_BACKEND: "metal" });
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /RLHF_WEBGPU_BACKEND must be one of auto, webgpu, deno, dawn, cpu \(got "metal"\)/);
 });
 
 Deno.test("engine: a user's DENO_WEBGPU_BACKEND=gl is kept and, on a software adapter, called the slow path", async () => {
