@@ -144,7 +144,8 @@ export class ProgressLog {
     if (step - this.start === 1) {
       this.endLine();
       const kernels = this.#runtime.stats.pipelines - this.#kernelsBefore;
-      this.log(`step ${step} took ${formatDuration(time.stepSeconds)}, compiling ${kernels} GPU kernels`);
+      const compiled = this.#runtime.handle.backend === "cpu" ? "" : `, compiling ${kernels} GPU kernels`;
+      this.log(`step ${step} took ${formatDuration(time.stepSeconds)}${compiled}`);
     }
   }
 }

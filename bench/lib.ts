@@ -355,7 +355,11 @@ export function parseBenchArgs(args: readonly string[]): BenchArgs {
   return r;
 }
 
-/** Dawn's npm package; imported only when a benchmark asks for Dawn (a variable, so no tool fetches it ahead). */
+/**
+ * Dawn's npm package; imported only when a benchmark asks for Dawn (a variable, so no tool fetches it ahead). Such a
+ * run adds it to deno.lock: leave that out of commits, as `deno task` installs every locked package for every user
+ * (tests/setup_test.ts checks).
+ */
 const DAWN_PACKAGE = "npm:webgpu@0.6.2";
 
 /**

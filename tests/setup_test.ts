@@ -140,3 +140,10 @@ Deno.test("setup script: keeps DENO_WEBGPU_BACKEND, reports GL as the slow path,
     assert.doesNotMatch(ok.stderr, /installing/);
   }
 });
+
+Deno.test("deno.lock does not name Dawn's package: deno task installs every locked npm package, and only Dawn users need it", async () => {
+  const lock = JSON.parse(await Deno.readTextFile(new URL("../deno.lock", import.meta.url)));
+  const names = [...Object.keys(lock.specifiers ?? {}), ...Object.keys(lock.npm ?? {})];
+  assert.ok(names.length > 0, "deno.lock lists the npm packages");
+  assert.deepEqual(names.filter((n) => /(^|:)webgpu@/.test(n)), [], "remove npm:webgpu from deno.lock");
+});
