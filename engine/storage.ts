@@ -5,11 +5,27 @@
 
 /** Host memory standing in for a GPU buffer on the CPU backend. */
 export class HostBuffer {
-  /** The bytes. */
+  /** The bytes (`size` usable ones from `offset` on, plus up to 63 of padding). */
   readonly data: ArrayBuffer;
-  /** Allocates `size` bytes. */
+  /** Where the usable bytes start in `data`: on a 64-byte boundary in memory (0 where addresses cannot be read). */
+  readonly offset: number;
+  /** Allocates `size` bytes starting on a 64-byte boundary (cache lines; SIMD loads in the BLAS). */
   constructor(readonly size: number) {
-    this.data = new ArrayBuffer(size);
+    this.data = new ArrayBuffer(size + HOST_ALIGNMENT);
+    this.offset = paddingToAlign(this.data);
+  }
+}
+
+/** Alignment of the CPU backend's host buffers, in bytes. */
+export const HOST_ALIGNMENT = 64;
+
+/** Bytes from the start of `buffer` to the next 64-byte-aligned address; 0 where the address is unknown (no FFI). */
+function paddingToAlign(buffer: ArrayBuffer): number {
+  try {
+    const address = Deno.UnsafePointer.value(Deno.UnsafePointer.of(buffer));
+    return Number((BigInt(HOST_ALIGNMENT) - BigInt(address) % BigInt(HOST_ALIGNMENT)) % BigInt(HOST_ALIGNMENT));
+  } catch {
+    return 0;
   }
 }
 

@@ -162,18 +162,19 @@ export class CpuRuntime implements Backend {
   }
 
   #bytes(storage: Storage, offset: number, length: number): Uint8Array {
-    const buffer = (storage.buffer as HostBuffer).data;
-    return new Uint8Array(buffer, storage.byteOffset + offset, length);
+    const host = storage.buffer as HostBuffer;
+    return new Uint8Array(host.data, host.offset + storage.byteOffset + offset, length);
   }
 
   #view(storage: Storage): HostArray {
     let view = this.#views.get(storage);
     if (!view) {
-      const buffer = (storage.buffer as HostBuffer).data, n = Math.floor(storage.bytes / 4);
+      const host = storage.buffer as HostBuffer, n = Math.floor(storage.bytes / 4);
+      const start = host.offset + storage.byteOffset;
       view = {
-        f32: new Float32Array(buffer, storage.byteOffset, n),
-        u32: new Uint32Array(buffer, storage.byteOffset, n),
-        i32: new Int32Array(buffer, storage.byteOffset, n),
+        f32: new Float32Array(host.data, start, n),
+        u32: new Uint32Array(host.data, start, n),
+        i32: new Int32Array(host.data, start, n),
       };
       this.#views.set(storage, view);
     }
