@@ -5,23 +5,25 @@
  */
 
 import { ACTIVATIONS, UNARY_OPS } from "../kernels/codes.ts";
+import { fastExp } from "./fastmath.ts";
 
 const GELU_C = 0.7978845608028654; // sqrt(2 / pi)
 
 /**
- * tanh with its argument clamped to ±15, as the shaders' safe_tanh, as 1 − 2 / (e^{2v} + 1): one `exp` instead of
- * V8's `Math.tanh` (about twice as fast; absolute error ~1e-16, far below float32 rounding).
+ * tanh with its argument clamped to ±15, as the shaders' safe_tanh, as 1 − 2 / (e^{2v} + 1) with the table-driven
+ * {@linkcode fastExp}: about 4× faster than V8's `Math.tanh` (gelu_new's gradient: 8.4 against 16.3 ns per element
+ * with `Math.exp`); absolute error below 1e-10, far below float32 rounding.
  */
 export const safeTanh = (v: number): number => {
   const c = v > 15 ? 15 : v < -15 ? -15 : v;
-  return 1 - 2 / (Math.exp(2 * c) + 1);
+  return 1 - 2 / (fastExp(2 * c) + 1);
 };
 
 /** erf by the same Chebyshev fit the shaders use (|error| < 1.2e-7). */
 export function erf(v: number): number {
   const z = Math.abs(v);
   const t = 1 / (1 + 0.5 * z);
-  const r = t * Math.exp(
+  const r = t * fastExp(
     -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
                   t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 +
                                   t * (-0.82215223 + t * 0.17087277)))))))),
@@ -31,7 +33,7 @@ export function erf(v: number): number {
 
 const geluErf = (v: number) => 0.5 * v * (1 + erf(v * 0.7071067811865476));
 const geluErfGrad = (v: number) =>
-  0.5 * (1 + erf(v * 0.7071067811865476)) + v * 0.3989422804014327 * Math.exp(-0.5 * v * v);
+  0.5 * (1 + erf(v * 0.7071067811865476)) + v * 0.3989422804014327 * fastExp(-0.5 * v * v);
 /** gelu_new (tanh approximation) of v. */
 export const geluTanh = (v: number): number => 0.5 * v * (1 + safeTanh(GELU_C * (v + 0.044715 * v * v * v)));
 /** d gelu_new / dv at v. */

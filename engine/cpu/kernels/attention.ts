@@ -14,6 +14,7 @@ import type { AttentionParams } from "../../kernels/attention.ts";
 import { type CpuCall, defineCpuKernel, type HostArray } from "../kernel_table.ts";
 import { dropKeep } from "../rng.ts";
 import { sgemm } from "../blas.ts";
+import { fastExp } from "../fastmath.ts";
 
 /** Everything a block computation reads: uniforms, head size, mask kind and the operand arrays. */
 interface Attn {
@@ -140,7 +141,7 @@ function forwardBlock(a: Attn, bh: number, lo: number, hi: number, out: Float32A
     for (let j = 0; j < Tk; j++) if (s[row + j] > m) m = s[row + j];
     let l = 0;
     for (let j = 0; j < Tk; j++) {
-      const e = s[row + j] === -Infinity ? 0 : Math.exp(s[row + j] - m);
+      const e = s[row + j] === -Infinity ? 0 : fastExp(s[row + j] - m);
       l += e;
       s[row + j] = e;
     }
@@ -188,7 +189,7 @@ function gradBlock(a: Attn, bh: number, lo: number, hi: number, pz: Float32Array
         ds[row + j] = 0;
         continue;
       }
-      const pr = Math.exp(sc - l), z = dropFactor(p, flat + j);
+      const pr = fastExp(sc - l), z = dropFactor(p, flat + j);
       pz[row + j] = pr * z;
       ds[row + j] = pr * (ds[row + j] * z - d);
     }
@@ -312,7 +313,7 @@ defineCpuKernel(K.ATTENTION_SOFTMAX, ({ params: p, bindings: bd, grid, overrides
     const ok = softmaxKeys(a, row), base = row * p.Tk;
     let m = -Infinity, sum = 0;
     for (let j = 0; j < p.Tk; j++) if (ok(j)) m = Math.max(m, s[base + j]);
-    for (let j = 0; j < p.Tk; j++) sum += y[j] = ok(j) ? Math.exp(s[base + j] - m) : 0;
+    for (let j = 0; j < p.Tk; j++) sum += y[j] = ok(j) ? fastExp(s[base + j] - m) : 0;
     const inv = sum > 0 ? 1 / sum : 0;
     for (let j = 0; j < p.Tk; j++) {
       bd.pr.f32[base + j] = y[j] * inv;

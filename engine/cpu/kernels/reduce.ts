@@ -14,6 +14,7 @@ import * as MATMUL_KERNELS from "../../kernels/matmul.ts";
 import * as K from "../../kernels/reduce.ts";
 import { defineCpuKernel } from "../kernel_table.ts";
 import { f, treeReduce } from "../workgroup.ts";
+import { fastExp } from "../fastmath.ts";
 
 const LOWEST = -3.4028234663852886e38;
 const NONE = 0xffffffff;
@@ -137,13 +138,13 @@ defineCpuKernel(K.SOFTMAX, ({ params: p, bindings: b, overrides: o }) => {
     const end = base + n;
     let m = LOWEST, sum = 0;
     for (let k = base; k < end; k++) if (x[k] > m) m = x[k];
-    for (let k = base; k < end; k++) sum += Math.exp(x[k] - m);
+    for (let k = base; k < end; k++) sum += fastExp(x[k] - m);
     if (log) {
       const lse = m + Math.log(sum);
       for (let k = base; k < end; k++) y[k] = x[k] - lse;
     } else {
       const inv = 1 / sum;
-      for (let k = base; k < end; k++) y[k] = Math.exp(x[k] - m) * inv;
+      for (let k = base; k < end; k++) y[k] = fastExp(x[k] - m) * inv;
     }
   }
 });
@@ -155,7 +156,7 @@ defineCpuKernel(K.SOFTMAX_GRAD, ({ params: p, bindings: b, overrides: o }) => {
     let tot = 0;
     if (log) { for (let k = base; k < end; k++) tot += g[k]; }
     else for (let k = base; k < end; k++) tot += g[k] * yv[k];
-    if (log) { for (let k = base; k < end; k++) dx[k] = g[k] - Math.exp(yv[k]) * tot; }
+    if (log) { for (let k = base; k < end; k++) dx[k] = g[k] - fastExp(yv[k]) * tot; }
     else for (let k = base; k < end; k++) dx[k] = yv[k] * (g[k] - tot);
   }
 });

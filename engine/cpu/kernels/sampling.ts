@@ -12,6 +12,7 @@
 
 import { SAMPLE } from "../../kernels/sampling.ts";
 import { defineCpuKernel } from "../kernel_table.ts";
+import { fastExp } from "../fastmath.ts";
 import { mix32 } from "../rng.ts";
 import { f } from "../workgroup.ts";
 
@@ -122,7 +123,7 @@ function sampleRow(p: SampleParams, z: Float32Array, gmax: number, row: number):
   for (let i = 0; i < n; i++) {
     const v = z[i];
     if (v > -1.0e38 && v < gmin) gmin = v;
-    e[i] = Math.exp(f(v - gmax)); // rounded to float32 by the store, as the shader's exp
+    e[i] = fastExp(f(v - gmax)); // rounded to float32 by the store (within an ulp of the shader's exp)
   }
   const thresh = topPThreshold(p, z, e, topKThreshold(p, z, gmin, gmax), gmax);
   chunkMasses(z, e, thresh, kept);
