@@ -4,8 +4,9 @@
  * (`index_sort.wgsl`) and its run sums (`scatter_add.wgsl`), masked fill and where (`masked_fill.wgsl`), block copies
  * (`slice.wgsl`) and strided copies (`permute.wgsl`).
  *
- * Every sort step reproduces the shader's compare-exchange network exactly (the pairs of one step are disjoint, so
- * applying them in sequence equals applying them at once), so the intermediate key/value arrays agree word for word.
+ * Every sort dispatch leaves the key/value arrays word for word as the shader's compare-exchange network does: the
+ * global steps apply its disjoint pairs in sequence (equal to applying them at once), and the in-block sorts, whose
+ * networks end in a sorted block, sort it directly (see `sortBlock`).
  * @module
  */
 
@@ -43,11 +44,12 @@ defineCpuKernel(K.GATHER, ({ params: p, bindings: b }) => {
 }, exact);
 
 defineCpuKernel(K.INDEX_SELECT, ({ params: p, bindings: b }) => {
-  const x = b.x.u32, index = b.index.i32, out = b.out.u32;
-  for (let i = 0; i < p.n; i++) {
-    const r = Math.floor(i / p.c), j = i - r * p.c;
-    const o = Math.floor(r / p.a), v = index[r - o * p.a];
-    out[i] = v < 0 || v >= p.b ? 0 : x[(o * p.b + v) * p.c + j];
+  // Row by row: out row r is x's row index[r mod K] of block ⌊r / K⌋ (zeros for an index out of range).
+  const x = b.x.u32, index = b.index.i32, out = b.out.u32, n = p.n, K = p.a, V = p.b, c = p.c;
+  for (let r = 0, i = 0; i < n; r++, i += c) {
+    const end = Math.min(i + c, n), o = Math.floor(r / K), v = index[r - o * K];
+    if (v < 0 || v >= V) out.fill(0, i, end);
+    else out.set(x.subarray((o * V + v) * c, (o * V + v) * c + (end - i)), i);
   }
 }, exact);
 
@@ -85,29 +87,78 @@ defineCpuKernel(K.SORT_KEYS_GATHER, ({ params: p, bindings: b }) => {
  */
 function exchange(keys: Uint32Array, vals: Uint32Array, t: number, k: number, j: number): void {
   const i = (t & ~(j - 1)) * 2 + (t & (j - 1)), l = i + j;
-  const asc = (i & k) === 0;
-  const [ka, va, kb, vb] = [keys[i], vals[i], keys[l], vals[l]];
+  const ka = keys[i], va = vals[i], kb = keys[l], vb = vals[l];
   const bFirst = kb < ka || (kb === ka && vb < va);
-  if (bFirst === asc) [keys[i], vals[i], keys[l], vals[l]] = [kb, vb, ka, va];
-}
-
-/** Runs steps j = `from` … 1 of stage `k` inside each 512-pair block of the first `total` pairs. */
-function blockSteps(keys: Uint32Array, vals: Uint32Array, total: number, k: number, from: number): void {
-  for (let j = from; j > 0; j >>= 1) {
-    for (let t = 0; t < total / 2; t++) exchange(keys, vals, t, k, j);
+  if (bFirst === ((i & k) === 0)) {
+    keys[i] = kb;
+    vals[i] = vb;
+    keys[l] = ka;
+    vals[l] = va;
   }
 }
 
+/** Largest pair count whose values (< total) fit beside a 32-bit key in a float64's 53-bit integer range. */
+const PACKED_LIMIT = 2 ** 21;
+let packed = new Float64Array(BLOCK);
+let order = new Uint32Array(BLOCK);
+
+/**
+ * Sorts the pairs [lo, lo + BLOCK) by (key, value), ascending or descending. A whole network of compare-exchanges
+ * on a block (all of a stage's steps below the block size) ends in the block sorted in its direction — the local sort
+ * from any order, the local merge from the bitonic order the global steps leave — and the sorted order of distinct
+ * (key, value) pairs (values are distinct positions) is unique, so one sort gives the network's words exactly.
+ * Pairs are packed as key · 2²¹ + value into float64 (exact below 2⁵³) and sorted natively; larger arrays sort an
+ * index permutation instead (`packedLimit` lowers the switch, for tests).
+ */
+export function sortBlock(
+  keys: Uint32Array,
+  vals: Uint32Array,
+  lo: number,
+  ascending: boolean,
+  total: number,
+  packedLimit: number = PACKED_LIMIT,
+): void {
+  const n = Math.min(BLOCK, total - lo);
+  if (total <= packedLimit) {
+    if (packed.length < n) packed = new Float64Array(n);
+    const v = packed.subarray(0, n);
+    for (let i = 0; i < n; i++) v[i] = keys[lo + i] * PACKED_LIMIT + vals[lo + i];
+    v.sort();
+    for (let i = 0; i < n; i++) {
+      const x = ascending ? v[i] : v[n - 1 - i], key = Math.floor(x / PACKED_LIMIT);
+      keys[lo + i] = key;
+      vals[lo + i] = x - key * PACKED_LIMIT;
+    }
+    return;
+  }
+  if (order.length < 2 * n) order = new Uint32Array(2 * n);
+  const idx = Array.from({ length: n }, (_, i) => lo + i);
+  idx.sort((a, b) => keys[a] - keys[b] || vals[a] - vals[b]);
+  if (!ascending) idx.reverse();
+  for (let i = 0; i < n; i++) {
+    order[i] = keys[idx[i]];
+    order[n + i] = vals[idx[i]];
+  }
+  keys.set(order.subarray(0, n), lo);
+  vals.set(order.subarray(n, 2 * n), lo);
+}
+
+/** Every 512-pair block sorted in its direction at stage `k`: ascending where the block's first position has bit k clear. */
+function sortBlocks(keys: Uint32Array, vals: Uint32Array, total: number, k: number): void {
+  for (let lo = 0; lo < total; lo += BLOCK) sortBlock(keys, vals, lo, (lo & k) === 0, total);
+}
+
 defineCpuKernel(K.SORT_LOCAL, ({ params: p, bindings: b }) => {
-  for (let k = 2; k <= BLOCK; k <<= 1) blockSteps(b.keys.u32, b.vals.u32, p.total, k, k >> 1);
+  sortBlocks(b.keys.u32, b.vals.u32, p.total, BLOCK); // stages 2 … 512
 }, exact);
 
 defineCpuKernel(K.SORT_LOCAL_MERGE, ({ params: p, bindings: b }) => {
-  blockSteps(b.keys.u32, b.vals.u32, p.total, p.a, BLOCK >> 1);
+  sortBlocks(b.keys.u32, b.vals.u32, p.total, p.a); // steps 256 … 1 of stage a
 }, exact);
 
 defineCpuKernel(K.SORT_GLOBAL_STEP, ({ params: p, bindings: b }) => {
-  for (let t = 0; t < p.total / 2; t++) exchange(b.keys.u32, b.vals.u32, t, p.a, p.b);
+  const keys = b.keys.u32, vals = b.vals.u32, half = p.total / 2, k = p.a, j = p.b;
+  for (let t = 0; t < half; t++) exchange(keys, vals, t, k, j);
 }, exact);
 
 // ---------------------------------------------------------------- scatter_add.wgsl
