@@ -6,6 +6,7 @@
 
 import { ACTIVATIONS, UNARY_OPS } from "../kernels/codes.ts";
 import { fastExp } from "./fastmath.ts";
+import { geluSimd } from "./simd.ts";
 
 const GELU_C = 0.7978845608028654; // sqrt(2 / pi)
 
@@ -60,6 +61,7 @@ export function act(code: number, v: number): number {
 /** x[i] = act(x[i]) for i in [from, to): one loop per activation (the hot epilogue of the MLP's first product). */
 export function actInPlace(code: number, x: Float32Array, from: number, to: number): void {
   if (code === ACTIVATIONS.gelu_new.code) {
+    if (geluSimd(x, x, from, to)) return;
     for (let i = from; i < to; i++) x[i] = geluTanh(x[i]);
   } else if (code === ACTIVATIONS.gelu.code) {
     for (let i = from; i < to; i++) x[i] = geluErf(x[i]);

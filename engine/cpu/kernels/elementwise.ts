@@ -8,6 +8,7 @@ import * as K from "../../kernels/elementwise.ts";
 import { BINARY_OPS, UNARY_OPS } from "../../kernels/codes.ts";
 import { defineCpuKernel } from "../kernel_table.ts";
 import { geluTanh, geluTanhGrad, unaryDerivative, unaryForward } from "../activation.ts";
+import { geluGradSimd, geluSimd } from "../simd.ts";
 
 defineCpuKernel(K.FILL, ({ params: p, bindings: b }) => b.y.u32.fill(p.bits, 0, p.n), { exact: true });
 
@@ -31,6 +32,7 @@ defineCpuKernel(K.F32_TO_I32, ({ params: p, bindings: b }) => {
 defineCpuKernel(K.UNARY, ({ params: p, bindings: b, overrides: o }) => {
   const op = o.OP ?? 0, x = b.x.f32, y = b.y.f32;
   if (op === UNARY_OPS.geluNew) {
+    if (geluSimd(x, y, 0, p.n)) return;
     for (let i = 0; i < p.n; i++) y[i] = geluTanh(x[i]);
     return;
   }
@@ -45,6 +47,7 @@ defineCpuKernel(K.UNARY_GRAD, ({ params: p, bindings: b, overrides: o }) => {
 defineCpuKernel(K.UNARY_GRAD_X, ({ params: p, bindings: b, overrides: o }) => {
   const op = o.OP ?? 0, x = b.x.f32, g = b.g.f32, dx = b.dx.f32;
   if (op === UNARY_OPS.geluNew) {
+    if (geluGradSimd(x, g, dx, 0, p.n)) return;
     for (let i = 0; i < p.n; i++) dx[i] = g[i] * geluTanhGrad(x[i]);
     return;
   }

@@ -14,6 +14,7 @@
 import * as K from "../../kernels/loss.ts";
 import { defineCpuKernel } from "../kernel_table.ts";
 import { fastExp } from "../fastmath.ts";
+import { expSumSimd, scaledExpSimd } from "../simd.ts";
 import { covered, f, fexp } from "../workgroup.ts";
 
 const LOWEST = -3.4028234663852886e38;
@@ -49,7 +50,11 @@ defineCpuKernel(K.CROSS_ENTROPY, ({ params: p, bindings: b, overrides: o, grid }
       out.f32[row] = logS - u / s;
       continue;
     }
-    for (let k = base; k < end; k++) s += fastExp(x[k] - m);
+    s = expSumSimd(x, base, end, -m); // ≥ 1 (the maximum's term) unless the row is degenerate or SIMD is missing
+    if (!(s >= 1)) {
+      s = 0;
+      for (let k = base; k < end; k++) s += fastExp(x[k] - m);
+    }
     const l = f(m + Math.log(s));
     lse[row] = l;
     const tid = t[row];
@@ -97,7 +102,9 @@ defineCpuKernel(K.CROSS_ENTROPY_GRAD, ({ params: p, bindings: b, overrides: o, g
       // cross-entropy: scale · (prob − onehot); log-prob: g · (onehot − prob) = −g · (prob − onehot)
       const mean = mode === MODE.crossEntropy && p.mean === 1;
       const scale = mode === MODE.crossEntropy ? (mean ? gr / Math.max(extra[0], 1) : gr) : -gr;
-      for (let i = base; i < stop; i++) out[i] = scale * fastExp(x[i] - l);
+      if (!(Number.isFinite(l) && scaledExpSimd(x, out, base, stop, -l, scale))) {
+        for (let i = base; i < stop; i++) out[i] = scale * fastExp(x[i] - l);
+      }
       const hot = base + tid;
       if (hot < stop) out[hot] = scale * (fastExp(x[hot] - l) - 1);
     }

@@ -98,6 +98,7 @@ const plainStore = (e: Epilogue) => e.bias === 0 && e.act === 0 && !e.resid && !
  */
 function epilogueInPlace(b: EpilogueBindings, e: Epilogue, rows: number, cols: number, offC: number, ldc: number) {
   const bias = b.bias.f32, c = b.c.f32, resid = b.resid.f32, pre = b.pre.f32;
+  // Stage by stage (bias, pre-activation copy, activation, residual); each element sees them in the shader's order.
   for (let m = 0; m < rows; m++) {
     const row = offC + m * ldc, end = row + cols;
     if (e.bias === 1) { for (let i = row, n = 0; i < end; i++, n++) c[i] += bias[n]; }
@@ -106,8 +107,16 @@ function epilogueInPlace(b: EpilogueBindings, e: Epilogue, rows: number, cols: n
       for (let i = row; i < end; i++) c[i] += bm;
     }
     if (e.pre) pre.set(c.subarray(row, end), row);
-    if (e.act !== 0) actInPlace(e.act, c, row, end);
-    if (e.resid) { for (let i = row; i < end; i++) c[i] += resid[i]; }
+  }
+  if (e.act !== 0) {
+    if (ldc === cols) actInPlace(e.act, c, offC, offC + rows * cols); // contiguous rows: one call
+    else for (let m = 0; m < rows; m++) actInPlace(e.act, c, offC + m * ldc, offC + m * ldc + cols);
+  }
+  if (e.resid) {
+    for (let m = 0; m < rows; m++) {
+      const row = offC + m * ldc, end = row + cols;
+      for (let i = row; i < end; i++) c[i] += resid[i];
+    }
   }
 }
 
