@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { CHUNK, expSumSimd, geluGradSimd, geluSimd, hasSimd, scaledExpSimd } from "../engine/cpu/simd.ts";
+import { adamwSimd, CHUNK, expSumsSimd, geluGradSimd, geluSimd, hasSimd, scaledExpSimd } from "../engine/cpu/simd.ts";
 import { mulberry32 } from "../engine/random.ts";
 
 /** |got − want| ≤ rel(i) · |want| + abs for every element. */
@@ -81,10 +81,10 @@ for (const n of [5, 1024, 50257]) {
     for (const v of x) m = Math.max(m, v);
     let want = 0;
     for (const v of x) want += Math.exp(v - m);
-    const got = expSumSimd(x, 0, n, -m);
+    const got = expSumsSimd(x, 0, n, -m)![0];
     assert.ok(Math.abs(got - want) <= 1e-6 * want, `${got} vs ${want}`);
     assert.ok(
-      Math.abs(expSumSimd(x, 1, n - 1, -m) - (want - Math.exp(x[0] - m) - Math.exp(x[n - 1] - m))) <= 1e-6 * want,
+      Math.abs(expSumsSimd(x, 1, n - 1, -m)![0] - (want - Math.exp(x[0] - m) - Math.exp(x[n - 1] - m))) <= 1e-6 * want,
     );
     const lse = m + Math.log(want), y = new Float32Array(n);
     assert.ok(scaledExpSimd(x, y, 0, n, -lse, -0.25));
@@ -102,5 +102,48 @@ Deno.test("cpu simd: terms below e^−87 count as 0, not as float32 denormals or
   scaledExpSimd(x, y, 0, x.length, 0, 1);
   assert.deepEqual(Array.from(y.subarray(2, 6)), [0, 0, 0, 0]);
   assert.ok(Math.abs(y[1] - Math.exp(-86)) <= 2e-6 * Math.exp(-86));
-  assert.ok(Math.abs(expSumSimd(x, 0, x.length, 0) - (4 + Math.exp(-86))) < 1e-6);
+  assert.ok(Math.abs(expSumsSimd(x, 0, x.length, 0)![0] - (4 + Math.exp(-86))) < 1e-6);
+});
+
+Deno.test("cpu simd: the entropy's sums and its gradient's affine exponentials against float64", () => {
+  for (const n of [9, 1024, CHUNK + 100]) {
+    const rnd = mulberry32(n + 5);
+    const x = Float32Array.from({ length: n }, (_, i) => i % 50 === 7 ? -Infinity : rnd() * 16 - 8);
+    let m = -Infinity, s = 0, u = 0;
+    for (const v of x) m = Math.max(m, v);
+    for (const v of x) if (v > -Infinity) [s, u] = [s + Math.exp(v - m), u + Math.exp(v - m) * (v - m)];
+    const [gs, gu] = expSumsSimd(x, 0, n, -m)!;
+    assert.ok(
+      Math.abs(gs - s) <= 1e-6 * s && Math.abs(gu - u) <= 2e-6 * Math.abs(u) + 1e-6,
+      `${gs} ${gu} vs ${s} ${u}`,
+    );
+    const lse = m + Math.log(s), shift = u / s - lse, y = new Float32Array(n);
+    assert.ok(scaledExpSimd(x, y, 0, n, -lse, 0.5, shift));
+    const want = Array.from(x, (v) => v > -Infinity ? 0.5 * Math.exp(v - lse) * (v + shift) : 0);
+    const rel = (i: number) => 2e-6 + 1.2e-7 * (Number.isFinite(x[i]) ? Math.abs(x[i] - lse) : 0);
+    assertNear(y, want, rel, 1e-7, "entropy gradient");
+  }
+});
+
+Deno.test("cpu simd: AdamW steps against float64, over chunk boundaries and an offset range", () => {
+  const n = CHUNK + 37, from = 5, to = n - 3, rnd = mulberry32(9);
+  const rand = (scale: number) => Float32Array.from({ length: n }, () => (rnd() * 2 - 1) * scale);
+  const p = rand(1), g = rand(0.1), m = rand(0.01), v = rand(0.001).map(Math.abs);
+  const h = { w: 0.1, beta2: 0.999, oneMinusBeta2: 0.001, decay: 1 - 1e-3 * 0.01, stepSize: 1e-3 / 0.19, eps: 1e-8 };
+  for (const sign of [1, -1]) {
+    const [p1, m1, v1] = [p.slice(), m.slice(), v.slice()];
+    const invCorrection = 1 / Math.sqrt(1 - 0.999 ** 3);
+    assert.ok(adamwSimd(p1, g, m1, v1, from, to, { ...h, invCorrection, sign }));
+    for (let i = 0; i < n; i++) {
+      if (i < from || i >= to) {
+        assert.ok(p1[i] === p[i] && m1[i] === m[i] && v1[i] === v[i], `element ${i} outside the range`);
+        continue;
+      }
+      const gi = sign * g[i], mi = m[i] + h.w * (gi - m[i]), vi = v[i] * h.beta2 + h.oneMinusBeta2 * gi * gi;
+      const pi = p[i] * h.decay - h.stepSize * mi / (Math.sqrt(vi) * invCorrection + h.eps);
+      assert.ok(Math.abs(m1[i] - mi) <= 1e-6 * Math.abs(mi) + 1e-9, `m[${i}]: ${m1[i]} vs ${mi}`);
+      assert.ok(Math.abs(v1[i] - vi) <= 1e-6 * Math.abs(vi) + 1e-12, `v[${i}]: ${v1[i]} vs ${vi}`);
+      assert.ok(Math.abs(p1[i] - pi) <= 2e-7 * Math.abs(pi) + 1e-8, `p[${i}]: ${p1[i]} vs ${pi}`);
+    }
+  }
 });

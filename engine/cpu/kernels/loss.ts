@@ -14,7 +14,7 @@
 import * as K from "../../kernels/loss.ts";
 import { defineCpuKernel } from "../kernel_table.ts";
 import { fastExp } from "../fastmath.ts";
-import { expSumSimd, scaledExpSimd } from "../simd.ts";
+import { expSumsSimd, scaledExpSimd } from "../simd.ts";
 import { covered, f, fexp } from "../workgroup.ts";
 
 const LOWEST = -3.4028234663852886e38;
@@ -39,18 +39,22 @@ defineCpuKernel(K.CROSS_ENTROPY, ({ params: p, bindings: b, overrides: o, grid }
     }
     let s = 0;
     if (mode === MODE.entropy) {
+      const sums = expSumsSimd(x, base, end, -m); // s ≥ 1 (the maximum's term) unless degenerate or no SIMD
       let u = 0;
-      for (let k = base; k < end; k++) {
-        const d = x[k] - m, e = fastExp(d);
-        s += e;
-        if (e !== 0) u += e * d; // an element at −∞ adds nothing (0 · −∞ would be NaN)
+      if (sums && sums[0] >= 1) [s, u] = sums;
+      else {
+        for (let k = base; k < end; k++) {
+          const d = x[k] - m, e = fastExp(d);
+          s += e;
+          if (e !== 0) u += e * d; // an element at −∞ adds nothing (0 · −∞ would be NaN)
+        }
       }
       const logS = Math.log(s);
       lse[row] = m + logS;
       out.f32[row] = logS - u / s;
       continue;
     }
-    s = expSumSimd(x, base, end, -m); // ≥ 1 (the maximum's term) unless the row is degenerate or SIMD is missing
+    s = expSumsSimd(x, base, end, -m)?.[0] ?? NaN; // ≥ 1 (the maximum's term) unless degenerate or no SIMD
     if (!(s >= 1)) {
       s = 0;
       for (let k = base; k < end; k++) s += fastExp(x[k] - m);
@@ -89,9 +93,10 @@ defineCpuKernel(K.CROSS_ENTROPY_GRAD, ({ params: p, bindings: b, overrides: o, g
     if (mode === MODE.entropy) {
       // −g · prob · (x − lse + entropy)
       const shift = extra[row] - l;
+      if (Number.isFinite(l) && Number.isFinite(shift) && scaledExpSimd(x, out, base, stop, -l, -gr, shift)) continue;
       for (let i = base; i < stop; i++) {
-        const v = x[i];
-        out[i] = -gr * fastExp(v - l) * (v + shift);
+        const v = x[i], e = fastExp(v - l);
+        out[i] = e === 0 ? 0 : -gr * e * (v + shift); // a probability of 0 gets no gradient (not 0 · −∞ = NaN)
       }
       continue;
     }

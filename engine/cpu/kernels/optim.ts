@@ -15,6 +15,7 @@
 import * as K from "../../kernels/optim.ts";
 import { defineCpuKernel, type HostArray } from "../kernel_table.ts";
 import { covered, f } from "../workgroup.ts";
+import { adamwSimd } from "../simd.ts";
 
 // ---------------------------------------------------------------- adamw.wgsl
 
@@ -65,6 +66,10 @@ function adamw(
     const stepSize = hp[h + 4], correction = hp[h + 5], eps = hp[h + 6];
     // torch.lerp(m, g, w): m + w·(g − m) for |w| < 0.5, else g − (g − m)·(1 − w)
     const fromM = Math.abs(w) < 0.5, oneMinusW = 1 - w, invCorrection = 1 / correction;
+    if (fromM && s2 === null) {
+      const lanes = { w, beta2, oneMinusBeta2, decay, stepSize, invCorrection, eps, sign };
+      if (adamwSimd(param, grad, s0, s1, start, stop, lanes)) return;
+    }
     for (let i = start; i < stop; i++) {
       const g = sign * grad[i], m = s0[i];
       const m1 = fromM ? m + w * (g - m) : g - (g - m) * oneMinusW;
