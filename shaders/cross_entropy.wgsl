@@ -156,7 +156,8 @@ fn grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     gr = g[row];
   }
   if (MODE == 2u) {
-    out[i] = -gr * prob * (v - lse[row] + extra[row]);
+    // A probability of 0 (a logit at −∞) gets no gradient, not 0 · −∞ = NaN.
+    out[i] = select(-gr * prob * (v - lse[row] + extra[row]), 0.0, prob == 0.0);
     return;
   }
   let tid = t[row];

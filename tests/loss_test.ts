@@ -163,3 +163,28 @@ Deno.test("losses reject mismatched shapes, wrong dtypes and bad options, naming
     /entropyFromLogits: logits \[2,0\] have no classes/,
   );
 });
+
+Deno.test("entropyFromLogits with logits at −∞ (masked tokens): finite entropy, no gradient to the masked logits", async () => {
+  await ready;
+  const n = 7, x = Float32Array.from([0.5, -Infinity, 1.5, -2, -Infinity, 0, 3, 1, 1, 1, 1, 1, 1, -Infinity]);
+  const lt = tensor(x, [2, n]).requireGrad();
+  const h = entropyFromLogits(lt);
+  backward(h, tensor(Float32Array.from([1, -0.5])));
+  const [hv, gv] = await readAll([h, lt.grad!]);
+  // float64: H = −Σ p log p over the unmasked logits (p log p → 0 as p → 0).
+  const lse = lseRows(x, n), ent = new Float64Array(2), g = [1, -0.5];
+  for (let i = 0; i < 2 * n; i++) {
+    if (x[i] > -Infinity) {
+      ent[Math.floor(i / n)] -= Math.exp(x[i] - lse[Math.floor(i / n)]) * (x[i] - lse[Math.floor(i / n)]);
+    }
+  }
+  assertClose(hv, ent, 1e-5, 1e-6, "entropy");
+  for (const i of [1, 4, 13]) assert.equal(gv[i], 0, `gradient of masked logit ${i}`);
+  // Elsewhere: −g · p · (log p + H).
+  const want = new Float64Array(2 * n);
+  for (let i = 0; i < 2 * n; i++) {
+    const r = Math.floor(i / n), lp = x[i] - lse[r];
+    want[i] = x[i] === -Infinity ? 0 : -g[r] * Math.exp(lp) * (lp + ent[r]);
+  }
+  assertClose(gv, want, 1e-5, 1e-6, "entropy gradient");
+});
