@@ -5,8 +5,18 @@
  */
 
 import assert from "node:assert/strict";
-import { adamwSimd, CHUNK, expSumsSimd, geluGradSimd, geluSimd, hasSimd, scaledExpSimd } from "../engine/cpu/simd.ts";
+import {
+  adamwSimd,
+  CHUNK,
+  dropoutSimd,
+  expSumsSimd,
+  geluGradSimd,
+  geluSimd,
+  hasSimd,
+  scaledExpSimd,
+} from "../engine/cpu/simd.ts";
 import { mulberry32 } from "../engine/random.ts";
+import { dropBits } from "../engine/cpu/rng.ts";
 
 /** |got − want| ≤ rel(i) · |want| + abs for every element. */
 function assertNear(
@@ -145,5 +155,18 @@ Deno.test("cpu simd: AdamW steps against float64, over chunk boundaries and an o
       assert.ok(Math.abs(v1[i] - vi) <= 1e-6 * Math.abs(vi) + 1e-12, `v[${i}]: ${v1[i]} vs ${vi}`);
       assert.ok(Math.abs(p1[i] - pi) <= 2e-7 * Math.abs(pi) + 1e-8, `p[${i}]: ${p1[i]} vs ${pi}`);
     }
+  }
+});
+
+Deno.test("cpu simd: dropout keeps the scalar kernel's mask bit for bit, and +0 for dropped NaN and ±Infinity", () => {
+  for (const [n, key, threshold] of [[5, 1, 2 ** 31], [1000, 0xdeadbeef, 429496729], [CHUNK + 13, 77, 0xc0000000]]) {
+    const rnd = mulberry32(n);
+    const x = Float32Array.from({ length: n }, (_, i) => [NaN, Infinity, -Infinity][i % 50] ?? rnd() * 4 - 2);
+    const y = new Float32Array(n), scale = Math.fround(1 / 0.9);
+    assert.ok(dropoutSimd(x, y, n, key, threshold, scale));
+    const want = Float32Array.from(x, (v, i) => dropBits(i, key) >= threshold ? v * scale : 0);
+    assert.deepEqual(new Uint32Array(y.buffer), new Uint32Array(want.buffer), `n ${n}, key ${key}`);
+    const kept = want.filter((v, i) => dropBits(i, key) >= threshold && Number.isFinite(x[i])).length;
+    assert.ok(kept > 0 && kept < n, `some kept, some dropped (${kept} of ${n})`);
   }
 });

@@ -26,6 +26,12 @@ import {
   get,
   I32,
   i32c,
+  i32x4,
+  i32x4Add,
+  i32x4GeU,
+  i32x4Mul,
+  i32x4ShrU,
+  i32x4Splat,
   lane,
   load,
   moduleBytes,
@@ -35,6 +41,7 @@ import {
   STEP,
   store,
   sub,
+  xor,
 } from "./wasm.ts";
 
 /** Elements per pass through the module's memory (each operand has a region of this many floats). */
@@ -178,6 +185,40 @@ const adamw = (k: number): FnSpec => ({
   },
 });
 
+/** mix32 of `rng.wgsl` (lowbias32) on the four i32 lanes on the stack, through local `h`. */
+// deno-fmt-ignore
+const mix32 = (h: number) => [
+  ...set(h),
+  ...get(h), ...get(h), ...i32c(16), ...i32x4ShrU, ...xor, ...i32x4(0x7feb352d), ...i32x4Mul, ...set(h),
+  ...get(h), ...get(h), ...i32c(15), ...i32x4ShrU, ...xor, ...i32x4(0x846ca68b | 0), ...i32x4Mul, ...set(h),
+  ...get(h), ...get(h), ...i32c(16), ...i32x4ShrU, ...xor,
+];
+
+/**
+ * dropout(x, y, n, key, threshold, scale, start): y = keep ? x·scale : +0, keep = mix32(mix32(i ^ key) + key) ≥
+ * threshold (unsigned) for flat index i = start + position — `dropout.wgsl`'s mask bit for bit, and one float32
+ * product as there.
+ */
+const dropout = (k: number): FnSpec => ({
+  params: [I32, I32, I32, I32, I32, F32, I32],
+  extra: 4, // lane indices, key, threshold, scale (every lane)
+  // deno-fmt-ignore
+  prologue: [
+    ...get(6), ...i32x4Splat, ...i32x4(0, 1, 2, 3), ...i32x4Add, ...set(k),
+    ...get(3), ...i32x4Splat, ...set(k + 1), ...get(4), ...i32x4Splat, ...set(k + 2), ...get(5), ...f32x4Splat, ...set(k + 3),
+  ],
+  body: (o, l, g) => {
+    const index = g === 0 ? get(k) : [...get(k), ...i32x4(4), ...i32x4Add];
+    // deno-fmt-ignore
+    return [
+      ...index, ...get(k + 1), ...xor, ...mix32(l + 1), ...get(k + 1), ...i32x4Add, ...mix32(l + 1),
+      ...get(k + 2), ...i32x4GeU, ...set(l + 2),
+      ...store(1, o, [...get(l), ...get(k + 3), ...mul, ...get(l + 2), ...and]),
+      ...(g === 1 ? [...get(k), ...i32x4(8), ...i32x4Add, ...set(k)] : []),
+    ];
+  },
+});
+
 interface SimdExports {
   memory: WebAssembly.Memory;
   gelu(x: number, y: number, n: number): void;
@@ -186,6 +227,7 @@ interface SimdExports {
   scaled_exp(x: number, y: number, n: number, shift: number, scale: number): void;
   scaled_exp_affine(x: number, y: number, n: number, shift: number, scale: number, shift2: number): void;
   adamw(x: number, y: number, n: number, ...h: number[]): void;
+  dropout(x: number, y: number, n: number, key: number, threshold: number, scale: number, start: number): void;
 }
 
 let instance: SimdExports | null | undefined;
@@ -203,6 +245,7 @@ function kernels(): SimdExports | null {
       ["scaled_exp", scaledExp(false)],
       ["scaled_exp_affine", scaledExp(true)],
       ["adamw", adamw],
+      ["dropout", dropout],
     ];
     const bytes = moduleBytes(functions, Math.ceil((REGIONS * REGION) / 65536));
     const k = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as SimdExports;
@@ -350,6 +393,29 @@ export function adamwSimd(
     param.set(regions[0].subarray(0, n), lo);
     m.set(regions[2].subarray(0, n), lo);
     v.set(regions[3].subarray(0, n), lo);
+  }
+  return true;
+}
+
+/**
+ * Inverted dropout of x[0, n) into y under `key`: y[i] = x[i]·scale where mix32(mix32(i ^ key) + key) ≥ threshold
+ * (unsigned), else +0 — bit for bit the scalar kernel's and the shader's; false, with nothing written, where
+ * WebAssembly SIMD is unavailable.
+ */
+export function dropoutSimd(
+  x: Float32Array,
+  y: Float32Array,
+  n: number,
+  key: number,
+  threshold: number,
+  scale: number,
+): boolean {
+  const k = kernels();
+  if (!k) return false;
+  for (let lo = 0; lo < n; lo += CHUNK) {
+    const len = Math.min(CHUNK, n - lo);
+    k.dropout(0, REGION, stage(0, x, lo, len, 0), key | 0, threshold | 0, scale, lo);
+    y.set(regions[1].subarray(0, len), lo);
   }
   return true;
 }

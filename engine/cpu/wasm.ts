@@ -44,7 +44,8 @@ export const set = (i: number) => [0x21, ...uleb(i)];
 export const i32c = (n: number) => [0x41, ...sleb(n)];
 export const add = simd(0xe4), sub = simd(0xe5), mul = simd(0xe6), div = simd(0xe7), sqrt = simd(0xe3);
 export const gt = simd(0x44), and = simd(0x4e), pmin = simd(0xea), pmax = simd(0xeb);
-export const i32x4Add = simd(0xae), i32x4Shl = simd(0xab), f32x4Splat = simd(0x13);
+export const i32x4Add = simd(0xae), i32x4Shl = simd(0xab), f32x4Splat = simd(0x13), i32x4Splat = simd(0x11);
+export const xor = simd(0x51), i32x4ShrU = simd(0xad), i32x4Mul = simd(0xb5), i32x4GeU = simd(0x40);
 export const load = (ptr: number, offset: number) => [...get(ptr), ...simd(0x00), 4, ...uleb(offset)];
 export const store = (
   ptr: number,
@@ -53,21 +54,27 @@ export const store = (
 ) => [...get(ptr), ...value, ...simd(0x0b), 4, ...uleb(offset)];
 export const lane = (i: number) => [...simd(0x1f), i]; // f32x4.extract_lane
 
-/** While a function is generated: its constants and the local each is kept in (set once, before the loop). */
-let pool: { next: number; locals: Map<number, number> } | null = null;
+/** While a function is generated: its constants (by their 16 bytes) and the local each is kept in (set before the loop). */
+let pool: { next: number; locals: Map<string, number> } | null = null;
 
-/** Four equal float32 lanes, from a local set before the loop (V8 would rebuild a v128.const at every use). */
-export function f32x4(x: number): number[] {
+/** A pooled v128 constant of the given 16 bytes: V8 would rebuild a v128.const at every use. */
+function pooled(bytes: number[]): number[] {
   if (!pool) throw new Error("simd: constants only inside a generated function");
-  let local = pool.locals.get(x);
-  if (local === undefined) pool.locals.set(x, local = pool.next++);
+  const key = bytes.join(",");
+  let local = pool.locals.get(key);
+  if (local === undefined) pool.locals.set(key, local = pool.next++);
   return get(local);
 }
 
-/** A v128.const of four equal float32 lanes. */
-function constant(x: number): number[] {
-  const bytes = [...new Uint8Array(Float32Array.of(x).buffer)];
-  return [...simd(0x0c), ...bytes, ...bytes, ...bytes, ...bytes];
+/** Four equal float32 lanes (pooled). */
+export const f32x4 = (x: number): number[] => pooled([...new Uint8Array(Float32Array.of(x, x, x, x).buffer)]);
+/** Four 32-bit integer lanes (pooled); one value repeats. */
+export const i32x4 = (...lanes: number[]): number[] =>
+  pooled([...new Uint8Array(Int32Array.from({ length: 4 }, (_, i) => lanes[i % lanes.length]).buffer)]);
+
+/** A v128.const of 16 bytes given as a pool key. */
+function constant(key: string): number[] {
+  return [...simd(0x0c), ...key.split(",").map(Number)];
 }
 
 /** 1.5 · 2²³: added to a float32 of magnitude < 2²², it rounds it to an integer n held in the low mantissa bits. */
@@ -94,7 +101,7 @@ export function exp(a: number): number[] {
     ...get(a), ...get(r), ...f32x4(0.693145751953125), ...mul, ...sub,
     ...get(r), ...f32x4(1.428606765330187e-6), ...mul, ...sub, ...set(r),
     ...p,
-    ...get(j), ...i32c(23), ...i32x4Shl, ...f32x4(1), ...i32x4Add,
+    ...get(j), ...i32c(23), ...i32x4Shl, ...i32x4(0x3f800000), ...i32x4Add,
     ...mul, ...get(keep), ...and,
   ];
 }
@@ -116,12 +123,23 @@ export interface FnSpec {
   extra?: number;
 }
 
+/** A generator's parameters, result and extra-local count (its code is generated against a throwaway pool). */
+function shapeOf(spec: (firstExtra: number) => FnSpec): FnSpec {
+  pool = { next: 0, locals: new Map() };
+  try {
+    return spec(0);
+  } finally {
+    pool = null;
+  }
+}
+
 /** A function body looping over n floats at byte offset x (n a multiple of STEP), advancing x and y together. */
 export function fn(spec: (firstExtra: number) => FnSpec, paramCount: number): number[] {
-  const groups = paramCount + 2 * GROUP, s = spec(groups);
+  const groups = paramCount + 2 * GROUP, extra = shapeOf(spec).extra ?? 0;
   const [x, y, n] = [0, 1, 2];
+  pool = { next: groups + extra, locals: new Map() }; // constants after the groups and the extra locals
+  const s = spec(groups);
   const lanes = (o: number, l: number, g: number) => [...load(x, o), ...set(l), ...s.body(o, l, g)];
-  pool = { next: groups + (s.extra ?? 0), locals: new Map() };
   const work = [...lanes(0, paramCount, 0), ...lanes(16, paramCount + GROUP, 1)];
   const prologue = s.prologue ?? [], epilogue = s.epilogue ?? [];
   const consts = [...pool.locals];
@@ -139,7 +157,7 @@ export function fn(spec: (firstExtra: number) => FnSpec, paramCount: number): nu
     0x0c, 0, 0x0b, 0x0b, // br loop; end loop; end block
     ...epilogue, 0x0b,
   ];
-  const locals = vec([[...uleb(2 * GROUP + (s.extra ?? 0) + consts.length), V128]]);
+  const locals = vec([[...uleb(2 * GROUP + extra + consts.length), V128]]);
   return [...uleb(locals.length + code.length), ...locals, ...code];
 }
 
@@ -151,7 +169,7 @@ export function moduleBytes(
   functions: [string, (firstExtra: number) => FnSpec][],
   pages: number,
 ): Uint8Array<ArrayBuffer> {
-  const specs = functions.map(([, make]) => make(0));
+  const specs = functions.map(([, make]) => shapeOf(make));
   const types = specs.map((s) => [0x60, ...vec(s.params.map((t) => [t])), ...vec(s.result ? [[s.result]] : [])]);
   const bodies = functions.map(([, make], i) => fn(make, specs[i].params.length));
   // deno-fmt-ignore
