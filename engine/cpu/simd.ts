@@ -398,9 +398,9 @@ export function adamwSimd(
 }
 
 /**
- * Inverted dropout of x[0, n) into y under `key`: y[i] = x[i]·scale where mix32(mix32(i ^ key) + key) ≥ threshold
- * (unsigned), else +0 — bit for bit the scalar kernel's and the shader's; false, with nothing written, where
- * WebAssembly SIMD is unavailable.
+ * Inverted dropout of x[0, n) into y under `key`: y[i] = x[i]·scale where mix32(mix32(j ^ key) + key) ≥ threshold
+ * (unsigned) for the flat index j = start + i, else +0 — bit for bit the scalar kernel's and the shader's; false,
+ * with nothing written, where WebAssembly SIMD is unavailable.
  */
 export function dropoutSimd(
   x: Float32Array,
@@ -409,12 +409,13 @@ export function dropoutSimd(
   key: number,
   threshold: number,
   scale: number,
+  start = 0,
 ): boolean {
   const k = kernels();
   if (!k) return false;
   for (let lo = 0; lo < n; lo += CHUNK) {
     const len = Math.min(CHUNK, n - lo);
-    k.dropout(0, REGION, stage(0, x, lo, len, 0), key | 0, threshold | 0, scale, lo);
+    k.dropout(0, REGION, stage(0, x, lo, len, 0), key | 0, threshold | 0, scale, (start + lo) | 0);
     y.set(regions[1].subarray(0, len), lo);
   }
   return true;

@@ -15,6 +15,7 @@ import { type CpuCall, defineCpuKernel, type HostArray } from "../kernel_table.t
 import { dropKeep } from "../rng.ts";
 import { sgemm } from "../blas.ts";
 import { fastExp } from "../fastmath.ts";
+import { dropoutSimd, scaledExpSimd } from "../simd.ts";
 
 /** Everything a block computation reads: uniforms, head size, mask kind and the operand arrays. */
 interface Attn {
@@ -73,10 +74,30 @@ function dot(x: Float32Array, xo: number, y: Float32Array, yo: number, n: number
 }
 
 /** Scratch arrays reused across calls (grown on demand): kernels run one at a time. */
-const scratch: Float32Array[] = [new Float32Array(0), new Float32Array(0), new Float32Array(0)];
+const scratch: Float32Array[] = [new Float32Array(0), new Float32Array(0), new Float32Array(0), new Float32Array(0)];
 function scratchOf(slot: number, n: number): Float32Array {
   if (scratch[slot].length < n) scratch[slot] = new Float32Array(Math.max(n, 2 * scratch[slot].length));
   return scratch[slot];
+}
+
+/**
+ * The dropout factors (1/(1 − p) or 0) of the `n` probabilities from flat index `start` on, in scratch slot 2 — by the
+ * SIMD kernel over a block of ones (the same factors as {@linkcode dropFactor}) — or null when dropout is off.
+ */
+function dropFactors(p: AttentionParams, start: number, n: number): Float32Array | null {
+  if (p.drop_on === 0) return null;
+  const z = scratchOf(2, n), ones = scratchOf(3, n);
+  if (ones[n - 1] !== 1) ones.fill(1);
+  if (!dropoutSimd(ones, z, n, p.drop_key, p.drop_threshold, p.drop_scale, start)) {
+    for (let i = 0; i < n; i++) z[i] = dropFactor(p, start + i);
+  }
+  return z;
+}
+
+/** s[i] = e^(s[i]) over [0, n) in place (0 for −∞): the SIMD kernel, else the scalar exp. */
+function expBlock(s: Float32Array, n: number): void {
+  if (scaledExpSimd(s, s, 0, n, 0, 1)) return;
+  for (let i = 0; i < n; i++) s[i] = fastExp(s[i]);
 }
 
 /**
@@ -133,21 +154,26 @@ function productRows(
 function forwardBlock(a: Attn, bh: number, lo: number, hi: number, out: Float32Array, lse: Float32Array): void {
   const { p, D } = a, Tk = p.Tk, nq = hi - lo;
   if (nq <= 0) return;
-  const s = scratchOf(0, nq * Tk);
+  const s = scratchOf(0, nq * Tk), maxes = scratchOf(1, nq);
   scoreBlock(a, bh, lo, hi, s);
+  // Each row minus its maximum (masked keys stay −∞), then the whole block's exponentials at once.
   for (let r = 0; r < nq; r++) {
-    const row = r * Tk, flat = (bh * p.Tq + lo + r) * Tk;
+    const row = r * Tk;
     let m = -Infinity;
     for (let j = 0; j < Tk; j++) if (s[row + j] > m) m = s[row + j];
+    maxes[r] = m;
+    if (m !== -Infinity) { for (let j = 0; j < Tk; j++) s[row + j] -= m; }
+  }
+  expBlock(s, nq * Tk);
+  const z = dropFactors(p, (bh * p.Tq + lo) * Tk, nq * Tk);
+  for (let r = 0; r < nq; r++) {
+    const row = r * Tk, m = maxes[r];
     let l = 0;
-    for (let j = 0; j < Tk; j++) {
-      const e = s[row + j] === -Infinity ? 0 : fastExp(s[row + j] - m);
-      l += e;
-      s[row + j] = e;
-    }
+    if (m !== -Infinity) { for (let j = 0; j < Tk; j++) l += s[row + j]; }
+    else s.fill(0, row, row + Tk); // no visible key: probabilities 0
     const inv = l > 0 ? 1 / l : 0;
-    if (p.drop_on === 0) { for (let j = 0; j < Tk; j++) s[row + j] *= inv; }
-    else for (let j = 0; j < Tk; j++) s[row + j] *= inv * dropFactor(p, flat + j);
+    if (z === null) { for (let j = 0; j < Tk; j++) s[row + j] *= inv; }
+    else for (let j = 0; j < Tk; j++) s[row + j] *= inv * z[row + j];
     lse[bh * p.Tq + lo + r] = l > 0 ? m + Math.log(l) : 0;
   }
   productRows(
@@ -180,18 +206,19 @@ function gradBlock(a: Attn, bh: number, lo: number, hi: number, pz: Float32Array
     beta: 0,
     c: { data: ds, offset: 0, ld: Tk },
   });
+  // P = e^(s − lse) for the whole block at once (masked keys: −∞ → 0), then the dropout factors.
   for (let r = 0; r < nq; r++) {
-    const row = r * Tk, q = bh * p.Tq + lo + r, flat = q * Tk, l = lse[q], d = dlt[q];
+    const row = r * Tk, l = lse[bh * p.Tq + lo + r];
+    for (let j = 0; j < Tk; j++) pz[row + j] -= l;
+  }
+  expBlock(pz, nq * Tk);
+  const z = dropFactors(p, (bh * p.Tq + lo) * Tk, nq * Tk);
+  for (let r = 0; r < nq; r++) {
+    const row = r * Tk, d = dlt[bh * p.Tq + lo + r];
     for (let j = 0; j < Tk; j++) {
-      const sc = pz[row + j];
-      if (sc === -Infinity) {
-        pz[row + j] = 0;
-        ds[row + j] = 0;
-        continue;
-      }
-      const pr = fastExp(sc - l), z = dropFactor(p, flat + j);
-      pz[row + j] = pr * z;
-      ds[row + j] = pr * (ds[row + j] * z - d);
+      const pr = pz[row + j], zj = z === null ? 1 : z[row + j];
+      pz[row + j] = pr * zj;
+      ds[row + j] = pr === 0 ? 0 : pr * (ds[row + j] * zj - d);
     }
   }
 }
