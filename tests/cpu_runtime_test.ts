@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { CpuRuntime } from "../engine/cpu/runtime.ts";
-import { HOST_ALIGNMENT, HostBuffer } from "../engine/storage.ts";
+import { HOST_ALIGNMENT, type HostBuffer } from "../engine/storage.ts";
 
 const address = (bytes: Uint8Array) => Deno.UnsafePointer.value(Deno.UnsafePointer.of(bytes));
 

@@ -170,7 +170,7 @@ Deno.test("cpu simd: dropout keeps the scalar kernel's mask bit for bit, and +0 
     assert.ok(dropoutSimd(x, z, n, key, threshold, scale, start));
     const shifted = Float32Array.from(x, (v, i) => dropBits(start + i, key) >= threshold ? v * scale : 0);
     assert.deepEqual(new Uint32Array(z.buffer), new Uint32Array(shifted.buffer), `start ${start}`);
-    const kept = want.filter((v, i) => dropBits(i, key) >= threshold && Number.isFinite(x[i])).length;
+    const kept = want.filter((_, i) => dropBits(i, key) >= threshold && Number.isFinite(x[i])).length;
     assert.ok(kept > 0 && kept < n, `some kept, some dropped (${kept} of ${n})`);
   }
 });
