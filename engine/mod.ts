@@ -4,6 +4,7 @@
  */
 
 export {
+  type BackendChoice,
   type BackendName,
   type DawnModule,
   type DeviceHandle,
