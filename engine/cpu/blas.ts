@@ -33,6 +33,9 @@ const SGEMM_SYMBOLS = {
     ],
     result: "void",
   },
+  // OpenBLAS's thread count (other BLAS libraries lack these; optional symbols resolve to null).
+  openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
+  openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
 } as const;
 
 type SgemmLibrary = Deno.DynamicLibrary<typeof SGEMM_SYMBOLS>;
@@ -81,6 +84,14 @@ export interface SgemmCall {
 
 let library: { lib: SgemmLibrary; name: string } | null | undefined;
 
+/**
+ * Products below this many multiply-adds run on one OpenBLAS thread: waking a second thread costs more than it saves
+ * there (on the 2-core machine, 2 threads made the demo's PPO iteration 40% slower than 1 before this).
+ */
+export const THREADED_PRODUCT = 1 << 22;
+/** OpenBLAS's configured thread count (OPENBLAS_NUM_THREADS or the cores), and the count it is set to now. */
+let threads = { max: 1, now: 1 };
+
 /** Loads the first BLAS of {@linkcode BLAS_LIBRARIES} that can be opened (once); null when none (or no FFI permission). */
 function loadBlas(): { lib: SgemmLibrary; name: string } | null {
   if (library !== undefined) return library;
@@ -88,6 +99,8 @@ function loadBlas(): { lib: SgemmLibrary; name: string } | null {
   for (const name of BLAS_LIBRARIES) {
     try {
       library = { lib: Deno.dlopen(name, SGEMM_SYMBOLS), name };
+      const n = library.lib.symbols.openblas_get_num_threads?.() ?? 1;
+      threads = { max: n, now: n };
       break;
     } catch {
       // Not installed, no cblas_sgemm, or no --allow-ffi: try the next one, then fall back to TypeScript.
@@ -127,6 +140,11 @@ export function sgemmNative(call: SgemmCall): void {
   checkCall(call);
   const { M, N, K, alpha, a, b, beta, c } = call;
   if (M === 0 || N === 0) return;
+  const want = M * N * K < THREADED_PRODUCT ? 1 : threads.max;
+  if (want !== threads.now && blas.lib.symbols.openblas_set_num_threads) {
+    blas.lib.symbols.openblas_set_num_threads(want);
+    threads.now = want;
+  }
   // cblas rejects leading dimensions below 1 even for empty operands.
   blas.lib.symbols.cblas_sgemm(
     ROW_MAJOR,
