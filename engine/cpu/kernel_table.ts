@@ -77,16 +77,29 @@ export function cpuKernelOf(k: Kernel): Entry | undefined {
 
 /** Reads a packed uniform block back into named fields, as the shader sees them. */
 export function unpackParams<F extends ParamFields>(k: Kernel<F>, words: Uint32Array): UnpackedParams<F> {
-  const floats = new Float32Array(words.buffer, words.byteOffset, words.length);
-  const ints = new Int32Array(words.buffer, words.byteOffset, words.length);
-  const out: Record<string, number | number[]> = {};
+  let views = VIEWS.get(words.buffer);
+  if (!views || views.floats.byteOffset !== words.byteOffset || views.floats.length !== words.length) {
+    views = {
+      floats: new Float32Array(words.buffer, words.byteOffset, words.length),
+      ints: new Int32Array(words.buffer, words.byteOffset, words.length),
+    };
+    VIEWS.set(words.buffer, views);
+  }
+  const { floats, ints } = views, out: Record<string, number | number[]> = {};
   for (const field of k.layout) {
-    const read = (i: number) => field.kind === "f32" ? floats[i] : field.kind === "i32" ? ints[i] : words[i];
-    if (field.words === 1) out[field.name] = read(field.offset);
-    else out[field.name] = Array.from({ length: field.words }, (_, i) => read(field.offset + i));
+    const src = field.kind === "f32" ? floats : field.kind === "i32" ? ints : words, at = field.offset;
+    if (field.words === 1) out[field.name] = src[at];
+    else {
+      const values = new Array<number>(field.words);
+      for (let i = 0; i < field.words; i++) values[i] = src[at + i];
+      out[field.name] = values;
+    }
   }
   return out as UnpackedParams<F>;
 }
+
+/** Float and int views of the uniform blocks unpacked so far, by buffer (the runtime reuses one). */
+const VIEWS = new WeakMap<ArrayBufferLike, { floats: Float32Array; ints: Int32Array }>();
 
 /** Index of thread `gid` in a 1-D launch spread over x and y as `grid1d` does (x + y · groupsX · wg). */
 export function flatIndex(x: number, y: number, groupsX: number, wg = 256): number {

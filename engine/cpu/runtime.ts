@@ -28,6 +28,9 @@ const CPU_LIMITS: BackendLimits = {
   maxBufferSize: 2 ** 30,
 };
 
+/** Pipeline constants of a dispatch that sets none (shared; kernels only read them). */
+const NO_OVERRIDES: Readonly<Record<string, number>> = Object.freeze({});
+
 /** The CPU backend (see the module doc). */
 export class CpuRuntime implements Backend {
   /** Describes the backend: "cpu", with the BLAS in use as the adapter name. */
@@ -121,14 +124,24 @@ export class CpuRuntime implements Backend {
     if (!entry) throw new Error(`CPU backend: kernel ${k.shader}:${k.entry} has no CPU implementation`);
     const [x, y = 1, z = 1] = grid;
     if (x === 0 || y === 0 || z === 0) return;
+    // The fields go through the uniform block as on the GPU (validated, and rounded to their WGSL types).
     packParams(k as Kernel, params as Record<string, number>, this.#words, this.#floats, this.#ints, 0);
-    const storages = k.bindingNames.map((name) => bindings[name]);
-    const words = this.#words.slice(0, k.uniformBytes / 4);
-    const constants = { ...overrides } as Record<string, number>;
-    this.observer?.before({ kernel: k as Kernel, words, storages, grid: [x, y, z], overrides: constants });
-    const views = Object.fromEntries(k.bindingNames.map((name, i) => [name, this.#view(storages[i])]));
-    entry.run({ params: unpackParams(k as Kernel, words), bindings: views, grid: [x, y, z], overrides: constants });
-    this.observer?.after();
+    const names = k.bindingNames, views: Record<string, HostArray> = {};
+    for (let i = 0; i < names.length; i++) views[names[i]] = this.#view(bindings[names[i] as B]);
+    const constants = (overrides ?? NO_OVERRIDES) as Record<string, number>;
+    const observer = this.observer;
+    if (observer) {
+      const storages = names.map((name) => bindings[name as B]);
+      const words = this.#words.slice(0, k.uniformBytes / 4);
+      observer.before({ kernel: k as Kernel, words, storages, grid: [x, y, z], overrides: { ...constants } });
+    }
+    entry.run({
+      params: unpackParams(k as Kernel, this.#words),
+      bindings: views,
+      grid: [x, y, z],
+      overrides: constants,
+    });
+    observer?.after();
     this.stats.dispatches++;
   }
 
