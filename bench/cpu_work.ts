@@ -105,7 +105,7 @@ export function parseCpuWorkArgs(args: readonly string[]): CpuWorkArgs {
     threads: null,
     only: [...WORKLOADS],
     repeats: null,
-    warmup: 2,
+    warmup: 5,
     small: false,
   };
   const count = (flag: string, v: string, min: number) => {
@@ -170,7 +170,7 @@ async function trainStep(s: CpuSizes, a: CpuWorkArgs): Promise<Result> {
       opt.zeroGrad();
       await sync();
     };
-    return { ...await timeMin(step, a.warmup, a.repeats ?? 10), shape: { ...DEMO_GPT2, batch: B, seq: T } };
+    return { ...await timeMin(step, a.warmup, a.repeats ?? 20), shape: { ...DEMO_GPT2, batch: B, seq: T } };
   } finally {
     opt.zeroGrad();
     opt.dispose();
@@ -191,7 +191,7 @@ async function generateWork(s: CpuSizes, a: CpuWorkArgs): Promise<Result> {
         steps = (await generate(model, prompts, { ...opts, seed: seed++ })).steps;
       },
       a.warmup,
-      a.repeats ?? 10,
+      a.repeats ?? 20,
     );
     if (steps !== g.new_tokens) throw new Error(`generate ran ${steps} steps, not ${g.new_tokens}`);
     return { ...t, shape: { ...DEMO_GPT2, ...g } };
@@ -207,7 +207,7 @@ async function ppoWork(s: CpuSizes, a: CpuWorkArgs): Promise<Result> {
   try {
     for (let i = 0; i < a.warmup; i++) await session.iteration();
     const runs: PpoIterationFigures[] = [];
-    for (let i = 0; i < (a.repeats ?? 5); i++) runs.push(await session.iteration());
+    for (let i = 0; i < (a.repeats ?? 8); i++) runs.push(await session.iteration());
     const best = runs.reduce((x, y) => y.total_ms < x.total_ms ? y : x); // phases of the fastest iteration
     const { gpt2, bert, ...shape } = s.ppo;
     return {
@@ -232,7 +232,7 @@ async function bigForward(s: CpuSizes, a: CpuWorkArgs): Promise<Result> {
       tidy(() => noGrad(() => void model.forward({ inputIds: ids }).logits));
       await sync();
     };
-    return { ...await timeMin(fwd, a.warmup, a.repeats ?? 10), shape: { ...cfg, batch: B, seq: T } };
+    return { ...await timeMin(fwd, a.warmup, a.repeats ?? 20), shape: { ...cfg, batch: B, seq: T } };
   } finally {
     disposeModel(model);
     ids.dispose();

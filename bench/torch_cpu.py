@@ -244,7 +244,7 @@ def train_step(s, a):
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    ms, runs = time_min(step, a.warmup, a.repeats or 10)
+    ms, runs = time_min(step, a.warmup, a.repeats or 20)
     return dict(ms=ms, runs_ms=runs, shape=dict(**DEMO, batch=b, seq=t))
 
 
@@ -252,7 +252,7 @@ def generate(s, a):
     g = s["generate"]
     model = GPT2LMHeadModel(**DEMO, pdrop=0.1).eval()
     prompts = torch.randint(0, DEMO["vocab_size"], (g["prompts"], g["prompt_len"]))
-    ms, runs = time_min(lambda: sample(model, prompts, g["new_tokens"]), a.warmup, a.repeats or 10)
+    ms, runs = time_min(lambda: sample(model, prompts, g["new_tokens"]), a.warmup, a.repeats or 20)
     return dict(ms=ms, runs_ms=runs, shape=dict(**DEMO, **g))
 
 
@@ -316,7 +316,7 @@ def ppo_iteration(s, a):
 
     for _ in range(a.warmup):
         iteration()
-    runs = [iteration() for _ in range(a.repeats or 5)]
+    runs = [iteration() for _ in range(a.repeats or 8)]
     best = min(runs, key=lambda r: r["ms"])  # phases of the fastest iteration
     return dict(**best, runs_ms=[r["ms"] for r in runs], shape=dict(**DEMO, reward=REWARD, **p))
 
@@ -331,7 +331,7 @@ def gpt2_124m_forward(s, a):
         with torch.no_grad():
             model(ids)
 
-    ms, runs = time_min(fwd, a.warmup, a.repeats or 10)
+    ms, runs = time_min(fwd, a.warmup, a.repeats or 20)
     return dict(ms=ms, runs_ms=runs, shape=dict(**c, batch=b, seq=t))
 
 
@@ -339,8 +339,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     ap.add_argument("--only", default="", help="comma-separated workloads (default: all)")
-    ap.add_argument("--repeats", type=int, default=0, help="timed runs per workload (default 10; PPO 5)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
+    ap.add_argument("--repeats", type=int, default=0, help="timed runs per workload (default 20; PPO 8)")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     ap.add_argument("--small", action="store_true", help="tiny shapes (smoke test)")
     a = ap.parse_args()
     only = [w for w in a.only.split(",") if w] or WORKLOADS
