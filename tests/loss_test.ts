@@ -188,3 +188,20 @@ Deno.test("entropyFromLogits with logits at −∞ (masked tokens): finite entro
   }
   assertClose(gv, want, 1e-5, 1e-6, "entropy gradient");
 });
+
+Deno.test("a NaN logit makes its row's loss, log-prob and entropy NaN (never silently skipped); other rows stay finite", async () => {
+  await ready;
+  for (const n of [7, 3000]) {
+    const x = Float32Array.from(randArray(2 * n, n, -3, 3));
+    x[n + 5] = NaN; // row 1, not its target
+    const lt = tensor(x, [2, n]), tt = tensor(Int32Array.from([1, 2]));
+    const [lp, ce, h] = await readAll([
+      logProbsOf(lt, tt),
+      crossEntropy(lt, tt, { reduction: "none" }),
+      entropyFromLogits(lt),
+    ]);
+    for (const [what, v] of [["logProbsOf", lp], ["crossEntropy", ce], ["entropy", h]] as const) {
+      assert.ok(Number.isFinite(v[0]) && Number.isNaN(v[1]), `${what} (n ${n}): ${v[0]}, ${v[1]}`);
+    }
+  }
+});

@@ -94,9 +94,12 @@ function dropFactors(p: AttentionParams, start: number, n: number): Float32Array
   return z;
 }
 
-/** s[i] = e^(s[i]) over [0, n) in place (0 for −∞): the SIMD kernel, else the scalar exp. */
-function expBlock(s: Float32Array, n: number): void {
-  if (scaledExpSimd(s, s, 0, n, 0, 1)) return;
+/**
+ * s[i] = e^(s[i]) over [0, n) in place (0 for −∞): the SIMD kernel, else — or when the block holds a NaN, which the
+ * SIMD exponential would turn into 0 — the scalar exp, so NaN scores give NaN outputs as on the GPU.
+ */
+function expBlock(s: Float32Array, n: number, nan: boolean): void {
+  if (!nan && scaledExpSimd(s, s, 0, n, 0, 1)) return;
   for (let i = 0; i < n; i++) s[i] = fastExp(s[i]);
 }
 
@@ -157,14 +160,19 @@ function forwardBlock(a: Attn, bh: number, lo: number, hi: number, out: Float32A
   const s = scratchOf(0, nq * Tk), maxes = scratchOf(1, nq);
   scoreBlock(a, bh, lo, hi, s);
   // Each row minus its maximum (masked keys stay −∞), then the whole block's exponentials at once.
+  let nan = false;
   for (let r = 0; r < nq; r++) {
     const row = r * Tk;
     let m = -Infinity;
-    for (let j = 0; j < Tk; j++) if (s[row + j] > m) m = s[row + j];
+    for (let j = 0; j < Tk; j++) {
+      const v = s[row + j];
+      if (v > m) m = v;
+      else if (v !== v) nan = true;
+    }
     maxes[r] = m;
     if (m !== -Infinity) { for (let j = 0; j < Tk; j++) s[row + j] -= m; }
   }
-  expBlock(s, nq * Tk);
+  expBlock(s, nq * Tk, nan);
   const z = dropFactors(p, (bh * p.Tq + lo) * Tk, nq * Tk);
   for (let r = 0; r < nq; r++) {
     const row = r * Tk, m = maxes[r];
@@ -207,11 +215,16 @@ function gradBlock(a: Attn, bh: number, lo: number, hi: number, pz: Float32Array
     c: { data: ds, offset: 0, ld: Tk },
   });
   // P = e^(s − lse) for the whole block at once (masked keys: −∞ → 0), then the dropout factors.
+  let nan = false;
   for (let r = 0; r < nq; r++) {
     const row = r * Tk, l = lse[bh * p.Tq + lo + r];
-    for (let j = 0; j < Tk; j++) pz[row + j] -= l;
+    for (let j = 0; j < Tk; j++) {
+      const v = pz[row + j] - l;
+      pz[row + j] = v;
+      if (v !== v) nan = true;
+    }
   }
-  expBlock(pz, nq * Tk);
+  expBlock(pz, nq * Tk, nan);
   const z = dropFactors(p, (bh * p.Tq + lo) * Tk, nq * Tk);
   for (let r = 0; r < nq; r++) {
     const row = r * Tk, d = dlt[bh * p.Tq + lo + r];

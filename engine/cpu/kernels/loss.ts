@@ -32,11 +32,13 @@ defineCpuKernel(K.CROSS_ENTROPY, ({ params: p, bindings: b, overrides: o, grid }
   const rows = covered(p.rows, grid, 1);
   for (let row = 0; row < rows; row++) {
     const base = row * n, end = base + n;
-    let m = LOWEST;
+    let m = LOWEST, nan = false;
     for (let k = base; k < end; k++) {
       const v = x[k];
-      if (!(v <= m)) m = v;
+      if (v > m) m = v;
+      else if (v !== v) nan = true;
     }
+    if (nan) m = NaN; // a NaN logit makes the row's sums NaN (the SIMD sums would skip it: their guard falls back)
     let s = 0;
     if (mode === MODE.entropy) {
       const sums = expSumsSimd(x, base, end, -m); // s ≥ 1 (the maximum's term) unless degenerate or no SIMD
