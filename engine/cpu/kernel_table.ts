@@ -75,17 +75,17 @@ export function cpuKernelOf(k: Kernel): Entry | undefined {
   return table.get(k);
 }
 
-/** Reads a packed uniform block back into named fields, as the shader sees them. */
-export function unpackParams<F extends ParamFields>(k: Kernel<F>, words: Uint32Array): UnpackedParams<F> {
-  let views = VIEWS.get(words.buffer);
-  if (!views || views.floats.byteOffset !== words.byteOffset || views.floats.length !== words.length) {
-    views = {
-      floats: new Float32Array(words.buffer, words.byteOffset, words.length),
-      ints: new Int32Array(words.buffer, words.byteOffset, words.length),
-    };
-    VIEWS.set(words.buffer, views);
-  }
-  const { floats, ints } = views, out: Record<string, number | number[]> = {};
+/**
+ * Reads a packed uniform block back into named fields, as the shader sees them. `floats` and `ints` view the same
+ * words (the runtime passes the views it keeps of its block; made here otherwise).
+ */
+export function unpackParams<F extends ParamFields>(
+  k: Kernel<F>,
+  words: Uint32Array,
+  floats: Float32Array = new Float32Array(words.buffer, words.byteOffset, words.length),
+  ints: Int32Array = new Int32Array(words.buffer, words.byteOffset, words.length),
+): UnpackedParams<F> {
+  const out: Record<string, number | number[]> = {};
   for (const field of k.layout) {
     const src = field.kind === "f32" ? floats : field.kind === "i32" ? ints : words, at = field.offset;
     if (field.words === 1) out[field.name] = src[at];
@@ -97,9 +97,6 @@ export function unpackParams<F extends ParamFields>(k: Kernel<F>, words: Uint32A
   }
   return out as UnpackedParams<F>;
 }
-
-/** Float and int views of the uniform blocks unpacked so far, by buffer (the runtime reuses one). */
-const VIEWS = new WeakMap<ArrayBufferLike, { floats: Float32Array; ints: Int32Array }>();
 
 /** Index of thread `gid` in a 1-D launch spread over x and y as `grid1d` does (x + y · groupsX · wg). */
 export function flatIndex(x: number, y: number, groupsX: number, wg = 256): number {

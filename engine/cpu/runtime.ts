@@ -136,7 +136,7 @@ export class CpuRuntime implements Backend {
       observer.before({ kernel: k as Kernel, words, storages, grid: [x, y, z], overrides: { ...constants } });
     }
     entry.run({
-      params: unpackParams(k as Kernel, this.#words),
+      params: unpackParams(k as Kernel, this.#words, this.#floats, this.#ints),
       bindings: views,
       grid: [x, y, z],
       overrides: constants,

@@ -10,7 +10,7 @@
 export const STEP = 8;
 
 /** Unsigned LEB128. */
-export function uleb(n: number): number[] {
+function uleb(n: number): number[] {
   const out: number[] = [];
   do {
     let b = n & 0x7f;
@@ -22,7 +22,7 @@ export function uleb(n: number): number[] {
 }
 
 /** Signed LEB128 of a 32-bit integer. */
-export function sleb(n: number): number[] {
+function sleb(n: number): number[] {
   const out: number[] = [];
   for (;;) {
     const b = n & 0x7f;
@@ -32,19 +32,22 @@ export function sleb(n: number): number[] {
   }
 }
 
-export const section = (id: number, body: number[]) => [id, ...uleb(body.length), ...body];
-export const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
-export const name = (s: string) => vec([...new TextEncoder().encode(s)].map((b) => [b]));
+const section = (id: number, body: number[]) => [id, ...uleb(body.length), ...body];
+const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
+const name = (s: string) => vec([...new TextEncoder().encode(s)].map((b) => [b]));
 
-export const I32 = 0x7f, F32 = 0x7d, V128 = 0x7b;
+export const I32 = 0x7f, F32 = 0x7d;
+const V128 = 0x7b;
 /** A SIMD instruction: the 0xfd prefix and its LEB128 opcode. */
-export const simd = (op: number) => [0xfd, ...uleb(op)];
+const simd = (op: number) => [0xfd, ...uleb(op)];
 export const get = (i: number) => [0x20, ...uleb(i)];
 export const set = (i: number) => [0x21, ...uleb(i)];
 export const i32c = (n: number) => [0x41, ...sleb(n)];
 export const add = simd(0xe4), sub = simd(0xe5), mul = simd(0xe6), div = simd(0xe7), sqrt = simd(0xe3);
-export const gt = simd(0x44), and = simd(0x4e), pmin = simd(0xea), pmax = simd(0xeb);
-export const i32x4Add = simd(0xae), i32x4Shl = simd(0xab), f32x4Splat = simd(0x13), i32x4Splat = simd(0x11);
+export const and = simd(0x4e);
+const gt = simd(0x44), pmin = simd(0xea), pmax = simd(0xeb);
+export const i32x4Add = simd(0xae), f32x4Splat = simd(0x13), i32x4Splat = simd(0x11);
+const i32x4Shl = simd(0xab);
 export const xor = simd(0x51), i32x4ShrU = simd(0xad), i32x4Mul = simd(0xb5), i32x4GeU = simd(0x40);
 export const load = (ptr: number, offset: number) => [...get(ptr), ...simd(0x00), 4, ...uleb(offset)];
 export const store = (
@@ -107,7 +110,7 @@ export function exp(a: number): number[] {
 }
 
 /** Scratch v128 locals per lane group: the loaded lanes, exp's four, and three more. */
-export const GROUP = 8;
+const GROUP = 8;
 
 /** A function's shape: parameters (the first two i32 are the byte offsets x and y, the third the count n). */
 export interface FnSpec {
@@ -134,7 +137,7 @@ function shapeOf(spec: (firstExtra: number) => FnSpec): FnSpec {
 }
 
 /** A function body looping over n floats at byte offset x (n a multiple of STEP), advancing x and y together. */
-export function fn(spec: (firstExtra: number) => FnSpec, paramCount: number): number[] {
+function fn(spec: (firstExtra: number) => FnSpec, paramCount: number): number[] {
   const groups = paramCount + 2 * GROUP, extra = shapeOf(spec).extra ?? 0;
   const [x, y, n] = [0, 1, 2];
   pool = { next: groups + extra, locals: new Map() }; // constants after the groups and the extra locals

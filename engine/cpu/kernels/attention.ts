@@ -4,8 +4,9 @@
  * implementation here — tiling and online softmax only change the order of float32 rounding, not what is computed —
  * plus the masked softmax of materialised scores (`attention_softmax.wgsl`) and the KV-cache write
  * (`attention_kv.wgsl`). Masks (causal, i32 or f32 key padding), `Tcap`-strided keys and the attention-dropout
- * decision (`engine/cpu/rng.ts`, flat index `(bh·Tq + i)·Tk + j`) follow `attention_common.wgsl`. The head layout
- * kernels are in `heads.ts`.
+ * decision (`engine/cpu/rng.ts`, flat index `(bh·Tq + i)·Tk + j`) follow `attention_common.wgsl`. Each (batch, head)
+ * block's products go through sgemm, its exponentials and dropout factors through one SIMD call each (`../simd.ts`).
+ * The head layout kernels are in `heads.ts`.
  * @module
  */
 

@@ -3,9 +3,10 @@
  * `cross_entropy.wgsl` (log-prob of a target, cross-entropy with an ignore index, entropy; their reduction and
  * gradient), PPO's fused loss and its gradient (`ppo_loss.wgsl`) and the full-distribution KL (`ppo_kl.wgsl`).
  *
- * Plain row and element loops in float64, stored as float32: sums accumulate in float64 in index order (more accurate
- * than the shaders' float32 thread partials and halving trees, whose order is not kept), and the vocabulary-wide
- * exponentials use {@linkcode fastExp}. Where a result's branch depends on a comparison — the PPO loss's clipping,
+ * The log-softmax's vocabulary-wide exponential sums and scaled exponentials (cross-entropy, log-probs, entropy and
+ * their gradients) run four float32 lanes at a time in `../simd.ts` (sums in float32 blocks of 1,024 added in
+ * float64); the rest, and rows holding a NaN or where WebAssembly SIMD is missing, are plain loops in float64 stored
+ * as float32, summing in index order with {@linkcode fastExp}. Where a result's branch depends on a comparison — the PPO loss's clipping,
  * clip fractions and PyTorch's tie rules — the compared quantities are rounded to float32 as the shader forms them,
  * so ties and clip boundaries fall where the shader's do.
  * @module

@@ -5,8 +5,9 @@
  * (`grad_norm.wgsl`: per-workgroup partials over the same partition of the elements, their combination into the
  * norm and clipping coefficient, and the scaling).
  *
- * Plain element loops in float64, results stored as float32 (the shaders round after every operation; only the
- * rounding differs). The updates run segment by segment with each parameter's hyper-parameters hoisted out of its
+ * AdamW without amsgrad (torch's lerp form) runs four float32 lanes at a time in `../simd.ts`, rounding after every
+ * operation as the shaders do; the other updates are plain element loops in float64, results stored as float32 (only
+ * the rounding differs). The updates run segment by segment with each parameter's hyper-parameters hoisted out of its
  * loop; the norms accumulate each workgroup's elements in float64 in index order rather than the shader's strided
  * threads and halving tree.
  * @module
